@@ -1,0 +1,3 @@
+from aicredits.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP surface (plain ASGI: no framework on the hot path)."""

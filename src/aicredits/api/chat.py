@@ -1,0 +1,75 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aicredits.api.http import Request, send_bytes
+from aicredits.domain.money import format_inr
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes, bytes]]:
+    return [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", cache)]
+
+
+async def chat_completions(gw, req: Request, send) -> None:
+    auth = await gw.keys.authenticate(req.authorization())
+    body = await req.json(gw.settings.max_body_bytes)
+    chat = gw.chat
+    call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+    headers = call_headers(req.request_id)
+    if not call.stream:
+        raw = await chat.complete(call)
+        settled = call.settled
+        headers += [(b"x-aicredits-cost", format_inr(settled.charged).encode()),
+                    (b"x-aicredits-balance", format_inr(settled.available).encode()),
+                    (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
+        await send_bytes(send, 200, raw, headers)
+        return
+    upstream = await chat.start_stream(call)
+    headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
+    await stream_response(send, req.receive, call, chat.relay(call, upstream), headers)
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def stream_response(send, receive, call, chunks, headers) -> None:
+    """Send an SSE body as the chunks come; if the client goes away, cancel at once (the
+    relay's `finally` closes the upstream connection and settles)."""
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+
+    async def pump() -> None:
+        try:
+            async for piece in chunks:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await chunks.aclose()
+
+    pump_task = asyncio.ensure_future(pump())
+    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        call.client_gone = True
+        pump_task.cancel()
+        watch.cancel()
+        raise
+    if pump_task.done():
+        watch.cancel()
+        pump_task.result()
+        return
+    call.client_gone = True
+    pump_task.cancel()
+    try:
+        await pump_task
+    except asyncio.CancelledError:
+        pass

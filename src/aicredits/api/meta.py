@@ -1,0 +1,91 @@
+"""Models, credits and health."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from aicredits.api.chat import call_headers
+from aicredits.api.http import Request, send_bytes, send_json
+from aicredits.domain.catalog import Catalog
+from aicredits.domain.money import micros_to_inr
+from aicredits.domain.pricing import Rates
+
+_PRICE_KEYS = ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cost_per_1m", "cache_write_cost_per_1m",
+               "cache_write_1h_cost_per_1m", "cost_per_1m_chars", "cost_per_minute")
+
+
+def catalog_document(catalog: Catalog, rates: Rates, served: set[str]) -> bytes:
+    data = []
+    for spec in catalog:
+        raw = spec.raw
+        entry = {"id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
+                 "modalities": list(spec.modalities), "currency": spec.currency,
+                 "context_window": spec.context_window}
+        for k in _PRICE_KEYS:
+            if raw.get(k) is not None:
+                entry[k] = raw[k]
+        if spec.endpoint == "chat":
+            entry.setdefault("input_cost_per_1m", None)
+            entry.setdefault("output_cost_per_1m", None)
+            entry["max_output_tokens"] = spec.max_output_tokens
+        if raw.get("cost_per_image"):
+            entry["cost_per_image"] = raw["cost_per_image"]
+        entry["available"] = spec.id in served
+        data.append(entry)
+    return orjson.dumps({"object": "list", "data": data, "usd_inr_rate": float(rates.usd_inr),
+                         "markup": float(rates.markup)})
+
+
+def models_list(catalog: Catalog, served: set[str]) -> bytes:
+    created = int(time.time())
+    return orjson.dumps({"object": "list", "data": [
+        {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
+        for s in catalog if s.id in served]})
+
+
+async def api_models(gw, req: Request, send) -> None:
+    await send_bytes(send, 200, gw.catalog_json, [])
+
+
+async def v1_models(gw, req: Request, send) -> None:
+    await gw.keys.authenticate(req.authorization())
+    await send_bytes(send, 200, gw.models_json, call_headers(req.request_id))
+
+
+async def v1_credits(gw, req: Request, send) -> None:
+    auth = await gw.keys.authenticate(req.authorization())
+    view = await gw.billing.store.credits(auth.account_id, auth.key_id)
+    key = view["key"]
+    body = {"object": "credits", "balance": micros_to_inr(view["balance"] - view["held"]), "currency": "INR",
+            "held": micros_to_inr(view["held"]), "total_added": micros_to_inr(view["total_added"]),
+            "total_spent": micros_to_inr(view["total_spent"]),
+            "key": {"id": auth.key_id, "name": key["name"],
+                    "limit": micros_to_inr(key["limit"]) if key["limit"] is not None else None,
+                    "spent": micros_to_inr(key["spent"]), "held": micros_to_inr(key["held"])} if key else None}
+    await send_json(send, 200, body, call_headers(req.request_id))
+
+
+async def health(gw, req: Request, send) -> None:
+    await send_bytes(send, 200, b'{"status":"ok"}', [])
+
+
+async def ready(gw, req: Request, send) -> None:
+    status = {"status": "ready", "db": "ok", "redis": "disabled"}
+    ok = True
+    try:
+        await gw.billing.store.ping()
+    except Exception:
+        status["db"], ok = "unavailable", False
+    if gw.redis is not None:
+        try:
+            await gw.redis.ping()
+            status["redis"] = "ok"
+        except Exception:
+            status["redis"], ok = "unavailable", False
+    if not ok:
+        status["status"] = "unavailable"
+        await send_json(send, 503, status, [(b"retry-after", b"5")])
+        return
+    await send_json(send, 200, status)

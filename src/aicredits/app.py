@@ -1,0 +1,147 @@
+"""Composition root: Settings -> stores -> services -> the ASGI app (with its lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from importlib import resources
+
+from aicredits.api import chat as chat_routes
+from aicredits.api import meta
+from aicredits.api.http import ClientGone, Request, send_bytes, send_error
+from aicredits.catalog import load_catalog
+from aicredits.domain.pricing import Rates
+from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from aicredits.providers.http import make_session
+from aicredits.providers.registry import build_providers
+from aicredits.services.billing import Billing
+from aicredits.services.chat import ChatService
+from aicredits.services.keys import KeyAuthenticator
+from aicredits.settings import Settings, load_settings
+from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
+
+log = logging.getLogger("aicredits")
+
+
+async def openapi(gw, req: Request, send) -> None:
+    await send_bytes(send, 200, gw.openapi_json, [])
+
+
+ROUTES = {
+    "/v1/chat/completions": {"POST": chat_routes.chat_completions},
+    "/v1/credits": {"GET": meta.v1_credits},
+    "/v1/models": {"GET": meta.v1_models},
+    "/api/models": {"GET": meta.api_models},
+    "/health": {"GET": meta.health},
+    "/health/ready": {"GET": meta.ready},
+    "/openapi.json": {"GET": openapi},
+}
+
+
+async def open_billing_store(settings: Settings):
+    if dialect_of(settings.database_url) == "sqlite":
+        from aicredits.store.billing_sqlite import SqliteBilling
+        return SqliteBilling(sqlite_file(settings.database_url))
+    from aicredits.store.billing_pg import PostgresBilling
+    return await PostgresBilling.connect(postgres_dsn(settings.database_url))
+
+
+class Gateway:
+    """The ASGI application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = load_catalog(settings.extra_models)
+        self.rates = Rates(settings.usd_inr_fraction, settings.markup_fraction)
+        self.openapi_json = resources.files("aicredits.api").joinpath("openapi.json").read_bytes()
+        self.redis = None
+        self._tasks: list[asyncio.Task] = []
+        self._session = None
+
+    async def startup(self) -> None:
+        s = self.settings
+        store = await open_billing_store(s)
+        self._session = make_session(s.upstream_connect_timeout)
+        providers = build_providers(s, self._session)
+        self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
+        self.keys = KeyAuthenticator(store, s.key_cache_seconds)
+        self.chat = ChatService(self.catalog, self.rates, providers, self.billing)
+        served = {spec.id for spec in self.catalog if spec.priced and spec.provider in providers}
+        self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
+        self.models_json = meta.models_list(self.catalog, served)
+        if s.redis_url:
+            import redis.asyncio as aioredis
+            self.redis = aioredis.from_url(s.redis_url)
+        self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.billing.drain()
+        if self._session is not None:
+            await self._session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.billing.store.close()
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, scope, receive, send) -> None:
+        scope["aicredits.started"] = time.perf_counter()
+        req = Request(scope, receive)
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            methods = ROUTES.get(scope["path"])
+            if methods is None:
+                raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
+            handler = methods.get(scope["method"])
+            if handler is None:
+                raise MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}; "
+                                       f"use {', '.join(methods)}.")
+            await handler(self, req, tracking_send)
+        except ClientGone:
+            return
+        except GatewayError as exc:
+            if not started:
+                extra = [(b"x-request-id", req.request_id.encode())]
+                if isinstance(exc, MethodNotAllowed):
+                    extra.append((b"allow", ", ".join(ROUTES[scope["path"]]).encode()))
+                await send_error(send, exc, extra)
+        except Exception:
+            log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], req.request_id)
+            if not started:
+                await send_error(send, InternalError("The gateway failed to handle this request; it has been "
+                                                     "logged with its request id."),
+                                 [(b"x-request-id", req.request_id.encode())])
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    return Gateway(settings or load_settings())

@@ -1,0 +1,240 @@
+"""`aicredits` commands (SPEC §4's contract: scripts and tests rely on these exact forms)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Optional
+
+import typer
+
+from aicredits import __version__
+from aicredits.cli.output import inr, print_json, table
+from aicredits.domain.money import inr_to_micros, micros_to_inr
+
+app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
+                  no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+wallet_app = typer.Typer(help="Show and credit wallets.", no_args_is_help=True)
+models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Check the ledger.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(models_app, name="models")
+app.add_typer(ledger_app, name="ledger")
+
+
+def _settings():
+    from aicredits.settings import load_settings
+    try:
+        return load_settings()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(fn):
+    """Run fn(admin, settings) against a migrated database."""
+    from aicredits.services.admin import Admin, AdminError
+    from aicredits.store.db import make_engine, migrate
+
+    settings = _settings()
+
+    async def go():
+        engine = make_engine(settings.database_url)
+        try:
+            await migrate(engine, settings.database_url)
+            return await fn(Admin(engine), settings)
+        finally:
+            await engine.dispose()
+    try:
+        return asyncio.run(go())
+    except AdminError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _amount(value: Optional[str], name: str) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        micros = inr_to_micros(value)
+    except (ValueError, TypeError):
+        typer.echo(f"error: {name} must be an INR amount with at most 6 decimals, got {value!r}", err=True)
+        raise typer.Exit(2) from None
+    if micros < 0:
+        typer.echo(f"error: {name} must not be negative", err=True)
+        raise typer.Exit(2)
+    return micros
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aicredits {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Settings come from AICREDITS_* environment variables and the AICREDITS_CONFIG TOML file."""
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+          port: int = typer.Option(8000, help="TCP port."),
+          workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway).")) -> None:
+    """Migrate the database, then serve the API (first start: creates an admin account)."""
+    from aicredits.cli.serve import run_server
+    run_server(_settings(), host, port, workers)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    async def fn(admin, settings):
+        return None
+    _run(fn)
+    typer.echo("database is at the newest migration")
+
+
+@keys_app.command("create")
+def keys_create(email: Optional[str] = typer.Option(None, help="Account email (created if missing; a local "
+                                                           "default account when omitted)."),
+                name: str = typer.Option("", help="A label for the key."),
+                credits: Optional[str] = typer.Option(None, help="INR to grant the account first."),
+                limit: Optional[str] = typer.Option(None, help="The key's own credit limit in INR."),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Create an API key (shown once)."""
+    credit_micros = _amount(credits, "--credits") or 0
+    limit_micros = _amount(limit, "--limit")
+    out = _run(lambda admin, s: admin.create_key(email, name=name, credits=credit_micros, limit=limit_micros))
+    if as_json:
+        print_json({"key": out["key"], "id": out["id"], "account": out["account"], "name": out["name"],
+                    "balance": micros_to_inr(out["balance"]),
+                    "limit": micros_to_inr(out["limit"]) if out["limit"] is not None else None})
+        return
+    typer.echo(f"key:     {out['key']}")
+    typer.echo(f"id:      {out['id']}")
+    typer.echo(f"account: {out['account']}")
+    typer.echo(f"balance: {inr(out['balance'])} INR")
+    typer.echo("Store the key now: it is not shown again.")
+
+
+@keys_app.command("list")
+def keys_list(email: Optional[str] = typer.Option(None, help="Only this account's keys."),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """List keys (never their secrets)."""
+    rows = _run(lambda admin, s: admin.list_keys(email))
+    if as_json:
+        print_json([{**r, "limit": micros_to_inr(r["limit"]) if r["limit"] is not None else None,
+                     "spent": micros_to_inr(r["spent"]), "held": micros_to_inr(r["held"])} for r in rows])
+        return
+    table(["id", "account", "name", "key", "limit", "spent", "revoked"],
+          [[r["id"], r["account"], r["name"], r["display"], inr(r["limit"]) if r["limit"] is not None else "-",
+            inr(r["spent"]), "yes" if r["revoked"] else ""] for r in rows])
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`.")) -> None:
+    """Revoke a key; every running gateway refuses it within a second."""
+    changed = _run(lambda admin, s: admin.revoke_key(key_id))
+    typer.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")
+
+
+@users_app.command("create")
+def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."),
+                 name: str = typer.Option(""),
+                 admin_role: bool = typer.Option(False, "--admin", help="Give the account the admin role."),
+                 password: Optional[str] = typer.Option(None, help="Password (prompted when omitted and "
+                                                                   "stdin is a terminal).")) -> None:
+    """Create an account, or set the password of an existing one."""
+    if password is None and sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    out = _run(lambda admin, s: admin.create_user(email, name=name, password=password,
+                                                  role="admin" if admin_role else "user"))
+    typer.echo(f"account {out['id']}: {out['email']} ({out['role']})")
+
+
+@wallet_app.command("show")
+def wallet_show(email: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Balance, holds and the latest ledger entries of a wallet."""
+    w = _run(lambda admin, s: admin.wallet(email))
+    if as_json:
+        print_json({k: (micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent")
+                        else v) for k, v in w.items() if k != "entries"})
+        return
+    typer.echo(f"account:   {w['account']}")
+    typer.echo(f"balance:   {inr(w['balance'])} INR (available {inr(w['available'])}, held {inr(w['held'])})")
+    typer.echo(f"added:     {inr(w['total_added'])} INR   spent: {inr(w['total_spent'])} INR")
+    table(["entry", "kind", "amount", "balance after", "note"],
+          [[e["id"], e["kind"], inr(e["amount"]), inr(e["balance_after"]), e["note"]] for e in w["entries"]])
+
+
+@wallet_app.command("grant")
+def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 decimals)."),
+                 email: str = typer.Option(..., help="The account to credit."),
+                 note: str = typer.Option("admin grant")) -> None:
+    """Add credits to a wallet (a `grant` ledger entry)."""
+    micros = _amount(amount, "amount")
+    if not micros:
+        typer.echo("error: amount must be positive", err=True)
+        raise typer.Exit(2)
+    balance = _run(lambda admin, s: admin.grant(email, micros, note=note))
+    typer.echo(f"granted {inr(micros)} INR to {email}; balance {inr(balance)} INR")
+
+
+@app.command()
+def usage(email: Optional[str] = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """The latest calls: model, tokens, cost, latency, how each ended."""
+    rows = _run(lambda admin, s: admin.usage(email, limit))
+    if as_json:
+        print_json([{**r, "cost": micros_to_inr(r["cost"]), "hold": micros_to_inr(r["hold"])} for r in rows])
+        return
+    table(["request", "model", "prompt", "completion", "cost INR", "ms", "status", "end"],
+          [[r["request_id"][:12], r["model"], r["prompt_tokens"], r["completion_tokens"], inr(r["cost"]),
+            r["latency_ms"], r["status"], r["end_state"]] for r in rows])
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every catalog model with its prices (USD or INR per 1M units, as the catalog gives them)."""
+    from aicredits.catalog import load_catalog
+    settings = _settings()
+    catalog = load_catalog(settings.extra_models)
+    rows = []
+    for spec in catalog:
+        raw = spec.raw
+        rows.append({"id": spec.id, "endpoint": spec.endpoint, "currency": spec.currency,
+                     "input_cost_per_1m": raw.get("input_cost_per_1m"),
+                     "output_cost_per_1m": raw.get("output_cost_per_1m"), "priced": spec.priced,
+                     "provider_configured": spec.provider in settings.providers and (
+                         spec.provider == "demo" or bool(settings.providers[spec.provider].api_key)
+                         or settings.providers[spec.provider].kind == "openai_compatible")})
+    if as_json:
+        print_json(rows)
+        return
+    table(["model", "endpoint", "cur", "in/1M", "out/1M", "served"],
+          [[r["id"], r["endpoint"], r["currency"], r["input_cost_per_1m"] if r["input_cost_per_1m"] is not None
+            else "-", r["output_cost_per_1m"] if r["output_cost_per_1m"] is not None else "-",
+            "yes" if r["priced"] and r["provider_configured"] else "no"] for r in rows])
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Exit 0 iff every wallet equals the sum of its entries and no hold is orphaned."""
+    problems = _run(lambda admin, s: admin.verify(s.hold_ttl_seconds))
+    if problems:
+        for p in problems:
+            typer.echo(p, err=True)
+        typer.echo(f"ledger verify: {len(problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo("ledger verify: ok")
+
+
+def main() -> None:
+    app()
+

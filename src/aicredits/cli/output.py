@@ -1,0 +1,27 @@
+"""CLI output helpers: JSON on stdout, Rich tables for people."""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from aicredits.domain.money import format_inr
+
+
+def inr(micros: int) -> str:
+    return format_inr(micros)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(orjson.dumps(obj, default=str).decode() + "\n")
+    sys.stdout.flush()
+
+
+def table(headers: list[str], rows: list[list]) -> None:
+    t = Table(*headers)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    Console().print(t)

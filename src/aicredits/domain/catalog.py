@@ -1,0 +1,141 @@
+"""The model catalog: what can be called, from which provider, at which price.
+
+Entries come from the built-in data file (aicredits/catalog/models.toml) merged with the
+operator's TOML `[[models]]` (same fields; an entry with an existing id overrides it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterable, Mapping
+
+from aicredits.domain.money import to_fraction
+
+ENDPOINTS = ("chat", "embeddings", "images", "speech", "transcription")
+TOKEN_PRICE_FIELDS = ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cost_per_1m",
+                      "cache_write_cost_per_1m", "cache_write_1h_cost_per_1m")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    provider: str
+    upstream_id: str
+    endpoint: str = "chat"
+    currency: str = "USD"
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    modalities: tuple[str, ...] = ("text",)
+    # prices per 1M units, in `currency`, exact
+    input: Fraction | None = None
+    output: Fraction | None = None
+    cache_read: Fraction | None = None
+    cache_write: Fraction | None = None
+    cache_write_1h: Fraction | None = None
+    per_1m_chars: Fraction | None = None
+    per_minute: Fraction | None = None
+    per_image: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def priced(self) -> bool:
+        """A model is served only when every price its endpoint bills by is known."""
+        if self.endpoint == "chat":
+            return self.input is not None and self.output is not None
+        if self.endpoint == "embeddings":
+            return self.input is not None
+        if self.endpoint == "speech":
+            return self.per_1m_chars is not None
+        if self.endpoint == "transcription":
+            return self.per_minute is not None
+        if self.endpoint == "images":
+            return bool(self.per_image)
+        return False
+
+
+def _price(entry: Mapping[str, Any], key: str, model_id: str) -> Fraction | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    try:
+        price = to_fraction(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model {model_id}: {key} is not a number") from exc
+    if price < 0:
+        raise ValueError(f"model {model_id}: {key} must not be negative")
+    return price
+
+
+def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
+    model_id = entry.get("id")
+    if not isinstance(model_id, str) or "/" not in model_id:
+        raise ValueError(f"catalog entry needs an id of the form provider/model: {entry!r}")
+    endpoint = entry.get("endpoint", "chat")
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"model {model_id}: endpoint must be one of {', '.join(ENDPOINTS)}")
+    currency = str(entry.get("currency", "USD")).upper()
+    if currency not in {"USD", "INR"}:
+        raise ValueError(f"model {model_id}: currency must be USD or INR")
+    per_image: dict[str, dict[str, Fraction]] = {}
+    for size, qualities in (entry.get("cost_per_image") or {}).items():
+        per_image[str(size)] = {str(q): _price({"p": v}, "p", model_id) for q, v in qualities.items()}
+    provider = entry.get("provider") or model_id.split("/", 1)[0]
+    return ModelSpec(
+        id=model_id,
+        name=entry.get("name") or model_id.split("/", 1)[1],
+        provider=provider,
+        upstream_id=entry.get("upstream_id") or model_id.split("/", 1)[1],
+        endpoint=endpoint,
+        currency=currency,
+        context_window=entry.get("context_window"),
+        max_output_tokens=entry.get("max_output_tokens"),
+        modalities=tuple(entry.get("modalities") or ("text",)),
+        input=_price(entry, "input_cost_per_1m", model_id),
+        output=_price(entry, "output_cost_per_1m", model_id),
+        cache_read=_price(entry, "cache_read_cost_per_1m", model_id),
+        cache_write=_price(entry, "cache_write_cost_per_1m", model_id),
+        cache_write_1h=_price(entry, "cache_write_1h_cost_per_1m", model_id),
+        per_1m_chars=_price(entry, "cost_per_1m_chars", model_id),
+        per_minute=_price(entry, "cost_per_minute", model_id),
+        per_image=per_image,
+        fallbacks=tuple(entry.get("fallbacks") or ()),
+        raw=dict(entry),
+    )
+
+
+class Catalog:
+    """Models by id, with bare OpenAI names resolving to their openai/ entry."""
+
+    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+        self._by_id: dict[str, ModelSpec] = {}
+        for spec in specs:
+            self._by_id[spec.id] = spec
+
+    @classmethod
+    def from_entries(cls, builtin: Iterable[Mapping[str, Any]],
+                     overrides: Iterable[Mapping[str, Any]] = ()) -> "Catalog":
+        merged: dict[str, dict] = {}
+        for entry in builtin:
+            merged[entry["id"]] = dict(entry)
+        for entry in overrides:
+            model_id = entry.get("id")
+            if not isinstance(model_id, str):
+                raise ValueError(f"[[models]] entry without an id: {entry!r}")
+            base = merged.get(model_id, {})
+            merged[model_id] = {**base, **entry}
+        return cls(spec_from_entry(e) for e in merged.values())
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, model: str) -> ModelSpec | None:
+        spec = self._by_id.get(model)
+        if spec is None and "/" not in model:
+            spec = self._by_id.get("openai/" + model)
+        return spec

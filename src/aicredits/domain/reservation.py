@@ -1,0 +1,129 @@
+"""Holds: the worst-case cost reserved before a call, and the 402 that names what would fit.
+
+The hold is an upper bound of what the call can cost, so a charge never exceeds its hold and
+concurrent calls never spend a wallet below zero:
+  prompt bound  = min(context window, text bytes + 8 per message + 16) tokens
+                  + IMAGE_TOKEN_BOUND per image part, priced at the dearest input bucket
+                  (a BPE token is at least one byte of text, so bytes bound tokens)
+  output bound  = max_tokens (or max_completion_tokens) x n, at the output price
+When the client gives no max_tokens, the largest affordable value (up to the model's
+max_output_tokens) is sent upstream instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from aicredits.domain.money import MICROS_PER_INR, Micros, ceil_fraction, format_inr
+
+IMAGE_TOKEN_BOUND = 50_000
+PER_MESSAGE_TOKENS = 8
+DEFAULT_MAX_OUTPUT = 4096
+
+
+def _text_bytes(value) -> tuple[int, int]:
+    """(utf-8 bytes of every string inside value, image parts)"""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass")), 0
+    if isinstance(value, dict):
+        total, images = 0, 0
+        if value.get("type") in ("image_url", "input_image", "image"):
+            images += 1
+        for k, v in value.items():
+            if k in ("image_url",) and isinstance(v, (dict, str)):
+                continue   # the image is bounded per part, not by its URL's length
+            b, i = _text_bytes(v)
+            total += b + (len(k) if isinstance(k, str) else 0)
+            images += i
+        return total, images
+    if isinstance(value, (list, tuple)):
+        total, images = 0, 0
+        for v in value:
+            b, i = _text_bytes(v)
+            total += b
+            images += i
+        return total, images
+    if value is None or isinstance(value, bool):
+        return 4, 0
+    return len(str(value)), 0
+
+
+def prompt_token_bound(body: dict, context_window: int | None) -> int:
+    """Upper bound of the prompt tokens a chat request can be billed for."""
+    messages = body.get("messages") or []
+    text, images = _text_bytes(messages)
+    extra, extra_images = _text_bytes([body.get("tools"), body.get("response_format"),
+                                       body.get("tool_choice"), body.get("functions")])
+    bound = text + extra + PER_MESSAGE_TOKENS * len(messages) + 16
+    images += extra_images
+    if context_window:
+        bound = min(bound, context_window)
+    return bound + IMAGE_TOKEN_BOUND * images
+
+
+@dataclass(frozen=True)
+class HoldPlan:
+    amount: Micros
+    max_tokens: int           # output tokens per choice the hold covers
+    inject_max_tokens: bool   # the gateway must send max_tokens upstream (client gave none)
+
+
+class Refusal(Exception):
+    def __init__(self, message: str, *, key_limited: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key_limited = key_limited
+
+
+def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fraction,
+              output_price: Fraction, requested_max: int | None, model_cap: int | None,
+              n: int = 1) -> HoldPlan:
+    """Decide the hold for a token-priced call, or raise Refusal with what would fit."""
+    key_limited = key_headroom is not None and key_headroom < available
+    headroom = min(available, key_headroom) if key_headroom is not None else available
+    who = "the key's credit limit" if key_limited else "the wallet"
+    per_token = output_price * max(1, n)
+    room = Fraction(max(headroom, 0)) - prompt_cost
+    fit = int(room // per_token) if per_token > 0 else (10**12 if room >= 0 else -1)
+    if requested_max is not None:
+        amount = ceil_fraction(prompt_cost + per_token * requested_max)
+        if amount <= headroom:
+            return HoldPlan(amount, requested_max, False)
+        if fit >= 1:
+            raise Refusal(
+                f"Insufficient credits: max_tokens={requested_max} needs up to "
+                f"{format_inr(amount)} INR but {who} has {format_inr(max(headroom, 0))} INR available; "
+                f"max_tokens <= {fit} would fit.", key_limited=key_limited)
+        raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)
+    cap = model_cap or DEFAULT_MAX_OUTPUT
+    if fit < 1:
+        raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)
+    tokens = min(cap, fit)
+    amount = ceil_fraction(prompt_cost + per_token * tokens)
+    return HoldPlan(amount, tokens, tokens < cap or model_cap is None)
+
+
+def _too_poor(prompt_cost: Fraction, per_token: Fraction, headroom: Micros, who: str,
+              key_limited: bool) -> Refusal:
+    need = ceil_fraction(prompt_cost + per_token)
+    return Refusal(
+        f"Insufficient credits: this request needs at least {format_inr(need)} INR "
+        f"(its prompt and one output token) but {who} has {format_inr(max(headroom, 0))} INR available. "
+        f"Add at least {format_inr(max(need - max(headroom, 0), 1))} INR"
+        + (" or raise the key's limit." if key_limited else "."), key_limited=key_limited)
+
+
+def plan_fixed_hold(*, available: Micros, key_headroom: Micros | None, cost: Micros) -> Micros:
+    """A hold for a call whose worst case is a known amount (images, speech, audio)."""
+    key_limited = key_headroom is not None and key_headroom < available
+    headroom = min(available, key_headroom) if key_headroom is not None else available
+    if cost <= headroom:
+        return cost
+    who = "the key's credit limit" if key_limited else "the wallet"
+    raise Refusal(
+        f"Insufficient credits: this request costs up to {format_inr(cost)} INR but {who} has "
+        f"{format_inr(max(headroom, 0))} INR available.", key_limited=key_limited)
+
+
+assert MICROS_PER_INR == 1_000_000

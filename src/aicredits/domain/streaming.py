@@ -1,0 +1,60 @@
+"""Following an OpenAI-shaped chat stream: what was delivered, how it ended, its usage."""
+
+from __future__ import annotations
+
+
+class StreamMeter:
+    """Observes each parsed chunk the client is sent."""
+
+    __slots__ = ("text_bytes", "fragments", "finished", "usage", "error", "done", "model", "id", "created")
+
+    def __init__(self) -> None:
+        self.text_bytes = 0
+        self.fragments = 0
+        self.finished: dict[int, str] = {}
+        self.usage: dict | None = None
+        self.error: dict | None = None
+        self.done = False
+        self.model: str | None = None
+        self.id: str | None = None
+        self.created: int | None = None
+
+    def observe(self, chunk: dict) -> None:
+        if self.id is None:
+            self.id = chunk.get("id")
+            self.model = chunk.get("model")
+            self.created = chunk.get("created")
+        err = chunk.get("error")
+        if err is not None:
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.text_bytes += len(content.encode("utf-8", "surrogatepass"))
+                self.fragments += 1
+            refusal = delta.get("refusal")
+            if refusal:
+                self.text_bytes += len(refusal.encode("utf-8", "surrogatepass"))
+                self.fragments += 1
+            for call in delta.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                piece = (fn.get("name") or "") + (fn.get("arguments") or "")
+                if piece:
+                    self.text_bytes += len(piece.encode("utf-8", "surrogatepass"))
+                    self.fragments += 1
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finished[choice.get("index", 0)] = reason
+
+    @property
+    def delivered_output(self) -> bool:
+        return self.fragments > 0
+
+    @property
+    def complete(self) -> bool:
+        """A clean end: every choice finished and [DONE] seen, no error."""
+        return self.done and bool(self.finished) and self.error is None

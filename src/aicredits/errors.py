@@ -1,0 +1,95 @@
+"""One error tree. Every error a client can see is a GatewayError; `render` gives the body.
+
+Shape (the reference's): {"error": {"message": str, "type": str, "code": <HTTP status>}}
+plus an optional "param".
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict:
+        err: dict = {"message": self.message, "type": self.type, "code": self.status}
+        if self.param is not None:
+            err["param"] = self.param
+        return {"error": err}
+
+    def render(self) -> bytes:
+        return orjson.dumps(self.body())
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is None:
+            return []
+        return [(b"retry-after", str(self.retry_after).encode())]
+
+
+class InvalidRequest(GatewayError):
+    status, type = 400, "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status, type = 401, "authentication_error"
+
+
+class InsufficientCredits(GatewayError):
+    status, type = 402, "insufficient_credits"
+
+
+class PermissionDenied(GatewayError):
+    status, type = 403, "permission_denied"
+
+
+class NotFound(GatewayError):
+    status, type = 404, "not_found_error"
+
+
+class MethodNotAllowed(GatewayError):
+    status, type = 405, "invalid_request_error"
+
+
+class RequestTooLarge(GatewayError):
+    status, type = 413, "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, type = 415, "invalid_request_error"
+
+
+class RateLimited(GatewayError):
+    status, type = 429, "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = 1, **kw) -> None:
+        super().__init__(message, retry_after=retry_after, **kw)
+
+
+class InternalError(GatewayError):
+    status, type = 500, "internal_error"
+
+
+class UpstreamError(GatewayError):
+    status, type = 502, "upstream_error"
+
+
+class ServiceUnavailable(GatewayError):
+    status, type = 503, "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int | None = 5, **kw) -> None:
+        super().__init__(message, retry_after=retry_after, **kw)
+
+
+class UpstreamTimeout(GatewayError):
+    status, type = 504, "upstream_timeout"

@@ -1,0 +1,58 @@
+"""Interfaces the services use and store/infra implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class KeyAuth:
+    key_id: str
+    account_id: int
+    name: str
+    limit_micros: int | None
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    call_id: str
+    account_id: int
+    key_id: str | None
+    created_at: int
+    expires_at: int
+    # (available micros, key headroom micros or None) -> plan with `.amount`; raises Refusal
+    planner: Callable[[int, int | None], Any]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    call_id: str
+    account_id: int
+    key_id: str | None
+    charge: int
+    usage: dict          # a usage_records row (without id)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    charged: int
+    balance: int         # wallet balance after the charge
+    available: int       # balance minus the holds still open
+
+
+class KeyRevoked(Exception):
+    pass
+
+
+class BillingStore(Protocol):
+    """The request hot path's persistence: key lookup, hold, settle. One transaction each."""
+
+    async def find_key(self, key_hash: str) -> KeyAuth | None: ...
+    async def reserve(self, req: HoldRequest) -> Any: ...
+    async def settle(self, s: Settlement) -> SettleResult: ...
+    async def sweep(self, now_ms: int) -> int: ...
+    async def credits(self, account_id: int, key_id: str | None) -> dict: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...

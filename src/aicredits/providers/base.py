@@ -1,0 +1,46 @@
+"""What a provider adapter offers the services. Requests and responses are OpenAI-shaped
+dicts (the gateway's canonical form); an adapter for another protocol translates at its edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from aicredits.domain.catalog import ModelSpec
+
+DONE = object()   # the stream's end marker ([DONE] / message_stop)
+
+
+@dataclass
+class ChatResult:
+    data: dict                 # the OpenAI-shaped chat.completion
+    raw: bytes | None = None   # the upstream's bytes when they need no change (passed through as is)
+
+
+@dataclass
+class StreamEvent:
+    data: object               # parsed chunk dict, DONE, or None for a comment/keep-alive
+    raw: bytes | None = None   # the exact SSE event bytes (with the blank line), when forwardable as is
+
+
+class UpstreamCut(Exception):
+    """The upstream stream broke off (connection lost, idle timeout, unparsable data)."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class ChatStream(Protocol):
+    def batches(self) -> AsyncIterator[list[StreamEvent]]: ...
+    async def aclose(self) -> None: ...
+
+
+class ChatProvider(Protocol):
+    name: str
+    kind: str
+
+    async def chat(self, body: dict, spec: ModelSpec) -> ChatResult: ...
+    async def stream(self, body: dict, spec: ModelSpec) -> ChatStream: ...
+    async def close(self) -> None: ...

@@ -1,0 +1,133 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, Groq, Together, the
+Gemini OpenAI endpoint) from configuration alone. Bodies and stream events pass through
+byte for byte; only the model id is rewritten and the upstream always asked for usage."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import aiohttp
+import orjson
+
+from aicredits.domain.catalog import ModelSpec
+from aicredits.errors import UpstreamError
+from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
+from aicredits.providers.http import connect_error, event_data, first_byte_timeout, map_status, split_events
+from aicredits.settings import ProviderSettings
+
+
+class OpenAIStream:
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str) -> None:
+        self._resp = resp
+        self._idle = idle_timeout
+        self._provider = provider
+
+    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        content = self._resp.content
+        rest = b""
+        loads = orjson.loads
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    data = await content.readany()
+            except TimeoutError as exc:
+                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
+                                  timeout=True) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
+            if not data:
+                return
+            events, rest = split_events(rest + data if rest else data)
+            out = []
+            for ev in events:
+                payload = event_data(ev)
+                if payload is None:
+                    out.append(StreamEvent(None, ev))
+                elif payload == b"[DONE]":
+                    out.append(StreamEvent(DONE, ev))
+                else:
+                    try:
+                        obj = loads(payload)
+                    except orjson.JSONDecodeError as exc:
+                        raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.") from exc
+                    out.append(StreamEvent(obj if isinstance(obj, dict) else {}, ev))
+            if out:
+                yield out
+
+    async def aclose(self) -> None:
+        # closing (not releasing) drops the connection, which cancels the upstream generation
+        self._resp.close()
+
+
+class OpenAICompatible:
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
+                 first_byte_timeout: float, idle_timeout: float) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._secrets = tuple(s for s in (settings.api_key,) if s)
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if settings.api_key:
+            headers["Authorization"] = f"Bearer {settings.api_key}"
+        headers.update(settings.headers)
+        self._headers = headers
+        self._session = session
+        self._first_byte = first_byte_timeout
+        self._idle = idle_timeout
+
+    def _body(self, body: dict, spec: ModelSpec, stream: bool) -> bytes:
+        out = dict(body)
+        out["model"] = spec.upstream_id
+        if stream:
+            opts = dict(out.get("stream_options") or {})
+            opts["include_usage"] = True
+            out["stream_options"] = opts
+        return orjson.dumps(out)
+
+    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout(self._first_byte):
+                return await self._session.post(self._url, data=payload, headers=self._headers)
+        except TimeoutError as exc:
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise connect_error(self.name) from exc
+
+    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            async with asyncio.timeout(self._idle):
+                return await resp.read()
+        except TimeoutError as exc:
+            resp.close()
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            resp.close()
+            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
+
+    async def chat(self, body: dict, spec: ModelSpec) -> ChatResult:
+        resp = await self._post(self._body(body, spec, stream=False))
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict) or "choices" not in data:
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return ChatResult(data, raw)
+
+    async def stream(self, body: dict, spec: ModelSpec) -> OpenAIStream:
+        resp = await self._post(self._body(body, spec, stream=True))
+        if resp.status != 200:
+            raw = await self._read_all(resp)
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        ctype = resp.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            raw = await self._read_all(resp)
+            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
+        return OpenAIStream(resp, self._idle, self.name)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,26 @@
+"""Provider name -> adapter, built from settings. A native adapter adds one line here."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from aicredits.providers.base import ChatProvider
+from aicredits.providers.demo import DemoProvider
+from aicredits.providers.openai_compat import OpenAICompatible
+from aicredits.settings import Settings
+
+OPENAI_SHAPED = {"openai", "openai_compatible", "gemini"}
+NEEDS_KEY = {"openai", "gemini", "anthropic", "sarvam"}
+
+
+def build_providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ChatProvider]:
+    out: dict[str, ChatProvider] = {}
+    for name, p in settings.providers.items():
+        if p.kind == "demo":
+            out[name] = DemoProvider()
+        elif p.kind in OPENAI_SHAPED:
+            if p.kind in NEEDS_KEY and not p.api_key:
+                continue   # not configured: its models are listed, not served
+            out[name] = OpenAICompatible(p, session, first_byte_timeout=settings.upstream_timeout,
+                                         idle_timeout=settings.stream_idle_timeout)
+    return out

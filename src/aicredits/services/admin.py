@@ -1,0 +1,110 @@
+"""Operator use cases behind the CLI and the admin pages: accounts, keys, grants, usage and
+the ledger check. Each method is one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from argon2 import PasswordHasher
+
+from aicredits.domain.keys import display_form, generate_key, generate_key_id, hash_key
+from aicredits.domain.ledger import wallet_problems
+from aicredits.store import accounts as accounts_repo
+from aicredits.store import api_keys as keys_repo
+from aicredits.store import usage as usage_repo
+
+DEFAULT_EMAIL = "default@aicredits.local"
+ADMIN_EMAIL = "admin@aicredits.local"
+
+
+class AdminError(Exception):
+    pass
+
+
+class Admin:
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    async def _account(self, conn, email: str, *, create: bool, role: str = "user"):
+        acct = await accounts_repo.by_email(conn, email)
+        if acct is None:
+            if not create:
+                raise AdminError(f"no account with email {email}")
+            acct = await accounts_repo.create(conn, email, role=role)
+        return acct
+
+    async def account_count(self) -> int:
+        async with self._engine.connect() as conn:
+            return await accounts_repo.count(conn)
+
+    async def create_user(self, email: str, *, name: str = "", password: str | None = None,
+                          role: str = "user") -> dict:
+        hashed = await asyncio.to_thread(PasswordHasher().hash, password) if password else None
+        async with self._engine.begin() as conn:
+            acct = await accounts_repo.by_email(conn, email)
+            if acct is None:
+                acct = await accounts_repo.create(conn, email, name=name, role=role, password_hash=hashed)
+            elif hashed:
+                await accounts_repo.set_password(conn, acct.id, hashed)
+        return {"id": acct.id, "email": acct.email, "role": acct.role}
+
+    async def create_key(self, email: str | None, *, name: str = "", credits: int = 0,
+                         limit: int | None = None, role: str = "user") -> dict:
+        key = generate_key()
+        async with self._engine.begin() as conn:
+            acct = await self._account(conn, email or DEFAULT_EMAIL, create=True, role=role)
+            if credits:
+                await accounts_repo.credit(conn, acct.id, credits, kind="grant", note="keys create --credits")
+            row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=acct.id, name=name,
+                                         key_hash=hash_key(key), display=display_form(key), limit_micros=limit)
+            wallet = await accounts_repo.wallet(conn, acct.id)
+        return {"key": key, "id": row.id, "account": acct.email, "name": name, "display": row.display,
+                "balance": wallet.available, "limit": limit}
+
+    async def list_keys(self, email: str | None = None) -> list[dict]:
+        async with self._engine.connect() as conn:
+            account_id = None
+            if email:
+                account_id = (await self._account(conn, email, create=False)).id
+            rows = await keys_repo.list_for(conn, account_id)
+            emails = {a.id: a.email for a in await accounts_repo.list_all(conn)}
+        return [{"id": r.id, "account": emails.get(r.account_id), "name": r.name, "display": r.display,
+                 "limit": r.limit_micros, "spent": r.spent, "held": r.held, "created_at": r.created_at,
+                 "revoked": r.revoked_at is not None} for r in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            if await keys_repo.get(conn, key_id) is None:
+                raise AdminError(f"no key with id {key_id}")
+            return await keys_repo.revoke(conn, key_id)
+
+    async def grant(self, email: str, amount: int, *, note: str = "", kind: str = "grant") -> int:
+        async with self._engine.begin() as conn:
+            acct = await self._account(conn, email, create=False)
+            return await accounts_repo.credit(conn, acct.id, amount, kind=kind, note=note)
+
+    async def wallet(self, email: str | None) -> dict:
+        async with self._engine.connect() as conn:
+            acct = await self._account(conn, email or DEFAULT_EMAIL, create=False)
+            w = await accounts_repo.wallet(conn, acct.id)
+            entries = await accounts_repo.entries(conn, acct.id, limit=10)
+        return {"account": acct.email, "balance": w.balance, "held": w.held, "available": w.available,
+                "total_added": w.total_added, "total_spent": w.total_spent, "entries": entries}
+
+    async def usage(self, email: str | None, limit: int) -> list[dict]:
+        async with self._engine.connect() as conn:
+            account_id = (await self._account(conn, email, create=False)).id if email else None
+            return await usage_repo.recent(conn, account_id=account_id, limit=limit)
+
+    async def verify(self, hold_ttl_seconds: float) -> list[str]:
+        now = int(time.time() * 1000)
+        async with self._engine.connect() as conn:
+            problems = []
+            for facts in await accounts_repo.wallet_facts(conn):
+                problems += wallet_problems(facts)
+            problems += await accounts_repo.key_hold_problems(conn)
+            for h in await accounts_repo.expired_holds(conn, now):
+                problems.append(f"hold {h['call_id']} of account {h['account_id']} ({h['amount']} micro-INR) is "
+                                "orphaned: older than the longest request and never settled")
+        return problems

@@ -1,0 +1,46 @@
+"""Authenticating API keys, with an in-process cache that never trusts an entry for longer
+than `ttl` seconds (so a revoked key is refused by every instance within that time; the hold
+itself also re-checks revocation inside its transaction)."""
+
+from __future__ import annotations
+
+import time
+
+from aicredits.domain.keys import hash_key, well_formed
+from aicredits.errors import AuthenticationFailed
+from aicredits.ports import BillingStore, KeyAuth
+
+NEGATIVE_CACHE_MAX = 10_000
+
+
+class KeyAuthenticator:
+    def __init__(self, store: BillingStore, ttl: float = 1.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._cache: dict[str, tuple[KeyAuth | None, float]] = {}
+
+    async def authenticate(self, authorization: str | None) -> KeyAuth:
+        if not authorization:
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer sk-...'.")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationFailed("Malformed Authorization header: expected 'Bearer sk-...'.")
+        if not well_formed(token):
+            raise AuthenticationFailed("Malformed API key: keys are 'sk-' followed by 64 lowercase hex digits.")
+        digest = hash_key(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            auth = hit[0]
+        else:
+            auth = await self._store.find_key(digest)
+            if auth is None and len(self._cache) > NEGATIVE_CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (auth, now + self._ttl)
+        if auth is None:
+            raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.")
+        return auth
+
+    def forget(self) -> None:
+        self._cache.clear()

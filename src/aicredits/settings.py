@@ -1,0 +1,163 @@
+"""Settings: AICREDITS_* environment variables, provider variables named as their SDKs name
+them, and an optional TOML file (AICREDITS_CONFIG). Built once, passed in; nothing else
+reads the environment."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from aicredits.domain.money import to_fraction
+
+DEFAULT_DB_URL = "sqlite:///aicredits.db"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    kind: str                      # openai | openai_compatible | anthropic | gemini | sarvam | demo
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DB_URL
+    redis_url: str | None = None
+    usd_inr: Any = "88"
+    markup: Any = "0"
+    upstream_connect_timeout: float = 5.0
+    upstream_timeout: float = 120.0
+    stream_idle_timeout: float = 60.0
+    max_request_seconds: float = 900.0
+    max_body_bytes: int = 40 * 1024 * 1024
+    key_cache_seconds: float = 1.0
+    log_level: str = "INFO"
+    access_log: bool = True
+    config_path: str | None = None
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    extra_models: tuple[dict, ...] = ()
+
+    @property
+    def usd_inr_fraction(self):
+        return to_fraction(self.usd_inr)
+
+    @property
+    def markup_fraction(self):
+        return to_fraction(self.markup)
+
+    @property
+    def hold_ttl_seconds(self) -> float:
+        """A hold older than this belongs to no running call: the sweeper releases it."""
+        return self.max_request_seconds + 60.0
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSettings]:
+    out = {
+        "openai": ProviderSettings("openai", "openai",
+                                   env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                                   env.get("OPENAI_API_KEY") or None),
+        "anthropic": ProviderSettings("anthropic", "anthropic",
+                                      env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                                      env.get("ANTHROPIC_API_KEY") or None),
+        "gemini": ProviderSettings("gemini", "gemini",
+                                   env.get("GEMINI_BASE_URL")
+                                   or "https://generativelanguage.googleapis.com/v1beta/openai",
+                                   env.get("GEMINI_API_KEY") or None),
+        "sarvam": ProviderSettings("sarvam", "sarvam",
+                                   env.get("SARVAM_BASE_URL") or "https://api.sarvam.ai",
+                                   env.get("SARVAM_API_KEY") or None),
+        "demo": ProviderSettings("demo", "demo", "builtin:demo", None),
+    }
+    return out
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    cfg: dict = {}
+    config_path = env.get("AICREDITS_CONFIG") or None
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                cfg = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ValueError(f"AICREDITS_CONFIG points at a missing file: {config_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"AICREDITS_CONFIG is not valid TOML: {exc}") from exc
+    gw = cfg.get("gateway", {})
+
+    def pick(name: str, key: str, default):
+        return env.get(name) or gw.get(key, default)
+
+    providers = _builtin_providers(env)
+    for name, p in (cfg.get("providers") or {}).items():
+        kind = p.get("kind", "openai_compatible")
+        if kind not in {"openai", "openai_compatible", "anthropic", "gemini", "sarvam"}:
+            raise ValueError(f"provider {name}: unknown kind {kind!r}")
+        key_env = p.get("api_key_env")
+        api_key = env.get(key_env) if key_env else p.get("api_key")
+        base = providers.get(name)
+        base_url = p.get("base_url") or (base.base_url if base else None)
+        if not base_url:
+            raise ValueError(f"provider {name}: base_url is required")
+        providers[name] = ProviderSettings(name, kind, base_url.rstrip("/"),
+                                           api_key or (base.api_key if base else None),
+                                           dict(p.get("headers") or {}))
+
+    max_body = pick("AICREDITS_MAX_BODY_BYTES", "max_body_bytes", 40 * 1024 * 1024)
+    try:
+        max_body = int(max_body)
+    except ValueError as exc:
+        raise ValueError("AICREDITS_MAX_BODY_BYTES must be an integer") from exc
+
+    db_url = pick("AICREDITS_DATABASE_URL", "database_url", DEFAULT_DB_URL)
+    settings = Settings(
+        database_url=db_url,
+        redis_url=pick("AICREDITS_REDIS_URL", "redis_url", None),
+        usd_inr=str(pick("AICREDITS_USD_INR", "usd_inr", "88")),
+        markup=str(pick("AICREDITS_MARKUP", "markup", "0")),
+        upstream_connect_timeout=_float(env, "AICREDITS_UPSTREAM_CONNECT_TIMEOUT",
+                                        float(gw.get("upstream_connect_timeout", 5))),
+        upstream_timeout=_float(env, "AICREDITS_UPSTREAM_TIMEOUT", float(gw.get("upstream_timeout", 120))),
+        stream_idle_timeout=_float(env, "AICREDITS_STREAM_IDLE_TIMEOUT",
+                                   float(gw.get("stream_idle_timeout", 60))),
+        max_request_seconds=_float(env, "AICREDITS_MAX_REQUEST_SECONDS",
+                                   float(gw.get("max_request_seconds", 900))),
+        max_body_bytes=max_body,
+        log_level=str(pick("AICREDITS_LOG_LEVEL", "log_level", "INFO")).upper(),
+        access_log=str(pick("AICREDITS_ACCESS_LOG", "access_log", "true")).lower() not in {"0", "false", "no"},
+        config_path=config_path,
+        providers=providers,
+        extra_models=tuple(cfg.get("models") or ()),
+    )
+    # validate the money settings now, not on the first call
+    if settings.usd_inr_fraction <= 0:
+        raise ValueError("AICREDITS_USD_INR must be positive")
+    if settings.markup_fraction < 0:
+        raise ValueError("AICREDITS_MARKUP must not be negative")
+    return settings
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (relative to the working directory), or None."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):])
+    return None

@@ -1,0 +1,203 @@
+"""The billing hot path on SQLite: one writer thread, group commit.
+
+Every operation is a small function run on the writer's connection inside a SAVEPOINT; all
+operations waiting when the writer wakes share one BEGIN IMMEDIATE ... COMMIT, so many
+concurrent calls cost one commit. BEGIN IMMEDIATE takes SQLite's write lock first, so a
+hold's read-check-update is atomic against every other process on the same file (the CLI,
+other workers). WAL mode keeps readers unblocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from typing import Any, Callable
+
+from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
+from aicredits.store import billing_sql as q
+from aicredits.store.db import SQLITE_BUSY_TIMEOUT_MS, now_ms
+
+log = logging.getLogger("aicredits.store")
+MAX_BATCH = 256
+
+
+def _resolve_all(results: list) -> None:
+    for fut, value, exc in results:
+        if fut.cancelled():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+
+
+class SqliteBilling:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="aicredits-sqlite-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error:
+            raise self._error
+
+    # ---------------------------------------------------------------- the writer thread
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                               timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # surfaced to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            item = get()
+            if item is None:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._execute(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _execute(self, conn: sqlite3.Connection, batch: list) -> None:
+        per_loop: dict[Any, list] = {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            done = []
+            for fn, fut, loop in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = fn(conn)
+                except Exception as exc:  # an operation's own failure (refusal, revoked key...)
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    done.append((fut, loop, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    done.append((fut, loop, value, None))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: nothing in it happened
+            log.error("sqlite billing transaction failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            done = [(fut, loop, None, exc) for fn, fut, loop in batch]
+        for fut, loop, value, exc in done:
+            per_loop.setdefault(loop, []).append((fut, value, exc))
+        for loop, results in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, results)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((fn, fut, loop))
+        return fut
+
+    # ---------------------------------------------------------------- operations
+    async def find_key(self, key_hash: str) -> KeyAuth | None:
+        def op(conn):
+            row = conn.execute(q.FIND_KEY, (key_hash,)).fetchone()
+            if row is None or row[4] is not None:
+                return None
+            return KeyAuth(row[0], row[1], row[2], row[3])
+        return await self._submit(op)
+
+    async def reserve(self, req: HoldRequest) -> Any:
+        def op(conn):
+            w = conn.execute(q.WALLET, (req.account_id,)).fetchone()
+            if w is None:
+                raise KeyRevoked("the key's account has no wallet")
+            headroom = None
+            if req.key_id is not None:
+                k = conn.execute(q.KEY_STATE, (req.key_id,)).fetchone()
+                if k is None or k[3] is not None:
+                    raise KeyRevoked("the key was revoked")
+                headroom = q.key_headroom(k[0], k[1], k[2])
+            plan = req.planner(w[0] - w[1], headroom)
+            conn.execute(q.HOLD_WALLET, (plan.amount, req.account_id))
+            if req.key_id is not None:
+                conn.execute(q.HOLD_KEY, (plan.amount, req.key_id))
+            conn.execute(q.INSERT_HOLD, (req.call_id, req.account_id, req.key_id, plan.amount,
+                                         req.created_at, req.expires_at))
+            return plan
+        return await self._submit(op)
+
+    async def settle(self, s: Settlement) -> SettleResult:
+        def op(conn):
+            row = conn.execute(q.DELETE_HOLD, (s.call_id,)).fetchone()
+            charge = s.charge
+            if row is None:
+                # the sweeper released this hold already: never charge past what is free
+                w = conn.execute(q.WALLET, (s.account_id,)).fetchone()
+                charge = max(0, min(charge, w[0] - w[1]))
+                held = 0
+                log.warning("settling call %s without its hold; charge capped at %d", s.call_id, charge)
+            else:
+                held = row[0]
+                charge = min(charge, held)
+            ts = now_ms()
+            bal, still_held = conn.execute(q.CHARGE_WALLET, (held, charge, charge, ts, s.account_id)).fetchone()
+            if s.key_id is not None:
+                conn.execute(q.CHARGE_KEY, (held, charge, s.key_id))
+            if charge:
+                conn.execute(q.INSERT_CHARGE, (s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts))
+            usage = dict(s.usage, cost=charge, hold=held)
+            conn.execute(q.INSERT_USAGE, q.usage_values(usage))
+            return SettleResult(charge, bal, bal - still_held)
+        return await self._submit(op)
+
+    async def sweep(self, now: int) -> int:
+        def op(conn):
+            rows = conn.execute(q.EXPIRED_HOLDS, (now,)).fetchall()
+            for call_id, account_id, key_id, amount in rows:
+                conn.execute("DELETE FROM holds WHERE call_id = ?", (call_id,))
+                conn.execute(q.HOLD_WALLET, (-amount, account_id))
+                if key_id is not None:
+                    conn.execute(q.HOLD_KEY, (-amount, key_id))
+            return len(rows)
+        return await self._submit(op)
+
+    async def credits(self, account_id: int, key_id: str | None) -> dict:
+        def op(conn):
+            w = conn.execute(q.CREDITS, (account_id,)).fetchone()
+            k = conn.execute(q.KEY_CREDITS, (key_id,)).fetchone() if key_id else None
+            return q.credits_view(w, k)
+        return await self._submit(op)
+
+    async def ping(self) -> None:
+        await self._submit(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
