@@ -26,12 +26,17 @@ def usage_from_openai(usage: dict | None) -> TokenUsage | None:
     if not isinstance(cd, dict):
         cd = {}
     prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    read = min(prompt, _int(pd.get("cached_tokens")))
+    # cache_write_tokens counts every token written to the cache (SPEC §6); the 1-hour part
+    # of it, where a provider reports one, is cache_write_1h_tokens (ours)
+    written = min(prompt - read, _int(pd.get("cache_write_tokens")))
+    written_1h = min(written, _int(pd.get("cache_write_1h_tokens")))
     return TokenUsage(
         prompt_tokens=prompt,
         completion_tokens=_int(usage.get("completion_tokens", usage.get("output_tokens"))),
-        cache_read_tokens=min(prompt, _int(pd.get("cached_tokens"))),
-        cache_write_tokens=_int(pd.get("cache_write_tokens")),
-        cache_write_1h_tokens=_int(pd.get("cache_write_1h_tokens")),
+        cache_read_tokens=read,
+        cache_write_tokens=written - written_1h,
+        cache_write_1h_tokens=written_1h,
         reasoning_tokens=_int(cd.get("reasoning_tokens")),
     )
 
