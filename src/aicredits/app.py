@@ -18,6 +18,8 @@ from aicredits.providers.registry import build_providers
 from aicredits.services.billing import Billing
 from aicredits.services.chat import ChatService
 from aicredits.services.keys import KeyAuthenticator
+from aicredits.services.metering import Metering
+from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
 
@@ -66,8 +68,12 @@ class Gateway:
         providers = build_providers(s, self._session)
         self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
-        self.chat = ChatService(self.catalog, self.rates, providers, self.billing)
-        served = {spec.id for spec in self.catalog if spec.priced and spec.provider in providers}
+        self.router = Router(self.catalog, providers, RoutePolicy(
+            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
+        self.metering = Metering(self.billing)
+        self.chat = ChatService(self.router, self.rates, self.metering)
+        served = {spec.id for spec in self.catalog
+                  if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         if s.redis_url:

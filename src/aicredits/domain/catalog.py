@@ -18,6 +18,18 @@ TOKEN_PRICE_FIELDS = ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cos
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One place a model is served: a configured provider, the id it takes, a weight."""
+    provider: str
+    upstream_id: str
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.upstream_id}"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     name: str
@@ -38,7 +50,12 @@ class ModelSpec:
     per_minute: Fraction | None = None
     per_image: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
     fallbacks: tuple[str, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.deployments:
+            object.__setattr__(self, "deployments", (Deployment(self.provider, self.upstream_id, 1.0),))
 
     @property
     def priced(self) -> bool:
@@ -83,11 +100,23 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
     for size, qualities in (entry.get("cost_per_image") or {}).items():
         per_image[str(size)] = {str(q): _price({"p": v}, "p", model_id) for q, v in qualities.items()}
     provider = entry.get("provider") or model_id.split("/", 1)[0]
+    upstream_id = entry.get("upstream_id") or model_id.split("/", 1)[1]
+    deployments = []
+    for d in entry.get("deployments") or ():
+        if not isinstance(d, Mapping) or not d.get("provider"):
+            raise ValueError(f"model {model_id}: each deployment needs a provider")
+        weight = d.get("weight", 1)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise ValueError(f"model {model_id}: a deployment's weight must be a positive number")
+        deployments.append(Deployment(str(d["provider"]), str(d.get("upstream_id") or upstream_id), float(weight)))
+    fallbacks = entry.get("fallbacks") or ()
+    if not isinstance(fallbacks, (list, tuple)) or not all(isinstance(f, str) for f in fallbacks):
+        raise ValueError(f"model {model_id}: fallbacks must be a list of model ids")
     return ModelSpec(
         id=model_id,
         name=entry.get("name") or model_id.split("/", 1)[1],
         provider=provider,
-        upstream_id=entry.get("upstream_id") or model_id.split("/", 1)[1],
+        upstream_id=upstream_id,
         endpoint=endpoint,
         currency=currency,
         context_window=entry.get("context_window"),
@@ -101,7 +130,8 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
         per_1m_chars=_price(entry, "cost_per_1m_chars", model_id),
         per_minute=_price(entry, "cost_per_minute", model_id),
         per_image=per_image,
-        fallbacks=tuple(entry.get("fallbacks") or ()),
+        fallbacks=tuple(fallbacks),
+        deployments=tuple(deployments),
         raw=dict(entry),
     )
 
