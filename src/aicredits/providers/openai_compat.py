@@ -143,5 +143,24 @@ class OpenAICompatible:
             raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
         return OpenAIStream(resp, self._idle, self.name)
 
+    async def post_json(self, path: str, body: dict, target) -> ChatResult:
+        """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
+        out = dict(body)
+        out["model"] = target.upstream_id
+        resp = await self._post(self.url(path, target.upstream_id), orjson.dumps(out))
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return ChatResult(data, raw)
+
+    async def embed(self, body: dict, target) -> ChatResult:
+        return await self.post_json("/embeddings", body, target)
+
     async def close(self) -> None:
         return None

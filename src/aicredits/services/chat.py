@@ -22,7 +22,7 @@ from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices,
 from aicredits.domain.reservation import HoldPlan, plan_hold, prompt_token_bound
 from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
-from aicredits.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
+from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, UpstreamCut
 from aicredits.services.metering import Meter, Metering
@@ -84,18 +84,9 @@ class ChatService:
         return min(self.prices(meter.target.spec).cost(usage), meter.hold)
 
     async def _route(self, meter: Meter, how: str):
-        async def attempt(target: Target):
-            meter.served_by(target)
-            fn = getattr(target.provider, how)
-            return await self._metering.upstream(meter, fn(self._upstream_body(meter, target), target))
-        try:
-            result, meter.target = await self._router.run(meter.chain, attempt)
-        except GatewayError as exc:
-            await self._metering.fail(meter, exc)
-            raise
-        except BaseException:
-            await self._metering.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
-            raise
+        def call(target: Target):
+            return getattr(target.provider, how)(self._upstream_body(meter, target), target)
+        result, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return result
 
     # ------------------------------------------------------------------ non-streaming

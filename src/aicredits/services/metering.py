@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 from aicredits.domain.pricing import TokenUsage
+from aicredits.domain.reservation import plan_fixed_hold
+from aicredits.errors import GatewayError, InternalError, InvalidRequest
 from aicredits.ports import KeyAuth, Settlement, SettleResult
 from aicredits.services.billing import Billing
 
@@ -56,6 +58,19 @@ class Meter:
         self.deployment = target.name
 
 
+@dataclass(frozen=True)
+class FixedHold:
+    amount: int
+
+
+def capability(target, name: str):
+    """The provider method serving this endpoint, or a 400 naming the model."""
+    fn = getattr(target.provider, name, None)
+    if fn is None:
+        raise InvalidRequest(f"The provider of '{target.spec.id}' does not serve this endpoint.", param="model")
+    return fn
+
+
 class Metering:
     def __init__(self, billing: Billing) -> None:
         self.billing = billing
@@ -66,6 +81,28 @@ class Metering:
         meter.plan = plan
         meter.hold = plan.amount
         return plan
+
+    async def hold_fixed(self, meter: Meter, worst: int) -> int:
+        """Reserve a known worst case (images, speech, audio, embeddings)."""
+        await self.hold(meter, lambda avail, key: FixedHold(plan_fixed_hold(available=avail, key_headroom=key,
+                                                                            cost=worst)))
+        return meter.hold
+
+    async def route(self, meter: Meter, router, chain: list, call: Callable[[Any], Awaitable[T]]) -> tuple[T, Any]:
+        """Run `call(target)` through the router's retries and fallbacks; if every attempt
+        fails, the hold is released (nothing charged) and the error raised."""
+        async def attempt(target):
+            meter.served_by(target)
+            return await self.upstream(meter, call(target))
+        try:
+            result, meter.target = await router.run(chain, attempt)
+        except GatewayError as exc:
+            await self.fail(meter, exc)
+            raise
+        except BaseException:
+            await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
+            raise
+        return result, meter.target
 
     async def upstream(self, meter: Meter, aw: Awaitable[T]) -> T:
         """Await upstream work, counting its time out of the gateway's overhead."""
