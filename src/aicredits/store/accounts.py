@@ -103,7 +103,7 @@ async def credit(conn: AsyncConnection, account_id: int, amount: int, *, kind: s
 async def entries(conn: AsyncConnection, account_id: int, limit: int = 50) -> list[dict]:
     rows = (await conn.execute(select(ledger_entries).where(ledger_entries.c.account_id == account_id)
                                .order_by(ledger_entries.c.id.desc()).limit(limit))).all()
-    return [dict(r._mapping) for r in rows]
+    return [r._asdict() for r in rows]
 
 
 async def wallet_facts(conn: AsyncConnection) -> list[WalletFacts]:
@@ -139,4 +139,4 @@ async def key_hold_problems(conn: AsyncConnection) -> list[str]:
 
 async def expired_holds(conn: AsyncConnection, now: int) -> list[dict]:
     rows = (await conn.execute(select(holds).where(holds.c.expires_at < now))).all()
-    return [dict(r._mapping) for r in rows]
+    return [r._asdict() for r in rows]

@@ -12,4 +12,4 @@ async def recent(conn: AsyncConnection, *, account_id: int | None = None, limit:
     q = select(usage_records).order_by(usage_records.c.id.desc()).limit(limit)
     if account_id is not None:
         q = q.where(usage_records.c.account_id == account_id)
-    return [dict(r._mapping) for r in (await conn.execute(q)).all()]
+    return [r._asdict() for r in (await conn.execute(q)).all()]
