@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aicredits.domain.ledger import WalletFacts
-from aicredits.store.db import now_ms
+from aicredits.store.db import now_ms, row_dict
 from aicredits.store.tables import accounts, api_keys, holds, ledger_entries, wallets
 
 
@@ -103,7 +103,7 @@ async def credit(conn: AsyncConnection, account_id: int, amount: int, *, kind: s
 async def entries(conn: AsyncConnection, account_id: int, limit: int = 50) -> list[dict]:
     rows = (await conn.execute(select(ledger_entries).where(ledger_entries.c.account_id == account_id)
                                .order_by(ledger_entries.c.id.desc()).limit(limit))).all()
-    return [r._asdict() for r in rows]
+    return [row_dict(r) for r in rows]
 
 
 async def wallet_facts(conn: AsyncConnection) -> list[WalletFacts]:
@@ -139,4 +139,4 @@ async def key_hold_problems(conn: AsyncConnection) -> list[str]:
 
 async def expired_holds(conn: AsyncConnection, now: int) -> list[dict]:
     rows = (await conn.execute(select(holds).where(holds.c.expires_at < now))).all()
-    return [r._asdict() for r in rows]
+    return [row_dict(r) for r in rows]

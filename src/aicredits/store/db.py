@@ -17,6 +17,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def row_dict(row) -> dict:
+    """A result row as a plain dict (str keys: SQLAlchemy's quoted_name is a str subclass that
+    JSON encoders refuse)."""
+    return {str(k): v for k, v in row._mapping.items()}
+
+
 def dialect_of(url: str) -> str:
     name = make_url(url).get_backend_name()
     if name not in ("sqlite", "postgresql"):
