@@ -90,6 +90,8 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
         amount = ceil_fraction(prompt_cost + per_token * requested_max)
         if amount <= headroom:
             return HoldPlan(amount, requested_max, False)
+        if model_cap:
+            fit = min(fit, model_cap)
         if fit >= 1:
             raise Refusal(
                 f"Insufficient credits: max_tokens={requested_max} needs up to "

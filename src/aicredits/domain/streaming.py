@@ -24,6 +24,8 @@ class StreamMeter:
             self.id = chunk.get("id")
             self.model = chunk.get("model")
             self.created = chunk.get("created")
+        if not isinstance(chunk, dict):
+            raise TypeError("a stream event must be a JSON object")
         err = chunk.get("error")
         if err is not None:
             self.error = err if isinstance(err, dict) else {"message": str(err)}
@@ -32,6 +34,8 @@ class StreamMeter:
             self.usage = usage
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise TypeError("a choice's delta must be an object")
             content = delta.get("content")
             if content:
                 self.text_bytes += len(content.encode("utf-8", "surrogatepass"))

@@ -33,7 +33,8 @@ GATEWAY_FIELDS = ("no_cache", "models")
 
 
 class ChatService:
-    def __init__(self, router: Router, rates: Rates, metering: Metering) -> None:
+    def __init__(self, router: Router, rates: Rates, metering: Metering, *, max_seconds: float = 900.0) -> None:
+        self._max_seconds = max_seconds
         self._router = router
         self._rates = rates
         self._metering = metering
@@ -91,7 +92,11 @@ class ChatService:
 
     # ------------------------------------------------------------------ non-streaming
     async def complete(self, meter: Meter) -> bytes:
-        result = await self._route(meter, "chat")
+        try:
+            async with asyncio.timeout(self._max_seconds):
+                result = await self._route(meter, "chat")
+        except TimeoutError:
+            raise UpstreamTimeout(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.") from None
         data = result.data
         usage = usage_from_openai(data.get("usage"))
         choices = data.get("choices") or []
@@ -119,19 +124,36 @@ class ChatService:
         sm = StreamMeter()
         cut: str | None = None
         cut_timeout = False
+        deadline = meter.started + self._max_seconds
+        batches = upstream.batches().__aiter__()
         try:
-            async for batch in upstream.batches():
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    now = time.perf_counter()
+                    meter.upstream_seconds += now - t
+                if now > deadline:
+                    raise UpstreamCut(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.",
+                                      timeout=True)
                 out = []
                 for ev in batch:
                     obj = ev.data
                     if obj is DONE:
                         sm.done = True
+                        out.append(b"data: [DONE]\n\n")
                         break
                     if obj is None:
                         if ev.raw is not None:
                             out.append(ev.raw)
                         continue
-                    sm.observe(obj)
+                    try:
+                        sm.observe(obj)
+                    except (AttributeError, TypeError, ValueError) as exc:
+                        raise UpstreamCut("The upstream sent a malformed stream event.") from exc
                     if sm.error is not None:
                         break
                     if obj.get("usage") and not obj.get("choices"):
