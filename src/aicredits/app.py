@@ -77,7 +77,7 @@ class Gateway:
         self.router = Router(self.catalog, providers, RoutePolicy(
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
         self.metering = Metering(self.billing)
-        self.chat = ChatService(self.router, self.rates, self.metering)
+        self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}

@@ -12,12 +12,15 @@ import orjson
 
 from aicredits.errors import UpstreamError
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import connect_error, event_data, first_byte_timeout, map_status, split_events
+from aicredits.providers.http import (connect_error, event_data, first_byte_timeout, map_status, scrub,
+                                      split_events)
 from aicredits.settings import ProviderSettings
 
 
 class OpenAIStream:
-    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self._secrets = secrets
         self._resp = resp
         self._idle = idle_timeout
         self._provider = provider
@@ -50,7 +53,13 @@ class OpenAIStream:
                         obj = loads(payload)
                     except orjson.JSONDecodeError as exc:
                         raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.") from exc
-                    out.append(StreamEvent(obj if isinstance(obj, dict) else {}, ev))
+                    if not isinstance(obj, dict):
+                        raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.")
+                    err = obj.get("error")
+                    if err is not None:   # mid-stream error: keep the message, never a secret in it
+                        msg = err.get("message") if isinstance(err, dict) else err
+                        obj = {"error": {"message": scrub(str(msg or ""), self._secrets)}}
+                    out.append(StreamEvent(obj, ev))
             if out:
                 yield out
 
@@ -141,7 +150,7 @@ class OpenAICompatible:
         if "text/event-stream" not in ctype:
             raw = await self._read_all(resp)
             raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return OpenAIStream(resp, self._idle, self.name)
+        return OpenAIStream(resp, self._idle, self.name, self._secrets)
 
     async def post_json(self, path: str, body: dict, target) -> ChatResult:
         """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
