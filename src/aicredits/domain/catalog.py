@@ -79,7 +79,7 @@ def _price(entry: Mapping[str, Any], key: str, model_id: str) -> Fraction | None
         return None
     try:
         price = to_fraction(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"model {model_id}: {key} is not a number") from exc
     if price < 0:
         raise ValueError(f"model {model_id}: {key} must not be negative")
@@ -97,8 +97,15 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
     if currency not in {"USD", "INR"}:
         raise ValueError(f"model {model_id}: currency must be USD or INR")
     per_image: dict[str, dict[str, Fraction]] = {}
-    for size, qualities in (entry.get("cost_per_image") or {}).items():
+    images = entry.get("cost_per_image") or {}
+    if not isinstance(images, Mapping) or not all(isinstance(q, Mapping) for q in images.values()):
+        raise ValueError(f"model {model_id}: cost_per_image must map size -> quality -> price")
+    for size, qualities in images.items():
         per_image[str(size)] = {str(q): _price({"p": v}, "p", model_id) for q, v in qualities.items()}
+    for key in ("context_window", "max_output_tokens"):
+        v = entry.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"model {model_id}: {key} must be a positive integer")
     provider = entry.get("provider") or model_id.split("/", 1)[0]
     upstream_id = entry.get("upstream_id") or model_id.split("/", 1)[1]
     deployments = []

@@ -40,6 +40,11 @@ class StreamMeter:
             if content:
                 self.text_bytes += len(content.encode("utf-8", "surrogatepass"))
                 self.fragments += 1
+            for field in ("reasoning_content", "reasoning"):   # reasoning streamed by some servers
+                thought = delta.get(field)
+                if thought and isinstance(thought, str):
+                    self.text_bytes += len(thought.encode("utf-8", "surrogatepass"))
+                    self.fragments += 1
             refusal = delta.get("refusal")
             if refusal:
                 self.text_bytes += len(refusal.encode("utf-8", "surrogatepass"))
