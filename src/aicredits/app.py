@@ -7,8 +7,8 @@ import logging
 import time
 from importlib import resources
 
+from aicredits.api import audio, embeddings, images, meta, responses
 from aicredits.api import chat as chat_routes
-from aicredits.api import meta
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
@@ -17,7 +17,10 @@ from aicredits.providers.http import make_session
 from aicredits.providers.registry import build_providers
 from aicredits.services.billing import Billing
 from aicredits.services.chat import ChatService
+from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.keys import KeyAuthenticator
+from aicredits.services.metering import Metering
+from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
 
@@ -30,6 +33,11 @@ async def openapi(gw, req: Request, send) -> None:
 
 ROUTES = {
     "/v1/chat/completions": {"POST": chat_routes.chat_completions},
+    "/v1/responses": {"POST": responses.responses},
+    "/v1/embeddings": {"POST": embeddings.embeddings},
+    "/v1/images/generations": {"POST": images.images_generations},
+    "/v1/audio/speech": {"POST": audio.speech},
+    "/v1/audio/transcriptions": {"POST": audio.transcriptions},
     "/v1/credits": {"GET": meta.v1_credits},
     "/v1/models": {"GET": meta.v1_models},
     "/api/models": {"GET": meta.api_models},
@@ -66,8 +74,13 @@ class Gateway:
         providers = build_providers(s, self._session)
         self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
-        self.chat = ChatService(self.catalog, self.rates, providers, self.billing)
-        served = {spec.id for spec in self.catalog if spec.priced and spec.provider in providers}
+        self.router = Router(self.catalog, providers, RoutePolicy(
+            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
+        self.metering = Metering(self.billing)
+        self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
+        self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
+        served = {spec.id for spec in self.catalog
+                  if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         if s.redis_url:

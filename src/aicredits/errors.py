@@ -12,6 +12,10 @@ import orjson
 class GatewayError(Exception):
     status = 500
     type = "internal_error"
+    # set at the provider edge: may the same deployment succeed if asked again (retry), or
+    # another deployment or fallback model (fallback)? Errors the client caused are neither.
+    retryable = False
+    fallback = False
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None,
                  status: int | None = None) -> None:

@@ -22,6 +22,10 @@ class ProviderSettings:
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    api_version: str | None = None            # Azure OpenAI's api-version
+    connect_timeout: float | None = None      # None: the gateway-wide setting
+    timeout: float | None = None              # time to the first byte
+    stream_idle_timeout: float | None = None  # longest gap between stream chunks
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Settings:
     stream_idle_timeout: float = 60.0
     max_request_seconds: float = 900.0
     max_body_bytes: int = 40 * 1024 * 1024
+    retries: int = 2
+    retry_base_delay: float = 0.2
+    retry_max_delay: float = 2.0
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
     key_cache_seconds: float = 1.0
     log_level: str = "INFO"
     access_log: bool = True
@@ -109,7 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     providers = _builtin_providers(env)
     for name, p in (cfg.get("providers") or {}).items():
         kind = p.get("kind", "openai_compatible")
-        if kind not in {"openai", "openai_compatible", "anthropic", "gemini", "sarvam"}:
+        if kind not in {"openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam"}:
             raise ValueError(f"provider {name}: unknown kind {kind!r}")
         key_env = p.get("api_key_env")
         api_key = env.get(key_env) if key_env else p.get("api_key")
@@ -117,9 +126,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         base_url = p.get("base_url") or (base.base_url if base else None)
         if not base_url:
             raise ValueError(f"provider {name}: base_url is required")
+        def secs(key: str) -> float | None:
+            v = p.get(key)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise ValueError(f"provider {name}: {key} must be a positive number of seconds")
+            return float(v)
+
+        if kind == "azure" and not p.get("api_version"):
+            raise ValueError(f"provider {name}: kind azure needs api_version")
         providers[name] = ProviderSettings(name, kind, base_url.rstrip("/"),
                                            api_key or (base.api_key if base else None),
-                                           dict(p.get("headers") or {}))
+                                           dict(p.get("headers") or {}), p.get("api_version"),
+                                           secs("connect_timeout"), secs("timeout"), secs("stream_idle_timeout"))
 
     max_body = pick("AICREDITS_MAX_BODY_BYTES", "max_body_bytes", 40 * 1024 * 1024)
     try:
@@ -141,12 +161,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_request_seconds=_float(env, "AICREDITS_MAX_REQUEST_SECONDS",
                                    float(gw.get("max_request_seconds", 900))),
         max_body_bytes=max_body,
+        retries=int(pick("AICREDITS_RETRIES", "retries", 2)),
+        retry_base_delay=_float(env, "AICREDITS_RETRY_BASE_DELAY", float(gw.get("retry_base_delay", 0.2))),
+        retry_max_delay=_float(env, "AICREDITS_RETRY_MAX_DELAY", float(gw.get("retry_max_delay", 2.0))),
+        breaker_failures=int(pick("AICREDITS_BREAKER_FAILURES", "breaker_failures", 5)),
+        breaker_cooldown=_float(env, "AICREDITS_BREAKER_COOLDOWN", float(gw.get("breaker_cooldown", 30))),
         log_level=str(pick("AICREDITS_LOG_LEVEL", "log_level", "INFO")).upper(),
         access_log=str(pick("AICREDITS_ACCESS_LOG", "access_log", "true")).lower() not in {"0", "false", "no"},
         config_path=config_path,
         providers=providers,
         extra_models=tuple(cfg.get("models") or ()),
     )
+    if settings.retries < 0 or settings.breaker_failures < 1:
+        raise ValueError("AICREDITS_RETRIES must be >= 0 and AICREDITS_BREAKER_FAILURES >= 1")
     # validate the money settings now, not on the first call
     if settings.usd_inr_fraction <= 0:
         raise ValueError("AICREDITS_USD_INR must be positive")

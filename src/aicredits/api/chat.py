@@ -15,20 +15,25 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes,
     return [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", cache)]
 
 
+def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
+    """The SPEC §2 headers of a settled, non-streaming call."""
+    settled = meter.settled
+    return [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
+            (b"x-aicredits-cost", format_inr(settled.charged).encode()),
+            (b"x-aicredits-balance", format_inr(settled.available).encode()),
+            (b"x-aicredits-overhead-ms", f"{meter.overhead_ms():.3f}".encode())]
+
+
 async def chat_completions(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
     call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
-    headers = call_headers(req.request_id)
     if not call.stream:
         raw = await chat.complete(call)
-        settled = call.settled
-        headers += [(b"x-aicredits-cost", format_inr(settled.charged).encode()),
-                    (b"x-aicredits-balance", format_inr(settled.available).encode()),
-                    (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
-        await send_bytes(send, 200, raw, headers)
+        await send_bytes(send, 200, raw, metered_headers(req.request_id, call))
         return
+    headers = call_headers(req.request_id)
     upstream = await chat.start_stream(call)
     headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
     await stream_response(send, req.receive, call, chat.relay(call, upstream), headers)

@@ -38,7 +38,7 @@ def _settings():
 def _run(fn):
     """Run fn(admin, settings) against a migrated database."""
     from aicredits.services.admin import Admin, AdminError
-    from aicredits.store.db import make_engine, migrate
+    from aicredits.store.db import make_engine, migrate, redact_url
 
     settings = _settings()
 
@@ -53,6 +53,12 @@ def _run(fn):
         return asyncio.run(go())
     except AdminError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:   # an unsupported or malformed AICREDITS_DATABASE_URL
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (OSError, ConnectionError) as exc:
+        typer.echo(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -21,7 +21,9 @@ def print_json(obj) -> None:
 
 
 def table(headers: list[str], rows: list[list]) -> None:
-    t = Table(*headers)
+    t = Table()
+    for h in headers:
+        t.add_column(h, overflow="fold")   # never "…": ids must stay whole to be pasted back
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     Console().print(t)

@@ -66,7 +66,12 @@ def _announce(first: dict, settings: Settings, host: str, port: int) -> None:
 
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     logs.configure(settings.log_level, settings.access_log)
-    first = asyncio.run(_prepare(settings))
+    try:
+        first = asyncio.run(_prepare(settings))
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    except (OSError, ConnectionError) as exc:
+        sys.exit(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}")
     if first:
         _announce(first, settings, host, port)
     log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,

@@ -18,6 +18,18 @@ TOKEN_PRICE_FIELDS = ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cos
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One place a model is served: a configured provider, the id it takes, a weight."""
+    provider: str
+    upstream_id: str
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.upstream_id}"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     name: str
@@ -38,7 +50,12 @@ class ModelSpec:
     per_minute: Fraction | None = None
     per_image: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
     fallbacks: tuple[str, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.deployments:
+            object.__setattr__(self, "deployments", (Deployment(self.provider, self.upstream_id, 1.0),))
 
     @property
     def priced(self) -> bool:
@@ -62,7 +79,7 @@ def _price(entry: Mapping[str, Any], key: str, model_id: str) -> Fraction | None
         return None
     try:
         price = to_fraction(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"model {model_id}: {key} is not a number") from exc
     if price < 0:
         raise ValueError(f"model {model_id}: {key} must not be negative")
@@ -80,14 +97,33 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
     if currency not in {"USD", "INR"}:
         raise ValueError(f"model {model_id}: currency must be USD or INR")
     per_image: dict[str, dict[str, Fraction]] = {}
-    for size, qualities in (entry.get("cost_per_image") or {}).items():
+    images = entry.get("cost_per_image") or {}
+    if not isinstance(images, Mapping) or not all(isinstance(q, Mapping) for q in images.values()):
+        raise ValueError(f"model {model_id}: cost_per_image must map size -> quality -> price")
+    for size, qualities in images.items():
         per_image[str(size)] = {str(q): _price({"p": v}, "p", model_id) for q, v in qualities.items()}
+    for key in ("context_window", "max_output_tokens"):
+        v = entry.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"model {model_id}: {key} must be a positive integer")
     provider = entry.get("provider") or model_id.split("/", 1)[0]
+    upstream_id = entry.get("upstream_id") or model_id.split("/", 1)[1]
+    deployments = []
+    for d in entry.get("deployments") or ():
+        if not isinstance(d, Mapping) or not d.get("provider"):
+            raise ValueError(f"model {model_id}: each deployment needs a provider")
+        weight = d.get("weight", 1)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+            raise ValueError(f"model {model_id}: a deployment's weight must be a positive number")
+        deployments.append(Deployment(str(d["provider"]), str(d.get("upstream_id") or upstream_id), float(weight)))
+    fallbacks = entry.get("fallbacks") or ()
+    if not isinstance(fallbacks, (list, tuple)) or not all(isinstance(f, str) for f in fallbacks):
+        raise ValueError(f"model {model_id}: fallbacks must be a list of model ids")
     return ModelSpec(
         id=model_id,
         name=entry.get("name") or model_id.split("/", 1)[1],
         provider=provider,
-        upstream_id=entry.get("upstream_id") or model_id.split("/", 1)[1],
+        upstream_id=upstream_id,
         endpoint=endpoint,
         currency=currency,
         context_window=entry.get("context_window"),
@@ -101,7 +137,8 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
         per_1m_chars=_price(entry, "cost_per_1m_chars", model_id),
         per_minute=_price(entry, "cost_per_minute", model_id),
         per_image=per_image,
-        fallbacks=tuple(entry.get("fallbacks") or ()),
+        fallbacks=tuple(fallbacks),
+        deployments=tuple(deployments),
         raw=dict(entry),
     )
 

@@ -83,3 +83,37 @@ def inr_rate_view(price: Fraction | None, spec: ModelSpec, rates: Rates) -> Frac
     if price is None:
         return None
     return price * rates.factor(spec.currency)
+
+
+def max_prices(prices: list[TokenPrices]) -> TokenPrices:
+    """Bucket by bucket the dearest of several models' prices: the hold for a fallback chain."""
+    return TokenPrices(
+        input=max(p.input for p in prices),
+        output=max(p.output for p in prices),
+        cache_read=max(p.cache_read for p in prices),
+        cache_write=max(p.cache_write for p in prices),
+        cache_write_1h=max(p.cache_write_1h for p in prices),
+    )
+
+
+def chars_cost(spec: ModelSpec, rates: Rates, chars: int) -> Micros:
+    """Speech: characters x the per-1M-characters price."""
+    return ceil_fraction(chars * (spec.per_1m_chars or Fraction(0)) * rates.factor(spec.currency))
+
+
+def audio_seconds_cost(spec: ModelSpec, rates: Rates, seconds: int) -> Micros:
+    """Transcription: whole seconds (rounded up once by the caller) x the per-minute price."""
+    per_minute = spec.per_minute or Fraction(0)
+    return ceil_fraction(Fraction(seconds, 60) * per_minute * rates.factor(spec.currency) * 1_000_000)
+
+
+def image_price(spec: ModelSpec, size: str, quality: str) -> Fraction | None:
+    """The catalog price of one image of this size and quality (None when not priced)."""
+    by_quality = spec.per_image.get(size)
+    if not by_quality:
+        return None
+    return by_quality.get(quality)
+
+
+def images_cost(spec: ModelSpec, rates: Rates, price: Fraction, n: int) -> Micros:
+    return ceil_fraction(n * price * rates.factor(spec.currency) * 1_000_000)

@@ -34,7 +34,7 @@ def _text_bytes(value) -> tuple[int, int]:
             if k in ("image_url",) and isinstance(v, (dict, str)):
                 continue   # the image is bounded per part, not by its URL's length
             b, i = _text_bytes(v)
-            total += b + (len(k) if isinstance(k, str) else 0)
+            total += b + (len(k.encode("utf-8", "surrogatepass")) if isinstance(k, str) else 0)
             images += i
         return total, images
     if isinstance(value, (list, tuple)):
@@ -84,12 +84,14 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
     headroom = min(available, key_headroom) if key_headroom is not None else available
     who = "the key's credit limit" if key_limited else "the wallet"
     per_token = output_price * max(1, n)
-    room = Fraction(max(headroom, 0)) - prompt_cost
+    room = Fraction(headroom) - prompt_cost
     fit = int(room // per_token) if per_token > 0 else (10**12 if room >= 0 else -1)
     if requested_max is not None:
         amount = ceil_fraction(prompt_cost + per_token * requested_max)
         if amount <= headroom:
             return HoldPlan(amount, requested_max, False)
+        if model_cap:
+            fit = min(fit, model_cap)
         if fit >= 1:
             raise Refusal(
                 f"Insufficient credits: max_tokens={requested_max} needs up to "
@@ -101,7 +103,7 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
         raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)
     tokens = min(cap, fit)
     amount = ceil_fraction(prompt_cost + per_token * tokens)
-    return HoldPlan(amount, tokens, tokens < cap or model_cap is None)
+    return HoldPlan(amount, tokens, True)
 
 
 def _too_poor(prompt_cost: Fraction, per_token: Fraction, headroom: Micros, who: str,
@@ -110,7 +112,7 @@ def _too_poor(prompt_cost: Fraction, per_token: Fraction, headroom: Micros, who:
     return Refusal(
         f"Insufficient credits: this request needs at least {format_inr(need)} INR "
         f"(its prompt and one output token) but {who} has {format_inr(max(headroom, 0))} INR available. "
-        f"Add at least {format_inr(max(need - max(headroom, 0), 1))} INR"
+        f"Add at least {format_inr(max(need - headroom, 1))} INR"
         + (" or raise the key's limit." if key_limited else "."), key_limited=key_limited)
 
 

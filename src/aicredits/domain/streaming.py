@@ -24,6 +24,8 @@ class StreamMeter:
             self.id = chunk.get("id")
             self.model = chunk.get("model")
             self.created = chunk.get("created")
+        if not isinstance(chunk, dict):
+            raise TypeError("a stream event must be a JSON object")
         err = chunk.get("error")
         if err is not None:
             self.error = err if isinstance(err, dict) else {"message": str(err)}
@@ -32,10 +34,17 @@ class StreamMeter:
             self.usage = usage
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise TypeError("a choice's delta must be an object")
             content = delta.get("content")
             if content:
                 self.text_bytes += len(content.encode("utf-8", "surrogatepass"))
                 self.fragments += 1
+            for field in ("reasoning_content", "reasoning"):   # reasoning streamed by some servers
+                thought = delta.get(field)
+                if thought and isinstance(thought, str):
+                    self.text_bytes += len(thought.encode("utf-8", "surrogatepass"))
+                    self.fragments += 1
             refusal = delta.get("refusal")
             if refusal:
                 self.text_bytes += len(refusal.encode("utf-8", "surrogatepass"))

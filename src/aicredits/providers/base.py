@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
-from aicredits.domain.catalog import ModelSpec
 
 DONE = object()   # the stream's end marker ([DONE] / message_stop)
 
@@ -41,6 +40,8 @@ class ChatProvider(Protocol):
     name: str
     kind: str
 
-    async def chat(self, body: dict, spec: ModelSpec) -> ChatResult: ...
-    async def stream(self, body: dict, spec: ModelSpec) -> ChatStream: ...
+    # `target` is the routing target: `.upstream_id` is the id this deployment takes,
+    # `.spec` the catalog entry
+    async def chat(self, body: dict, target) -> ChatResult: ...
+    async def stream(self, body: dict, target) -> ChatStream: ...
     async def close(self) -> None: ...

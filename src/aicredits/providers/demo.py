@@ -9,7 +9,6 @@ import time
 import uuid
 from typing import AsyncIterator
 
-from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.providers.base import DONE, ChatResult, StreamEvent
 
@@ -45,14 +44,14 @@ def _limit(body: dict) -> int | None:
 
 
 class DemoStream:
-    def __init__(self, body: dict, spec: ModelSpec) -> None:
+    def __init__(self, body: dict, upstream_id: str) -> None:
         self._body = body
-        self._spec = spec
+        self._model = upstream_id
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
         text, reason = _reply(self._body, _limit(self._body))
         base = {"id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self._spec.upstream_id}
+                "created": int(time.time()), "model": self._model}
         yield [StreamEvent({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                  "finish_reason": None}]})]
         words = WORDS.findall(text)
@@ -73,19 +72,19 @@ class DemoProvider:
     name = "demo"
     kind = "demo"
 
-    async def chat(self, body: dict, spec: ModelSpec) -> ChatResult:
+    async def chat(self, body: dict, target) -> ChatResult:
         text, reason = _reply(body, _limit(body))
         prompt = estimate_prompt_tokens(body)
         completion = max(1, estimate_text_tokens(0, len(WORDS.findall(text))))
         return ChatResult({
             "id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion",
-            "created": int(time.time()), "model": spec.upstream_id,
+            "created": int(time.time()), "model": target.upstream_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         })
 
-    async def stream(self, body: dict, spec: ModelSpec) -> DemoStream:
-        return DemoStream(body, spec)
+    async def stream(self, body: dict, target) -> DemoStream:
+        return DemoStream(body, target.upstream_id)
 
     async def close(self) -> None:
         return None

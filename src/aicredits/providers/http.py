@@ -64,33 +64,49 @@ def _retry_after(headers) -> int | None:
 
 
 def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
-    """An upstream error status after retries are spent, as the client should see it (SPEC §6)."""
+    """An upstream error status as the client should see it (SPEC §6), marked for the router:
+    429/5xx/529/timeouts may be retried; credentials and unknown models may fall back."""
     msg = upstream_message(raw, secrets)
     if status in (400, 422):
         return InvalidRequest(msg or f"{provider} rejected the request")
-    if status in (401, 403):
-        return UpstreamError(f"The {provider} provider refused the gateway's credentials; the operator has been "
-                             "notified. This is not a problem with your API key.")
-    if status == 404:
-        return NotFound(msg or f"{provider} does not know this model or path")
     if status == 413:
         return RequestTooLarge(msg or f"{provider} says the request is too large")
+    if status in (401, 403):
+        exc: GatewayError = UpstreamError(
+            f"The {provider} provider refused the gateway's credentials; this is not a problem with your "
+            "API key. The operator should check the provider key.")
+        exc.fallback = True
+        return exc
+    if status == 404:
+        exc = NotFound(msg or f"{provider} does not know this model or path")
+        exc.fallback = True
+        return exc
     if status == 429:
-        return RateLimited(f"The {provider} provider is rate limiting requests: {msg}".rstrip(": "),
-                           retry_after=_retry_after(headers) or 1)
-    if status == 529:
-        return ServiceUnavailable(f"The {provider} provider is overloaded.", retry_after=_retry_after(headers) or 5)
-    if status == 408 or status == 504:
-        return UpstreamTimeout(f"The {provider} provider timed out.")
-    return UpstreamError(f"The {provider} provider failed (HTTP {status}){': ' + msg if msg else ''}.")
+        exc = RateLimited(f"The {provider} provider is rate limiting requests: {msg}".rstrip(": "),
+                          retry_after=_retry_after(headers) or 1)
+    elif status == 529:
+        exc = ServiceUnavailable(f"The {provider} provider is overloaded.", retry_after=_retry_after(headers) or 5)
+    elif status in (408, 504):
+        exc = UpstreamTimeout(f"The {provider} provider timed out.")
+    else:
+        exc = UpstreamError(f"The {provider} provider failed (HTTP {status}){': ' + msg if msg else ''}.")
+        if status < 500:
+            return exc
+    exc.retryable = exc.fallback = True
+    return exc
+
+
+def _transient(exc: GatewayError) -> GatewayError:
+    exc.retryable = exc.fallback = True
+    return exc
 
 
 def connect_error(provider: str) -> GatewayError:
-    return UpstreamError(f"Could not reach the {provider} provider.")
+    return _transient(UpstreamError(f"Could not reach the {provider} provider."))
 
 
 def first_byte_timeout(provider: str) -> GatewayError:
-    return UpstreamTimeout(f"The {provider} provider did not answer in time.")
+    return _transient(UpstreamTimeout(f"The {provider} provider did not answer in time."))
 
 
 def split_events(buf: bytes) -> tuple[list[bytes], bytes]:

@@ -10,15 +10,17 @@ from typing import AsyncIterator
 import aiohttp
 import orjson
 
-from aicredits.domain.catalog import ModelSpec
 from aicredits.errors import UpstreamError
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import connect_error, event_data, first_byte_timeout, map_status, split_events
+from aicredits.providers.http import (connect_error, event_data, first_byte_timeout, map_status, scrub,
+                                      split_events)
 from aicredits.settings import ProviderSettings
 
 
 class OpenAIStream:
-    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self._secrets = secrets
         self._resp = resp
         self._idle = idle_timeout
         self._provider = provider
@@ -51,7 +53,13 @@ class OpenAIStream:
                         obj = loads(payload)
                     except orjson.JSONDecodeError as exc:
                         raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.") from exc
-                    out.append(StreamEvent(obj if isinstance(obj, dict) else {}, ev))
+                    if not isinstance(obj, dict):
+                        raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.")
+                    err = obj.get("error")
+                    if err is not None:   # mid-stream error: keep the message, never a secret in it
+                        msg = err.get("message") if isinstance(err, dict) else err
+                        obj = {"error": {"message": scrub(str(msg or ""), self._secrets)}}
+                    out.append(StreamEvent(obj, ev))
             if out:
                 yield out
 
@@ -62,33 +70,46 @@ class OpenAIStream:
 
 class OpenAICompatible:
     def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 first_byte_timeout: float, idle_timeout: float) -> None:
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
         self.name = settings.name
         self.kind = settings.kind
-        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._base = settings.base_url.rstrip("/")
+        self._azure_version = settings.api_version if settings.kind == "azure" else None
         self._secrets = tuple(s for s in (settings.api_key,) if s)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if settings.api_key:
+        if settings.api_key and self._azure_version:
+            headers["api-key"] = settings.api_key
+        elif settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
         headers.update(settings.headers)
         self._headers = headers
         self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
         self._first_byte = first_byte_timeout
         self._idle = idle_timeout
 
-    def _body(self, body: dict, spec: ModelSpec, stream: bool) -> bytes:
+    def url(self, path: str, upstream_id: str) -> str:
+        """`path` like '/chat/completions'; Azure puts the deployment in the path and wants its
+        api-version."""
+        if self._azure_version:
+            return f"{self._base}/openai/deployments/{upstream_id}{path}?api-version={self._azure_version}"
+        return self._base + path
+
+    def _body(self, body: dict, target, stream: bool) -> bytes:
         out = dict(body)
-        out["model"] = spec.upstream_id
+        out.pop("cache", None)   # Claude prompt caching: meaningless to OpenAI-shaped servers
+        out["model"] = target.upstream_id
         if stream:
             opts = dict(out.get("stream_options") or {})
             opts["include_usage"] = True
             out["stream_options"] = opts
         return orjson.dumps(out)
 
-    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, payload: bytes, headers: dict | None = None) -> aiohttp.ClientResponse:
         try:
             async with asyncio.timeout(self._first_byte):
-                return await self._session.post(self._url, data=payload, headers=self._headers)
+                return await self._session.post(url, data=payload, headers=headers or self._headers,
+                                                timeout=self._timeout)
         except TimeoutError as exc:
             raise first_byte_timeout(self.name) from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -105,8 +126,9 @@ class OpenAICompatible:
             resp.close()
             raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
 
-    async def chat(self, body: dict, spec: ModelSpec) -> ChatResult:
-        resp = await self._post(self._body(body, spec, stream=False))
+    async def chat(self, body: dict, target) -> ChatResult:
+        resp = await self._post(self.url("/chat/completions", target.upstream_id),
+                                self._body(body, target, stream=False))
         raw = await self._read_all(resp)
         if resp.status != 200:
             raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
@@ -118,8 +140,9 @@ class OpenAICompatible:
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
         return ChatResult(data, raw)
 
-    async def stream(self, body: dict, spec: ModelSpec) -> OpenAIStream:
-        resp = await self._post(self._body(body, spec, stream=True))
+    async def stream(self, body: dict, target) -> OpenAIStream:
+        resp = await self._post(self.url("/chat/completions", target.upstream_id),
+                                self._body(body, target, stream=True))
         if resp.status != 200:
             raw = await self._read_all(resp)
             raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
@@ -127,7 +150,26 @@ class OpenAICompatible:
         if "text/event-stream" not in ctype:
             raw = await self._read_all(resp)
             raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return OpenAIStream(resp, self._idle, self.name)
+        return OpenAIStream(resp, self._idle, self.name, self._secrets)
+
+    async def post_json(self, path: str, body: dict, target) -> ChatResult:
+        """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
+        out = dict(body)
+        out["model"] = target.upstream_id
+        resp = await self._post(self.url(path, target.upstream_id), orjson.dumps(out))
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return ChatResult(data, raw)
+
+    async def embed(self, body: dict, target) -> ChatResult:
+        return await self.post_json("/embeddings", body, target)
 
     async def close(self) -> None:
         return None

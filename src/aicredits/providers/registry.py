@@ -9,8 +9,8 @@ from aicredits.providers.demo import DemoProvider
 from aicredits.providers.openai_compat import OpenAICompatible
 from aicredits.settings import Settings
 
-OPENAI_SHAPED = {"openai", "openai_compatible", "gemini"}
-NEEDS_KEY = {"openai", "gemini", "anthropic", "sarvam"}
+OPENAI_SHAPED = {"openai", "openai_compatible", "gemini", "azure"}
+NEEDS_KEY = {"openai", "gemini", "anthropic", "sarvam", "azure"}
 
 
 def build_providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ChatProvider]:
@@ -21,6 +21,8 @@ def build_providers(settings: Settings, session: aiohttp.ClientSession) -> dict[
         elif p.kind in OPENAI_SHAPED:
             if p.kind in NEEDS_KEY and not p.api_key:
                 continue   # not configured: its models are listed, not served
-            out[name] = OpenAICompatible(p, session, first_byte_timeout=settings.upstream_timeout,
-                                         idle_timeout=settings.stream_idle_timeout)
+            out[name] = OpenAICompatible(
+                p, session, connect_timeout=p.connect_timeout or settings.upstream_connect_timeout,
+                first_byte_timeout=p.timeout or settings.upstream_timeout,
+                idle_timeout=p.stream_idle_timeout or settings.stream_idle_timeout)
     return out

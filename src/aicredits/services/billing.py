@@ -7,9 +7,9 @@ import logging
 import time
 from typing import Awaitable, Callable, TypeVar
 
-from aicredits.domain.catalog import Catalog, ModelSpec
+from aicredits.domain.catalog import Catalog
 from aicredits.domain.reservation import Refusal
-from aicredits.errors import AuthenticationFailed, InsufficientCredits, InvalidRequest, NotFound
+from aicredits.errors import AuthenticationFailed, InsufficientCredits
 from aicredits.ports import BillingStore, HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
 
 log = logging.getLogger("aicredits.billing")
@@ -22,23 +22,6 @@ class Billing:
         self.catalog = catalog
         self._hold_ttl_ms = int(hold_ttl_seconds * 1000)
         self._background: set[asyncio.Task] = set()
-
-    def resolve(self, model: str, endpoint: str, providers: dict) -> tuple[ModelSpec, object]:
-        spec = self.catalog.get(model)
-        if spec is None:
-            raise NotFound(f"The model '{model}' does not exist. GET /api/models lists the models.", param="model")
-        if spec.endpoint != endpoint:
-            raise InvalidRequest(f"The model '{spec.id}' is a {spec.endpoint} model and cannot be used with "
-                                 f"this endpoint.", param="model")
-        if not spec.priced:
-            log.error("refused unpriced model %s: the catalog has no price for it", spec.id)
-            raise InvalidRequest(f"The model '{spec.id}' has no price in this gateway's catalog, so it is not "
-                                 "served.", param="model")
-        provider = providers.get(spec.provider)
-        if provider is None:
-            raise NotFound(f"The model '{spec.id}' is not served here: its provider '{spec.provider}' is not "
-                           "configured.", param="model")
-        return spec, provider
 
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):
         now = int(time.time() * 1000)

@@ -1,253 +1,211 @@
-"""Chat completions: resolve -> reserve -> call -> settle -> record, for every way a call ends.
+"""Chat completions: route -> hold -> call (retries, fallbacks) -> settle -> record, for every
+way a call can end (docs/billing.md):
 
-End states (docs/billing.md): completed, upstream_error (before output: nothing charged),
-upstream_cut (prompt + delivered output), client_disconnect (prompt + delivered output; the
-upstream is cancelled at once), zero_output_error (nothing charged).
+  completed          actual usage
+  upstream_error     an error before any output: nothing
+  upstream_cut       the stream broke off or ended without its finish: prompt + delivered output
+  client_disconnect  the client left mid-stream; the upstream is cancelled at once: prompt + delivered
+  zero_output_error  an error finish with no output: nothing
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import orjson
 
-from aicredits.domain.catalog import Catalog, ModelSpec
+from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
-from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, token_prices
+from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices, token_prices
 from aicredits.domain.reservation import HoldPlan, plan_hold, prompt_token_bound
 from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
-from aicredits.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
-from aicredits.ports import KeyAuth, Settlement, SettleResult
-from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
-from aicredits.services.billing import Billing
+from aicredits.errors import UpstreamError, UpstreamTimeout
+from aicredits.ports import KeyAuth
+from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.services.metering import Meter, Metering
+from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
 
-log = logging.getLogger("aicredits.calls")
-GATEWAY_FIELDS = ("cache", "no_cache", "models")
-
-
-@dataclass
-class Call:
-    """One chat call in flight."""
-    request_id: str
-    call_id: str
-    auth: KeyAuth
-    spec: ModelSpec
-    provider: ChatProvider
-    body: dict
-    prices: TokenPrices
-    plan: HoldPlan
-    started: float
-    stream: bool
-    include_usage: bool
-    upstream_seconds: float = 0.0
-    settled: SettleResult | None = None
-    charge: int = 0
-    end_state: str = "completed"
-    status: int = 200
-    error: str | None = None
-    client_gone: bool = False
-    usage: TokenUsage = field(default_factory=TokenUsage)
-
-    def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+GATEWAY_FIELDS = ("no_cache", "models")
 
 
 class ChatService:
-    def __init__(self, catalog: Catalog, rates: Rates, providers: dict[str, ChatProvider], billing: Billing) -> None:
-        self._catalog = catalog
+    def __init__(self, router: Router, rates: Rates, metering: Metering, *, max_seconds: float = 900.0) -> None:
+        self._max_seconds = max_seconds
+        self._router = router
         self._rates = rates
-        self._providers = providers
-        self._billing = billing
+        self._metering = metering
         self._prices: dict[str, TokenPrices] = {}
 
-    def _token_prices(self, spec: ModelSpec) -> TokenPrices:
+    def prices(self, spec: ModelSpec) -> TokenPrices:
         p = self._prices.get(spec.id)
         if p is None:
             p = self._prices[spec.id] = token_prices(spec, self._rates)
         return p
 
     # ------------------------------------------------------------------ start
-    async def open(self, body: object, auth: KeyAuth, request_id: str, started: float) -> Call:
+    async def open(self, body: object, auth: KeyAuth, request_id: str, started: float) -> Meter:
         body = validate_chat(body)
-        spec, provider = self._billing.resolve(body["model"], "chat", self._providers)
-        prices = self._token_prices(spec)
+        chain = self._router.chain(body["model"], "chat", body.get("models"))
+        prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
+        window = max((s.context_window or 0) for s in chain) or None
+        caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
+        cap = min(caps) if caps else None
         n = body.get("n") or 1
         requested = body.get("max_completion_tokens") or body.get("max_tokens")
-        prompt_cost = prompt_token_bound(body, spec.context_window) * prices.max_input
+        prompt_cost = prompt_token_bound(body, window) * prices.max_input
 
         def planner(available: int, key_headroom: int | None) -> HoldPlan:
             return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
-                             output_price=prices.output, requested_max=requested,
-                             model_cap=spec.max_output_tokens, n=n)
+                             output_price=prices.output, requested_max=requested, model_cap=cap, n=n)
 
-        call_id = uuid.uuid4().hex
-        plan = await self._billing.reserve(call_id, auth, planner)
-        upstream = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
-        if plan.inject_max_tokens:
-            key = "max_tokens" if provider.kind not in ("openai",) else "max_completion_tokens"
-            upstream[key] = plan.max_tokens
         stream = bool(body.get("stream"))
-        include_usage = bool(stream and (body.get("stream_options") or {}).get("include_usage"))
-        return Call(request_id, call_id, auth, spec, provider, upstream, prices, plan, started, stream,
-                    include_usage)
+        meter = Meter(request_id, auth, "chat", started, stream=stream)
+        meter.model = chain[0].id
+        await self._metering.hold(meter, planner)
+        meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+        meter.chain = chain
+        meter.include_usage = bool(stream and (body.get("stream_options") or {}).get("include_usage"))
+        return meter
 
-    # ------------------------------------------------------------------ settle
-    def _cost(self, call: Call, usage: TokenUsage) -> int:
-        call.usage = usage
-        return min(call.prices.cost(usage), call.plan.amount)
+    def _upstream_body(self, meter: Meter, target: Target) -> dict:
+        plan = meter.plan
+        if not plan.inject_max_tokens:
+            return meter.body
+        body = dict(meter.body)
+        key = "max_completion_tokens" if getattr(target.provider, "kind", "") == "openai" else "max_tokens"
+        body[key] = plan.max_tokens
+        return body
 
-    async def _settle(self, call: Call, charge: int) -> SettleResult:
-        call.charge = charge
-        usage = call.usage
-        row = {
-            "call_id": call.call_id, "request_id": call.request_id, "account_id": call.auth.account_id,
-            "key_id": call.auth.key_id, "model": call.spec.id, "provider": call.spec.provider,
-            "deployment": call.provider.name, "endpoint": "chat", "stream": call.stream,
-            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "cache_read_tokens": usage.cache_read_tokens, "cache_write_tokens": usage.cache_write_tokens,
-            "cache_write_1h_tokens": usage.cache_write_1h_tokens, "reasoning_tokens": usage.reasoning_tokens,
-            "units": usage.prompt_tokens + usage.completion_tokens,
-            "latency_ms": int((time.perf_counter() - call.started) * 1000),
-            "overhead_ms": int(call.overhead_ms()), "status": call.status, "cache": "bypass",
-            "end_state": call.end_state, "error": call.error, "created_at": int(time.time() * 1000),
-        }
-        call.settled = await self._billing.settle(
-            Settlement(call.call_id, call.auth.account_id, call.auth.key_id, charge, row, note=call.spec.id))
-        log.info("call", extra={"fields": {
-            "request_id": call.request_id, "model": call.spec.id, "status": call.status, "end": call.end_state,
-            "stream": call.stream, "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens, "cost_micros": call.settled.charged,
-            "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"]}})
-        return call.settled
+    def _cost(self, meter: Meter, usage: TokenUsage) -> int:
+        meter.usage = usage
+        return min(self.prices(meter.target.spec).cost(usage), meter.hold)
 
-    async def _fail(self, call: Call, exc: GatewayError, end_state: str = "upstream_error") -> None:
-        call.end_state, call.status, call.error = end_state, exc.status, exc.message
-        await self._billing.shielded(self._settle(call, 0))
+    async def _route(self, meter: Meter, how: str):
+        def call(target: Target):
+            return getattr(target.provider, how)(self._upstream_body(meter, target), target)
+        result, _ = await self._metering.route(meter, self._router, meter.chain, call)
+        return result
 
     # ------------------------------------------------------------------ non-streaming
-    async def complete(self, call: Call) -> bytes:
-        t = time.perf_counter()
+    async def complete(self, meter: Meter) -> bytes:
         try:
-            result = await call.provider.chat(call.body, call.spec)
-        except GatewayError as exc:
-            call.upstream_seconds += time.perf_counter() - t
-            await self._fail(call, exc)
-            raise
-        except BaseException:
-            call.upstream_seconds += time.perf_counter() - t
-            await self._fail(call, InternalError("The call failed inside the gateway."), "gateway_error")
-            raise
-        call.upstream_seconds += time.perf_counter() - t
+            async with asyncio.timeout(self._max_seconds):
+                result = await self._route(meter, "chat")
+        except TimeoutError:
+            raise UpstreamTimeout(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.") from None
         data = result.data
         usage = usage_from_openai(data.get("usage"))
         choices = data.get("choices") or []
         finish = choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None
         if usage is None:
             text = orjson.dumps([c.get("message") for c in choices if isinstance(c, dict)])
-            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(call.body),
+            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body),
                                completion_tokens=estimate_text_tokens(len(text)))
         if finish == "error" and usage.completion_tokens == 0:
             exc = UpstreamError("The upstream finished with an error and no output.")
-            await self._fail(call, exc, "zero_output_error")
+            meter.usage = usage
+            await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
-        await self._billing.shielded(self._settle(call, self._cost(call, usage)))
+        await self._metering.settle(meter, self._cost(meter, usage))
         return result.raw if result.raw is not None else orjson.dumps(data)
 
     # ------------------------------------------------------------------ streaming
-    async def start_stream(self, call: Call):
-        """Open the upstream stream; errors here happen before any output (charged nothing)."""
-        t = time.perf_counter()
-        try:
-            upstream = await call.provider.stream(call.body, call.spec)
-        except GatewayError as exc:
-            call.upstream_seconds += time.perf_counter() - t
-            await self._fail(call, exc)
-            raise
-        except BaseException:
-            call.upstream_seconds += time.perf_counter() - t
-            await self._fail(call, InternalError("The call failed inside the gateway."), "gateway_error")
-            raise
-        call.upstream_seconds += time.perf_counter() - t
-        return upstream
+    async def start_stream(self, meter: Meter):
+        """Open the upstream stream (retries and fallbacks happen here, before any output)."""
+        return await self._route(meter, "stream")
 
-    async def relay(self, call: Call, upstream) -> AsyncIterator[bytes]:
+    async def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
         `finally` whatever ends the stream (a cancelled task included)."""
-        meter = StreamMeter()
+        sm = StreamMeter()
         cut: str | None = None
         cut_timeout = False
+        deadline = meter.started + self._max_seconds
+        batches = upstream.batches().__aiter__()
         try:
-            async for batch in upstream.batches():
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    now = time.perf_counter()
+                    meter.upstream_seconds += now - t
+                if now > deadline:
+                    raise UpstreamCut(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.",
+                                      timeout=True)
                 out = []
                 for ev in batch:
                     obj = ev.data
                     if obj is DONE:
-                        meter.done = True
+                        sm.done = True
+                        out.append(b"data: [DONE]\n\n")
                         break
                     if obj is None:
                         if ev.raw is not None:
                             out.append(ev.raw)
                         continue
-                    meter.observe(obj)
-                    if meter.error is not None:
+                    try:
+                        sm.observe(obj)
+                    except (AttributeError, TypeError, ValueError) as exc:
+                        raise UpstreamCut("The upstream sent a malformed stream event.") from exc
+                    if sm.error is not None:
                         break
-                    if "usage" in obj and obj.get("usage") and not obj.get("choices"):
+                    if obj.get("usage") and not obj.get("choices"):
                         # the usage chunk: priced here, shown only when the client asked for it
-                        if call.include_usage:
+                        if meter.include_usage:
                             usage = usage_from_openai(obj["usage"]) or TokenUsage()
-                            obj = dict(obj, usage=dict(obj["usage"], cost=micros_to_inr(self._cost(call, usage))))
+                            obj = dict(obj, usage=dict(obj["usage"], cost=micros_to_inr(self._cost(meter, usage))))
                             out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
                         continue
                     out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
                 if out:
                     yield b"".join(out)
-                if meter.done or meter.error is not None:
+                if sm.done or sm.error is not None:
                     break
-            if meter.error is not None:
-                cut = str(meter.error.get("message") or "The upstream reported an error mid-stream.")
-            elif not meter.complete:
+            if sm.error is not None:
+                cut = str(sm.error.get("message") or "The upstream reported an error mid-stream.")
+            elif not sm.complete:
                 cut = "The upstream stream ended before it finished."
         except UpstreamCut as exc:
             cut, cut_timeout = str(exc), exc.timeout
         except asyncio.CancelledError:
-            if not call.client_gone:
+            if not meter.client_gone:
                 cut = "The gateway stopped during the call."
                 raise
         finally:
             await upstream.aclose()
-            tail = await self._billing.shielded(self._finish_stream(call, meter, cut, cut_timeout))
+            tail = await self._metering.billing.shielded(self._finish_stream(meter, sm, cut, cut_timeout))
         if tail:
             yield tail
 
-    async def _finish_stream(self, call: Call, meter: StreamMeter, cut: str | None, cut_timeout: bool) -> bytes:
-        if call.client_gone:
-            call.end_state, call.status = "client_disconnect", 499
+    async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool) -> bytes:
+        if meter.client_gone:
+            meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
-            call.end_state = "upstream_cut" if meter.delivered_output else "zero_output_error"
-            call.status, call.error = (504 if cut_timeout else 502), cut
-        usage = usage_from_openai(meter.usage)
+            meter.end_state = "upstream_cut" if sm.delivered_output else "zero_output_error"
+            meter.status, meter.error = (504 if cut_timeout else 502), cut
+        usage = usage_from_openai(sm.usage)
         if usage is None:
             # no usage arrived: the documented estimator counts the prompt and what was delivered
-            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(call.body),
-                               completion_tokens=estimate_text_tokens(meter.text_bytes, meter.fragments))
-        if call.end_state != "completed" and not meter.delivered_output:
-            call.usage = usage
+            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body),
+                               completion_tokens=estimate_text_tokens(sm.text_bytes, sm.fragments))
+        if meter.end_state != "completed" and not sm.delivered_output:
+            meter.usage = usage
             charge = 0
         else:
-            charge = self._cost(call, usage)
-        await self._settle(call, charge)
-        if cut is None or call.client_gone:
+            charge = self._cost(meter, usage)
+        await self._metering.settle(meter, charge)
+        if cut is None or meter.client_gone:
             return b""
         err = (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
-        chunk = {"id": meter.id or "chatcmpl-" + call.call_id, "object": "chat.completion.chunk",
-                 "created": meter.created or int(time.time()), "model": meter.model or call.spec.upstream_id,
+        chunk = {"id": sm.id or "chatcmpl-" + meter.call_id, "object": "chat.completion.chunk",
+                 "created": sm.created or int(time.time()), "model": sm.model or meter.target.upstream_id,
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"

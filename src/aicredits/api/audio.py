@@ -1,0 +1,14 @@
+"""Placeholder: replaced by the audio endpoint implementation."""
+
+from __future__ import annotations
+
+from aicredits.api.http import Request
+from aicredits.errors import NotFound
+
+
+async def speech(gw, req: Request, send) -> None:
+    raise NotFound(f"{req.scope['path']} is not served by this gateway yet.")
+
+
+async def transcriptions(gw, req: Request, send) -> None:
+    raise NotFound(f"{req.scope['path']} is not served by this gateway yet.")

@@ -1,0 +1,98 @@
+"""POST /v1/embeddings: priced by input tokens; the hold bounds them by the input's bytes."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import orjson
+
+from aicredits.domain.pricing import TokenUsage, max_prices, token_prices
+from aicredits.domain.money import ceil_fraction
+from aicredits.domain.usage import usage_from_openai
+from aicredits.errors import InvalidRequest
+from aicredits.ports import KeyAuth
+from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.routing import Router
+
+MAX_INPUTS = 2048
+
+
+def _input_bound(value, window: int | None) -> int:
+    """Upper bound of the tokens an embeddings input is billed for."""
+    def one(item) -> int:
+        if isinstance(item, str):
+            n = len(item.encode("utf-8", "surrogatepass")) + 2
+        else:   # a token array
+            n = len(item)
+        return min(n, window) if window else n
+    if isinstance(value, str):
+        return one(value)
+    if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        return one(value)
+    return sum(one(v) for v in value)
+
+
+def validate_embeddings(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"].strip():
+        raise InvalidRequest("'model' is required and must be a string.", param="model")
+    value = body.get("input")
+    ok = isinstance(value, str) or (
+        isinstance(value, list) and 0 < len(value) <= MAX_INPUTS and (
+            all(isinstance(v, str) for v in value)
+            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+                   for v in value)))
+    if not ok:
+        raise InvalidRequest("'input' must be a string, an array of up to 2048 strings, or token arrays.",
+                             param="input")
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    dims = body.get("dimensions")
+    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+        raise InvalidRequest("'dimensions' must be a positive integer.", param="dimensions")
+    return body
+
+
+def encode_base64(data: dict) -> dict:
+    """An upstream that only speaks float answered a base64 request: encode like OpenAI does
+    (little-endian float32)."""
+    for item in data.get("data") or ():
+        vec = item.get("embedding")
+        if isinstance(vec, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+    return data
+
+
+class EmbeddingsService:
+    def __init__(self, router: Router, rates, metering: Metering) -> None:
+        self._router = router
+        self._rates = rates
+        self._metering = metering
+
+    async def create(self, body: object, auth: KeyAuth, request_id: str, started: float) -> tuple[bytes, Meter]:
+        body = validate_embeddings(body)
+        chain = self._router.chain(body["model"], "embeddings", body.get("models"))
+        prices = max_prices([token_prices(s, self._rates) for s in chain])
+        window = max((s.context_window or 0) for s in chain) or None
+        bound = _input_bound(body["input"], window)
+        worst = ceil_fraction(bound * prices.input)
+        meter = Meter(request_id, auth, "embeddings", started)
+        meter.model = chain[0].id
+        await self._metering.hold_fixed(meter, worst)
+        upstream = {k: v for k, v in body.items() if k != "models"}
+        want_b64 = body.get("encoding_format") == "base64"
+        result, target = await self._metering.route(
+            meter, self._router, chain, lambda t: capability(t, "embed")(upstream, t))
+        data = result.data
+        usage = usage_from_openai(data.get("usage")) or TokenUsage(prompt_tokens=bound)
+        meter.usage = TokenUsage(prompt_tokens=usage.prompt_tokens)
+        charge = token_prices(target.spec, self._rates).cost(meter.usage)
+        await self._metering.settle(meter, charge)
+        first = (data.get("data") or [{}])[0]
+        if want_b64 and isinstance(first.get("embedding"), list):
+            return orjson.dumps(encode_base64(data)), meter
+        return (result.raw if result.raw is not None else orjson.dumps(data)), meter

@@ -1,0 +1,145 @@
+"""One billable call's money: its hold before, its settlement after, its usage record.
+
+Every endpoint uses a Meter, so nothing reaches an upstream without a hold and every hold is
+settled (the settle runs shielded from cancellation; the sweeper catches a crashed process).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+
+from aicredits.domain.pricing import TokenUsage
+from aicredits.domain.reservation import plan_fixed_hold
+from aicredits.errors import GatewayError, InternalError, InvalidRequest
+from aicredits.ports import KeyAuth, Settlement, SettleResult
+from aicredits.services.billing import Billing
+
+log = logging.getLogger("aicredits.calls")
+T = TypeVar("T")
+
+
+@dataclass
+class Meter:
+    request_id: str
+    auth: KeyAuth
+    endpoint: str
+    started: float
+    stream: bool = False
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    hold: int = 0
+    plan: Any = None
+    model: str = ""
+    provider: str = ""
+    deployment: str = ""
+    upstream_seconds: float = 0.0
+    status: int = 200
+    end_state: str = "completed"
+    error: str | None = None
+    cache: str = "bypass"
+    client_gone: bool = False
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    units: int = 0
+    settled: SettleResult | None = None
+    body: Any = None            # what goes upstream (gateway-only fields removed)
+    chain: list = field(default_factory=list)   # candidate models, first = requested
+    target: Any = None          # the routing Target that answered
+    include_usage: bool = False
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+
+    def served_by(self, target) -> None:
+        self.model = target.spec.id
+        self.provider = target.spec.provider
+        self.deployment = target.name
+
+
+@dataclass(frozen=True)
+class FixedHold:
+    amount: int
+
+
+def capability(target, name: str):
+    """The provider method serving this endpoint, or a 400 naming the model."""
+    fn = getattr(target.provider, name, None)
+    if fn is None:
+        raise InvalidRequest(f"The provider of '{target.spec.id}' does not serve this endpoint.", param="model")
+    return fn
+
+
+class Metering:
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+
+    async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
+        """Reserve the call's worst case; raises 402 (InsufficientCredits) with what would fit."""
+        plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
+        meter.plan = plan
+        meter.hold = plan.amount
+        return plan
+
+    async def hold_fixed(self, meter: Meter, worst: int) -> int:
+        """Reserve a known worst case (images, speech, audio, embeddings)."""
+        await self.hold(meter, lambda avail, key: FixedHold(plan_fixed_hold(available=avail, key_headroom=key,
+                                                                            cost=worst)))
+        return meter.hold
+
+    async def route(self, meter: Meter, router, chain: list, call: Callable[[Any], Awaitable[T]]) -> tuple[T, Any]:
+        """Run `call(target)` through the router's retries and fallbacks; if every attempt
+        fails, the hold is released (nothing charged) and the error raised."""
+        async def attempt(target):
+            meter.served_by(target)
+            return await self.upstream(meter, call(target))
+        try:
+            result, meter.target = await router.run(chain, attempt)
+        except GatewayError as exc:
+            await self.fail(meter, exc)
+            raise
+        except BaseException:
+            await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
+            raise
+        return result, meter.target
+
+    async def upstream(self, meter: Meter, aw: Awaitable[T]) -> T:
+        """Await upstream work, counting its time out of the gateway's overhead."""
+        t = time.perf_counter()
+        try:
+            return await aw
+        finally:
+            meter.upstream_seconds += time.perf_counter() - t
+
+    async def settle(self, meter: Meter, charge: int) -> SettleResult:
+        """Charge (at most the hold), release the rest, record the call. Never cancelled."""
+        return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
+
+    async def fail(self, meter: Meter, exc, end_state: str = "upstream_error") -> SettleResult:
+        meter.status, meter.error, meter.end_state = exc.status, exc.message, end_state
+        return await self.settle(meter, 0)
+
+    async def _settle(self, meter: Meter, charge: int) -> SettleResult:
+        u = meter.usage
+        latency = int((time.perf_counter() - meter.started) * 1000)
+        overhead = int(meter.overhead_ms())
+        row = {
+            "call_id": meter.call_id, "request_id": meter.request_id, "account_id": meter.auth.account_id,
+            "key_id": meter.auth.key_id, "model": meter.model, "provider": meter.provider,
+            "deployment": meter.deployment, "endpoint": meter.endpoint, "stream": meter.stream,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "cache_write_1h_tokens": u.cache_write_1h_tokens, "reasoning_tokens": u.reasoning_tokens,
+            "units": meter.units or (u.prompt_tokens + u.completion_tokens), "latency_ms": latency,
+            "overhead_ms": overhead, "status": meter.status, "cache": meter.cache, "end_state": meter.end_state,
+            "error": meter.error, "created_at": int(time.time() * 1000),
+        }
+        meter.settled = await self.billing.settle(Settlement(
+            meter.call_id, meter.auth.account_id, meter.auth.key_id, charge, row, note=meter.model))
+        log.info("call", extra={"fields": {
+            "request_id": meter.request_id, "endpoint": meter.endpoint, "model": meter.model,
+            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
+            "cost_micros": meter.settled.charged, "latency_ms": latency, "overhead_ms": overhead}})
+        return meter.settled

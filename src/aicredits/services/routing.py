@@ -1,0 +1,182 @@
+"""Routing: which deployments serve a call, in which order, with retries, fallbacks and a
+circuit breaker per deployment.
+
+A model may be served by several deployments (weighted at random); when one fails with an
+error another attempt may cure (connect error, 429, 5xx, timeout before the first byte), the
+same deployment is retried with exponential backoff and jitter, then the next deployment,
+then the next model of the chain: the request's `models` list (OpenRouter's convention),
+then the model's configured `fallbacks`. Nothing is retried once a byte reached the client:
+the router only wraps what happens before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
+from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+
+log = logging.getLogger("aicredits.routing")
+T = TypeVar("T")
+MAX_CHAIN = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    spec: ModelSpec
+    deployment: Deployment
+    provider: object
+
+    @property
+    def upstream_id(self) -> str:
+        return self.deployment.upstream_id
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    retries: int = 2                 # further attempts on the same deployment
+    base_delay: float = 0.2          # seconds; doubled per attempt, with +-50% jitter
+    max_delay: float = 2.0           # a longer Retry-After moves on instead of waiting
+    breaker_failures: int = 5        # consecutive failures that open a deployment's breaker
+    breaker_cooldown: float = 30.0   # seconds a breaker stays open before one trial call
+
+
+class Breaker:
+    __slots__ = ("failures", "open_until")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def closed(self, now: float) -> bool:
+        return self.open_until <= now
+
+    def success(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failure(self, now: float, policy: RoutePolicy) -> None:
+        self.failures += 1
+        if self.failures >= policy.breaker_failures:
+            self.open_until = now + policy.breaker_cooldown
+
+
+class Router:
+    def __init__(self, catalog: Catalog, providers: dict[str, object], policy: RoutePolicy | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.catalog = catalog
+        self.providers = providers
+        self.policy = policy or RoutePolicy()
+        self._rng = rng or random.Random()
+        self._breakers: dict[str, Breaker] = {}
+
+    # ------------------------------------------------------------------ which models
+    def _check(self, model: str, endpoint: str) -> ModelSpec:
+        spec = self.catalog.get(model)
+        if spec is None:
+            raise NotFound(f"The model '{model}' does not exist. GET /api/models lists the models.", param="model")
+        if spec.endpoint != endpoint:
+            raise InvalidRequest(f"The model '{spec.id}' is a {spec.endpoint} model and cannot be used with "
+                                 f"this endpoint.", param="model")
+        if not spec.priced:
+            log.error("refused unpriced model %s: the catalog has no price for it", spec.id)
+            raise InvalidRequest(f"The model '{spec.id}' has no price in this gateway's catalog, so it is not "
+                                 "served.", param="model")
+        if not any(d.provider in self.providers for d in spec.deployments):
+            raise NotFound(f"The model '{spec.id}' is not served here: no provider of it is configured.",
+                           param="model")
+        return spec
+
+    def chain(self, model: str, endpoint: str, extra: object = None) -> list[ModelSpec]:
+        """The requested model, then the request's `models`, then configured fallbacks."""
+        if extra is not None and (not isinstance(extra, list) or not all(isinstance(m, str) for m in extra)):
+            raise InvalidRequest("'models' must be an array of model ids.", param="models")
+        first = self._check(model, endpoint)
+        out, seen = [first], {first.id}
+        for name in [*(extra or []), *first.fallbacks]:
+            if len(out) >= MAX_CHAIN:
+                break
+            try:
+                spec = self._check(name, endpoint)
+            except GatewayError as exc:
+                if name in (extra or []):
+                    raise
+                log.warning("skipping fallback %s of %s: %s", name, first.id, exc.message)
+                continue
+            if spec.id not in seen:
+                seen.add(spec.id)
+                out.append(spec)
+        return out
+
+    # ------------------------------------------------------------------ which deployments
+    def _breaker(self, name: str) -> Breaker:
+        b = self._breakers.get(name)
+        if b is None:
+            b = self._breakers[name] = Breaker()
+        return b
+
+    def targets(self, spec: ModelSpec) -> list[Target]:
+        """Configured deployments, weighted-random order; open breakers last."""
+        pool = [d for d in spec.deployments if d.provider in self.providers]
+        if len(pool) > 1:
+            ordered = []
+            while pool:
+                pick = self._rng.choices(range(len(pool)), weights=[d.weight for d in pool])[0]
+                ordered.append(pool.pop(pick))
+            pool = ordered
+            now = time.monotonic()
+            pool.sort(key=lambda d: not self._breaker(d.name).closed(now))
+        return [Target(spec, d, self.providers[d.provider]) for d in pool]
+
+    def breaker_open(self, target: Target) -> bool:
+        b = self._breakers.get(target.name)
+        return b is not None and not b.closed(time.monotonic())
+
+    # ------------------------------------------------------------------ the attempts
+    def _delay(self, attempt: int, retry_after: int | None) -> float | None:
+        p = self.policy
+        if retry_after is not None:
+            return float(retry_after) if retry_after <= p.max_delay else None
+        return min(p.max_delay, p.base_delay * (2 ** attempt)) * self._rng.uniform(0.5, 1.5)
+
+    async def run(self, chain: list[ModelSpec], attempt: Callable[[Target], Awaitable[T]]) -> tuple[T, Target]:
+        last: GatewayError | None = None
+        skipped_open = 0
+        for spec in chain:
+            for target in self.targets(spec):
+                breaker = self._breaker(target.name)
+                if not breaker.closed(time.monotonic()) and last is not None:
+                    skipped_open += 1
+                    continue
+                for n in range(self.policy.retries + 1):
+                    try:
+                        result = await attempt(target)
+                    except GatewayError as exc:
+                        if not (exc.retryable or exc.fallback):
+                            raise
+                        last = exc
+                        if exc.retryable:
+                            breaker.failure(time.monotonic(), self.policy)
+                        log.warning("attempt %d on %s failed: %s", n + 1, target.name, exc.message)
+                        if not exc.retryable or n == self.policy.retries:
+                            break
+                        delay = self._delay(n, exc.retry_after)
+                        if delay is None:
+                            break
+                        await asyncio.sleep(delay)
+                    else:
+                        breaker.success()
+                        return result, target
+        if last is None:
+            raise ServiceUnavailable("Every deployment of this model is failing right now; try again shortly.",
+                                     retry_after=int(self.policy.breaker_cooldown))
+        raise last

@@ -1,0 +1,400 @@
+"""Holds: the worst-case reservation before a call, and the 402 that says what would fit."""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from aicredits.domain.money import MICROS_PER_INR
+from aicredits.domain.reservation import (
+    DEFAULT_MAX_OUTPUT,
+    IMAGE_TOKEN_BOUND,
+    Refusal,
+    plan_fixed_hold,
+    plan_hold,
+    prompt_token_bound,
+)
+from aicredits.domain.usage import estimate_prompt_tokens
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+money_st = st.integers(min_value=0, max_value=10**10)
+key_st = st.none() | st.integers(min_value=0, max_value=10**10)
+over_limit_st = st.integers(min_value=-10**9, max_value=-1)   # a key spent past a lowered limit
+prompt_cost_st = st.builds(Fraction, st.integers(0, 10**9), st.integers(1, 10**6))
+output_price_st = st.builds(Fraction, st.integers(0, 10**5), st.integers(1, 10**3))
+tokens_st = st.none() | st.integers(min_value=1, max_value=200_000)
+n_st = st.integers(min_value=1, max_value=4)
+
+
+def hold_for(prompt_cost: Fraction, output_price: Fraction, n: int, tokens: int) -> int:
+    """Independent reference: the worst case of prompt plus `tokens` per choice."""
+    return math.ceil(prompt_cost + output_price * n * tokens)
+
+
+def headroom_of(available: int, key_headroom: int | None) -> int:
+    return available if key_headroom is None else min(available, key_headroom)
+
+
+def inr_in(message: str, pattern: str) -> int:
+    m = re.search(pattern, message)
+    assert m, (pattern, message)
+    return int(Decimal(m.group(1)) * MICROS_PER_INR)
+
+
+# ------------------------------------------------------------------ plan_hold properties
+@SETTINGS
+@given(money_st, key_st, prompt_cost_st, output_price_st, tokens_st, tokens_st, n_st)
+def test_a_hold_never_exceeds_the_headroom_and_covers_the_worst_case(
+        available, key_headroom, prompt_cost, output_price, requested, cap, n):
+    headroom = headroom_of(available, key_headroom)
+    try:
+        plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                         output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+    except Refusal:
+        # refused only when even one output token does not fit (or the asked max_tokens)
+        asked = requested if requested is not None else 1
+        assert hold_for(prompt_cost, output_price, n, asked) > headroom
+        return
+    assert plan.amount <= headroom
+    assert plan.max_tokens >= 1
+    assert plan.amount == hold_for(prompt_cost, output_price, n, plan.max_tokens)
+    assert plan.amount >= prompt_cost + output_price * n * plan.max_tokens
+
+
+@SETTINGS
+@given(money_st, key_st, prompt_cost_st, output_price_st, st.integers(1, 200_000), tokens_st, n_st)
+def test_a_given_max_tokens_is_held_exactly_or_refused(
+        available, key_headroom, prompt_cost, output_price, requested, cap, n):
+    headroom = headroom_of(available, key_headroom)
+    need = hold_for(prompt_cost, output_price, n, requested)
+    if need <= headroom:
+        plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                         output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+        assert (plan.amount, plan.max_tokens, plan.inject_max_tokens) == (need, requested, False)
+    else:
+        with pytest.raises(Refusal):
+            plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                      output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+
+
+@SETTINGS
+@given(money_st, key_st, prompt_cost_st, output_price_st, tokens_st, n_st)
+def test_without_max_tokens_the_largest_affordable_value_up_to_the_cap_is_injected(
+        available, key_headroom, prompt_cost, output_price, cap, n):
+    headroom = headroom_of(available, key_headroom)
+    limit = cap or DEFAULT_MAX_OUTPUT
+    if hold_for(prompt_cost, output_price, n, 1) > headroom:
+        with pytest.raises(Refusal):
+            plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                      output_price=output_price, requested_max=None, model_cap=cap, n=n)
+        return
+    plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                     output_price=output_price, requested_max=None, model_cap=cap, n=n)
+    assert 1 <= plan.max_tokens <= limit
+    assert plan.max_tokens == limit or hold_for(prompt_cost, output_price, n, plan.max_tokens + 1) > headroom
+    # SPEC section 6: when the client gives no max_tokens the gateway *sends* the value it held
+    # for, so the upstream can never produce more output than the hold covers.
+    assert plan.inject_max_tokens is True
+
+
+def test_max_tokens_is_injected_even_when_the_whole_model_cap_is_affordable():
+    plan = plan_hold(available=10**12, key_headroom=None, prompt_cost=Fraction(100),
+                     output_price=Fraction(1), requested_max=None, model_cap=16384)
+    assert plan.max_tokens == 16384
+    assert plan.amount == 100 + 16384
+    assert plan.inject_max_tokens is True
+
+
+def test_cap_without_a_model_cap_is_the_default():
+    plan = plan_hold(available=10**12, key_headroom=None, prompt_cost=Fraction(0),
+                     output_price=Fraction(1), requested_max=None, model_cap=None)
+    assert plan.max_tokens == DEFAULT_MAX_OUTPUT
+    assert plan.inject_max_tokens is True
+
+
+def test_injected_max_tokens_shrinks_to_what_the_wallet_affords():
+    # prompt 1000 micros, 3 micros per output token, 1000 + 3 * 333 = 1999 <= 2000 < 2002
+    plan = plan_hold(available=2000, key_headroom=None, prompt_cost=Fraction(1000),
+                     output_price=Fraction(3), requested_max=None, model_cap=16384)
+    assert (plan.max_tokens, plan.amount, plan.inject_max_tokens) == (333, 1999, True)
+
+
+def test_n_choices_multiply_the_output_hold():
+    plan = plan_hold(available=10**9, key_headroom=None, prompt_cost=Fraction(10),
+                     output_price=Fraction(2), requested_max=100, model_cap=None, n=3)
+    assert plan.amount == 10 + 2 * 3 * 100
+    assert plan.max_tokens == 100
+
+
+def test_free_output_holds_only_the_prompt():
+    plan = plan_hold(available=50, key_headroom=None, prompt_cost=Fraction(50),
+                     output_price=Fraction(0), requested_max=None, model_cap=8192)
+    assert plan.amount == 50 and plan.max_tokens == 8192
+    with pytest.raises(Refusal):
+        plan_hold(available=49, key_headroom=None, prompt_cost=Fraction(50),
+                  output_price=Fraction(0), requested_max=None, model_cap=8192)
+
+
+# ------------------------------------------------------------------ refusal messages
+@st.composite
+def short_of(draw, need: int):
+    """(available, key_headroom) whose headroom is below `need`, either side binding."""
+    short = draw(st.integers(0, max(need - 1, 0)))
+    if draw(st.booleans()):
+        return short, draw(st.none() | st.integers(short, 10**10))     # the wallet binds
+    return draw(st.integers(short + 1, 10**10)), short                  # the key binds
+
+
+@SETTINGS
+@given(prompt_cost_st, output_price_st.filter(lambda p: p > 0), st.integers(1, 200_000), tokens_st,
+       n_st, st.data())
+def test_refusal_names_a_max_tokens_that_fits_exactly(
+        prompt_cost, output_price, requested, cap, n, data):
+    need = hold_for(prompt_cost, output_price, n, requested)
+    assume(need >= 1)
+    available, key_headroom = data.draw(short_of(need))
+    headroom = headroom_of(available, key_headroom)
+    assert need > headroom
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                  output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+    message = info.value.message
+    assert str(info.value) == message
+    assert message.startswith("Insufficient credits")
+    one_fits = hold_for(prompt_cost, output_price, n, 1) <= headroom
+    m = re.search(r"max_tokens <= (\d+)", message)
+    assert (m is not None) == one_fits, message
+    if m:
+        fit = int(m.group(1))
+        assert 1 <= fit < requested
+        # the largest that fits, but never more than the model can produce
+        assert hold_for(prompt_cost, output_price, n, fit) <= headroom
+        assert fit == cap or headroom < hold_for(prompt_cost, output_price, n, fit + 1)
+        if cap:
+            assert fit <= cap
+        # and the gateway agrees: asking for exactly that many is accepted, one more is not
+        plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                         output_price=output_price, requested_max=fit, model_cap=cap, n=n)
+        assert plan.max_tokens == fit
+        if fit == cap:
+            return
+        with pytest.raises(Refusal):
+            plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                      output_price=output_price, requested_max=fit + 1, model_cap=cap, n=n)
+        assert inr_in(message, rf"max_tokens={requested} needs up to (-?\d+\.\d{{6}}) INR") == \
+            hold_for(prompt_cost, output_price, n, requested)
+    assert inr_in(message, r"has (-?\d+\.\d{6}) INR available") == max(headroom, 0)
+
+
+@SETTINGS
+@given(money_st, key_st, prompt_cost_st, output_price_st, tokens_st, tokens_st, n_st)
+def test_refusal_names_the_key_limit_exactly_when_it_binds(
+        available, key_headroom, prompt_cost, output_price, requested, cap, n):
+    try:
+        plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                  output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+    except Refusal as refusal:
+        key_binds = key_headroom is not None and key_headroom < available
+        assert refusal.key_limited is key_binds
+        assert ("key's credit limit" in refusal.message) is key_binds
+        assert ("the wallet" in refusal.message) is (not key_binds)
+
+
+@SETTINGS
+@given(prompt_cost_st, output_price_st, n_st, st.data())
+def test_too_poor_refusal_names_the_amount_that_would_fit(prompt_cost, output_price, n, data):
+    need = hold_for(prompt_cost, output_price, n, 1)
+    assume(need >= 1)
+    available, key_headroom = data.draw(short_of(need))
+    headroom = headroom_of(available, key_headroom)
+    assert need > headroom
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                  output_price=output_price, requested_max=None, model_cap=None, n=n)
+    message = info.value.message
+    assert "max_tokens <=" not in message
+    assert inr_in(message, r"needs at least (\d+\.\d{6}) INR") == need
+    add = inr_in(message, r"Add at least (\d+\.\d{6}) INR")
+    assert add >= 1
+    # the named amount is what the binding limit lacks: with it a minimal answer fits
+    assert headroom + add >= need
+    if key_headroom is None:
+        plan_hold(available=available + add, key_headroom=None, prompt_cost=prompt_cost,
+                  output_price=output_price, requested_max=1, model_cap=None, n=n)
+        with pytest.raises(Refusal):
+            plan_hold(available=available + add - 1, key_headroom=None, prompt_cost=prompt_cost,
+                      output_price=output_price, requested_max=1, model_cap=None, n=n)
+
+
+@SETTINGS
+@given(st.integers(0, 10**10), over_limit_st, prompt_cost_st, output_price_st, tokens_st, tokens_st, n_st)
+def test_a_key_over_its_limit_is_always_refused_naming_the_key_limit(
+        available, key_headroom, prompt_cost, output_price, requested, cap, n):
+    # SPEC section 6: "A key over its limit gets 402 too, with the message naming the key limit"
+    # -- even for a call whose price is zero.
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                  output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+    assert info.value.key_limited is True
+    assert "key's credit limit" in info.value.message
+
+
+def test_a_key_over_its_limit_is_refused_a_free_call():
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=10**9, key_headroom=-5_000_000, prompt_cost=Fraction(0),
+                  output_price=Fraction(0), requested_max=None, model_cap=4096)
+    assert info.value.key_limited is True
+    with pytest.raises(Refusal):
+        plan_fixed_hold(available=10**9, key_headroom=-5_000_000, cost=0)
+
+
+def test_a_key_over_its_limit_is_told_how_far_over_it_is():
+    # 5 INR over the limit; one output token costs 1 micro: raising the limit by the named
+    # amount must make a minimal call fit, so the amount is at least 5.000001 INR.
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=10**9, key_headroom=-5_000_000, prompt_cost=Fraction(0),
+                  output_price=Fraction(1), requested_max=None, model_cap=4096)
+    message = info.value.message
+    assert "raise the key's limit" in message
+    assert inr_in(message, r"Add at least (\d+\.\d{6}) INR") >= 5_000_001
+
+
+def test_refusal_example_message():
+    with pytest.raises(Refusal) as info:
+        plan_hold(available=2_000, key_headroom=None, prompt_cost=Fraction(1000),
+                  output_price=Fraction(3), requested_max=1000, model_cap=16384)
+    assert info.value.message == (
+        "Insufficient credits: max_tokens=1000 needs up to 0.004000 INR but the wallet has "
+        "0.002000 INR available; max_tokens <= 333 would fit.")
+    assert info.value.key_limited is False
+
+
+# ------------------------------------------------------------------ plan_fixed_hold
+@SETTINGS
+@given(money_st, key_st, st.integers(0, 10**10))
+def test_fixed_hold_is_the_cost_when_it_fits(available, key_headroom, cost):
+    headroom = headroom_of(available, key_headroom)
+    if cost <= headroom:
+        assert plan_fixed_hold(available=available, key_headroom=key_headroom, cost=cost) == cost
+    else:
+        with pytest.raises(Refusal) as info:
+            plan_fixed_hold(available=available, key_headroom=key_headroom, cost=cost)
+        key_binds = key_headroom is not None and key_headroom < available
+        assert info.value.key_limited is key_binds
+        assert ("key's credit limit" in info.value.message) is key_binds
+
+
+# ------------------------------------------------------------------ prompt_token_bound
+text_st = st.text(max_size=60)
+part_st = st.one_of(
+    st.builds(lambda t: {"type": "text", "text": t}, text_st),
+    st.builds(lambda u: {"type": "image_url", "image_url": {"url": "data:image/png;base64," + u}},
+              st.text(alphabet="ABCDEFGHIJ0123456789+/", max_size=200)),
+    st.builds(lambda u: {"type": "input_image", "image_url": u}, st.text(max_size=40)),
+)
+message_st = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "tool", "developer"]),
+     "content": st.one_of(st.none(), text_st, st.lists(part_st, max_size=4))},
+    optional={"name": text_st},
+)
+messages_st = st.lists(message_st, max_size=6)
+
+
+def _text_bytes(value) -> int:
+    """UTF-8 bytes of every string, keys included, image payloads excluded."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, dict):
+        return sum(_text_bytes(k) + _text_bytes(v) for k, v in value.items() if k != "image_url")
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
+
+def _images(messages) -> int:
+    return sum(1 for m in messages if isinstance(m["content"], list)
+               for p in m["content"] if p["type"] in ("image_url", "input_image"))
+
+
+def _content_bytes(messages) -> int:
+    total = 0
+    for m in messages:
+        c = m["content"]
+        if isinstance(c, str):
+            total += len(c.encode())
+        elif isinstance(c, list):
+            total += sum(len(p["text"].encode()) for p in c if p["type"] == "text")
+    return total
+
+
+@SETTINGS
+@given(messages_st)
+def test_prompt_bound_covers_every_utf8_byte_of_the_text(messages):
+    body = {"model": "m", "messages": messages}
+    bound = prompt_token_bound(body, None)
+    # a BPE token is at least one byte, so the bytes bound any tokenizer's count
+    assert bound >= _content_bytes(messages) + IMAGE_TOKEN_BOUND * _images(messages)
+    assert bound >= _text_bytes(messages) + IMAGE_TOKEN_BOUND * _images(messages)
+    assert bound >= estimate_prompt_tokens(body)     # the fallback estimate stays under the hold
+
+
+@SETTINGS
+@given(messages_st, st.integers(min_value=1, max_value=10_000))
+def test_prompt_bound_is_capped_by_the_context_window(messages, context_window):
+    body = {"messages": messages}
+    images = _images(messages)
+    bound = prompt_token_bound(body, context_window)
+    assert bound <= context_window + images * IMAGE_TOKEN_BOUND
+    assert bound >= min(_content_bytes(messages), context_window) + images * IMAGE_TOKEN_BOUND
+    assert bound <= prompt_token_bound(body, None)
+
+
+@SETTINGS
+@given(messages_st, message_st)
+def test_prompt_bound_grows_with_the_conversation(messages, extra):
+    assert prompt_token_bound({"messages": messages + [extra]}, None) >= \
+        prompt_token_bound({"messages": messages}, None)
+
+
+def test_prompt_bound_counts_tools_and_response_format():
+    messages = [{"role": "user", "content": "hi"}]
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "x" * 5000,
+                                               "parameters": {"type": "object"}}}]
+    base = prompt_token_bound({"messages": messages}, None)
+    assert prompt_token_bound({"messages": messages, "tools": tools}, None) >= base + 5000
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": "y" * 3000}}}
+    assert prompt_token_bound({"messages": messages, "response_format": schema}, None) >= base + 3000
+
+
+def test_prompt_bound_counts_non_ascii_keys_in_bytes():
+    # Tool schemas reach the model as text, property names included. A 4-byte character is
+    # one code point but may be several tokens, so keys must count in bytes like values do.
+    props = {"\U00020000" * 50 + str(i): {"type": "string"} for i in range(20)}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                         "properties": props}}}]
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    assert prompt_token_bound(body, None) >= _text_bytes(tools) + _text_bytes(body["messages"])
+
+
+def test_prompt_bound_counts_lone_surrogates():
+    body = {"messages": [{"role": "user", "content": "\ud800" * 100}]}
+    assert prompt_token_bound(body, None) >= 300
+
+
+def test_prompt_bound_ignores_image_url_length_but_bounds_each_image():
+    img = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 1_000_000}}
+    body = {"messages": [{"role": "user", "content": [img, img]}]}
+    bound = prompt_token_bound(body, 128_000)
+    assert 2 * IMAGE_TOKEN_BOUND <= bound < 2 * IMAGE_TOKEN_BOUND + 1000
+
+
+def test_prompt_bound_of_an_empty_body():
+    assert prompt_token_bound({}, None) >= 0
+    assert prompt_token_bound({"messages": None}, 100) >= 0

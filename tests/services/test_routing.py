@@ -1,0 +1,205 @@
+"""Routing through a running gateway: weighted deployments, retries with backoff, fallback
+chains (configured and per request), circuit breakers; one charge at the answering model's price."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.conftest import expected_micros
+from tests.fakes.openai_upstream import FakeOpenAI, Scenario
+
+CONFIG = """
+[providers.primary]
+kind = "openai_compatible"
+base_url = "{a}"
+api_key_env = "PRIMARY_KEY"
+
+[providers.secondary]
+kind = "openai_compatible"
+base_url = "{b}"
+api_key_env = "SECONDARY_KEY"
+
+[[models]]
+id = "pool/chat"
+name = "Pool chat"
+provider = "primary"
+upstream_id = "gpt-4o-mini"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 0.15
+output_cost_per_1m = 0.60
+deployments = [{{provider = "primary", weight = 1}}, {{provider = "secondary", weight = 1}}]
+fallbacks = ["pool/backup"]
+
+[[models]]
+id = "pool/solo"
+provider = "primary"
+upstream_id = "gpt-4o-mini"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 0.15
+output_cost_per_1m = 0.60
+
+[[models]]
+id = "pool/backup"
+provider = "secondary"
+upstream_id = "gpt-4o"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 2.5
+output_cost_per_1m = 10.0
+"""
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    a = FakeOpenAI(api_key="sk-primary-upstream").start()
+    b = FakeOpenAI(api_key="sk-secondary-upstream").start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def routed(start_gateway, fakes, tmp_path_factory):
+    a, b = fakes
+    path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
+    path.write_text(CONFIG.format(a=a.base_url, b=b.base_url))
+    return start_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key,
+                              "SECONDARY_KEY": b.api_key, "AICREDITS_RETRY_BASE_DELAY": "0.01",
+                              "AICREDITS_BREAKER_FAILURES": "3", "AICREDITS_BREAKER_COOLDOWN": "60"})
+
+
+@pytest.fixture
+def clean(fakes):
+    for f in fakes:
+        f.reset()
+    yield fakes
+    for f in fakes:
+        f.reset()
+
+
+def _client(gw, key):
+    return openai.OpenAI(base_url=gw.v1, api_key=key["key"], max_retries=0)
+
+
+def _usage(gw, key):
+    return json.loads(gw.cli("usage", "--json", "--email", key["account"]).stdout)
+
+
+def _spent(gw, key):
+    return round(gw.credits(key["key"])["total_spent"] * 10**6)
+
+
+def test_weighted_deployments_share_the_load(routed, clean):
+    a, b = clean
+    key = routed.create_key(credits="50")
+    c = _client(routed, key)
+    for _ in range(30):
+        c.chat.completions.create(model="pool/chat", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert len(a.chat_requests()) > 3 and len(b.chat_requests()) > 3
+    assert len(a.chat_requests()) + len(b.chat_requests()) == 30
+    deployments = {row["deployment"] for row in _usage(routed, key)}
+    assert deployments == {"primary:gpt-4o-mini", "secondary:gpt-4o-mini"}
+
+
+def test_retry_same_deployment_on_5xx_then_charge_once(routed, clean):
+    a, _ = clean
+    key = routed.create_key(credits="10")
+    a.enqueue(Scenario(status=500), Scenario(status=503), Scenario(prompt_tokens=100, completion_tokens=20))
+    resp = _client(routed, key).chat.completions.create(
+        model="pool/solo", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert resp.usage.prompt_tokens == 100
+    assert len(a.chat_requests()) == 3
+    want = expected_micros(routed.catalog()["pool/solo"], 100, 20)
+    assert _spent(routed, key) == want
+    rows = _usage(routed, key)
+    assert len(rows) == 1 and rows[0]["end_state"] == "completed"
+
+
+def test_client_errors_are_not_retried(routed, clean):
+    a, _ = clean
+    key = routed.create_key(credits="10")
+    a.enqueue(Scenario(status=400, error_type="invalid_request_error", error_message="bad temperature"))
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(routed, key).chat.completions.create(
+            model="pool/solo", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert "bad temperature" in info.value.body["message"]
+    assert len(a.chat_requests()) == 1
+    assert _spent(routed, key) == 0
+
+
+def test_request_level_models_fall_back_and_charge_the_answering_model(routed, clean):
+    a, b = clean
+    key = routed.create_key(credits="10")
+    a.enqueue(*[Scenario(status=429, headers={"retry-after": "0"}) for _ in range(3)])
+    b.enqueue(Scenario(prompt_tokens=30, completion_tokens=7))
+    resp = _client(routed, key).chat.completions.create(
+        model="pool/solo", max_tokens=20, messages=[{"role": "user", "content": "hi"}],
+        extra_body={"models": ["pool/backup"]})
+    assert resp.usage.completion_tokens == 7
+    assert b.chat_requests()[-1].body["model"] == "gpt-4o"
+    assert "models" not in b.chat_requests()[-1].body
+    assert b.chat_requests()[-1].headers["authorization"] == f"Bearer {b.api_key}"
+    want = expected_micros(routed.catalog()["pool/backup"], 30, 7)
+    assert _spent(routed, key) == want
+    row = _usage(routed, key)[0]
+    assert row["model"] == "pool/backup" and row["deployment"] == "secondary:gpt-4o"
+
+
+def test_streaming_retries_before_the_first_byte(routed, clean):
+    a, _ = clean
+    key = routed.create_key(credits="10")
+    a.enqueue(Scenario(status=502), Scenario(content="streamed fine"))
+    chunks = list(_client(routed, key).chat.completions.create(
+        model="pool/solo", max_tokens=20, stream=True, messages=[{"role": "user", "content": "hi"}]))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "streamed fine"
+    assert len(a.chat_requests()) == 2
+
+
+def test_all_failing_returns_the_last_error_and_charges_nothing(routed, clean):
+    a, _ = clean
+    key = routed.create_key(credits="10")
+    a.enqueue(*[Scenario(status=500) for _ in range(3)])
+    with pytest.raises(openai.APIStatusError) as info:
+        _client(routed, key).chat.completions.create(
+            model="pool/solo", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 502
+    assert info.value.body["type"] == "upstream_error"
+    assert _spent(routed, key) == 0
+    assert routed.credits(key["key"])["held"] == 0
+
+
+def test_breaker_opens_and_configured_fallback_serves(routed, clean):
+    a, b = clean
+    key = routed.create_key(credits="10")
+    # every primary attempt fails: after 3 failures the breaker opens and primary is skipped
+    a.enqueue(*[Scenario(status=503) for _ in range(50)])
+    c = _client(routed, key)
+    for _ in range(6):
+        c.chat.completions.create(model="pool/chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    primary_calls = len(a.chat_requests())
+    assert primary_calls <= 3
+    for _ in range(4):
+        c.chat.completions.create(model="pool/chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert len(a.chat_requests()) == primary_calls
+    assert len(b.chat_requests()) >= 10
+
+
+def test_hold_covers_the_dearest_model_of_the_chain(routed, clean):
+    a, b = clean
+    entry_cheap = routed.catalog()["pool/solo"]
+    assert entry_cheap["output_cost_per_1m"] < routed.catalog()["pool/backup"]["output_cost_per_1m"]
+    # 1000 output tokens at gpt-4o prices (10 USD/1M) ~ 0.96 INR; at the cheap price ~ 0.06 INR
+    key = routed.create_key(credits="0.5")
+    with pytest.raises(openai.APIStatusError) as info:
+        _client(routed, key).chat.completions.create(
+            model="pool/solo", max_tokens=1000, messages=[{"role": "user", "content": "x"}],
+            extra_body={"models": ["pool/backup"]})
+    assert info.value.status_code == 402
+    a.enqueue(Scenario(prompt_tokens=5, completion_tokens=5))
+    _client(routed, key).chat.completions.create(
+        model="pool/solo", max_tokens=1000, messages=[{"role": "user", "content": "x"}])
