@@ -229,7 +229,9 @@ def start_gateway(tmp_path_factory, fake_openai):
     def start(db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
         workdir = tmp_path_factory.mktemp("gw")
         url = db_url or f"sqlite:///{workdir}/aicredits.db"
-        base_env = {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": fake_openai.api_key}
+        # retries off unless a test turns them on: an upstream error is the call's answer
+        base_env = {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": fake_openai.api_key,
+                    "AICREDITS_RETRIES": "0"}
         gw = GatewayProcess(url, workdir, {**base_env, **(env or {})}, workers).start()
         running.append(gw)
         return gw

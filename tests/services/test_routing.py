@@ -69,7 +69,7 @@ def routed(start_gateway, fakes, tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
     path.write_text(CONFIG.format(a=a.base_url, b=b.base_url))
     return start_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key,
-                              "SECONDARY_KEY": b.api_key, "AICREDITS_RETRY_BASE_DELAY": "0.01",
+                              "SECONDARY_KEY": b.api_key, "AICREDITS_RETRIES": "2", "AICREDITS_RETRY_BASE_DELAY": "0.01",
                               "AICREDITS_BREAKER_FAILURES": "3", "AICREDITS_BREAKER_COOLDOWN": "60"})
 
 

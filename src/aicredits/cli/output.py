@@ -22,8 +22,12 @@ def print_json(obj) -> None:
 
 def table(headers: list[str], rows: list[list]) -> None:
     t = Table()
-    for h in headers:
-        t.add_column(h, overflow="fold")   # never "…": ids must stay whole to be pasted back
+    for i, h in enumerate(headers):
+        if i == 0:   # the id: whole and on one line, so it can be pasted back (keys revoke ID)
+            width = max([len(h)] + [len(str(r[0])) for r in rows])
+            t.add_column(h, no_wrap=True, min_width=width)
+        else:        # never "…": long values fold onto more lines
+            t.add_column(h, overflow="fold")
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     Console().print(t)
