@@ -15,11 +15,14 @@ from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from aicredits.providers.http import make_session
 from aicredits.providers.registry import build_providers
+from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
 from aicredits.services.chat import ChatService
 from aicredits.services.embeddings import EmbeddingsService
+from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
+from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
@@ -79,6 +82,10 @@ class Gateway:
         self.metering = Metering(self.billing)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
+        self.images = ImagesService(self.router, self.rates, self.metering)
+        self.audio = AudioService(self.router, self.rates, self.metering)
+        self.responses = ResponsesService(self.router, self.rates, self.metering, self.chat,
+                                          max_seconds=s.max_request_seconds)
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)

@@ -8,6 +8,8 @@ own event loop, speaking OpenAI's wire protocol (see /work/shared/research/proto
   ``stream_options.include_usage`` is true, then ``data: [DONE]``).
 * ``POST /v1/embeddings`` - ``float`` or ``base64`` (little-endian float32) vectors.
 * ``GET /v1/models`` - a model list.
+* ``POST /v1/images/generations``, ``/v1/audio/speech``, ``/v1/audio/transcriptions`` - see
+  :mod:`tests.fakes.openai_media`.
 * anything else - 404 with OpenAI's error body.
 
 Every answer to a chat/embeddings request is driven by the next queued :class:`Scenario` (FIFO; default
@@ -39,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes import openai_media as _media  # /v1/images/generations, /v1/audio/* routes
 
 __all__ = ["MODELS", "FakeOpenAI", "Recorded", "Scenario", "embedding_vector", "split_content"]
 
@@ -324,7 +328,11 @@ class FakeOpenAI:
         route = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/v1/responses"): lambda req, rec: _responses(self, req, rec),
             ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/images/generations"): lambda req, rec: _media.images(self, req, rec),
+            ("POST", "/v1/audio/speech"): lambda req, rec: _media.speech(self, req, rec),
+            ("POST", "/v1/audio/transcriptions"): lambda req, rec: _media.transcriptions(self, req, rec),
         }.get((request.method, path))
         if route is None:
             return self._error(
@@ -655,3 +663,137 @@ class FakeOpenAI:
         return web.Response(
             text=_dumps(payload), content_type="application/json", headers=self._base_headers(rid, scenario)
         )
+
+
+# ---------------------------------------------------------------------- /v1/responses (protocols.md §2)
+def _responses_usage(s: Scenario) -> dict:
+    return {
+        "input_tokens": s.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": s.cached_tokens},
+        "output_tokens": s.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": s.reasoning_tokens},
+        "total_tokens": s.prompt_tokens + s.completion_tokens,
+    }
+
+
+async def _responses(fake: FakeOpenAI, request: web.Request, rec: Recorded) -> web.StreamResponse:
+    """POST /v1/responses: a Response object, or its events (``event:`` + ``data:`` lines, no [DONE]).
+
+    The Scenario gives the output (``content`` as one message, or ``tool_calls`` as function_call items),
+    the usage (prompt/completion/cached/reasoning tokens; ``omit_usage`` -> null), the status
+    (``finish_reason`` "length"/"content_filter" -> incomplete, "failed" -> response.failed) and, when
+    streaming, ``cut_after`` / ``error_after`` (counted in delta events; error_after sends an ``error``
+    event and ends), ``omit_done`` (no terminal event) and ``chunk_delay``.
+    """
+    body = rec.body
+    invalid = fake._invalid(body, rec, ("model", "input"))
+    if invalid is not None:
+        return invalid
+    assert body is not None
+    s = fake._next_scenario()
+    n = next(fake._ids)
+    rid = f"resp_{n:024x}"
+    state: dict[str, Any] = {"cut": False, "resp": None}
+    fake._adjust_in_flight(1)
+    try:
+        await fake._sleep(request, s.first_byte_delay)
+        if s.hang:
+            await fake._hang(request)
+        if s.status != 200:
+            return fake._scenario_error(s, rid)
+        if s.tool_calls:
+            items = [{"type": "function_call", "id": f"fc_{n}_{i}", "call_id": tc["id"], "name": tc["name"],
+                      "arguments": tc.get("arguments", ""), "status": "completed"}
+                     for i, tc in enumerate(s.tool_calls)]
+        else:
+            items = [{"type": "message", "id": f"msg_{n}", "status": "completed", "role": "assistant",
+                      "content": [{"type": "output_text", "text": s.content, "annotations": [], "logprobs": []}]}]
+        status, details, error = "completed", None, None
+        if s.finish_reason in ("length", "content_filter"):
+            status = "incomplete"
+            details = {"reason": "max_output_tokens" if s.finish_reason == "length" else "content_filter"}
+        elif s.finish_reason == "failed":
+            status, error = "failed", {"code": "server_error", "message": s.error_message}
+
+        def response(st: str, output: list, usage: dict | None) -> dict:
+            return {"id": rid, "object": "response", "created_at": int(time.time()), "status": st,
+                    "error": error if st == "failed" else None,
+                    "incomplete_details": details if st == "incomplete" else None,
+                    "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+                    "model": body["model"], "output": output, "parallel_tool_calls": True, "temperature": 1.0,
+                    "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": body.get("tools") or [],
+                    "top_p": 1.0, "usage": usage, "metadata": {}}
+
+        usage = None if s.omit_usage else _responses_usage(s)
+        if not body.get("stream"):
+            return web.Response(text=_dumps(response(status, items, usage)), content_type="application/json",
+                                headers=fake._base_headers(rid, s))
+        resp = web.StreamResponse(status=200, headers=fake._base_headers(rid, s))
+        resp.content_type = "text/event-stream"
+        resp.charset = "utf-8"
+        state["resp"] = resp
+        await resp.prepare(request)
+        seq = itertools.count()
+        sent = 0
+
+        async def send(kind: str, **fields: Any) -> None:
+            if s.chunk_delay:
+                await fake._sleep(request, s.chunk_delay)
+            fake._check(request)
+            data = {"type": kind, "sequence_number": next(seq), **fields}
+            await resp.write(f"event: {kind}\ndata: {_dumps(data)}\n\n".encode())
+
+        async def delta(kind: str, **fields: Any) -> bool:
+            """Send one delta event unless the scenario stops here; False when it stopped."""
+            nonlocal sent
+            if s.cut_after is not None and sent >= s.cut_after:
+                state["cut"] = True
+                if request.transport is not None:
+                    request.transport.abort()
+                return False
+            if s.error_after is not None and sent >= s.error_after:
+                await send("error", code=s.error_code or s.error_type, message=s.error_message, param=None)
+                await resp.write_eof()
+                return False
+            await send(kind, **fields)
+            sent += 1
+            return True
+
+        await send("response.created", response=response("in_progress", [], None))
+        await send("response.in_progress", response=response("in_progress", [], None))
+        for index, item in enumerate(items):
+            where = {"item_id": item["id"], "output_index": index}
+            if item["type"] == "message":
+                await send("response.output_item.added", output_index=index,
+                           item={**item, "status": "in_progress", "content": []})
+                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                await send("response.content_part.added", **where, content_index=0, part=part)
+                for piece in split_content(s.content):
+                    if not await delta("response.output_text.delta", **where, content_index=0, delta=piece,
+                                       logprobs=[]):
+                        return resp
+                await send("response.output_text.done", **where, content_index=0, text=s.content, logprobs=[])
+                await send("response.content_part.done", **where, content_index=0, part=item["content"][0])
+            else:
+                await send("response.output_item.added", output_index=index,
+                           item={**item, "arguments": "", "status": "in_progress"})
+                for frag in _split_arguments(item["arguments"]):
+                    if frag and not await delta("response.function_call_arguments.delta", **where, delta=frag):
+                        return resp
+                await send("response.function_call_arguments.done", **where, name=item["name"],
+                           arguments=item["arguments"])
+            await send("response.output_item.done", output_index=index, item=item)
+        if not s.omit_done:
+            await send(f"response.{status}", response=response(status, items, usage))
+        await resp.write_eof()
+        return resp
+    except asyncio.CancelledError:
+        if not state["cut"]:
+            fake._record_disconnect(rid)
+        raise
+    except (_ClientGone, ConnectionError):
+        if not state["cut"]:
+            fake._record_disconnect(rid)
+        return state["resp"] or web.Response(status=499)
+    finally:
+        fake._adjust_in_flight(-1)

@@ -1,14 +1,33 @@
-"""Placeholder: replaced by the audio endpoint implementation."""
+"""POST /v1/audio/speech (raw audio bytes) and /v1/audio/transcriptions (multipart/form-data
+as the SDKs send it, or the reference's JSON body with base64 `input_audio`)."""
 
 from __future__ import annotations
 
-from aicredits.api.http import Request
-from aicredits.errors import NotFound
+from aicredits.api.chat import metered_headers
+from aicredits.api.http import Request, send_bytes
+from aicredits.errors import UnsupportedMediaType
+from aicredits.multipart import parse_form
+from aicredits.services.audio import transcription_from_form, transcription_from_json
 
 
 async def speech(gw, req: Request, send) -> None:
-    raise NotFound(f"{req.scope['path']} is not served by this gateway yet.")
+    auth = await gw.keys.authenticate(req.authorization())
+    body = await req.json(gw.settings.max_body_bytes)
+    result, meter = await gw.audio.speech(body, auth, req.request_id, req.scope["aicredits.started"])
+    await send_bytes(send, 200, result.body, metered_headers(req.request_id, meter), result.content_type.encode())
 
 
 async def transcriptions(gw, req: Request, send) -> None:
-    raise NotFound(f"{req.scope['path']} is not served by this gateway yet.")
+    auth = await gw.keys.authenticate(req.authorization())
+    ctype = (req.header(b"content-type") or b"").decode("latin-1")
+    kind = ctype.split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = parse_form(await req.body(gw.settings.max_body_bytes), ctype)
+        call = transcription_from_form(form)
+    elif kind in ("application/json", ""):
+        call = transcription_from_json(await req.json(gw.settings.max_body_bytes))
+    else:
+        raise UnsupportedMediaType(f"Send multipart/form-data (with a 'file') or application/json (with "
+                                   f"'input_audio'), not {kind}.")
+    result, meter = await gw.audio.transcribe(call, auth, req.request_id, req.scope["aicredits.started"])
+    await send_bytes(send, 200, result.body, metered_headers(req.request_id, meter), result.content_type.encode())

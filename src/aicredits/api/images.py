@@ -1,10 +1,13 @@
-"""Placeholder: replaced by the images endpoint implementation."""
+"""POST /v1/images/generations."""
 
 from __future__ import annotations
 
-from aicredits.api.http import Request
-from aicredits.errors import NotFound
+from aicredits.api.chat import metered_headers
+from aicredits.api.http import Request, send_bytes
 
 
 async def images_generations(gw, req: Request, send) -> None:
-    raise NotFound(f"{req.scope['path']} is not served by this gateway yet.")
+    auth = await gw.keys.authenticate(req.authorization())
+    body = await req.json(gw.settings.max_body_bytes)
+    raw, meter = await gw.images.create(body, auth, req.request_id, req.scope["aicredits.started"])
+    await send_bytes(send, 200, raw, metered_headers(req.request_id, meter))

@@ -45,3 +45,25 @@ class ChatProvider(Protocol):
     async def chat(self, body: dict, target) -> ChatResult: ...
     async def stream(self, body: dict, target) -> ChatStream: ...
     async def close(self) -> None: ...
+
+
+@dataclass
+class MediaResult:
+    """A non-JSON (or not necessarily JSON) answer: audio bytes, transcription text."""
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class AudioUpload:
+    """A transcription request, whatever way it arrived (multipart file or JSON base64)."""
+    data: bytes
+    filename: str               # with the extension of the format actually read (audio.wav)
+    content_type: str
+    duration: float             # seconds, read from the file
+    response_format: str = "json"
+    fields: dict = None         # other form fields to forward: {name: str | [str]} (language, prompt, ...)
+
+    def __post_init__(self) -> None:
+        if self.fields is None:
+            self.fields = {}

@@ -32,6 +32,8 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def upstream_message(raw: bytes, secrets: tuple[str, ...] = ()) -> str:
+    """The provider's error message: OpenAI's {"error": {"message"}}, Anthropic's
+    {"type": "error", "error": {"type", "message"}}, or a bare {"message"}."""
     msg = ""
     try:
         data = orjson.loads(raw)
@@ -75,6 +77,12 @@ def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[s
         exc: GatewayError = UpstreamError(
             f"The {provider} provider refused the gateway's credentials; this is not a problem with your "
             "API key. The operator should check the provider key.")
+        exc.fallback = True
+        return exc
+    if status == 402:
+        # Anthropic's billing_error: the operator's provider account, never the client's business
+        exc = UpstreamError(f"The {provider} provider refused the call because of the gateway's provider "
+                            "account (billing); the operator should check it.")
         exc.fallback = True
         return exc
     if status == 404:

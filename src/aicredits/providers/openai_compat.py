@@ -10,8 +10,10 @@ from typing import AsyncIterator
 import aiohttp
 import orjson
 
+from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import UpstreamError
-from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
+from aicredits.multipart import FilePart, encode_form
+from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
 from aicredits.providers.http import (connect_error, event_data, first_byte_timeout, map_status, scrub,
                                       split_events)
 from aicredits.settings import ProviderSettings
@@ -170,6 +172,78 @@ class OpenAICompatible:
 
     async def embed(self, body: dict, target) -> ChatResult:
         return await self.post_json("/embeddings", body, target)
+
+    async def images(self, body: dict, target) -> ChatResult:
+        return await self.post_json("/images/generations", body, target)
+
+    async def speech(self, body: dict, target) -> MediaResult:
+        """Raw audio bytes in the requested format (`language` is our extension: not sent)."""
+        out = {k: v for k, v in body.items() if k != "language"}
+        out["model"] = target.upstream_id
+        fmt = out.get("response_format") or "mp3"
+        resp = await self._post(self.url("/audio/speech", target.upstream_id), orjson.dumps(out))
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        if not raw:
+            raise UpstreamError(f"The {self.name} provider sent no audio.")
+        return MediaResult(raw, SPEECH_CONTENT_TYPES.get(fmt, "application/octet-stream"))
+
+    async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
+        """multipart/form-data as OpenAI takes it; JSON formats come back as JSON, the others as text."""
+        fields = [("model", target.upstream_id), ("response_format", upload.response_format)]
+        for name, value in upload.fields.items():
+            for v in (value if isinstance(value, list) else [value]):
+                fields.append((name, v))
+        payload, ctype = encode_form(fields, [FilePart("file", upload.filename, upload.content_type, upload.data)])
+        headers = {k: v for k, v in self._headers.items() if k.lower() != "content-type"}
+        headers["Content-Type"] = ctype
+        resp = await self._post(self.url("/audio/transcriptions", target.upstream_id), payload, headers)
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        if upload.response_format in ("json", "verbose_json"):
+            try:
+                ok = isinstance(orjson.loads(raw), dict)
+            except orjson.JSONDecodeError:
+                ok = False
+            if not ok:
+                raise UpstreamError(f"The {self.name} provider sent an unreadable transcription.")
+            return MediaResult(raw, "application/json")
+        return MediaResult(raw, "text/plain; charset=utf-8")
+
+    # ------------------------------------------------------------------ OpenAI Responses API
+    def _responses_url(self) -> str:
+        """Azure serves it at /openai/responses, the deployment given as the model."""
+        if self._azure_version:
+            return f"{self._base}/openai/responses?api-version={self._azure_version}"
+        return self._base + "/responses"
+
+    async def responses(self, body: dict, target) -> ChatResult:
+        """POST /responses (non-streaming); the answer as (parsed, raw bytes)."""
+        resp = await self._post(self._responses_url(), orjson.dumps({**body, "model": target.upstream_id}))
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict) or data.get("object") != "response":
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return ChatResult(data, raw)
+
+    async def responses_stream(self, body: dict, target) -> OpenAIStream:
+        """POST /responses with stream: true; events as they come (`event:` + `data:`, no [DONE])."""
+        payload = orjson.dumps({**body, "model": target.upstream_id, "stream": True})
+        resp = await self._post(self._responses_url(), payload)
+        if resp.status != 200:
+            raw = await self._read_all(resp)
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            await self._read_all(resp)
+            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
+        return OpenAIStream(resp, self._idle, self.name, self._secrets)
 
     async def close(self) -> None:
         return None

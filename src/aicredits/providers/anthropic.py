@@ -1,0 +1,243 @@
+"""Anthropic's Messages API (`POST {base}/v1/messages`, `x-api-key`, `anthropic-version:
+2023-06-01`), translated at the edge to and from the gateway's OpenAI shape
+(anthropic_translate.py). Streams are translated event by event (protocols.md §4.7):
+
+  message_start        -> role chunk (id, model and input/cache usage kept)
+  text_delta           -> content delta
+  tool_use start       -> tool_calls delta (index counts tool blocks from 0, id, name, "")
+  input_json_delta     -> tool_calls argument fragment (JSON mode: a content delta)
+  ping, block stop     -> nothing
+  message_delta        -> finish chunk (output_tokens is cumulative: the last one wins)
+  message_stop         -> usage chunk (choices: []) then DONE
+  error                -> a chunk {"error": {...}}: the gateway ends the stream with its error event
+A stream that ends without message_stop just ends; the gateway counts it as cut."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from aicredits.errors import UpstreamError
+from aicredits.providers.anthropic_translate import (
+    JSON_TOOL,
+    finish_reason,
+    openai_usage,
+    to_anthropic,
+    to_openai,
+)
+from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
+from aicredits.providers.http import connect_error, first_byte_timeout, map_status, scrub, split_events
+from aicredits.settings import ProviderSettings
+
+API_VERSION = "2023-06-01"
+
+
+def parse_event(ev: bytes) -> tuple[str | None, bytes | None]:
+    """(event name, data) of one SSE event; comments give (None, None)."""
+    name, data = None, []
+    for line in ev.split(b"\n"):
+        if line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+    return name, (b"\n".join(data) if data else None)
+
+
+class StreamTranslator:
+    """Anthropic stream events in, OpenAI chat.completion.chunk dicts (and DONE) out."""
+
+    def __init__(self, json_mode: bool, ttl: str | None, secrets: tuple[str, ...] = ()) -> None:
+        self.json_mode = json_mode
+        self.ttl = ttl
+        self.secrets = secrets
+        self.id = "msg"
+        self.model: str | None = None
+        self.created = int(time.time())
+        self.usage: dict = {}
+        self.tools: dict[int, int] = {}      # Anthropic block index -> OpenAI tool call index
+        self.json_blocks: set[int] = set()   # the JSON-mode tool's blocks (streamed as content)
+        self.ended = False                   # message_stop seen
+        self.failed = False                  # an error event seen
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    def feed(self, name: str | None, ev: dict) -> list:
+        kind = name or ev.get("type")
+        if kind == "message_start":
+            msg = ev.get("message") or {}
+            self.id = msg.get("id") or self.id
+            self.model = msg.get("model")
+            self.usage.update(msg.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block, index = ev.get("content_block") or {}, ev.get("index", 0)
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            if block.get("type") != "tool_use":
+                return []
+            if self.json_mode and block.get("name") == JSON_TOOL:
+                self.json_blocks.add(index)
+                return []
+            k = self.tools[index] = len(self.tools)
+            return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
+                                                 "function": {"name": block.get("name"), "arguments": ""}}]})]
+        if kind == "content_block_delta":
+            delta, index = ev.get("delta") or {}, ev.get("index", 0)
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return [self._chunk({"content": delta["text"]})]
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                if index in self.json_blocks:
+                    return [self._chunk({"content": delta["partial_json"]})]
+                if index in self.tools:
+                    return [self._chunk({"tool_calls": [{"index": self.tools[index],
+                                                         "function": {"arguments": delta["partial_json"]}}]})]
+            return []
+        if kind == "message_delta":
+            usage = ev.get("usage") or {}
+            self.usage.update({k: v for k, v in usage.items() if v is not None})
+            reason = (ev.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, finish_reason(reason, self.json_mode and not self.tools))]
+        if kind == "message_stop":
+            self.ended = True
+            return [{"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                     "choices": [], "usage": openai_usage(self.usage, self.ttl)}, DONE]
+        if kind == "error":
+            self.failed = True
+            err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
+            message = scrub(str(err.get("message") or "The provider reported an error."), self.secrets)
+            return [{"error": {"message": f"The Anthropic provider failed mid-stream: {message}",
+                               "type": str(err.get("type") or "api_error")}}]
+        return []   # ping, content_block_stop, unknown events
+
+
+class AnthropicStream:
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
+                 translator: StreamTranslator) -> None:
+        self._resp = resp
+        self._idle = idle_timeout
+        self._provider = provider
+        self._tr = translator
+
+    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        content = self._resp.content
+        rest = b""
+        while not self._tr.ended:
+            try:
+                async with asyncio.timeout(self._idle):
+                    data = await content.readany()
+            except TimeoutError as exc:
+                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
+                                  timeout=True) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
+            if not data:
+                return
+            events, rest = split_events(rest + data if rest else data)
+            out: list[StreamEvent] = []
+            for ev in events:
+                name, payload = parse_event(ev)
+                if payload is None or not payload.strip():
+                    continue
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamCut(f"The {self._provider} provider sent an unreadable event.") from exc
+                if not isinstance(obj, dict):
+                    continue
+                out.extend(StreamEvent(item) for item in self._tr.feed(name, obj))
+                if self._tr.ended or self._tr.failed:
+                    break
+            if out:
+                yield out
+            if self._tr.failed:
+                return
+
+    async def aclose(self) -> None:
+        self._resp.close()   # drops the connection, which cancels the upstream generation
+
+
+class AnthropicProvider:
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._base = settings.base_url.rstrip("/")
+        self._secrets = tuple(s for s in (settings.api_key,) if s)
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
+                   "accept-encoding": "identity"}
+        if settings.api_key:
+            headers["x-api-key"] = settings.api_key
+        headers.update({k.lower(): v for k, v in settings.headers.items()})   # e.g. anthropic-beta
+        self._headers = headers
+        # versions from 2026-10-21 on refuse sampling parameters (protocols.md §4.1)
+        self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
+        self._first_byte = first_byte_timeout
+        self._idle = idle_timeout
+
+    def url(self, path: str = "/v1/messages") -> str:
+        return self._base + path
+
+    def _payload(self, body: dict, target, stream: bool) -> tuple[bytes, bool, str | None]:
+        payload, json_mode, ttl = to_anthropic(dict(body, stream=stream), target)
+        if self._drop_sampling:
+            for k in ("temperature", "top_p"):
+                payload.pop(k, None)
+        return orjson.dumps(payload), json_mode, ttl
+
+    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout(self._first_byte):
+                return await self._session.post(self.url(), data=payload, headers=self._headers,
+                                                timeout=self._timeout)
+        except TimeoutError as exc:
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise connect_error(self.name) from exc
+
+    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            async with asyncio.timeout(self._idle):
+                return await resp.read()
+        except TimeoutError as exc:
+            resp.close()
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            resp.close()
+            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
+
+    async def chat(self, body: dict, target) -> ChatResult:
+        payload, json_mode, ttl = self._payload(body, target, stream=False)
+        resp = await self._post(payload)
+        raw = await self._read_all(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return ChatResult(to_openai(data, json_mode, ttl))
+
+    async def stream(self, body: dict, target) -> AnthropicStream:
+        payload, json_mode, ttl = self._payload(body, target, stream=True)
+        resp = await self._post(payload)
+        if resp.status != 200:
+            raw = await self._read_all(resp)
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            await self._read_all(resp)
+            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
+        return AnthropicStream(resp, self._idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
+
+    async def close(self) -> None:
+        return None

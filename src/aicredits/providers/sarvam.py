@@ -1,0 +1,250 @@
+"""Sarvam AI (https://api.sarvam.ai): Bulbul text-to-speech and Saarika speech-to-text, spoken
+to in Sarvam's own protocol and answered in OpenAI's shapes.
+
+Speech: OpenAI voice names become default bulbul:v2 speakers (Sarvam speaker names pass
+through); the language is the request's `language` or the text's script; text longer than
+Sarvam's 1500 characters is cut at sentence (else word) boundaries, one request a piece, and
+the WAVs joined into one. Sarvam answers WAV only, so `wav` and `pcm` are exact and every
+other `response_format` is answered as WAV (Content-Type audio/wav): see docs/providers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import re
+import wave
+
+import aiohttp
+import orjson
+
+from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
+from aicredits.multipart import FilePart, encode_form
+from aicredits.providers.base import AudioUpload, MediaResult
+from aicredits.providers.http import connect_error, first_byte_timeout, map_status
+from aicredits.settings import ProviderSettings
+
+MAX_CHARS = 1500             # bulbul:v2's limit per request
+SAMPLE_RATE = 24000          # Hz; OpenAI's `pcm` is 24 kHz 16-bit mono, so ask Sarvam for the same
+DEFAULT_SPEAKER = "anushka"
+OPENAI_VOICES = {"alloy": "anushka", "echo": "abhilash", "fable": "manisha", "onyx": "karun", "nova": "vidya",
+                 "shimmer": "arya", "ash": DEFAULT_SPEAKER, "ballad": DEFAULT_SPEAKER, "coral": DEFAULT_SPEAKER,
+                 "sage": DEFAULT_SPEAKER, "verse": DEFAULT_SPEAKER, "marin": DEFAULT_SPEAKER,
+                 "cedar": DEFAULT_SPEAKER}
+LANGUAGES = ("bn-IN", "en-IN", "gu-IN", "hi-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN")
+ALIASES = {"or": "od"}       # ISO 639-1 Odia is "or"; Sarvam says "od"
+SCRIPTS = ((0x0900, 0x097F, "hi-IN"), (0x0980, 0x09FF, "bn-IN"), (0x0A00, 0x0A7F, "pa-IN"),
+           (0x0A80, 0x0AFF, "gu-IN"), (0x0B00, 0x0B7F, "od-IN"), (0x0B80, 0x0BFF, "ta-IN"),
+           (0x0C00, 0x0C7F, "te-IN"), (0x0C80, 0x0CFF, "kn-IN"), (0x0D00, 0x0D7F, "ml-IN"))
+SENTENCE_END = re.compile(r"[.!?।॥\n]+[\"'”’)\]]*\s*")
+
+
+def speaker_for(voice: object) -> str:
+    name = str(voice or "").strip().lower()
+    if not name:
+        return DEFAULT_SPEAKER
+    return OPENAI_VOICES.get(name, name)
+
+
+def detect_language(text: str) -> str:
+    """The Indic script most of the text's letters are in, else English (en-IN)."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        cp = ord(ch)
+        if cp < 0x0900 or cp > 0x0D7F:
+            continue
+        for lo, hi, lang in SCRIPTS:
+            if lo <= cp <= hi:
+                counts[lang] = counts.get(lang, 0) + 1
+                break
+    return max(counts, key=counts.get) if counts else "en-IN"
+
+
+def language_code(value: object, *, param: str = "language") -> str:
+    """'hi' / 'hi-in' / 'hi-IN' -> 'hi-IN'; anything Sarvam does not speak is a 400."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"'{param}' must be a language code such as 'hi' or 'hi-IN'.", param=param)
+    base = value.strip().split("-")[0].split("_")[0].lower()
+    code = f"{ALIASES.get(base, base)}-IN"
+    if code not in LANGUAGES:
+        raise InvalidRequest(f"Sarvam does not support the language '{value}'; supported: "
+                             f"{', '.join(LANGUAGES)}.", param=param)
+    return code
+
+
+def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
+    """Pieces of at most `limit` code points, cut after a sentence end, else at a space."""
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[:limit + 1]
+        cut = 0
+        for m in SENTENCE_END.finditer(window):
+            if m.end() <= limit:
+                cut = m.end()
+        if cut < limit // 4:                     # no sentence end worth cutting at: the last space
+            space = max(window.rfind(" ", 0, limit), window.rfind("\t", 0, limit))
+            cut = space + 1 if space > 0 else limit
+        piece = rest[:cut].strip()
+        if piece:
+            pieces.append(piece)
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def join_wavs(blobs: list[bytes], provider: str) -> tuple[tuple[int, int, int], bytes]:
+    """((channels, sample width, rate), PCM frames) of several WAVs played one after another."""
+    params = None
+    frames = []
+    for blob in blobs:
+        try:
+            with wave.open(io.BytesIO(blob), "rb") as w:
+                p = (w.getnchannels(), w.getsampwidth(), w.getframerate())
+                frames.append(w.readframes(w.getnframes()))
+        except (wave.Error, EOFError) as exc:
+            raise UpstreamError(f"The {provider} provider sent unreadable audio.") from exc
+        if params is not None and p != params:
+            raise UpstreamError(f"The {provider} provider sent audio pieces in different formats.")
+        params = p
+    if params is None:
+        raise UpstreamError(f"The {provider} provider sent no audio.")
+    return params, b"".join(frames)
+
+
+def wav_bytes(params: tuple[int, int, int], frames: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(params[0])
+        w.setsampwidth(params[1])
+        w.setframerate(params[2])
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = round(seconds * 1000)
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def render_transcript(text: str, language: str | None, duration: float, fmt: str) -> MediaResult:
+    """A transcript in the OpenAI `response_format` asked for (one cue for srt/vtt: Sarvam's
+    real-time endpoint gives no segment times)."""
+    if fmt == "text":
+        return MediaResult(text.encode(), "text/plain; charset=utf-8")
+    if fmt == "srt":
+        body = f"1\n{_timestamp(0, ',')} --> {_timestamp(duration, ',')}\n{text}\n\n"
+        return MediaResult(body.encode(), "text/plain; charset=utf-8")
+    if fmt == "vtt":
+        body = f"WEBVTT\n\n{_timestamp(0, '.')} --> {_timestamp(duration, '.')}\n{text}\n\n"
+        return MediaResult(body.encode(), "text/plain; charset=utf-8")
+    if fmt == "verbose_json":
+        doc = {"task": "transcribe", "language": language, "duration": duration, "text": text, "segments": [],
+               "usage": {"type": "duration", "seconds": duration}}
+    else:
+        doc = {"text": text}
+        if language:
+            doc["language"] = language
+    return MediaResult(orjson.dumps(doc), "application/json")
+
+
+class SarvamProvider:
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._base = settings.base_url.rstrip("/")
+        self._key = settings.api_key or ""
+        self._secrets = tuple(s for s in (settings.api_key,) if s)
+        self._headers = {"api-subscription-key": self._key, "Accept-Encoding": "identity", **settings.headers}
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
+        self._first_byte = first_byte_timeout
+        self._idle = idle_timeout
+
+    async def _call(self, path: str, payload: bytes, content_type: str) -> bytes:
+        """POST and read the whole answer; an error status becomes our error (key stripped)."""
+        headers = {**self._headers, "Content-Type": content_type}
+        try:
+            async with asyncio.timeout(self._first_byte):
+                resp = await self._session.post(self._base + path, data=payload, headers=headers,
+                                                timeout=self._timeout)
+        except TimeoutError as exc:
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise connect_error(self.name) from exc
+        try:
+            async with asyncio.timeout(self._idle):
+                raw = await resp.read()
+        except TimeoutError as exc:
+            raise first_byte_timeout(self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
+        finally:
+            resp.release()
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        return raw
+
+    def _json(self, raw: bytes) -> dict:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        return data
+
+    async def _speak(self, piece: str, lang: str, speaker: str, pace: float | None, model: str) -> list[bytes]:
+        req = {"text": piece, "target_language_code": lang, "speaker": speaker, "model": model,
+               "speech_sample_rate": SAMPLE_RATE}
+        if pace is not None:
+            req["pace"] = pace
+        data = self._json(await self._call("/text-to-speech", orjson.dumps(req), "application/json"))
+        audios = data.get("audios")
+        if not isinstance(audios, list) or not audios or not all(isinstance(a, str) for a in audios):
+            raise UpstreamError(f"The {self.name} provider sent no audio.")
+        try:
+            return [base64.b64decode(a, validate=True) for a in audios]
+        except (binascii.Error, ValueError) as exc:
+            raise UpstreamError(f"The {self.name} provider sent unreadable audio.") from exc
+
+    async def speech(self, body: dict, target) -> MediaResult:
+        text = body["input"]
+        lang = language_code(body["language"]) if body.get("language") is not None else detect_language(text)
+        speaker = speaker_for(body.get("voice"))
+        speed = body.get("speed")
+        pace = min(3.0, max(0.3, float(speed))) if isinstance(speed, (int, float)) else None
+        pieces = split_text(text) or [text]
+        results = await asyncio.gather(*(self._speak(p, lang, speaker, pace, target.upstream_id) for p in pieces),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                if isinstance(r, (GatewayError, asyncio.CancelledError)):
+                    raise r
+                raise UpstreamError(f"The {self.name} provider call failed.") from r
+        params, frames = join_wavs([blob for r in results for blob in r], self.name)
+        if body.get("response_format") == "pcm":
+            return MediaResult(frames, "audio/pcm")
+        return MediaResult(wav_bytes(params, frames), "audio/wav")
+
+    async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
+        given = upload.fields.get("language")
+        lang = language_code(given) if given else "unknown"
+        payload, ctype = encode_form([("model", target.upstream_id), ("language_code", lang)],
+                                     [FilePart("file", upload.filename, upload.content_type, upload.data)])
+        data = self._json(await self._call("/speech-to-text", payload, ctype))
+        text = data.get("transcript")
+        if not isinstance(text, str):
+            raise UpstreamError(f"The {self.name} provider sent no transcript.")
+        language = data.get("language_code") if isinstance(data.get("language_code"), str) else None
+        return render_transcript(text, language, upload.duration, upload.response_format)
+
+    async def close(self) -> None:
+        return None

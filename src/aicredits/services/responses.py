@@ -1,0 +1,318 @@
+"""POST /v1/responses: OpenAI's Responses API for every model.
+
+Native path: when every deployment that may serve the call (the model, the request's
+`models`, its fallbacks) is an OpenAI or Azure OpenAI provider, the request goes to the
+provider's own /responses as is (model rewritten, gateway fields stripped, max_output_tokens
+injected when the client gave none) and the answer or its event stream comes back as sent.
+The hold and the charge are the chat path's: prompt bound x dearest input price + output
+bound x output price; the charge from the usage of the answer or of the terminal event
+(response.completed / response.incomplete / response.failed), cached input at its price.
+
+Translated path (every other provider): the request becomes a chat completions request and
+runs through ChatService (same routing, holds and settlement as /v1/chat/completions); the
+answer is turned back into a Response, the chat stream into Responses events.
+
+How a stream ends (docs/billing.md):
+  terminal event completed/incomplete  actual usage; the event's response.usage gets `cost` (INR)
+  response.failed                      prompt + delivered output; nothing when no output came
+  upstream cut / error event           `event: error` {"type":"error","code":"upstream_error",...} and the end;
+                                       prompt + delivered output (estimated when no usage came)
+  client disconnect                    the upstream is closed at once; prompt + delivered output
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from aicredits.domain.money import micros_to_inr
+from aicredits.domain.pricing import TokenUsage, max_prices
+from aicredits.domain.reservation import HoldPlan, plan_hold, prompt_token_bound
+from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
+from aicredits.errors import UpstreamError, UpstreamTimeout
+from aicredits.ports import KeyAuth
+from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.http import event_data, scrub, split_events
+from aicredits.services.chat import ChatService
+from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.responses_stream import ResponsesEvents, sse
+from aicredits.services.responses_translate import (
+    GATEWAY_FIELDS,
+    as_chat_view,
+    chat_to_response,
+    check_native,
+    responses_to_chat,
+    responses_usage,
+    unbounded_prompt,
+    usage_block,
+    validate_responses,
+)
+from aicredits.services.routing import Router
+
+NATIVE_KINDS = ("openai", "azure")
+MIN_OUTPUT = 16   # OpenAI refuses a smaller max_output_tokens
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+OUTPUT_DELTAS = ("response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
+                 "response.custom_tool_call_input.delta", "response.reasoning_text.delta",
+                 "response.reasoning_summary_text.delta", "response.audio.transcript.delta")
+
+
+@dataclass
+class ResponsesCall:
+    meter: Meter
+    body: dict        # the client's request, validated
+    native: bool
+    stream: bool
+
+
+class _Native:
+    """What a native stream delivered and how it ended."""
+    __slots__ = ("bytes", "charge", "error", "failure", "fragments", "seq", "terminal", "usage")
+
+    def __init__(self) -> None:
+        self.bytes = self.fragments = self.seq = 0
+        self.terminal: str | None = None
+        self.usage: TokenUsage | None = None
+        self.failure: str | None = None
+        self.error: dict | None = None
+        self.charge: int | None = None
+
+
+class ResponsesService:
+    def __init__(self, router: Router, rates, metering: Metering, chat: ChatService, *,
+                 max_seconds: float = 900.0) -> None:
+        self._max_seconds = max_seconds
+        self._router = router
+        self._rates = rates
+        self._metering = metering
+        self._chat = chat
+
+    # ------------------------------------------------------------------ start
+    def _native(self, chain) -> bool:
+        providers = self._router.providers
+        return all(getattr(providers[d.provider], "kind", "") in NATIVE_KINDS
+                   for spec in chain for d in spec.deployments if d.provider in providers)
+
+    async def open(self, body: object, auth: KeyAuth, request_id: str, started: float) -> ResponsesCall:
+        body = validate_responses(body)
+        stream = bool(body.get("stream"))
+        chain = self._router.chain(body["model"], "chat", body.get("models"))
+        if not self._native(chain):
+            meter = await self._chat.open(responses_to_chat(body), auth, request_id, started)
+            meter.endpoint = "responses"
+            return ResponsesCall(meter, body, False, stream)
+        check_native(body)
+        prices = max_prices([self._chat.prices(s) for s in chain])
+        window = max((s.context_window or 0) for s in chain) or None
+        caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
+        cap = min(caps) if caps else None
+        bound = prompt_token_bound(as_chat_view(body), window)
+        if window and unbounded_prompt(body):
+            bound = max(bound, window)
+        prompt_cost = bound * prices.max_input
+        requested = body.get("max_output_tokens")
+
+        def planner(available: int, key_headroom: int | None) -> HoldPlan:
+            def plan(req: int | None) -> HoldPlan:
+                return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                                 output_price=prices.output, requested_max=req, model_cap=cap)
+            p = plan(requested)
+            if p.inject_max_tokens and p.max_tokens < MIN_OUTPUT:
+                return plan(MIN_OUTPUT)   # raises the 402 naming what would fit
+            return p
+
+        meter = Meter(request_id, auth, "responses", started, stream=stream)
+        meter.model = chain[0].id
+        await self._metering.hold(meter, planner)
+        meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+        if meter.plan.inject_max_tokens:
+            meter.body["max_output_tokens"] = meter.plan.max_tokens
+        meter.chain = chain
+        return ResponsesCall(meter, body, True, stream)
+
+    def _charge(self, call: ResponsesCall, usage: TokenUsage) -> int:
+        meter = call.meter
+        meter.usage = usage
+        return min(self._chat.prices(meter.target.spec).cost(usage), meter.hold)
+
+    def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
+        """The documented estimator (domain/usage.py) when the upstream sent no usage."""
+        return TokenUsage(prompt_tokens=estimate_prompt_tokens(as_chat_view(call.body)),
+                          completion_tokens=estimate_text_tokens(out_bytes, fragments))
+
+    async def _route(self, call: ResponsesCall, how: str):
+        meter = call.meter
+        result, _ = await self._metering.route(meter, self._router, meter.chain,
+                                               lambda t: capability(t, how)(meter.body, t))
+        return result
+
+    # ------------------------------------------------------------------ non-streaming
+    async def complete(self, call: ResponsesCall) -> bytes:
+        meter = call.meter
+        if not call.native:
+            data = orjson.loads(await self._chat.complete(meter))
+            return orjson.dumps(chat_to_response(data, call.body, meter.usage))
+        try:
+            async with asyncio.timeout(self._max_seconds):
+                result = await self._route(call, "responses")
+        except TimeoutError:
+            raise UpstreamTimeout(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.") from None
+        data = result.data
+        usage = usage_from_openai(responses_usage(data.get("usage")))
+        if usage is None:
+            usage = self._estimate(call, len(orjson.dumps(data.get("output"))))
+        if data.get("status") == "failed" and usage.completion_tokens == 0:
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            exc = UpstreamError(scrub(str(err.get("message") or "The upstream response failed with no output.")))
+            meter.usage = usage
+            await self._metering.fail(meter, exc, "zero_output_error")
+            raise exc
+        await self._metering.settle(meter, self._charge(call, usage))
+        return result.raw if result.raw is not None else orjson.dumps(data)
+
+    # ------------------------------------------------------------------ streaming
+    async def start_stream(self, call: ResponsesCall) -> AsyncIterator[bytes]:
+        """Open the upstream stream (retries and fallbacks happen here, before any output);
+        the client's SSE bytes come from the returned iterator."""
+        if call.native:
+            return self._relay_native(call, await self._route(call, "responses_stream"))
+        upstream = await self._chat.start_stream(call.meter)
+        return self._translate(call, self._chat.relay(call.meter, upstream))
+
+    async def _translate(self, call: ResponsesCall, chunks) -> AsyncIterator[bytes]:
+        """The chat relay's SSE (which holds the billing) as Responses events."""
+        meter = call.meter
+        tr = ResponsesEvents(call.body)
+        rest, failed = b"", False
+        try:
+            yield b"".join(tr.start())
+            async for piece in chunks:
+                events, rest = split_events(rest + piece)
+                out: list[bytes] = []
+                for ev in events:
+                    payload = event_data(ev)
+                    if not payload or payload == b"[DONE]":
+                        continue
+                    try:
+                        obj = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(obj, dict):
+                        continue
+                    err = obj.get("error")
+                    if err is not None:
+                        failed = True
+                        out.append(tr.error(err if isinstance(err, dict) else {"message": str(err)}))
+                    else:
+                        out.extend(tr.chunk(obj))
+                if out:
+                    yield b"".join(out)
+        finally:
+            await chunks.aclose()
+        if failed or meter.client_gone:
+            return
+        usage = usage_block(meter.usage)
+        if meter.settled is not None:
+            usage["cost"] = micros_to_inr(meter.settled.charged)
+        yield b"".join(tr.finish_events(usage))
+
+    async def _relay_native(self, call: ResponsesCall, upstream) -> AsyncIterator[bytes]:
+        """The upstream's events as they come; the terminal event's usage gets its cost.
+        Settles in `finally` whatever ends the stream (a cancelled task included)."""
+        meter = call.meter
+        st = _Native()
+        cut: str | None = None
+        cut_timeout = False
+        deadline = meter.started + self._max_seconds
+        batches = upstream.batches().__aiter__()
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    now = time.perf_counter()
+                    meter.upstream_seconds += now - t
+                if now > deadline:
+                    raise UpstreamCut(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.",
+                                      timeout=True)
+                out = []
+                for ev in batch:
+                    obj = ev.data
+                    if obj is None or obj is DONE:
+                        if obj is None and ev.raw is not None:
+                            out.append(ev.raw)     # comments, keep-alives
+                        continue
+                    kind = obj.get("type")
+                    if isinstance(obj.get("sequence_number"), int):
+                        st.seq = obj["sequence_number"]
+                    if kind == "error" or (kind is None and obj.get("error") is not None):
+                        st.error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+                        break
+                    if kind in OUTPUT_DELTAS and isinstance(obj.get("delta"), str) and obj["delta"]:
+                        st.bytes += len(obj["delta"].encode("utf-8", "surrogatepass"))
+                        st.fragments += 1
+                    if kind in TERMINAL:
+                        out.append(self._terminal(call, st, kind, obj, ev.raw))
+                        break
+                    out.append(ev.raw if ev.raw is not None else sse(kind or "message", obj))
+                if out:
+                    yield b"".join(out)
+                if st.error is not None or st.terminal is not None:
+                    break
+            if st.error is not None:
+                cut = scrub(str(st.error.get("message") or "The upstream reported an error mid-stream."))
+            elif st.terminal is None:
+                cut = "The upstream stream ended before it finished."
+        except UpstreamCut as exc:
+            cut, cut_timeout = str(exc), exc.timeout
+        except asyncio.CancelledError:
+            if not meter.client_gone:
+                cut = "The gateway stopped during the call."
+                raise
+        finally:
+            await upstream.aclose()
+            tail = await self._metering.billing.shielded(self._finish_native(call, st, cut, cut_timeout))
+        if tail:
+            yield tail
+
+    def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
+        st.terminal = kind
+        resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+        st.usage = usage_from_openai(responses_usage(resp.get("usage")))
+        if kind == "response.failed":
+            err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
+            st.failure = scrub(str(err.get("message") or "The upstream response failed."))
+        st.charge = self._stream_charge(call, st, kind != "response.failed")
+        if not isinstance(resp.get("usage"), dict):
+            return raw if raw is not None else sse(kind, obj)
+        usage = {**resp["usage"], "cost": micros_to_inr(st.charge)}
+        return sse(kind, {**obj, "response": {**resp, "usage": usage}})
+
+    def _stream_charge(self, call: ResponsesCall, st: _Native, finished: bool) -> int:
+        usage = st.usage or self._estimate(call, st.bytes, st.fragments)
+        charge = self._charge(call, usage)
+        return charge if finished or st.fragments > 0 else 0
+
+    async def _finish_native(self, call: ResponsesCall, st: _Native, cut: str | None, cut_timeout: bool) -> bytes:
+        meter = call.meter
+        if meter.client_gone:
+            meter.end_state, meter.status = "client_disconnect", 499
+        elif cut is not None or st.terminal == "response.failed":
+            meter.end_state = "upstream_cut" if st.fragments else "zero_output_error"
+            meter.status = 504 if cut_timeout else 502
+            meter.error = cut or st.failure
+        charge = st.charge
+        if charge is None:
+            charge = self._stream_charge(call, st, meter.end_state == "completed")
+        await self._metering.settle(meter, charge)
+        if cut is None or meter.client_gone:
+            return b""
+        return sse("error", {"type": "error", "code": "upstream_timeout" if cut_timeout else "upstream_error",
+                             "message": cut, "param": None, "sequence_number": st.seq + 1})
