@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from importlib import resources
@@ -77,6 +78,7 @@ class Gateway:
         providers = build_providers(s, self._session)
         self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
+        self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
         self.metering = Metering(self.billing)
@@ -94,6 +96,10 @@ class Gateway:
             import redis.asyncio as aioredis
             self.redis = aioredis.from_url(s.redis_url)
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
+        # start-up objects live as long as the process: keep the collector from rescanning them
+        # (docs/performance.md: full collections were 12-17 % of wall time under load)
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         for t in self._tasks:

@@ -22,6 +22,7 @@ class Billing:
         self.catalog = catalog
         self._hold_ttl_ms = int(hold_ttl_seconds * 1000)
         self._background: set[asyncio.Task] = set()
+        self.on_revoked = None   # called with a key id found revoked while holding
 
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):
         now = int(time.time() * 1000)
@@ -32,6 +33,8 @@ class Billing:
         except Refusal as exc:
             raise InsufficientCredits(exc.message) from None
         except KeyRevoked:
+            if self.on_revoked is not None:
+                self.on_revoked(auth.key_id)
             raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.") from None
         except asyncio.CancelledError:
             # the caller went away while the hold was being made: release it once it exists

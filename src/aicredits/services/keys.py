@@ -42,5 +42,11 @@ class KeyAuthenticator:
             raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.")
         return auth
 
-    def forget(self) -> None:
-        self._cache.clear()
+    def forget(self, key_id: str | None = None) -> None:
+        """Drop cached keys (all, or one found revoked inside a hold's transaction)."""
+        if key_id is None:
+            self._cache.clear()
+            return
+        for digest, (auth, _) in list(self._cache.items()):
+            if auth is not None and auth.key_id == key_id:
+                del self._cache[digest]
