@@ -77,7 +77,8 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,
              redact_url(settings.database_url))
     common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                  log_config=None, server_header=False, date_header=False, timeout_graceful_shutdown=10,
+                  log_config=None, server_header=False, date_header=False, proxy_headers=False,
+                  timeout_graceful_shutdown=10,
                   backlog=4096)
     if workers == 1:
         from aicredits.app import Gateway
