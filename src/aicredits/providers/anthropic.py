@@ -30,7 +30,7 @@ from aicredits.providers.anthropic_translate import (
     to_openai,
 )
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import connect_error, first_byte_timeout, map_status, scrub, split_events
+from aicredits.providers.http import map_status, post, read_all, scrub, split_events
 from aicredits.settings import ProviderSettings
 
 API_VERSION = "2023-06-01"
@@ -194,25 +194,11 @@ class AnthropicProvider:
         return orjson.dumps(payload), json_mode, ttl
 
     async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
-        try:
-            async with asyncio.timeout(self._first_byte):
-                return await self._session.post(self.url(), data=payload, headers=self._headers,
-                                                timeout=self._timeout)
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise connect_error(self.name) from exc
+        return await post(self._session, self.name, self.url(), payload, self._headers, self._timeout,
+                          self._first_byte)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
-        try:
-            async with asyncio.timeout(self._idle):
-                return await resp.read()
-        except TimeoutError as exc:
-            resp.close()
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            resp.close()
-            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
+        return await read_all(resp, self.name, self._idle)
 
     async def chat(self, body: dict, target) -> ChatResult:
         payload, json_mode, ttl = self._payload(body, target, stream=False)

@@ -3,6 +3,7 @@ place upstream HTTP failures become our errors (secrets stripped)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -136,3 +137,28 @@ def event_data(event: bytes) -> bytes | None:
             value = line[5:]
             lines.append(value[1:] if value.startswith(b" ") else value)
     return b"\n".join(lines) if lines else None
+
+
+async def post(session: aiohttp.ClientSession, provider: str, url: str, payload, headers: dict,
+               timeout: aiohttp.ClientTimeout, first_byte: float) -> aiohttp.ClientResponse:
+    """POST and wait for the response head; a timeout or connect failure becomes our error."""
+    try:
+        async with asyncio.timeout(first_byte):
+            return await session.post(url, data=payload, headers=headers, timeout=timeout)
+    except TimeoutError as exc:
+        raise first_byte_timeout(provider) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise connect_error(provider) from exc
+
+
+async def read_all(resp: aiohttp.ClientResponse, provider: str, idle: float) -> bytes:
+    """The whole response body, bounded by the stream-idle timeout."""
+    try:
+        async with asyncio.timeout(idle):
+            return await resp.read()
+    except TimeoutError as exc:
+        resp.close()
+        raise first_byte_timeout(provider) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        resp.close()
+        raise UpstreamError(f"The connection to the {provider} provider broke off.") from exc

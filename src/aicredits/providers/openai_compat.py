@@ -14,7 +14,7 @@ from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import UpstreamError
 from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import (connect_error, event_data, first_byte_timeout, map_status, scrub,
+from aicredits.providers.http import (event_data, map_status, post, read_all, scrub,
                                       split_events)
 from aicredits.settings import ProviderSettings
 
@@ -108,25 +108,11 @@ class OpenAICompatible:
         return orjson.dumps(out)
 
     async def _post(self, url: str, payload: bytes, headers: dict | None = None) -> aiohttp.ClientResponse:
-        try:
-            async with asyncio.timeout(self._first_byte):
-                return await self._session.post(url, data=payload, headers=headers or self._headers,
-                                                timeout=self._timeout)
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise connect_error(self.name) from exc
+        return await post(self._session, self.name, url, payload, headers or self._headers, self._timeout,
+                          self._first_byte)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
-        try:
-            async with asyncio.timeout(self._idle):
-                return await resp.read()
-        except TimeoutError as exc:
-            resp.close()
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            resp.close()
-            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
+        return await read_all(resp, self.name, self._idle)
 
     async def chat(self, body: dict, target) -> ChatResult:
         resp = await self._post(self.url("/chat/completions", target.upstream_id),
