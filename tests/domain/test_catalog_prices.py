@@ -1,0 +1,195 @@
+"""The built-in catalog's prices, checked against genai-prices (pydantic's price data).
+
+genai-prices ships its price data inside the package; this test reads only that bundled
+snapshot (it never calls UpdatePrices, which downloads). For every catalog model genai-prices
+covers, our per-1M prices must equal its standard prices in force today (no batch/flex
+variant), at the prompt-size tier named in TIER. Models it does not cover, or that we
+deliberately price differently, are in ALLOWED with the reason; where the reason rests on
+genai-prices' own numbers, those numbers are recorded and checked too, so a change upstream
+still fails here. See docs/providers.md, "How catalog prices are checked".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from importlib import resources
+
+import genai_prices
+import pytest
+from genai_prices import Usage, calc_price
+from genai_prices.types import PriceCalculation, TieredPrices
+
+from aicredits.catalog import load_catalog
+from aicredits.domain.catalog import ModelSpec
+
+CATALOG = load_catalog()          # the built-in catalog, as the app loads it (no operator overrides)
+GENAI = f"genai-prices {genai_prices.__version__}"
+
+# our provider kind -> genai-prices provider id
+GENAI_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+
+# (our ModelSpec field, models.toml key, genai-prices price key) for token-priced endpoints
+TOKEN_PRICES = (
+    ("input", "input_cost_per_1m", "input_mtok"),
+    ("output", "output_cost_per_1m", "output_mtok"),
+    ("cache_read", "cache_read_cost_per_1m", "cache_read_mtok"),
+    ("cache_write", "cache_write_cost_per_1m", "cache_write_mtok"),
+    ("cache_write_1h", "cache_write_1h_cost_per_1m", "cache_write_1h_mtok"),
+)
+
+# Where genai-prices prices a model by prompt-size tiers, the tier our flat row charges:
+# 0 is the base tier, otherwise the `start` (input tokens) of the tier. Each entry repeats
+# the models.toml comment that chose it.
+TIER: dict[str, tuple[int, str]] = {
+    "anthropic/claude-sonnet-4.5": (0, ("the <=200k-input tier; the >200k tier needed the 1M-context beta, "
+                                       "which context_window 200000 excludes")),
+    "google/gemini-2.5-pro": (0, ("the <=200k-prompt tier; models.toml CAUTION: prompts over 200k are billed "
+                                  "upstream at the higher tier, operators expecting them must override")),
+}
+
+
+@dataclass(frozen=True)
+class Allowed:
+    reason: str
+    # genai-prices' standard prices the reason relies on ({price key: value}), checked so a
+    # change upstream is noticed; None: genai-prices does not cover the model (checked too)
+    upstream: dict[str, str] | None = field(default=None)
+
+
+ALLOWED: dict[str, Allowed] = {
+    "openai/gpt-4o-mini-tts": Allowed(
+        "DERIVED per-character price ($20/1M chars) from OpenAI's token prices and its $0.015/min estimate; "
+        "genai-prices bills it by tokens",
+        {"input_mtok": "0.6", "output_mtok": "12"}),
+    "openai/gpt-4o-transcribe": Allowed(
+        "per-minute price is OpenAI's published estimate ($0.006/min); genai-prices bills it by tokens",
+        {"input_mtok": "2.5", "output_mtok": "10", "input_audio_mtok": "6"}),
+    "openai/gpt-4o-mini-transcribe": Allowed(
+        "per-minute price is OpenAI's published estimate ($0.003/min); genai-prices bills it by tokens",
+        {"input_mtok": "1.25", "output_mtok": "5", "input_audio_mtok": "3"}),
+    "openai/gpt-image-1": Allowed(
+        "priced per image by size and quality (OpenAI pricing page); genai-prices has token prices only, "
+        "and the prompt's text tokens are not included in our per-image prices",
+        {"input_mtok": "5", "output_mtok": "40"}),
+    "openai/dall-e-2": Allowed("per-image prices (protocols.md s7, OpenAI pricing page); not in genai-prices"),
+    "openai/dall-e-3": Allowed("per-image prices (protocols.md s7, OpenAI pricing page); not in genai-prices"),
+    "sarvam/bulbul-v2": Allowed("INR-native price from Sarvam's pricing page; Sarvam is not in genai-prices"),
+    "sarvam/saarika-v2": Allowed("INR-native price from Sarvam's pricing page; Sarvam is not in genai-prices"),
+    "demo/echo": Allowed("offline demo model, priced like gpt-4o-mini on purpose; no upstream"),
+}
+
+CHECKED = [spec.id for spec in CATALOG if spec.id not in ALLOWED]
+
+
+# ------------------------------------------------------------------ helpers
+def _genai(spec: ModelSpec) -> PriceCalculation:
+    """genai-prices' standard prices in force now for the model, from the bundled data only."""
+    provider_id = GENAI_PROVIDER.get(spec.provider)
+    if provider_id is None:
+        raise LookupError(f"no genai-prices provider for our provider kind {spec.provider!r}")
+    calc = calc_price(Usage(), model_ref=spec.upstream_id, provider_id=provider_id)
+    assert calc.auto_update_timestamp is None, "genai-prices is not using its bundled data"
+    return calc
+
+
+def _fmt(value: Fraction | None) -> str:
+    if value is None:
+        return "none"
+    text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _at_tier(spec: ModelSpec, key: str, value: Decimal | TieredPrices | None) -> Fraction | None:
+    if value is None:
+        return None
+    if not isinstance(value, TieredPrices):
+        return Fraction(value)
+    if spec.id not in TIER:
+        pytest.fail(f"{spec.id}: {GENAI} prices {key} by prompt-size tiers (base {value.base}, "
+                    f"{[(t.start, str(t.price)) for t in value.tiers]}); add the model to TIER with the tier "
+                    f"our row charges and the reason")
+    start = TIER[spec.id][0]
+    if start == 0:
+        return Fraction(value.base)
+    prices = {t.start: t.price for t in value.tiers}
+    if start not in prices:
+        pytest.fail(f"{spec.id}: TIER names a tier starting at {start} but {GENAI} {key} has tiers "
+                    f"{sorted(prices)}")
+    return Fraction(prices[start])
+
+
+def _comparisons(spec: ModelSpec, calc: PriceCalculation) -> list[tuple[str, Fraction | None, str,
+                                                                          Fraction | None]]:
+    """(our toml key, our price, genai-prices key, its price, both per our unit) for the endpoint."""
+    mp = calc.model_price
+    if spec.endpoint in ("chat", "embeddings"):
+        return [(toml_key, getattr(spec, attr), key, _at_tier(spec, key, getattr(mp, key)))
+                for attr, toml_key, key in TOKEN_PRICES]
+    if spec.endpoint == "speech":
+        return [("cost_per_1m_chars", spec.per_1m_chars, "input_mchars", _at_tier(spec, "input_mchars",
+                                                                                  mp.input_mchars))]
+    if spec.endpoint == "transcription":
+        hours = _at_tier(spec, "audio_hours", mp.audio_hours)
+        return [("cost_per_minute", spec.per_minute, "audio_hours / 60", None if hours is None else hours / 60)]
+    pytest.fail(f"{spec.id}: no genai-prices comparison for endpoint {spec.endpoint!r}; allow-list it in ALLOWED")
+
+
+# ------------------------------------------------------------------ the checks
+def test_installed_genai_prices_is_the_version_models_toml_cites():
+    text = resources.files("aicredits.catalog").joinpath("models.toml").read_text(encoding="utf-8")
+    cited = set(re.findall(r"genai-prices (\d+\.\d+\.\d+)", text))
+    assert cited == {genai_prices.__version__}, (
+        f"models.toml cites genai-prices {sorted(cited)} but {genai_prices.__version__} is installed: "
+        f"re-run this check against the installed data and update the source comments")
+
+
+def test_every_catalog_model_is_checked_or_allow_listed():
+    ids = {spec.id for spec in CATALOG}
+    assert not set(ALLOWED) - ids, f"ALLOWED names models no longer in the catalog: {sorted(set(ALLOWED) - ids)}"
+    assert not set(TIER) - ids, f"TIER names models no longer in the catalog: {sorted(set(TIER) - ids)}"
+    unmapped = [i for i in CHECKED if CATALOG.get(i).provider not in GENAI_PROVIDER]
+    assert not unmapped, (f"no genai-prices provider for {unmapped}: map the provider in GENAI_PROVIDER or "
+                          f"add the models to ALLOWED with the reason")
+
+
+@pytest.mark.parametrize("model_id", CHECKED)
+def test_catalog_price_equals_genai_prices(model_id):
+    spec = CATALOG.get(model_id)
+    assert spec.currency == "USD", f"{model_id}: genai-prices is in USD but the entry is in {spec.currency}"
+    try:
+        calc = _genai(spec)
+    except LookupError as exc:
+        pytest.fail(f"{model_id}: {GENAI} has no price for {spec.provider}/{spec.upstream_id} ({exc}); "
+                    f"add it to ALLOWED with the reason")
+    where = f"{GENAI} {calc.provider.id}/{calc.model.id}"
+    if model_id in TIER:
+        start = TIER[model_id][0]
+        where += ", base tier" if start == 0 else f", tier from {start} input tokens"
+    wrong = [f"  {toml_key}: ours {_fmt(ours)} USD, {where} {key} {_fmt(theirs)}"
+             for toml_key, ours, key, theirs in _comparisons(spec, calc) if ours != theirs]
+    assert not wrong, (f"{model_id} (upstream_id {spec.upstream_id}) differs from {GENAI}:\n" + "\n".join(wrong)
+                       + "\nfix models.toml (and its source comment), or allow-list the model in ALLOWED "
+                         "with the reason")
+
+
+@pytest.mark.parametrize("model_id", sorted(ALLOWED))
+def test_allow_listed_model_still_needs_its_exception(model_id):
+    spec, allowed = CATALOG.get(model_id), ALLOWED[model_id]
+    try:
+        calc = _genai(spec)
+    except LookupError:
+        assert allowed.upstream is None, (f"{model_id}: ALLOWED records {GENAI} prices {allowed.upstream} "
+                                          f"but genai-prices no longer covers the model")
+        return
+    where = f"{GENAI} {calc.provider.id}/{calc.model.id}"
+    assert allowed.upstream is not None, (
+        f"{model_id}: {where} now prices it ({calc.model_price}); compare it with our entry, then fix "
+        f"models.toml or record the upstream prices in ALLOWED (reason: {allowed.reason})")
+    changed = [f"  {key}: recorded {want}, {where} {getattr(calc.model_price, key)}"
+               for key, want in allowed.upstream.items()
+               if getattr(calc.model_price, key) != Decimal(want)]
+    assert not changed, (f"{model_id}: the prices our exception rests on changed:\n" + "\n".join(changed)
+                         + f"\nre-derive our price (reason: {allowed.reason}) and update ALLOWED")
