@@ -16,6 +16,8 @@ class GatewayError(Exception):
     # another deployment or fallback model (fallback)? Errors the client caused are neither.
     retryable = False
     fallback = False
+    # the provider's own Retry-After, when it gave one: the router waits that long or moves on
+    retry_hint: int | None = None
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None,
                  status: int | None = None) -> None:

@@ -215,3 +215,13 @@ def test_a_bad_entry_raises_value_error_naming_the_model(model_id, fields):
 def test_an_entry_without_a_provider_model_id_is_refused(entry):
     with pytest.raises(ValueError, match="provider/model"):
         spec_from_entry(entry)
+
+
+def test_google_models_also_answer_to_the_gemini_prefix():
+    catalog = load_catalog()
+    google = [s for s in catalog if s.id.startswith("google/")]
+    assert google
+    for spec in google:
+        assert catalog.get("gemini/" + spec.id.split("/", 1)[1]) is spec
+    assert catalog.get("gemini/no-such-model") is None
+    assert catalog.get("gemini/") is None

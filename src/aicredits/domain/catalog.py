@@ -173,6 +173,9 @@ class Catalog:
 
     def get(self, model: str) -> ModelSpec | None:
         spec = self._by_id.get(model)
-        if spec is None and "/" not in model:
-            spec = self._by_id.get("openai/" + model)
+        if spec is None:
+            if "/" not in model:
+                spec = self._by_id.get("openai/" + model)
+            elif model.startswith("gemini/"):   # Google's models answer to gemini/... too
+                spec = self._by_id.get("google/" + model[7:])
         return spec

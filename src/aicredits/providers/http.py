@@ -34,10 +34,13 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 def upstream_message(raw: bytes, secrets: tuple[str, ...] = ()) -> str:
     """The provider's error message: OpenAI's {"error": {"message"}}, Anthropic's
-    {"type": "error", "error": {"type", "message"}}, or a bare {"message"}."""
+    {"type": "error", "error": {"type", "message"}}, Gemini's OpenAI endpoint's one-element
+    array [{"error": {"code", "message", "status"}}], or a bare {"message"}."""
     msg = ""
     try:
         data = orjson.loads(raw)
+        if isinstance(data, list) and data:
+            data = data[0]
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             msg = str(err.get("message") or "")
@@ -93,8 +96,11 @@ def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[s
     if status == 429:
         exc = RateLimited(f"The {provider} provider is rate limiting requests: {msg}".rstrip(": "),
                           retry_after=_retry_after(headers) or 1)
-    elif status == 529:
-        exc = ServiceUnavailable(f"The {provider} provider is overloaded.", retry_after=_retry_after(headers) or 5)
+        exc.retry_hint = _retry_after(headers)
+    elif status in (503, 529):   # Anthropic's overloaded_error, OpenAI's and Gemini's 503 UNAVAILABLE
+        exc = ServiceUnavailable(f"The {provider} provider is overloaded{': ' + msg if msg else ''}.",
+                                 retry_after=_retry_after(headers) or 5)
+        exc.retry_hint = _retry_after(headers)
     elif status in (408, 504):
         exc = UpstreamTimeout(f"The {provider} provider timed out.")
     else:

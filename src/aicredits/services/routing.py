@@ -169,7 +169,7 @@ class Router:
                         log.warning("attempt %d on %s failed: %s", n + 1, target.name, exc.message)
                         if not exc.retryable or n == self.policy.retries:
                             break
-                        delay = self._delay(n, exc.retry_after)
+                        delay = self._delay(n, exc.retry_hint)
                         if delay is None:
                             break
                         await asyncio.sleep(delay)
