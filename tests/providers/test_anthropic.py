@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from fractions import Fraction
 from types import SimpleNamespace
@@ -470,6 +471,106 @@ def test_streams_without_message_stop_count_as_cut(gw, up, key, bill, how):
     assert done and "error" in events[-1]
     assert events[-1]["choices"][0]["finish_reason"] == "error"
     assert bill() > 0
+
+
+# ---------------------------------------------------------------------------- cut streams: the known prompt
+def output_estimate(pieces: list[str]) -> int:
+    """docs/billing.md's estimator for delivered output: max(fragments, ceil(utf-8 bytes / 4))."""
+    return max(len(pieces), -(-sum(len(p.encode()) for p in pieces) // 4))
+
+
+CUT_TEXT = "one two three four five six seven"
+CACHED = {"input_tokens": 1200, "cache_read": 3000, "cache_write_5m": 2000, "cache_write_1h": 1500,
+          "output_tokens": 400}
+
+
+def stream_until_error(gw, key, **kw) -> tuple[list, openai.APIError]:
+    """Stream with the SDK; the chunks before the gateway's error event, and the error it raised."""
+    chunks = []
+    with pytest.raises(openai.APIError) as info:
+        for chunk in client(gw, key).chat.completions.create(model=MODEL, messages=HI, stream=True, **kw):
+            chunks.append(chunk)   # noqa: PERF402 (list() would lose them when the SDK raises)
+    return chunks, info.value
+
+
+@pytest.mark.parametrize("how", [{"cut_after": 3}, {"error_after": 3, "error_message": "Overloaded"}],
+                         ids=["connection-cut", "error-event"])
+@pytest.mark.parametrize("usage", [CACHED, {"input_tokens": 777, "output_tokens": 400}], ids=["cache", "plain"])
+def test_cut_stream_charges_the_reported_prompt_and_the_estimated_output(gw, up, key, bill, how, usage):
+    """message_start told us the input and cache counts: a cut stream is charged those, each bucket at its
+    price, plus the documented estimate of the output delivered (not an estimate of the prompt)."""
+    up.enqueue(Scenario(text=CUT_TEXT, **usage, **how))
+    chunks, err = stream_until_error(gw, key, stream_options={"include_usage": True},
+                                     extra_body={"cache": {"ttl": "1h"}})
+    delivered = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert delivered == split_text(CUT_TEXT)[:3]
+    assert all(c.usage is None for c in chunks)   # no usage chunk arrived, none is invented
+    assert err.body["type"] == "upstream_error"
+    out = output_estimate(delivered)
+    assert out == 4   # "one two three " = 14 bytes in 3 deltas
+    want = expected(gw.catalog()[MODEL], inp=usage["input_tokens"], read=usage.get("cache_read", 0),
+                    w5=usage.get("cache_write_5m", 0), w1h=usage.get("cache_write_1h", 0), out=out)
+    if usage is CACHED:
+        assert want == 2_022_287   # docs/billing.md's worked example
+    assert bill() == want
+
+
+def test_cut_stream_cache_writes_without_breakdown_take_the_requested_ttl(gw, up, key, bill):
+    up.enqueue(Scenario(text=CUT_TEXT, input_tokens=10, cache_write_1h=2000, omit_cache_creation=True,
+                        cut_after=2))
+    chunks, _ = stream_until_error(gw, key, extra_body={"cache": {"ttl": "1h"}})
+    delivered = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert delivered == split_text(CUT_TEXT)[:2]
+    assert bill() == expected(gw.catalog()[MODEL], inp=10, w1h=2000, out=output_estimate(delivered))
+
+
+def test_stream_without_message_stop_charges_the_reported_output(gw, up, key, bill):
+    """message_delta gave the cumulative output_tokens after the last delta: that count covers all the
+    output (thinking included), so the charge is what the completed stream would have cost."""
+    up.enqueue(Scenario(text=CUT_TEXT, thinking="hmm", omit_stop=True, **CACHED))
+    events, done = sse(gw, key, {"messages": HI, "cache": {"ttl": "1h"}})
+    assert done and events[-1]["choices"][0]["finish_reason"] == "error"
+    assert bill() == expected(gw.catalog()[MODEL], inp=1200, read=3000, w5=2000, w1h=1500, out=400)
+
+
+def test_client_disconnect_charges_the_reported_prompt(gw, up, key, bill):
+    up.enqueue(Scenario(text=CUT_TEXT, chunk_delay=0.3, pings=0, **CACHED))
+    seen = []
+    with httpx.Client(timeout=10) as c, c.stream(
+            "POST", gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key['key']}"},
+            json={"model": MODEL, "messages": HI, "stream": True, "cache": {"ttl": "1h"}}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and (json.loads(line[6:])["choices"][0]["delta"].get("content")):
+                seen.append(json.loads(line[6:])["choices"][0]["delta"]["content"])
+                break   # leaving the block closes the connection after the first delta
+    assert seen == split_text(CUT_TEXT)[:1]
+    want = expected(gw.catalog()[MODEL], inp=1200, read=3000, w5=2000, w1h=1500, out=output_estimate(seen))
+    for _ in range(50):
+        if bill() == want and gw.credits(key["key"])["held"] == 0:
+            break
+        time.sleep(0.1)
+    assert bill() == want
+
+
+def test_partial_usage_reports_only_what_anthropic_said():
+    from aicredits.providers.anthropic import StreamTranslator
+
+    tr = StreamTranslator(json_mode=False, ttl="5m")
+    assert tr.partial_usage() is None
+    tr.feed("message_start", {"message": {"id": "msg_1", "model": UPSTREAM, "usage": {
+        "input_tokens": 10, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 20,
+        "cache_creation": {"ephemeral_5m_input_tokens": 5, "ephemeral_1h_input_tokens": 15}, "output_tokens": 1}}})
+    details = {"cached_tokens": 30, "cache_write_tokens": 20, "cache_write_1h_tokens": 15}
+    assert tr.partial_usage() == {"prompt_tokens": 60, "prompt_tokens_details": details}   # no output count yet
+    tr.feed("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    tr.feed("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
+    assert "completion_tokens" not in tr.partial_usage()
+    tr.feed("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}})
+    assert tr.partial_usage() == {"prompt_tokens": 60, "prompt_tokens_details": details,
+                                  "completion_tokens": 7, "total_tokens": 67}
+    tr.feed("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": " more"}})
+    assert "completion_tokens" not in tr.partial_usage()   # output after the count: it no longer covers it
 
 
 def test_translation_rejects_unknown_tool_types():

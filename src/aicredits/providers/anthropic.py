@@ -10,7 +10,9 @@
   message_delta        -> finish chunk (output_tokens is cumulative: the last one wins)
   message_stop         -> usage chunk (choices: []) then DONE
   error                -> a chunk {"error": {...}}: the gateway ends the stream with its error event
-A stream that ends without message_stop just ends; the gateway counts it as cut."""
+A stream that ends without message_stop just ends; the gateway counts it as cut, and bills its
+prompt from what message_start reported (`partial_usage()`: input and the cache buckets), its
+output from message_delta's count if one came, else from the gateway's estimate of what it relayed."""
 
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ class StreamTranslator:
         self.json_blocks: set[int] = set()   # the JSON-mode tool's blocks (streamed as content)
         self.ended = False                   # message_stop seen
         self.failed = False                  # an error event seen
+        self.output_counted = False          # a message_delta's output_tokens covers all output so far
 
     def _chunk(self, delta: dict, finish: str | None = None) -> dict:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -77,6 +80,7 @@ class StreamTranslator:
             self.usage.update(msg.get("usage") or {})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
+            self.output_counted = False   # a count from before this block no longer covers the output
             block, index = ev.get("content_block") or {}, ev.get("index", 0)
             if block.get("type") == "text" and block.get("text"):
                 return [self._chunk({"content": block["text"]})]
@@ -89,6 +93,7 @@ class StreamTranslator:
             return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
                                                  "function": {"name": block.get("name"), "arguments": ""}}]})]
         if kind == "content_block_delta":
+            self.output_counted = False
             delta, index = ev.get("delta") or {}, ev.get("index", 0)
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [self._chunk({"content": delta["text"]})]
@@ -102,6 +107,8 @@ class StreamTranslator:
         if kind == "message_delta":
             usage = ev.get("usage") or {}
             self.usage.update({k: v for k, v in usage.items() if v is not None})
+            if usage.get("output_tokens") is not None:
+                self.output_counted = True
             reason = (ev.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, finish_reason(reason, self.json_mode and not self.tools))]
         if kind == "message_stop":
@@ -115,6 +122,28 @@ class StreamTranslator:
             return [{"error": {"message": f"The Anthropic provider failed mid-stream: {message}",
                                "type": str(err.get("type") or "api_error")}}]
         return []   # ping, content_block_stop, unknown events
+
+    def partial_usage(self) -> dict | None:
+        """The usage reported so far, in OpenAI's meaning, with only what Anthropic has told us:
+        the prompt side (input + the cache buckets) once message_start (or a message_delta)
+        carried it; completion_tokens only when a message_delta's cumulative output_tokens came
+        after the last content event, so it covers all output streamed (message_start's
+        output_tokens is a placeholder, not a count)."""
+        u = self.usage
+        prompt_known = any(k in u for k in ("input_tokens", "cache_read_input_tokens",
+                                             "cache_creation_input_tokens"))
+        if not prompt_known and not self.output_counted:
+            return None
+        full = openai_usage(u, self.ttl)
+        out: dict = {}
+        if prompt_known:
+            out["prompt_tokens"] = full["prompt_tokens"]
+            out["prompt_tokens_details"] = full["prompt_tokens_details"]
+        if self.output_counted:
+            out["completion_tokens"] = full["completion_tokens"]
+        if prompt_known and self.output_counted:
+            out["total_tokens"] = full["total_tokens"]
+        return out
 
 
 class AnthropicStream:
@@ -158,6 +187,9 @@ class AnthropicStream:
                 yield out
             if self._tr.failed:
                 return
+
+    def partial_usage(self) -> dict | None:
+        return self._tr.partial_usage()
 
     async def aclose(self) -> None:
         self._resp.close()   # drops the connection, which cancels the upstream generation

@@ -4,6 +4,8 @@ way a call can end (docs/billing.md):
   completed          actual usage
   upstream_error     an error before any output: nothing
   upstream_cut       the stream broke off or ended without its finish: prompt + delivered output
+                     (the prompt as the provider reported it where it did, e.g. Anthropic's
+                     message_start; else both estimated)
   client_disconnect  the client left mid-stream; the upstream is cancelled at once: prompt + delivered
   zero_output_error  an error finish with no output: nothing
 """
@@ -11,6 +13,7 @@ way a call can end (docs/billing.md):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import AsyncIterator
 
@@ -24,7 +27,7 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.base import DONE, UpstreamCut, partial_usage
 from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
@@ -122,6 +125,7 @@ class ChatService:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
         `finally` whatever ends the stream (a cancelled task included)."""
         sm = StreamMeter()
+        pending = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
         cut: str | None = None
         cut_timeout = False
         deadline = meter.started + self._max_seconds
@@ -144,6 +148,8 @@ class ChatService:
                     obj = ev.data
                     if obj is DONE:
                         sm.done = True
+                        if pending is not None and meter.include_usage:
+                            out.append(self._usage_chunk(meter, pending))
                         out.append(b"data: [DONE]\n\n")
                         break
                     if obj is None:
@@ -156,12 +162,22 @@ class ChatService:
                         raise UpstreamCut("The upstream sent a malformed stream event.") from exc
                     if sm.error is not None:
                         break
-                    if obj.get("usage") and not obj.get("choices"):
-                        # the usage chunk: priced here, shown only when the client asked for it
+                    if obj.get("usage"):
+                        # usage (the StreamMeter has it for billing) reaches the client only as
+                        # OpenAI's own usage chunk (choices: [], with our `cost`), and only when
+                        # the client asked for it
+                        if obj.get("choices"):
+                            # on a chunk with choices (Gemini: on the finish chunk; some servers on
+                            # every chunk, as a running total): the chunk goes on without it, and
+                            # the last total follows as its own chunk just before [DONE], unless
+                            # the upstream's own usage chunk comes: the client sees one usage chunk
+                            out.append(b"data: " + orjson.dumps({k: v for k, v in obj.items() if k != "usage"})
+                                       + b"\n\n")
+                            pending = obj
+                            continue
+                        pending = None
                         if meter.include_usage:
-                            usage = usage_from_openai(obj["usage"]) or TokenUsage()
-                            obj = dict(obj, usage=dict(obj["usage"], cost=micros_to_inr(self._cost(meter, usage))))
-                            out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+                            out.append(self._usage_chunk(meter, obj))
                         continue
                     out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
                 if out:
@@ -180,21 +196,47 @@ class ChatService:
                 raise
         finally:
             await upstream.aclose()
-            tail = await self._metering.billing.shielded(self._finish_stream(meter, sm, cut, cut_timeout))
+            tail = await self._metering.billing.shielded(
+                self._finish_stream(meter, sm, cut, cut_timeout, upstream, pending))
         if tail:
             yield tail
 
-    async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool) -> bytes:
+    def _usage_chunk(self, meter: Meter, obj: dict) -> bytes:
+        """OpenAI's usage chunk from a chunk carrying usage: same id, model and created,
+        `choices: []`, and the usage with its `cost` (INR)."""
+        usage = usage_from_openai(obj["usage"]) or TokenUsage()
+        obj = dict(obj, choices=[], usage=dict(obj["usage"], cost=micros_to_inr(self._cost(meter, usage))))
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    @staticmethod
+    def _stream_usage(meter: Meter, sm: StreamMeter, upstream) -> TokenUsage:
+        """A stream's usage: the provider's usage chunk if it arrived. Else what the provider
+        reported so far (`partial_usage`: e.g. Anthropic's prompt and cache counts from
+        message_start), with the documented estimator filling in what it did not report: the
+        prompt, and the output the gateway relayed."""
+        usage = usage_from_openai(sm.usage)
+        if usage is not None:
+            return usage
+        completion = estimate_text_tokens(sm.text_bytes, sm.fragments)
+        known = partial_usage(upstream)
+        if not isinstance(known, dict) or not known:
+            return TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body), completion_tokens=completion)
+        usage = usage_from_openai(known)
+        if "prompt_tokens" not in known:
+            usage = dataclasses.replace(usage, prompt_tokens=estimate_prompt_tokens(meter.body),
+                                        cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
+        if "completion_tokens" not in known:
+            usage = dataclasses.replace(usage, completion_tokens=completion)
+        return usage
+
+    async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
+                             upstream=None, pending: dict | None = None) -> bytes:
         if meter.client_gone:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
             meter.end_state = "upstream_cut" if sm.delivered_output else "zero_output_error"
             meter.status, meter.error = (504 if cut_timeout else 502), cut
-        usage = usage_from_openai(sm.usage)
-        if usage is None:
-            # no usage arrived: the documented estimator counts the prompt and what was delivered
-            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body),
-                               completion_tokens=estimate_text_tokens(sm.text_bytes, sm.fragments))
+        usage = self._stream_usage(meter, sm, upstream)
         if meter.end_state != "completed" and not sm.delivered_output:
             meter.usage = usage
             charge = 0
@@ -203,9 +245,15 @@ class ChatService:
         await self._metering.settle(meter, charge)
         if cut is None or meter.client_gone:
             return b""
+        head = b""
+        if pending is not None and meter.include_usage and meter.end_state == "upstream_cut" \
+                and len(sm.finished) >= (meter.body.get("n") or 1):
+            # every choice finished with its usage, then the stream broke before [DONE]: the
+            # client is shown that usage (it is what was charged), as with OpenAI's usage chunk
+            head = self._usage_chunk(meter, pending)
         err = (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
         chunk = {"id": sm.id or "chatcmpl-" + meter.call_id, "object": "chat.completion.chunk",
                  "created": sm.created or int(time.time()), "model": sm.model or meter.target.upstream_id,
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
-        return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+        return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
