@@ -16,6 +16,24 @@ Every answer to a chat/embeddings request is driven by the next queued :class:`S
 ``Scenario()`` when the queue is empty). Requests that fail authentication (401) or validation (400) do not take a
 scenario from the queue. Every request (whatever its outcome) is recorded in :attr:`FakeOpenAI.requests`.
 
+Flavors (``FakeOpenAI(flavor=...)``); the Scenario queue, knobs and recording are the same for all three:
+
+* ``"openai"`` (default) - everything above, ``base_url`` ``http://127.0.0.1:PORT/v1``.
+* ``"gemini"`` - Google's OpenAI-compatible surface, ``base_url`` ``http://127.0.0.1:PORT/v1beta/openai``:
+  ``POST /chat/completions``, ``POST /embeddings``, ``GET /models``; ``Authorization: Bearer``. Errors are
+  a JSON *array* ``[{"error": {"code", "message", "status"}}]``; a wrong key is 400 INVALID_ARGUMENT "API key
+  not valid...", a missing one 403 PERMISSION_DENIED. Streams have no role chunk (every delta carries
+  ``role``); tool calls arrive whole in one delta (ids ``function-call-<digits>``, no ``index`` unless
+  :attr:`FakeOpenAI.gemini_tool_call_index`); the last delta carries ``finish_reason`` and, when
+  ``include_usage``, ``usage`` (no ``choices: []`` usage chunk). ``usage.completion_tokens`` excludes thinking
+  tokens (``Scenario.reasoning_tokens``) while ``total_tokens`` includes them, as the real endpoint reports.
+* ``"azure"`` - an Azure OpenAI resource, ``base_url`` ``http://127.0.0.1:PORT``:
+  ``POST /openai/deployments/{deployment}/chat/completions`` and ``.../embeddings``, ``?api-version=``
+  required (else 404 ``Resource not found``), header ``api-key`` (else 401). ``model`` in the body is
+  optional; responses name the deployment's model from :attr:`FakeOpenAI.azure_models`. Responses carry
+  ``prompt_filter_results`` and per-choice ``content_filter_results``; a stream opens with a ``choices: []``
+  prompt-filter chunk whose id/model/object are empty.
+
 Usage::
 
     fake = FakeOpenAI().start()
@@ -37,6 +55,7 @@ import re
 import struct
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -44,11 +63,27 @@ from aiohttp import web
 
 from tests.fakes import openai_media as _media  # /v1/images/generations, /v1/audio/* routes
 
-__all__ = ["MODELS", "FakeOpenAI", "Recorded", "Scenario", "embedding_vector", "split_content"]
+__all__ = ["FLAVORS", "GEMINI_MODELS", "MODELS", "FakeOpenAI", "Recorded", "Scenario", "embedding_vector",
+           "split_content"]
 
+FLAVORS = ("openai", "gemini", "azure")
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
+GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embedding-001")
 EMBEDDING_DIMENSIONS = 3
 SYSTEM_FINGERPRINT = "fp_fake0001"
+
+GEMINI_PREFIX = "/v1beta/openai"
+BASE_PATHS = {"openai": "/v1", "gemini": GEMINI_PREFIX, "azure": ""}  # base_url: http://127.0.0.1:PORT + path
+GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+GEMINI_BAD_KEY = "API key not valid. Please pass a valid API key."
+GEMINI_NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
+                 "Please use API Key or other form of API consumer identity to call this API.")
+AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)")
+AZURE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
+AZURE_DENIED = {"error": {"code": "401", "message": (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
+    "for an active subscription and use a correct regional API endpoint for your resource.")}}
 
 
 @dataclass
@@ -123,6 +158,48 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def _finish(s: Scenario) -> str:
+    """The finish_reason a Scenario ends its choice with."""
+    return s.finish_reason or ("tool_calls" if s.tool_calls else "stop")
+
+
+def _sse(data: str) -> bytes:
+    return f"data: {data}\n\n".encode()
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+
+
+def _gemini_id(n: int) -> str:
+    """A response id shaped like Gemini's (23 url-safe characters, e.g. ``HCWpavSjNMK7vdIPmsSF6Ac``)."""
+    return base64.urlsafe_b64encode(_digest("gemini", n)[:17]).decode()[:23]
+
+
+def _gemini_call_id(rid: str, index: int) -> str:
+    """A tool-call id shaped like Gemini's: ``function-call-`` and up to 20 digits."""
+    return f"function-call-{int.from_bytes(_digest(rid, index)[:8], 'big')}"
+
+
+def _azure_filters(*, prompt: bool = False) -> dict:
+    """Azure's content-filter verdicts for harmless text (``prompt``: the prompt-side set, with jailbreak)."""
+    safe = {"filtered": False, "severity": "safe"}
+    verdicts: dict[str, Any] = {"hate": safe, "self_harm": safe, "sexual": safe, "violence": safe}
+    if prompt:
+        verdicts["jailbreak"] = {"filtered": False, "detected": False}
+    else:
+        verdicts["protected_material_code"] = {"filtered": False, "detected": False}
+        verdicts["protected_material_text"] = {"filtered": False, "detected": False}
+    return dict(sorted(verdicts.items()))
+
+
+def _azure_prompt_filters() -> list[dict]:
+    return [{"prompt_index": 0, "content_filter_results": _azure_filters(prompt=True)}]
+
+
+_Frame = tuple[str, bytes]  # ("open" | "delta" | "tail", SSE bytes): see FakeOpenAI._chat_stream
+
+
 class _ClientGone(Exception):
     """The client closed the connection."""
 
@@ -134,8 +211,15 @@ class _ServerStopping(_ClientGone):
 class FakeOpenAI:
     """A real OpenAI-compatible HTTP server on 127.0.0.1 (see module docstring)."""
 
-    def __init__(self, api_key: str = "sk-fake-upstream-key"):
+    def __init__(self, api_key: str = "sk-fake-upstream-key", flavor: str = "openai"):
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, not {flavor!r}")
         self.api_key = api_key
+        self.flavor = flavor
+        # azure: deployment -> the model name responses carry (default: the deployment name itself)
+        self.azure_models: dict[str, str] = {}
+        # gemini: add "index" to streamed tool calls (the real endpoint omits it)
+        self.gemini_tool_call_index = False
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
@@ -167,7 +251,7 @@ class FakeOpenAI:
         ready.wait()
         fut = asyncio.run_coroutine_threadsafe(self._astart(), loop)
         self.port = fut.result(timeout=10)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"http://127.0.0.1:{self.port}{BASE_PATHS[self.flavor]}"
         return self
 
     @staticmethod
@@ -292,17 +376,41 @@ class FakeOpenAI:
         if self._client_gone(request):
             raise _ClientGone()
 
-    @staticmethod
-    def _base_headers(rid: str, scenario: Scenario | None = None) -> dict[str, str]:
-        headers = {"x-request-id": f"req_{rid}", "openai-processing-ms": "1", "openai-version": "2020-10-01"}
+    def _base_headers(self, rid: str, scenario: Scenario | None = None) -> dict[str, str]:
+        if self.flavor == "gemini":
+            headers = {"server-timing": "gfet4t7; dur=1", "x-content-type-options": "nosniff"}
+        elif self.flavor == "azure":
+            request_id = str(uuid.UUID(bytes=_digest("azure", rid)[:16]))
+            headers = {"apim-request-id": request_id, "x-request-id": request_id, "x-ms-region": "East US"}
+        else:
+            headers = {"x-request-id": f"req_{rid}", "openai-processing-ms": "1",
+                       "openai-version": "2020-10-01"}
         if scenario is not None:
             headers.update(scenario.headers)
         return headers
 
-    def _error(self, status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
+    def _error(self, status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(
             status=status, text=_dumps(body), content_type="application/json", headers=headers or {}
         )
+
+    def _error_object(
+        self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+        code: str | None = None,
+    ) -> dict:
+        """One error object in this flavor's shape (Gemini: code/message/status; else OpenAI's)."""
+        if self.flavor == "gemini":
+            status_name = GEMINI_STATUS.get(status, "UNKNOWN")
+            return {"error": {"code": status, "message": message, "status": status_name}}
+        return _error_body(message, type_, param, code)
+
+    def _fail(
+        self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+        code: str | None = None, headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        """An error response in this flavor's shape (Gemini wraps the object in a one-element array)."""
+        body = self._error_object(status, message, type_, param, code)
+        return self._error(status, [body] if self.flavor == "gemini" else body, headers)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -323,7 +431,13 @@ class FakeOpenAI:
         )
         with self._lock:
             self.requests.append(rec)
+        route = {"openai": self._route_openai, "gemini": self._route_gemini, "azure": self._route_azure}
+        found = route[self.flavor](request)
+        if isinstance(found, web.StreamResponse):  # refused: unknown route or bad credentials
+            return found
+        return await found(request, rec)
 
+    def _route_openai(self, request: web.Request) -> Any:
         path = request.path.rstrip("/")
         route = {
             ("POST", "/v1/chat/completions"): self._chat,
@@ -355,15 +469,57 @@ class FakeOpenAI:
             return self._error(
                 401, _error_body(msg, "invalid_request_error", None, "invalid_api_key" if given else None)
             )
-        return await route(request, rec)
+        return route
+
+    def _route_gemini(self, request: web.Request) -> Any:
+        path = request.path.rstrip("/")
+        route = {
+            ("POST", f"{GEMINI_PREFIX}/chat/completions"): self._chat,
+            ("POST", f"{GEMINI_PREFIX}/embeddings"): self._embeddings,
+            ("GET", f"{GEMINI_PREFIX}/models"): self._models,
+        }.get((request.method, path))
+        if route is None:
+            return self._fail(404, f"Method not found: {request.method} {request.path}")
+        auth = request.headers.get("authorization", "")
+        if auth == f"Bearer {self.api_key}":
+            return route
+        if auth.removeprefix("Bearer ").strip():
+            body = self._error_object(400, GEMINI_BAD_KEY)
+            body["error"]["details"] = [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"},
+            }]
+            return self._error(400, [body])
+        return self._fail(403, GEMINI_NO_KEY)
+
+    def _route_azure(self, request: web.Request) -> Any:
+        match = AZURE_ROUTE.fullmatch(request.path.rstrip("/"))
+        if request.method != "POST" or match is None or not request.query.get("api-version"):
+            return self._error(404, AZURE_NOT_FOUND)
+        if request.headers.get("api-key") != self.api_key:
+            return self._error(401, AZURE_DENIED)
+        return self._chat if match.group(2) == "chat/completions" else self._embeddings
+
+    def _response_model(self, body: dict, rec: Recorded) -> str:
+        """The ``model`` a response names: the requested one, or on Azure the deployment's model."""
+        if self.flavor == "azure":
+            match = AZURE_ROUTE.fullmatch(rec.path.rstrip("/"))
+            assert match is not None
+            return self.azure_models.get(match.group(1), match.group(1))
+        return body["model"]
 
     # ------------------------------------------------------------------ /v1/models
     async def _models(self, request: web.Request, rec: Recorded) -> web.Response:
-        data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "openai"} for m in MODELS]
+        if self.flavor == "gemini":
+            data = [{"id": f"models/{m}", "object": "model", "owned_by": "google"} for m in GEMINI_MODELS]
+        else:
+            data = [{"id": m, "object": "model", "created": 1686935002, "owned_by": "openai"} for m in MODELS]
         return web.json_response({"object": "list", "data": data}, dumps=_dumps)
 
     # ------------------------------------------------------------------ shared validation
     def _invalid(self, body: dict | None, rec: Recorded, required: tuple[str, ...]) -> web.Response | None:
+        if self.flavor == "azure":  # the deployment in the path selects the model
+            required = tuple(key for key in required if key != "model")
         if body is None:
             if not rec.raw:
                 msg = "We could not parse the JSON body of your request: the body is empty."
@@ -372,50 +528,40 @@ class FakeOpenAI:
                     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                     "your HTTP library correctly. The OpenAI API expects a JSON payload.)"
                 )
-            return self._error(400, _error_body(msg, "invalid_request_error"))
+            return self._fail(400, msg)
         for key in required:
             if key not in body:
-                return self._error(
-                    400,
-                    _error_body(
-                        f"Missing required parameter: '{key}'.",
-                        "invalid_request_error",
-                        key,
-                        "missing_required_parameter",
-                    ),
+                return self._fail(
+                    400, f"Missing required parameter: '{key}'.", param=key, code="missing_required_parameter"
                 )
         if "messages" in required and not isinstance(body["messages"], list):
-            return self._error(
-                400,
-                _error_body(
-                    "Invalid type for 'messages': expected an array.",
-                    "invalid_request_error",
-                    "messages",
-                    "invalid_type",
-                ),
+            return self._fail(
+                400, "Invalid type for 'messages': expected an array.", param="messages", code="invalid_type"
             )
-        if not isinstance(body["model"], str):
-            return self._error(
-                400,
-                _error_body(
-                    "Invalid type for 'model': expected a string.",
-                    "invalid_request_error",
-                    "model",
-                    "invalid_type",
-                ),
+        if "model" in body and not isinstance(body["model"], str):
+            return self._fail(
+                400, "Invalid type for 'model': expected a string.", param="model", code="invalid_type"
             )
         return None
 
     def _scenario_error(self, scenario: Scenario, rid: str) -> web.Response:
-        return self._error(
+        return self._fail(
             scenario.status,
-            _error_body(scenario.error_message, scenario.error_type, None, scenario.error_code),
+            scenario.error_message,
+            scenario.error_type,
+            None,
+            scenario.error_code,
             self._base_headers(rid, scenario),
         )
 
     # ------------------------------------------------------------------ /v1/chat/completions
-    @staticmethod
-    def _usage(s: Scenario) -> dict:
+    def _usage(self, s: Scenario) -> dict:
+        if self.flavor == "gemini":  # thinking tokens count in total_tokens only, as Gemini reports them
+            return {
+                "completion_tokens": s.completion_tokens - s.reasoning_tokens,
+                "prompt_tokens": s.prompt_tokens,
+                "total_tokens": s.prompt_tokens + s.completion_tokens,
+            }
         return {
             "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens,
@@ -436,7 +582,9 @@ class FakeOpenAI:
             return invalid
         assert body is not None
         scenario = self._next_scenario()
-        rid = f"chatcmpl-{next(self._ids)}"
+        n = next(self._ids)
+        rid = _gemini_id(n) if self.flavor == "gemini" else f"chatcmpl-{n}"
+        model = self._response_model(body, rec)
         state = {"cut": False, "resp": None}
         self._adjust_in_flight(1)
         try:
@@ -446,8 +594,8 @@ class FakeOpenAI:
             if scenario.status != 200:
                 return self._scenario_error(scenario, rid)
             if body.get("stream"):
-                return await self._chat_stream(request, body, scenario, rid, state)
-            return self._chat_json(body, scenario, rid)
+                return await self._chat_stream(request, body, scenario, rid, model, state)
+            return self._chat_json(scenario, rid, model)
         except asyncio.CancelledError:
             if not state["cut"]:
                 self._record_disconnect(rid)
@@ -462,14 +610,22 @@ class FakeOpenAI:
         finally:
             self._adjust_in_flight(-1)
 
-    def _chat_json(self, body: dict, s: Scenario, rid: str) -> web.Response:
+    def _chat_json(self, s: Scenario, rid: str, model: str) -> web.Response:
+        build = self._gemini_completion if self.flavor == "gemini" else self._openai_completion
+        return web.Response(
+            text=_dumps(build(s, rid, model, _finish(s))),
+            content_type="application/json",
+            headers=self._base_headers(rid, s),
+        )
+
+    def _openai_completion(self, s: Scenario, rid: str, model: str, finish: str) -> dict:
+        """A chat.completion object as OpenAI (or, with its content-filter verdicts, Azure) sends it."""
         message: dict[str, Any] = {
             "role": "assistant",
             "content": s.content,
             "refusal": None,
             "annotations": [],
         }
-        finish = "stop"
         if s.tool_calls:
             message["content"] = None
             message["tool_calls"] = [
@@ -480,23 +636,50 @@ class FakeOpenAI:
                 }
                 for tc in s.tool_calls
             ]
-            finish = "tool_calls"
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         payload: dict[str, Any] = {
             "id": rid,
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
             "service_tier": "default",
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": s.finish_reason or finish}
-            ],
+            "choices": [choice],
+        }
+        if self.flavor == "azure":
+            del payload["service_tier"]
+            choice["content_filter_results"] = _azure_filters()
+            payload["prompt_filter_results"] = _azure_prompt_filters()
+        if not s.omit_usage:
+            payload["usage"] = self._usage(s)
+        return payload
+
+    def _gemini_completion(self, s: Scenario, rid: str, model: str, finish: str) -> dict:
+        message: dict[str, Any] = {"content": s.content, "role": "assistant"}
+        if s.tool_calls:
+            message = {"role": "assistant", "tool_calls": self._gemini_calls(s, rid, stream=False)}
+        payload: dict[str, Any] = {
+            "choices": [{"finish_reason": finish, "index": 0, "message": message}],
+            "created": int(time.time()),
+            "id": rid,
+            "model": model,
+            "object": "chat.completion",
         }
         if not s.omit_usage:
             payload["usage"] = self._usage(s)
-        return web.Response(
-            text=_dumps(payload), content_type="application/json", headers=self._base_headers(rid, s)
-        )
+        return payload
+
+    def _gemini_calls(self, s: Scenario, rid: str, stream: bool) -> list[dict]:
+        """Gemini's tool calls: whole, ids ``function-call-<digits>`` unless the Scenario names them."""
+        calls = []
+        for index, tc in enumerate(s.tool_calls or ()):
+            call = {
+                "function": {"arguments": tc.get("arguments", ""), "name": tc["name"]},
+                "id": tc.get("id") or _gemini_call_id(rid, index),
+                "type": "function",
+            }
+            calls.append({"index": index, **call} if stream and self.gemini_tool_call_index else call)
+        return calls
 
     @staticmethod
     def _chat_deltas(s: Scenario) -> tuple[dict, list[dict], str]:
@@ -522,13 +705,10 @@ class FakeOpenAI:
         role = {"role": "assistant", "content": "", "refusal": None}
         return role, [{"content": piece} for piece in split_content(s.content)], "stop"
 
-    async def _chat_stream(
-        self, request: web.Request, body: dict, s: Scenario, rid: str, state: dict
-    ) -> web.StreamResponse:
-        opts = body.get("stream_options")
-        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+    def _openai_frames(self, s: Scenario, rid: str, model: str, include_usage: bool) -> list[_Frame]:
+        """OpenAI's stream (Azure's adds a prompt-filter chunk first and per-choice filter verdicts)."""
         created = int(time.time())
-        model = body["model"]
+        azure = self.flavor == "azure"
 
         def chunk(choices: list, **extra: Any) -> bytes:
             obj = {
@@ -540,10 +720,60 @@ class FakeOpenAI:
                 "choices": choices,
                 **extra,
             }
-            return f"data: {_dumps(obj)}\n\n".encode()
+            return _sse(_dumps(obj))
 
         def choice(delta: dict, finish: str | None = None) -> list:
-            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            entry = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if azure:  # verdicts on text; {} on the role, tool-call and finish chunks
+                entry["content_filter_results"] = _azure_filters() if delta.get("content") else {}
+            return [entry]
+
+        role, deltas, default_finish = self._chat_deltas(s)
+        frames = []
+        if azure:
+            preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                        "prompt_filter_results": _azure_prompt_filters()}
+            frames.append(("open", _sse(_dumps(preamble))))
+        frames.append(("open", chunk(choice(role))))
+        frames += [("delta", chunk(choice(delta))) for delta in deltas]
+        frames.append(("tail", chunk(choice({}, s.finish_reason or default_finish))))
+        if include_usage and not s.omit_usage:
+            frames.append(("tail", chunk([], usage=self._usage(s))))
+        return frames
+
+    def _gemini_frames(self, s: Scenario, rid: str, model: str, include_usage: bool) -> list[_Frame]:
+        """Gemini's stream: role on every delta; the last delta carries finish_reason (and usage if asked)."""
+        created = int(time.time())
+        if s.tool_calls:
+            deltas = [{"role": "assistant", "tool_calls": self._gemini_calls(s, rid, stream=True)}]
+        else:
+            deltas = [{"content": piece, "role": "assistant"} for piece in split_content(s.content)]
+        deltas = deltas or [{"content": "", "role": "assistant"}]
+        frames = []
+        for n, delta in enumerate(deltas):
+            last = n == len(deltas) - 1
+            choice = {"delta": delta, **({"finish_reason": _finish(s)} if last else {}), "index": 0}
+            obj: dict[str, Any] = {"choices": [choice], "created": created, "id": rid, "model": model,
+                                   "object": "chat.completion.chunk"}
+            if last and include_usage and not s.omit_usage:
+                obj["usage"] = self._usage(s)
+            frames.append(("delta", _sse(_dumps(obj))))
+        return frames
+
+    async def _chat_stream(
+        self, request: web.Request, body: dict, s: Scenario, rid: str, model: str, state: dict
+    ) -> web.StreamResponse:
+        """Send this flavor's frames, applying the Scenario's delays, cut_after, error_after and omit_done.
+
+        Frames are ``("open" | "delta" | "tail", bytes)``; cut_after / error_after count "delta" frames
+        and act before any frame that is not an "open" one.
+        """
+        opts = body.get("stream_options")
+        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        shape = self._gemini_frames if self.flavor == "gemini" else self._openai_frames
+        frames = shape(s, rid, model, include_usage)
+        if not s.omit_done:
+            frames.append(("tail", b"data: [DONE]\n\n"))
 
         resp = web.StreamResponse(status=200, headers=self._base_headers(rid, s))
         resp.content_type = "text/event-stream"
@@ -562,32 +792,20 @@ class FakeOpenAI:
             self._check(request)
             await resp.write(data)
 
-        role, deltas, default_finish = self._chat_deltas(s)
-        await send(chunk(choice(role)))
-        for n, delta in enumerate(deltas):
-            if s.cut_after is not None and n >= s.cut_after:
-                break
-            if s.error_after is not None and n >= s.error_after:
-                break
-            await send(chunk(choice(delta)))
-        else:
-            n = len(deltas)
-        sent = n
-        if s.cut_after is not None and sent >= s.cut_after:
-            state["cut"] = True
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
-        if s.error_after is not None and sent >= s.error_after:
-            err = _error_body(s.error_message, s.error_type, None, s.error_code)
-            await send(f"data: {_dumps(err)}\n\n".encode())
-            await resp.write_eof()
-            return resp
-        await send(chunk(choice({}, s.finish_reason or default_finish)))
-        if include_usage and not s.omit_usage:
-            await send(chunk([], usage=self._usage(s)))
-        if not s.omit_done:
-            await send(b"data: [DONE]\n\n")
+        sent = 0
+        for kind, data in frames:
+            if kind != "open" and s.cut_after is not None and sent >= s.cut_after:
+                state["cut"] = True
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            if kind != "open" and s.error_after is not None and sent >= s.error_after:
+                err = self._error_object(500, s.error_message, s.error_type, None, s.error_code)
+                await send(_sse(_dumps(err)))
+                await resp.write_eof()
+                return resp
+            await send(data)
+            sent += kind == "delta"
         await resp.write_eof()
         return resp
 
@@ -604,34 +822,24 @@ class FakeOpenAI:
         elif isinstance(inp, list) and inp and all(isinstance(t, (str, list)) for t in inp):
             items = list(inp)
         else:
-            return self._error(
+            return self._fail(
                 400,
-                _error_body(
-                    "'$.input' is invalid. Please check the API reference: "
-                    "https://platform.openai.com/docs/api-reference.",
-                    "invalid_request_error",
-                    "input",
-                    None,
-                ),
+                "'$.input' is invalid. Please check the API reference: "
+                "https://platform.openai.com/docs/api-reference.",
+                param="input",
             )
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            return self._error(
+            return self._fail(
                 400,
-                _error_body(
-                    f"Invalid value for 'encoding_format': {encoding!r}.",
-                    "invalid_request_error",
-                    "encoding_format",
-                    "invalid_value",
-                ),
+                f"Invalid value for 'encoding_format': {encoding!r}.",
+                param="encoding_format",
+                code="invalid_value",
             )
         dims = body.get("dimensions", EMBEDDING_DIMENSIONS)
         if not isinstance(dims, int) or dims < 1:
-            return self._error(
-                400,
-                _error_body(
-                    "Invalid value for 'dimensions'.", "invalid_request_error", "dimensions", "invalid_value"
-                ),
+            return self._fail(
+                400, "Invalid value for 'dimensions'.", param="dimensions", code="invalid_value"
             )
         scenario = self._next_scenario()
         rid = f"emb-{next(self._ids)}"
@@ -654,7 +862,7 @@ class FakeOpenAI:
             if encoding == "base64":
                 emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": index, "embedding": emb})
-        payload: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
+        payload: dict[str, Any] = {"object": "list", "data": data, "model": self._response_model(body, rec)}
         if not scenario.omit_usage:
             payload["usage"] = {
                 "prompt_tokens": scenario.prompt_tokens,
