@@ -68,7 +68,7 @@ def expected_micros(entry: dict, prompt: int, completion: int, cached: int = 0,
 
     inp, out = price("input_cost_per_1m"), price("output_cost_per_1m")
     read = price("cache_read_cost_per_1m") or inp
-    usd_per_1m = (prompt - cached) * inp + cached * read + completion * out
+    usd_per_1m = (prompt - cached) * inp + cached * read + (completion * out if completion else 0)
     factor = Fraction(Decimal(usd_inr)) if entry.get("currency", "USD") == "USD" else 1
     micros = usd_per_1m * factor * (1 + Fraction(Decimal(markup)))   # per-1M price x tokens = micro-units
     return -((-micros.numerator) // micros.denominator)

@@ -19,13 +19,47 @@ from aicredits.providers.http import (event_data, map_status, post, read_all, sc
 from aicredits.settings import ProviderSettings
 
 
+def count_hidden_output(usage) -> bool:
+    """Gemini's OpenAI endpoint leaves thinking tokens out of completion_tokens but counts them
+    in total_tokens (and bills them as output). Put them back, as OpenAI reports reasoning:
+    inside completion_tokens and in completion_tokens_details.reasoning_tokens. True if changed."""
+    if not isinstance(usage, dict):
+        return False
+    prompt, completion, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (prompt, completion, total)):
+        return False
+    hidden = total - prompt - completion
+    if hidden <= 0:
+        return False
+    usage["completion_tokens"] = completion + hidden
+    details = usage.get("completion_tokens_details")
+    details = dict(details) if isinstance(details, dict) else {}
+    seen = details.get("reasoning_tokens")
+    details["reasoning_tokens"] = (seen if isinstance(seen, int) and not isinstance(seen, bool) else 0) + hidden
+    usage["completion_tokens_details"] = details
+    return True
+
+
 class OpenAIStream:
     def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
-                 secrets: tuple[str, ...] = ()) -> None:
+                 secrets: tuple[str, ...] = (), azure: bool = False, index_tools: bool = False,
+                 hidden_output: bool = False) -> None:
         self._secrets = secrets
         self._resp = resp
         self._idle = idle_timeout
         self._provider = provider
+        # Azure opens every stream with a chunk that only carries prompt_filter_results
+        # (choices [], id "", model ""): nothing an OpenAI client needs, so it is dropped
+        self._azure = azure
+        # Gemini (and some other compatible servers) stream each tool call whole with no
+        # `index`, which OpenAI clients need to assemble calls: numbered here, 0, 1, ...
+        self._index_tools = index_tools
+        self._tools_seen = 0
+        self._hidden_output = hidden_output   # Gemini: see count_hidden_output
+
+    def partial_usage(self) -> dict | None:
+        """OpenAI-shaped servers report usage only in their usage chunk: nothing partial."""
+        return None
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
         content = self._resp.content
@@ -61,9 +95,30 @@ class OpenAIStream:
                     if err is not None:   # mid-stream error: keep the message, never a secret in it
                         msg = err.get("message") if isinstance(err, dict) else err
                         obj = {"error": {"message": scrub(str(msg or ""), self._secrets)}}
+                    elif self._azure and not obj.get("choices") and not obj.get("usage"):
+                        continue
+                    else:
+                        changed = self._index_tools and b'"tool_calls"' in payload and self._number_tools(obj)
+                        if self._hidden_output and count_hidden_output(obj.get("usage")):
+                            changed = True
+                        if changed:   # re-serialised as amended
+                            out.append(StreamEvent(obj, None))
+                            continue
                     out.append(StreamEvent(obj, ev))
             if out:
                 yield out
+
+    def _number_tools(self, obj: dict) -> bool:
+        """Give tool-call deltas without an `index` the next one; True if any was given."""
+        changed = False
+        for choice in obj.get("choices") or ():
+            calls = (choice.get("delta") or {}).get("tool_calls") if isinstance(choice, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict) and "index" not in call:
+                    call["index"] = self._tools_seen
+                    self._tools_seen += 1
+                    changed = True
+        return changed
 
     async def aclose(self) -> None:
         # closing (not releasing) drops the connection, which cancels the upstream generation
@@ -126,6 +181,8 @@ class OpenAICompatible:
             raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
         if not isinstance(data, dict) or "choices" not in data:
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        if self.kind == "gemini" and count_hidden_output(data.get("usage")):
+            raw = None   # the client is sent the amended usage
         return ChatResult(data, raw)
 
     async def stream(self, body: dict, target) -> OpenAIStream:
@@ -138,7 +195,9 @@ class OpenAICompatible:
         if "text/event-stream" not in ctype:
             raw = await self._read_all(resp)
             raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return OpenAIStream(resp, self._idle, self.name, self._secrets)
+        return OpenAIStream(resp, self._idle, self.name, self._secrets, azure=self._azure_version is not None,
+                            index_tools=self.kind in ("gemini", "openai_compatible"),
+                            hidden_output=self.kind == "gemini")
 
     async def post_json(self, path: str, body: dict, target) -> ChatResult:
         """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
