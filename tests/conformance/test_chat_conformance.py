@@ -405,3 +405,34 @@ def test_gemini_thinking_tokens_are_billed_as_output(stream, fakes, client, cata
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (7, 40, 47)
     assert usage.completion_tokens_details.reasoning_tokens == 38
     assert bill() == expected_micros(catalog[model], 7, 40)
+
+
+# ---------------------------------------------------------------------------- /v1/responses
+def test_responses(ad, client, catalog, bill):
+    """Passed through to OpenAI and Azure, translated to chat for every other provider."""
+    ad.reply("Hello via responses.", prompt=22, completion=4)
+    r = client.responses.create(model=ad.model, input="Say hello.", max_output_tokens=64)
+    assert r.output_text == "Hello via responses." and r.status == "completed"
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (22, 4)
+    assert bill() == price(catalog, ad, 22, 4)
+
+
+def test_responses_stream(ad, client, catalog, bill):
+    ad.reply("Streamed via responses.", prompt=26, completion=5)
+    events = list(client.responses.create(model=ad.model, input="Say hello.", max_output_tokens=64,
+                                          stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Streamed via responses."
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    usage = events[-1].response.usage
+    assert (usage.input_tokens, usage.output_tokens) == (26, 5)
+    assert bill() == price(catalog, ad, 26, 5)
+
+
+def test_azure_responses_go_to_its_responses_path_with_the_deployment(fakes, client):
+    ad = make_adapter("azure", fakes)
+    ad.reset()
+    ad.reply("Azure responses.", prompt=5, completion=3)
+    assert client.responses.create(model=ad.model, input="Hi").output_text == "Azure responses."
+    rec = [r for r in fakes["azure"].requests if r.path.endswith("/responses")][-1]
+    assert rec.path == "/openai/responses" and rec.query["api-version"] == "2024-10-21"
+    assert rec.body["model"] == AZURE_DEPLOYMENT and rec.headers["api-key"] == fakes["azure"].api_key

@@ -493,11 +493,15 @@ class FakeOpenAI:
         return self._fail(403, GEMINI_NO_KEY)
 
     def _route_azure(self, request: web.Request) -> Any:
-        match = AZURE_ROUTE.fullmatch(request.path.rstrip("/"))
-        if request.method != "POST" or match is None or not request.query.get("api-version"):
+        path = request.path.rstrip("/")
+        match = AZURE_ROUTE.fullmatch(path)
+        responses = path == "/openai/responses"   # the Responses API: the deployment is the body's model
+        if request.method != "POST" or (match is None and not responses) or not request.query.get("api-version"):
             return self._error(404, AZURE_NOT_FOUND)
         if request.headers.get("api-key") != self.api_key:
             return self._error(401, AZURE_DENIED)
+        if responses:
+            return lambda req, rec: _responses(self, req, rec)
         return self._chat if match.group(2) == "chat/completions" else self._embeddings
 
     def _response_model(self, body: dict, rec: Recorded) -> str:
