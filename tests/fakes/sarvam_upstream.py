@@ -1,16 +1,28 @@
 """A fake Sarvam AI upstream: a real aiohttp server on 127.0.0.1 in a background thread, speaking
 Sarvam's protocol (protocols.md §6), base URL without a version (like https://api.sarvam.ai).
+Checked against Sarvam's own SDK, ``sarvamai`` 0.1.39, by tests/fakes/test_sarvam_upstream.py.
 
-* ``POST /text-to-speech`` (JSON) - checks ``api-subscription-key``, the text (``text`` or legacy
-  ``inputs``), the language (``target_language_code`` or ``language_code``), the bulbul:v2 speaker,
-  ``pace`` and ``speech_sample_rate``, and refuses more than 1500 characters (400) like bulbul:v2.
-  Answers ``{"request_id", "audios": [<base64 WAV>]}``: a real 16-bit mono WAV made with ``wave``,
-  :data:`MS_PER_CHAR` milliseconds per character of text (see :func:`tts_wav`).
-* ``POST /speech-to-text`` (multipart) - ``file``, ``model``, ``language_code`` (or ``unknown``);
-  answers ``{"request_id", "transcript", "timestamps": null, "diarized_transcript": null, "language_code"}``.
+* Auth: ``api-subscription-key``; missing or wrong is 403 ``invalid_api_key_error`` (Sarvam uses 403,
+  never 401). Errors are ``{"error": {"message", "code", "request_id"}}`` (the SDK's ``ErrorMessage``).
+* ``POST /text-to-speech`` (JSON) - the text as ``text`` (one string; a list is refused like the real
+  API does) or legacy ``inputs`` (a list: one audio per item); the language as ``language_code``
+  (SDK >= 0.1.29) or ``target_language_code`` (older SDKs, docs); ``model`` (omitted means bulbul:v3
+  on the real API, which this fake does not model: only ``bulbul:v2`` is served); the bulbul:v2
+  speaker; ``pitch``/``pace``/``loudness`` within the API's bounds; ``speech_sample_rate``;
+  ``output_audio_codec`` ``wav`` only. A JSON ``null`` means "not given". More than 1500 characters
+  is a 400 like bulbul:v2. Answers ``{"request_id", "audios": [<base64 WAV>, ...]}``: real 16-bit
+  mono WAVs made with ``wave``, :data:`MS_PER_CHAR` milliseconds per character (see :func:`tts_wav`).
+* ``POST /speech-to-text`` (multipart) - ``file``, ``model`` (omitted means saaras:v3 on the real API,
+  not modelled: only ``saarika:v2``), ``language_code`` (or ``unknown``), ``with_timestamps``; other
+  fields the SDK sends (``keyterms`` is always sent, as ``null``) are ignored. Answers
+  ``{"request_id", "transcript", "language_code"}`` plus ``language_probability`` when the language
+  was ``unknown`` and ``timestamps`` (``words``/``start_time_seconds``/``end_time_seconds``) only
+  when ``with_timestamps`` is true.
 
 :meth:`FakeSarvam.fail_next` queues error answers. Every request is recorded in ``requests``
 (``body`` is the JSON object, or the parsed form with the file as ``{"filename", "content_type", "data"}``).
+A request carrying ``Authorization`` is refused (400): a tripwire so the gateway never sends a bearer key
+to Sarvam - the real API would ignore it.
 """
 
 from __future__ import annotations
@@ -32,11 +44,26 @@ from aiohttp import web
 from tests.fakes.openai_media import parse_multipart
 
 MS_PER_CHAR = 10
-MAX_CHARS = 1500
+MAX_CHARS = 1500                    # bulbul:v2 (bulbul:v3 allows 2500)
+TTS_MODEL = "bulbul:v2"
+TTS_DEFAULT_MODEL = "bulbul:v3"     # what the real API uses when `model` is omitted (sarvamai 0.1.39)
+TTS_OTHER_MODELS = ("bulbul:v3", "bulbul:v4-flash", "bulbul:v1")
+STT_MODEL = "saarika:v2"
+STT_DEFAULT_MODEL = "saaras:v3"     # what the real API uses when `model` is omitted (sarvamai 0.1.39)
+STT_OTHER_MODELS = ("saaras:v3", "saaras:v4", "saarika:v2.5", "saarika:v1")
 SPEAKERS = ("anushka", "manisha", "vidya", "arya", "abhilash", "karun", "hitesh")
 LANGUAGES = ("bn-IN", "en-IN", "gu-IN", "hi-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN")
 RATES = (8000, 16000, 22050, 24000)
 TRANSCRIPTS = {"hi-IN": "नमस्ते दुनिया", "ta-IN": "வணக்கம் உலகம்", "en-IN": "hello world"}
+DETECTED_PROBABILITY = 0.98         # `language_probability` when the language was auto-detected
+# the API's bounds (schema ranges of the TTS reference): pitch -1..1, pace 0.3..3, loudness 0.1..3
+BOUNDS = {"pitch": (-1.0, 1.0, 0.0), "pace": (0.3, 3.0, 1.0), "loudness": (0.1, 3.0, 1.0)}
+# error.code for a status, as docs.sarvam.ai "Errors & Troubleshooting" and sarvamai's ErrorCode list them
+ERROR_CODES = {400: "invalid_request_error", 401: "authentication_error", 403: "invalid_api_key_error",
+               404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error",
+               429: "rate_limit_exceeded_error", 500: "internal_server_error",
+               503: "rate_limit_exceeded_error", 504: "gateway_timeout_error"}
+_error_ids = itertools.count(1)
 
 
 def tts_frames(text: str, rate: int) -> int:
@@ -66,9 +93,23 @@ class SarvamRecorded:
     raw: bytes = field(repr=False, default=b"")
 
 
-def _error(status: int, message: str, code: str = "invalid_request_error") -> web.Response:
-    return web.Response(status=status, content_type="application/json",
-                        text=json.dumps({"error": {"message": message, "code": code, "request_id": "req_err"}}))
+def error_code(status: int) -> str:
+    return ERROR_CODES.get(status, "internal_server_error" if status >= 500 else "invalid_request_error")
+
+
+def _error(status: int, message: str, code: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "code": code or error_code(status),
+                      "request_id": f"req_err_{next(_error_ids)}"}}
+    return web.Response(status=status, content_type="application/json", text=json.dumps(body))
+
+
+def _wav_seconds(data: bytes) -> float:
+    """Length of a WAV upload in seconds (0.0 when it is not a readable WAV)."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError, ZeroDivisionError):
+        return 0.0
 
 
 class FakeSarvam:
@@ -77,7 +118,7 @@ class FakeSarvam:
         self.port = 0
         self.base_url = ""
         self.requests: list[SarvamRecorded] = []
-        self._failures: collections.deque[tuple[int, str]] = collections.deque()
+        self._failures: collections.deque[tuple[int, str, str | None]] = collections.deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,10 +170,13 @@ class FakeSarvam:
             self.requests.clear()
             self._failures.clear()
 
-    def fail_next(self, status: int, message: str = "The fake Sarvam upstream failed.") -> None:
-        """The next authenticated, valid request is answered with this error."""
+    def fail_next(self, status: int, message: str = "The fake Sarvam upstream failed.",
+                  code: str | None = None) -> None:
+        """The next authenticated, valid request is answered with this error (``code`` defaults to
+        Sarvam's code for the status, e.g. 429 -> ``rate_limit_exceeded_error``; pass
+        ``insufficient_quota_error`` for an exhausted account)."""
         with self._lock:
-            self._failures.append((status, message))
+            self._failures.append((status, message, code))
 
     def tts_requests(self) -> list[SarvamRecorded]:
         with self._lock:
@@ -147,8 +191,8 @@ class FakeSarvam:
         with self._lock:
             if not self._failures:
                 return None
-            status, message = self._failures.popleft()
-        return _error(status, message, "internal_server_error" if status >= 500 else "invalid_request_error")
+            status, message, code = self._failures.popleft()
+        return _error(status, message, code)
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -159,9 +203,9 @@ class FakeSarvam:
         route = {("POST", "/text-to-speech"): self._tts, ("POST", "/speech-to-text"): self._stt}.get(
             (request.method, request.path.rstrip("/")))
         if route is None:
-            return _error(404, f"Not found: {request.method} {request.path}", "not_found_error")
+            return _error(404, f"Not found: {request.method} {request.path}")
         if request.headers.get("api-subscription-key") != self.api_key:
-            return _error(403, "Invalid API subscription key.", "invalid_api_key_error")
+            return _error(403, "Invalid API subscription key.")
         if "authorization" in rec.headers:
             return _error(400, "Unexpected Authorization header.")
         return route(request, rec)
@@ -174,31 +218,50 @@ class FakeSarvam:
         if not isinstance(body, dict):
             return _error(422, "Body must be an object.")
         rec.body = body
-        text = body.get("text")
-        if text is None and isinstance(body.get("inputs"), list) and body["inputs"]:
-            text = body["inputs"][0]
-        if not isinstance(text, str) or not text.strip():
+        given = {k: v for k, v in body.items() if v is not None}      # JSON null = not given
+        if "text" in given:
+            if not isinstance(given["text"], str):      # the real API's answer to "text": [...]
+                return _error(400, "'text' must be a string. Use 'inputs' for multiple text segments.")
+            texts = [given["text"]]
+        elif "inputs" in given:
+            texts = given["inputs"]
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+                return _error(400, "'inputs' must be a non-empty list of strings.")
+        else:
             return _error(400, "text is required")
-        if len(text) > MAX_CHARS:
-            return _error(400, f"Text exceeds the maximum length of {MAX_CHARS} characters for bulbul:v2.")
-        lang = body.get("target_language_code") or body.get("language_code")
+        if not all(t.strip() for t in texts):
+            return _error(400, "text must not be empty")
+        model = given.get("model", TTS_DEFAULT_MODEL)
+        if model != TTS_MODEL:
+            if model in TTS_OTHER_MODELS:
+                return _error(400, f"The fake Sarvam upstream serves {TTS_MODEL} only, not {model!r}"
+                                   + (" (the real API's default when `model` is omitted)"
+                                      if "model" not in given else ""))
+            return _error(400, f"Unknown model {model!r}")
+        if any(len(t) > MAX_CHARS for t in texts):
+            return _error(400, f"Text exceeds the maximum length of {MAX_CHARS} characters for {TTS_MODEL}.")
+        lang = given.get("language_code", given.get("target_language_code"))
         if lang not in LANGUAGES:
-            return _error(400, f"Invalid target_language_code: {lang!r}")
-        if body.get("model", "bulbul:v2") != "bulbul:v2":
-            return _error(400, f"Unknown model {body.get('model')!r}")
-        if body.get("speaker", "anushka") not in SPEAKERS:
-            return _error(400, f"Speaker {body.get('speaker')!r} is not compatible with bulbul:v2")
-        rate = body.get("speech_sample_rate", 22050)
-        if rate not in RATES:
-            return _error(400, f"Invalid speech_sample_rate: {rate!r}")
-        pace = body.get("pace", 1.0)
-        if not isinstance(pace, (int, float)) or not 0.3 <= pace <= 3.0:
-            return _error(400, f"pace must be between 0.3 and 3.0, got {pace!r}")
+            return _error(400, f"Invalid language_code: {lang!r}")
+        if given.get("speaker", "anushka") not in SPEAKERS:
+            return _error(400, f"Speaker {given.get('speaker')!r} is not compatible with {TTS_MODEL}")
+        rate = given.get("speech_sample_rate", 22050)
+        if isinstance(rate, bool) or rate not in RATES:
+            return _error(400, f"Invalid speech_sample_rate for {TTS_MODEL}: {rate!r}")
+        for name, (low, high, default) in BOUNDS.items():
+            value = given.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                return _error(400, f"{name} must be between {low} and {high}, got {value!r}")
+        if not isinstance(given.get("enable_preprocessing", False), bool):
+            return _error(400, "enable_preprocessing must be a boolean")
+        codec = given.get("output_audio_codec", "wav")
+        if codec != "wav":
+            return _error(400, f"The fake Sarvam upstream only produces wav, not {codec!r}")
         failed = self._failure()
         if failed is not None:
             return failed
-        audio = base64.b64encode(tts_wav(text, rate)).decode()
-        return web.json_response({"request_id": f"req_{next(self._ids)}", "audios": [audio]})
+        audios = [base64.b64encode(tts_wav(t, int(rate))).decode() for t in texts]
+        return web.json_response({"request_id": f"req_{next(self._ids)}", "audios": audios})
 
     def _stt(self, request: web.Request, rec: SarvamRecorded) -> web.Response:
         ctype = request.headers.get("content-type", "")
@@ -211,15 +274,28 @@ class FakeSarvam:
         rec.body = form
         if not isinstance(form.get("file"), dict) or not form["file"]["data"]:
             return _error(400, "file is required")
-        if form.get("model", "saarika:v2") != "saarika:v2":
-            return _error(400, f"Unknown model {form.get('model')!r}")
-        lang = form.get("language_code", "unknown")
+        model = form.get("model") or STT_DEFAULT_MODEL
+        if model != STT_MODEL:
+            if model in STT_OTHER_MODELS:
+                return _error(400, f"The fake Sarvam upstream serves {STT_MODEL} only, not {model!r}"
+                                   + (" (the real API's default when `model` is omitted)"
+                                      if not form.get("model") else ""))
+            return _error(400, f"Unknown model {model!r}")
+        lang = form.get("language_code") or "unknown"
         if lang != "unknown" and lang not in LANGUAGES:
             return _error(400, f"Invalid language_code: {lang!r}")
+        stamps = form.get("with_timestamps", "false")
+        if stamps not in ("true", "false"):
+            return _error(400, f"with_timestamps must be a boolean, got {stamps!r}")
         failed = self._failure()
         if failed is not None:
             return failed
         said = "hi-IN" if lang == "unknown" else lang
-        return web.json_response({"request_id": f"req_{next(self._ids)}",
-                                  "transcript": TRANSCRIPTS.get(said, "hello world"), "timestamps": None,
-                                  "diarized_transcript": None, "language_code": said})
+        transcript = TRANSCRIPTS.get(said, "hello world")
+        out: dict = {"request_id": f"req_{next(self._ids)}", "transcript": transcript, "language_code": said}
+        if lang == "unknown":
+            out["language_probability"] = DETECTED_PROBABILITY
+        if stamps == "true":
+            out["timestamps"] = {"words": [transcript], "start_time_seconds": [0.0],
+                                 "end_time_seconds": [round(_wav_seconds(form["file"]["data"]), 3)]}
+        return web.json_response(out)
