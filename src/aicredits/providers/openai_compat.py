@@ -5,7 +5,7 @@ byte for byte; only the model id is rewritten and the upstream always asked for 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -14,8 +14,7 @@ from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import UpstreamError
 from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import (event_data, map_status, post, read_all, scrub,
-                                      split_events)
+from aicredits.providers.http import event_data, map_status, post, read_all, scrub, split_events
 from aicredits.settings import ProviderSettings
 
 
