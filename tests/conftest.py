@@ -62,6 +62,10 @@ def expected_micros(entry: dict, prompt: int, completion: int, cached: int = 0,
     """The charge the SPEC defines, computed independently from an /api/models entry."""
     from decimal import Decimal
 
+    for tier in entry.get("tiers") or ():   # a prompt above a tier's threshold: its prices
+        if prompt > tier["above_prompt_tokens"]:
+            entry = {**entry, **tier}
+
     def price(key):
         v = entry.get(key)
         return Fraction(Decimal(repr(v))) if v is not None else None

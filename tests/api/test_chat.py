@@ -219,3 +219,33 @@ def test_usage_on_the_finish_chunk_then_a_cut_is_charged_and_shown(gemini_gw, ge
         else:
             assert usage_chunks == []
         assert spent_micros(gemini_gw, gemini_key) - before == want
+
+
+@pytest.mark.parametrize("body,param,message", [
+    ([], None, "The request body must be a JSON object."),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model", "'model' is required."),
+    ({"model": " ", "messages": [{"role": "user", "content": "hi"}]}, "model", "'model' must be a non-empty string."),
+    ({"model": "gpt-4o-mini"}, "messages", "'messages' is required."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}, "hi"]}, "messages[1]",
+     "messages[1] must be an object."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": 5}]}, "messages[0].content",
+     "messages[0].content must be a string or an array of parts."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "stream",
+     "'stream' must be a boolean."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": "warm"}, "temperature",
+     "'temperature' must be a number."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "tools": {}}, "tools",
+     "'tools' must be an array."),
+    ({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "n": 0}, "n",
+     "'n' must be between 1 and 128."),
+])
+def test_bad_input_is_a_400_naming_the_field(gateway, upstream, body, param, message):
+    """The checks /v1/responses shares (services/validation.py): the same words, the field named."""
+    poor = gateway.create_key(credits="1")
+    before = len(upstream.chat_requests())
+    r = httpx.post(gateway.v1 + "/chat/completions", json=body, headers={"Authorization": f"Bearer {poor['key']}"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["code"], err.get("param"), err["message"]) == ("invalid_request_error", 400, param, message)
+    assert len(upstream.chat_requests()) == before
+    assert gateway.credits(poor["key"])["total_spent"] == 0

@@ -383,3 +383,25 @@ def test_not_json_and_unknown_model(gateway, idle_key):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(gateway.v1 + "/responses", json={"model": "nope/nothing", "input": "x"}, headers=headers)
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize("body,param,message", [
+    ({"input": "hi"}, "model", "'model' is required."),
+    ({"model": "", "input": "hi"}, "model", "'model' must be a non-empty string."),
+    ({"model": "gpt-4o-mini", "input": ["not an item"]}, "input[0]", "input[0] must be an object."),
+    ({"model": "gpt-4o-mini", "input": "hi", "stream": "yes"}, "stream", "'stream' must be a boolean."),
+    ({"model": "gpt-4o-mini", "input": "hi", "instructions": 5}, "instructions", "'instructions' must be a string."),
+    ({"model": "gpt-4o-mini", "input": "hi", "tool_choice": 5}, "tool_choice",
+     "'tool_choice' must be a string or an object."),
+    ({"model": "gpt-4o-mini", "input": "hi", "top_p": "high"}, "top_p", "'top_p' must be a number."),
+    ({"model": "demo/echo", "input": [{"role": "user", "content": 5}]}, "input[0].content",
+     "input[0].content must be a string or an array of parts."),
+    ({"model": "demo/echo", "input": [{"role": "user", "content": [7]}]}, "input[0].content[0]",
+     "input[0].content[0] must be an object."),
+])
+def test_shared_shape_checks_say_what_is_wrong(gateway, idle_key, body, param, message):
+    """The checks /v1/chat/completions shares (services/validation.py): the same words, the field named."""
+    r = httpx.post(gateway.v1 + "/responses", json=body, headers={"Authorization": f"Bearer {idle_key['key']}"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["code"], err.get("param"), err["message"]) == ("invalid_request_error", 400, param, message)

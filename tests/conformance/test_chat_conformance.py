@@ -436,3 +436,23 @@ def test_azure_responses_go_to_its_responses_path_with_the_deployment(fakes, cli
     rec = [r for r in fakes["azure"].requests if r.path.endswith("/responses")][-1]
     assert rec.path == "/openai/responses" and rec.query["api-version"] == "2024-10-21"
     assert rec.body["model"] == AZURE_DEPLOYMENT and rec.headers["api-key"] == fakes["azure"].api_key
+
+
+@pytest.mark.parametrize("reported", [200_000, 200_001])
+def test_long_prompt_is_priced_at_its_tier(reported, fakes, client, catalog, bill):
+    """Gemini 2.5 Pro costs more above 200k prompt tokens: the hold reaches the tier (its bound
+    passes 200k) and the charge is exactly the tier the reported count lands in."""
+    from tests.fakes.openai_upstream import Scenario
+    model = "google/gemini-2.5-pro"
+    assert catalog[model]["tiers"][0]["above_prompt_tokens"] == 200_000
+    fake = fakes["gemini"]
+    fake.reset()
+    fake.enqueue(Scenario(content="Summary.", prompt_tokens=reported, completion_tokens=300))
+    long_text = "lorem ipsum " * 20_000   # 240,000 bytes: the prompt bound passes the threshold
+    done = client.chat.completions.create(model=model, messages=[{"role": "user", "content": long_text}],
+                                          max_tokens=500)
+    assert done.usage.prompt_tokens == reported
+    want = expected_micros(catalog[model], reported, 300)
+    base = expected_micros({k: v for k, v in catalog[model].items() if k != "tiers"}, reported, 300)
+    assert (want > base) == (reported > 200_000)
+    assert bill() == want

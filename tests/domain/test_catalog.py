@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from aicredits.catalog import builtin_entries, load_catalog
-from aicredits.domain.catalog import ENDPOINTS, Catalog, ModelSpec, spec_from_entry
+from aicredits.domain.catalog import ENDPOINTS, Catalog, ModelSpec, PriceTier, spec_from_entry
 
 BUILTIN = builtin_entries()
 BUILTIN_IDS = [e.get("id") for e in BUILTIN]
@@ -198,6 +198,28 @@ BAD = [
     ("bad/cap-float", {"max_output_tokens": 4096.5}),
     ("bad/cap-bool", {"max_output_tokens": True}),
     ("bad/fallbacks-str", {"fallbacks": "openai/gpt-4o-mini"}),
+    # prompt-size tiers
+    ("bad/tiers-table", {"tiers": {"above_prompt_tokens": 10, "input_cost_per_1m": 2}}),
+    ("bad/tiers-number", {"tiers": 200000}),
+    ("bad/tier-not-table", {"tiers": [200000]}),
+    ("bad/tier-no-threshold", {"tiers": [{"input_cost_per_1m": 2}]}),
+    ("bad/tier-zero", {"tiers": [{"above_prompt_tokens": 0, "input_cost_per_1m": 2}]}),
+    ("bad/tier-negative", {"tiers": [{"above_prompt_tokens": -5, "input_cost_per_1m": 2}]}),
+    ("bad/tier-float", {"tiers": [{"above_prompt_tokens": 200000.0, "input_cost_per_1m": 2}]}),
+    ("bad/tier-str", {"tiers": [{"above_prompt_tokens": "200k", "input_cost_per_1m": 2}]}),
+    ("bad/tier-bool", {"tiers": [{"above_prompt_tokens": True, "input_cost_per_1m": 2}]}),
+    ("bad/tier-equal", {"tiers": [{"above_prompt_tokens": 100, "input_cost_per_1m": 2},
+                                  {"above_prompt_tokens": 100, "input_cost_per_1m": 3}]}),
+    ("bad/tier-decreasing", {"tiers": [{"above_prompt_tokens": 200, "input_cost_per_1m": 2},
+                                       {"above_prompt_tokens": 100, "input_cost_per_1m": 3}]}),
+    ("bad/tier-negative-price", {"tiers": [{"above_prompt_tokens": 100, "output_cost_per_1m": -1}]}),
+    ("bad/tier-word-price", {"tiers": [{"above_prompt_tokens": 100, "cache_read_cost_per_1m": "cheap"}]}),
+    ("bad/tier-inf-price", {"tiers": [{"above_prompt_tokens": 100, "input_cost_per_1m": float("inf")}]}),
+    ("bad/tier-bool-price", {"tiers": [{"above_prompt_tokens": 100, "input_cost_per_1m": True}]}),
+    ("bad/tier-unknown-key", {"tiers": [{"above_prompt_tokens": 100, "input_cost_per_1M": 2}]}),
+    ("bad/tier-no-price", {"tiers": [{"above_prompt_tokens": 100}]}),
+    ("bad/tier-speech", {"endpoint": "speech", "cost_per_1m_chars": 15,
+                         "tiers": [{"above_prompt_tokens": 100, "input_cost_per_1m": 2}]}),
 ]
 
 
@@ -225,3 +247,80 @@ def test_google_models_also_answer_to_the_gemini_prefix():
         assert catalog.get("gemini/" + spec.id.split("/", 1)[1]) is spec
     assert catalog.get("gemini/no-such-model") is None
     assert catalog.get("gemini/") is None
+
+
+def test_bad_tier_messages_say_what_is_wrong():
+    def error(tiers) -> str:
+        with pytest.raises(ValueError) as info:
+            spec_from_entry({"id": "x/m", "input_cost_per_1m": 1, "output_cost_per_1m": 1, "tiers": tiers})
+        return str(info.value)
+    assert error([{"above_prompt_tokens": 0, "input_cost_per_1m": 2}]) == \
+        "model x/m: tiers[0]: above_prompt_tokens must be a positive integer"
+    assert error([{"above_prompt_tokens": 9, "input_cost_per_1m": 2}, {"above_prompt_tokens": 9, "input_cost_per_1m": 3}]) \
+        == "model x/m: tiers[1]: above_prompt_tokens must be strictly increasing (9 after 9)"
+    assert error([{"above_prompt_tokens": 9, "output_cost_per_1m": -1}]) == \
+        "model x/m tiers[0]: output_cost_per_1m must not be negative"
+    assert "unknown key(s) input_cost" in error([{"above_prompt_tokens": 9, "input_cost": 2}])
+
+
+# ------------------------------------------------------------------ prompt-size tiers
+def test_a_tier_keeps_the_base_value_of_every_price_it_omits():
+    spec = spec_from_entry({"id": "x/m", "input_cost_per_1m": "1.25", "output_cost_per_1m": 10,
+                            "cache_write_cost_per_1m": "1.5",
+                            "tiers": [{"above_prompt_tokens": 1000, "input_cost_per_1m": "2.5"},
+                                      {"above_prompt_tokens": 5000, "output_cost_per_1m": 20,
+                                       "cache_read_cost_per_1m": "0.5"}]})
+    low, high = spec.tiers
+    assert isinstance(low, PriceTier)
+    assert (low.above_prompt_tokens, low.input, low.output, low.cache_read, low.cache_write, low.cache_write_1h) \
+        == (1000, Fraction(5, 2), 10, None, Fraction(3, 2), None)
+    # every tier inherits from the base entry, not from the tier before it
+    assert (high.above_prompt_tokens, high.input, high.output, high.cache_read, high.cache_write) \
+        == (5000, Fraction(5, 4), 20, Fraction(1, 2), Fraction(3, 2))
+    assert spec_from_entry({"id": "x/flat", "input_cost_per_1m": 1}).tiers == ()
+    assert spec_from_entry({"id": "x/none", "input_cost_per_1m": 1, "tiers": []}).tiers == ()
+
+
+def test_gemini_2_5_pro_has_its_long_prompt_tier():
+    spec = load_catalog().get("google/gemini-2.5-pro")
+    assert (spec.input, spec.output, spec.cache_read) == (Fraction(5, 4), 10, Fraction(1, 8))
+    assert spec.tiers == (PriceTier(200000, input=Fraction(5, 2), output=Fraction(15),
+                                    cache_read=Fraction(1, 4)),)
+    assert load_catalog().get("anthropic/claude-sonnet-4.5").tiers == ()   # its >200k tier is unreachable
+
+
+def test_an_override_keeps_the_builtin_tiers_unless_it_names_its_own():
+    base = load_catalog().get("google/gemini-2.5-pro")
+    kept = load_catalog(({"id": "google/gemini-2.5-pro", "input_cost_per_1m": 1.5},)).get("google/gemini-2.5-pro")
+    assert kept.input == Fraction(3, 2) and kept.tiers == base.tiers
+    gone = load_catalog(({"id": "google/gemini-2.5-pro", "tiers": []},)).get("google/gemini-2.5-pro")
+    assert gone.tiers == ()
+    new = load_catalog(({"id": "google/gemini-2.5-pro",
+                         "tiers": [{"above_prompt_tokens": 128000, "input_cost_per_1m": 3}]},))
+    assert [(t.above_prompt_tokens, t.input, t.output) for t in new.get("google/gemini-2.5-pro").tiers] == \
+        [(128000, 3, 10)]
+
+
+# ------------------------------------------------------------------ /api/models
+def _document(catalog: Catalog) -> dict[str, dict]:
+    import orjson
+
+    from aicredits.api.meta import catalog_document
+    from aicredits.domain.pricing import Rates
+    doc = orjson.loads(catalog_document(catalog, Rates(Fraction("83.5"), Fraction("0.15")), set()))
+    return {e["id"]: e for e in doc["data"]}
+
+
+def test_api_models_shows_complete_tiers_with_the_catalog_key_names():
+    entries = _document(load_catalog())
+    assert entries["google/gemini-2.5-pro"]["tiers"] == [
+        {"above_prompt_tokens": 200000, "input_cost_per_1m": 2.5, "output_cost_per_1m": 15.0,
+         "cache_read_cost_per_1m": 0.25}]
+    assert [i for i, e in entries.items() if "tiers" in e] == ["google/gemini-2.5-pro"]
+    # a tier shows the base value of a price it omits, so each tier reads on its own
+    catalog = Catalog.from_entries([{"id": "x/m", "input_cost_per_1m": 1, "output_cost_per_1m": 2,
+                                     "cache_write_cost_per_1m": 1.5,
+                                     "tiers": [{"above_prompt_tokens": 10, "input_cost_per_1m": 3}]}])
+    assert _document(catalog)["x/m"]["tiers"] == [
+        {"above_prompt_tokens": 10, "input_cost_per_1m": 3, "output_cost_per_1m": 2,
+         "cache_write_cost_per_1m": 1.5}]

@@ -3,10 +3,13 @@
 genai-prices ships its price data inside the package; this test reads only that bundled
 snapshot (it never calls UpdatePrices, which downloads). For every catalog model genai-prices
 covers, our per-1M prices must equal its standard prices in force today (no batch/flex
-variant), at the prompt-size tier named in TIER. Models it does not cover, or that we
-deliberately price differently, are in ALLOWED with the reason; where the reason rests on
-genai-prices' own numbers, those numbers are recorded and checked too, so a change upstream
-still fails here. See docs/providers.md, "How catalog prices are checked".
+variant), and where it prices a model by prompt-size tiers, every tier a prompt can reach
+(one that starts below our context_window) must be in our `tiers` with the same threshold
+and prices, and we may have no tier it lacks. A tier no prompt can reach is listed in
+UNREACHABLE_TIERS with the reason. Models it does not cover, or that we deliberately price
+differently, are in ALLOWED with the reason; where the reason rests on genai-prices' own
+numbers, those numbers are recorded and checked too, so a change upstream still fails here.
+See docs/providers.md, "How catalog prices are checked".
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from genai_prices.types import PriceCalculation, TieredPrices
 
 from aicredits.catalog import load_catalog
 from aicredits.domain.catalog import ModelSpec
+from aicredits.domain.pricing import Rates, TokenUsage, token_prices
 
 CATALOG = load_catalog()          # the built-in catalog, as the app loads it (no operator overrides)
 GENAI = f"genai-prices {genai_prices.__version__}"
@@ -40,14 +44,12 @@ TOKEN_PRICES = (
     ("cache_write_1h", "cache_write_1h_cost_per_1m", "cache_write_1h_mtok"),
 )
 
-# Where genai-prices prices a model by prompt-size tiers, the tier our flat row charges:
-# 0 is the base tier, otherwise the `start` (input tokens) of the tier. Each entry repeats
-# the models.toml comment that chose it.
-TIER: dict[str, tuple[int, str]] = {
-    "anthropic/claude-sonnet-4.5": (0, ("the <=200k-input tier; the >200k tier needed the 1M-context beta, "
-                                       "which context_window 200000 excludes")),
-    "google/gemini-2.5-pro": (0, ("the <=200k-prompt tier; models.toml CAUTION: prompts over 200k are billed "
-                                  "upstream at the higher tier, operators expecting them must override")),
+# genai-prices tiers we leave out because no prompt can reach them: a tier applies to prompts
+# of more than `start` tokens, and a prompt cannot exceed the model's context_window.
+# model id -> (start, reason); each entry repeats the models.toml comment that explains it.
+UNREACHABLE_TIERS: dict[str, tuple[int, str]] = {
+    "anthropic/claude-sonnet-4.5": (200000, ("the >200k tier needed the 1M-context beta, which Anthropic "
+                                             "retired; context_window 200000")),
 }
 
 
@@ -102,39 +104,72 @@ def _fmt(value: Fraction | None) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _at_tier(spec: ModelSpec, key: str, value: Decimal | TieredPrices | None) -> Fraction | None:
+def _flat(spec: ModelSpec, key: str, value: Decimal | TieredPrices | None) -> Fraction | None:
+    """A price of an endpoint we price without tiers (speech, transcription)."""
+    if isinstance(value, TieredPrices):
+        pytest.fail(f"{spec.id}: {GENAI} prices {key} by prompt-size tiers ({value}); our "
+                    f"{spec.endpoint} entries have no tiers: allow-list the model in ALLOWED with the reason")
+    return None if value is None else Fraction(value)
+
+
+def _genai_at(value: Decimal | TieredPrices | None, prompt_tokens: int) -> Fraction | None:
+    """genai-prices' price for a call whose prompt (input_tokens) has this many tokens: the
+    last tier whose start it exceeds, as genai_prices.types.calc_unit_price picks it."""
     if value is None:
         return None
     if not isinstance(value, TieredPrices):
         return Fraction(value)
-    if spec.id not in TIER:
-        pytest.fail(f"{spec.id}: {GENAI} prices {key} by prompt-size tiers (base {value.base}, "
-                    f"{[(t.start, str(t.price)) for t in value.tiers]}); add the model to TIER with the tier "
-                    f"our row charges and the reason")
-    start = TIER[spec.id][0]
-    if start == 0:
-        return Fraction(value.base)
-    prices = {t.start: t.price for t in value.tiers}
-    if start not in prices:
-        pytest.fail(f"{spec.id}: TIER names a tier starting at {start} but {GENAI} {key} has tiers "
-                    f"{sorted(prices)}")
-    return Fraction(prices[start])
+    price = value.base
+    for tier in value.tiers:
+        if prompt_tokens > tier.start:
+            price = tier.price
+    return Fraction(price)
+
+
+def _genai_starts(calc: PriceCalculation) -> set[int]:
+    """Every tier start genai-prices has on any token price of the model."""
+    return {t.start for _, _, key in TOKEN_PRICES
+            if isinstance(v := getattr(calc.model_price, key), TieredPrices) for t in v.tiers}
+
+
+def _reachable(spec: ModelSpec, start: int) -> bool:
+    return spec.context_window is None or spec.context_window > start
+
+
+def _ours_at(spec: ModelSpec, attr: str, level: int) -> Fraction | None:
+    """Our per-1M price at a tier level: 0 is the base, else the tier with that threshold."""
+    if level == 0:
+        return getattr(spec, attr)
+    return getattr(next(t for t in spec.tiers if t.above_prompt_tokens == level), attr)
 
 
 def _comparisons(spec: ModelSpec, calc: PriceCalculation) -> list[tuple[str, Fraction | None, str,
                                                                           Fraction | None]]:
-    """(our toml key, our price, genai-prices key, its price, both per our unit) for the endpoint."""
+    """(what, our price, genai-prices key, its price, both per our unit) for the endpoint; for
+    token prices one row per key and tier (our thresholds; that they match is checked apart)."""
     mp = calc.model_price
     if spec.endpoint in ("chat", "embeddings"):
-        return [(toml_key, getattr(spec, attr), key, _at_tier(spec, key, getattr(mp, key)))
-                for attr, toml_key, key in TOKEN_PRICES]
+        levels = [0] + [t.above_prompt_tokens for t in spec.tiers]
+        return [(toml_key if level == 0 else f"tiers[above_prompt_tokens={level}].{toml_key}",
+                 _ours_at(spec, attr, level), key if level == 0 else f"{key} (prompt > {level})",
+                 _genai_at(getattr(mp, key), level + 1 if level else 0))
+                for level in levels for attr, toml_key, key in TOKEN_PRICES]
     if spec.endpoint == "speech":
-        return [("cost_per_1m_chars", spec.per_1m_chars, "input_mchars", _at_tier(spec, "input_mchars",
-                                                                                  mp.input_mchars))]
+        return [("cost_per_1m_chars", spec.per_1m_chars, "input_mchars", _flat(spec, "input_mchars",
+                                                                               mp.input_mchars))]
     if spec.endpoint == "transcription":
-        hours = _at_tier(spec, "audio_hours", mp.audio_hours)
+        hours = _flat(spec, "audio_hours", mp.audio_hours)
         return [("cost_per_minute", spec.per_minute, "audio_hours / 60", None if hours is None else hours / 60)]
     pytest.fail(f"{spec.id}: no genai-prices comparison for endpoint {spec.endpoint!r}; allow-list it in ALLOWED")
+
+
+def _checked_calc(model_id: str) -> tuple[ModelSpec, PriceCalculation]:
+    spec = CATALOG.get(model_id)
+    try:
+        return spec, _genai(spec)
+    except LookupError as exc:
+        pytest.fail(f"{model_id}: {GENAI} has no price for {spec.provider}/{spec.upstream_id} ({exc}); "
+                    f"add it to ALLOWED with the reason")
 
 
 # ------------------------------------------------------------------ the checks
@@ -149,7 +184,8 @@ def test_installed_genai_prices_is_the_version_models_toml_cites():
 def test_every_catalog_model_is_checked_or_allow_listed():
     ids = {spec.id for spec in CATALOG}
     assert not set(ALLOWED) - ids, f"ALLOWED names models no longer in the catalog: {sorted(set(ALLOWED) - ids)}"
-    assert not set(TIER) - ids, f"TIER names models no longer in the catalog: {sorted(set(TIER) - ids)}"
+    assert not set(UNREACHABLE_TIERS) - ids, \
+        f"UNREACHABLE_TIERS names models no longer in the catalog: {sorted(set(UNREACHABLE_TIERS) - ids)}"
     unmapped = [i for i in CHECKED if CATALOG.get(i).provider not in GENAI_PROVIDER]
     assert not unmapped, (f"no genai-prices provider for {unmapped}: map the provider in GENAI_PROVIDER or "
                           f"add the models to ALLOWED with the reason")
@@ -157,22 +193,60 @@ def test_every_catalog_model_is_checked_or_allow_listed():
 
 @pytest.mark.parametrize("model_id", CHECKED)
 def test_catalog_price_equals_genai_prices(model_id):
-    spec = CATALOG.get(model_id)
+    spec, calc = _checked_calc(model_id)
     assert spec.currency == "USD", f"{model_id}: genai-prices is in USD but the entry is in {spec.currency}"
-    try:
-        calc = _genai(spec)
-    except LookupError as exc:
-        pytest.fail(f"{model_id}: {GENAI} has no price for {spec.provider}/{spec.upstream_id} ({exc}); "
-                    f"add it to ALLOWED with the reason")
     where = f"{GENAI} {calc.provider.id}/{calc.model.id}"
-    if model_id in TIER:
-        start = TIER[model_id][0]
-        where += ", base tier" if start == 0 else f", tier from {start} input tokens"
-    wrong = [f"  {toml_key}: ours {_fmt(ours)} USD, {where} {key} {_fmt(theirs)}"
-             for toml_key, ours, key, theirs in _comparisons(spec, calc) if ours != theirs]
+    wrong = [f"  {what}: ours {_fmt(ours)} USD, {where} {key} {_fmt(theirs)}"
+             for what, ours, key, theirs in _comparisons(spec, calc) if ours != theirs]
     assert not wrong, (f"{model_id} (upstream_id {spec.upstream_id}) differs from {GENAI}:\n" + "\n".join(wrong)
                        + "\nfix models.toml (and its source comment), or allow-list the model in ALLOWED "
                          "with the reason")
+
+
+@pytest.mark.parametrize("model_id", CHECKED)
+def test_catalog_tiers_are_genai_prices_tiers(model_id):
+    spec, calc = _checked_calc(model_id)
+    where = f"{GENAI} {calc.provider.id}/{calc.model.id}"
+    starts = _genai_starts(calc)
+    reachable = sorted(s for s in starts if _reachable(spec, s))
+    ours = [t.above_prompt_tokens for t in spec.tiers]
+    assert ours == reachable, (
+        f"{model_id}: our tiers start above {ours} prompt tokens but {where} has tiers above {reachable} "
+        f"that a prompt within context_window {spec.context_window} can reach: add the missing tiers to "
+        f"models.toml (tiers = [{{above_prompt_tokens = N, ...}}]) or remove ours that it lacks")
+    unreachable = sorted(s for s in starts if not _reachable(spec, s))
+    recorded = [UNREACHABLE_TIERS[model_id][0]] if model_id in UNREACHABLE_TIERS else []
+    assert unreachable == recorded, (
+        f"{model_id}: {where} tiers above {unreachable} prompt tokens are out of reach of context_window "
+        f"{spec.context_window}, but UNREACHABLE_TIERS records {recorded}: record them with the reason, "
+        f"or drop the stale record")
+
+
+# Prompt sizes around every threshold either side knows, plus a small prompt: genai-prices'
+# own calc_price and ours must give the same USD for the same usage, cache reads included.
+def _sizes(spec: ModelSpec, calc: PriceCalculation) -> list[int]:
+    edges = _genai_starts(calc) | {t.above_prompt_tokens for t in spec.tiers}
+    sizes = {1_000} | {e for e in edges} | {e + 1 for e in edges}
+    return sorted(n for n in sizes if spec.context_window is None or n <= spec.context_window)
+
+
+TOKEN_CHECKED = [i for i in CHECKED if CATALOG.get(i).endpoint in ("chat", "embeddings")]
+
+
+@pytest.mark.parametrize("model_id", TOKEN_CHECKED)
+def test_a_calls_price_equals_genai_prices_calc_price(model_id):
+    spec, calc = _checked_calc(model_id)
+    prices = token_prices(spec, Rates(Fraction(1), Fraction(0)))    # micro-USD per token
+    for prompt in _sizes(spec, calc):
+        cached = prompt // 2 if spec.cache_read is not None else 0
+        out = 1_000 if spec.endpoint == "chat" else 0
+        theirs = calc_price(Usage(input_tokens=prompt, cache_read_tokens=cached, output_tokens=out),
+                            model_ref=spec.upstream_id, provider_id=calc.provider.id).total_price
+        ours = prices.exact_cost(TokenUsage(prompt_tokens=prompt, cache_read_tokens=cached,
+                                            completion_tokens=out))
+        assert ours == Fraction(theirs) * 10**6, (
+            f"{model_id}: a call of {prompt} prompt tokens ({cached} cached) and {out} output tokens costs "
+            f"{_fmt(ours / 10**6)} USD here but {theirs} USD in {GENAI}")
 
 
 @pytest.mark.parametrize("model_id", sorted(ALLOWED))

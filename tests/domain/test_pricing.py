@@ -8,13 +8,14 @@ ceil(usd_cost x usd_inr x (1 + markup) x 10^6), or ceil(inr_cost x (1 + markup) 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aicredits.domain.catalog import spec_from_entry
-from aicredits.domain.pricing import Rates, TokenUsage, inr_rate_view, token_prices
+from aicredits.domain.pricing import Rates, TokenUsage, inr_rate_view, max_prices, token_prices
 
 SETTINGS = settings(max_examples=200, deadline=None)
 BUCKETS = ("uncached", "cache_read", "cache_write", "cache_write_1h", "completion")
@@ -228,3 +229,160 @@ def test_inr_rate_view():
     assert inr_rate_view(usd.input, usd, rates) == Fraction("14.40375")
     assert inr_rate_view(inr.input, inr, rates) == Fraction(1725)
     assert inr_rate_view(None, usd, rates) is None
+
+
+# ------------------------------------------------------------------ prompt-size tiers
+GEMINI_PRO = {"id": "google/gemini-2.5-pro", "input_cost_per_1m": "1.25", "output_cost_per_1m": "10",
+              "cache_read_cost_per_1m": "0.125", "context_window": 1048576,
+              "tiers": [{"above_prompt_tokens": 200000, "input_cost_per_1m": "2.50",
+                         "output_cost_per_1m": "15", "cache_read_cost_per_1m": "0.25"}]}
+RATES = Rates(Fraction("83.5"), Fraction("0.15"))
+
+
+def gemini_charge(**usage) -> int:
+    return token_prices(spec_from_entry(GEMINI_PRO), RATES).cost(TokenUsage(**usage))
+
+
+def test_a_prompt_of_exactly_the_threshold_is_the_base_tier_one_more_is_the_next():
+    tp = token_prices(spec_from_entry(GEMINI_PRO), Rates(Fraction(1), Fraction(0)))   # micro-USD per token
+    # 200000 prompt tokens, 100 output: 200000 x 1.25 + 100 x 10
+    assert tp.exact_cost(TokenUsage(prompt_tokens=200_000, completion_tokens=100)) == 250_000 + 1_000
+    # 200001: the whole call at the higher tier, input and output alike
+    assert tp.exact_cost(TokenUsage(prompt_tokens=200_001, completion_tokens=100)) == \
+        200_001 * Fraction(5, 2) + 100 * 15
+    assert tp.at(0) == tp.at(200_000) != tp.at(200_001) == tp.at(10**9)
+    assert (tp.at(200_001).input, tp.at(200_001).output, tp.at(200_001).cache_read) == \
+        (Fraction(5, 2), 15, Fraction(1, 4))
+
+
+def test_cached_tokens_count_toward_the_threshold():
+    tp = token_prices(spec_from_entry(GEMINI_PRO), Rates(Fraction(1), Fraction(0)))
+    # 150000 uncached + 50001 cached = 200001 prompt tokens: higher tier, though neither bucket is
+    below = TokenUsage(prompt_tokens=200_000, cache_read_tokens=50_000, completion_tokens=10)
+    above = TokenUsage(prompt_tokens=200_001, cache_read_tokens=50_001, completion_tokens=10)
+    assert tp.exact_cost(below) == 150_000 * Fraction(5, 4) + 50_000 * Fraction(1, 8) + 10 * 10
+    assert tp.exact_cost(above) == 150_000 * Fraction(5, 2) + 50_001 * Fraction(1, 4) + 10 * 15
+    # cache writes count too (a Gemini entry prices them at the input price)
+    writes = TokenUsage(prompt_tokens=200_001, cache_write_tokens=100_000, cache_write_1h_tokens=1)
+    assert tp.exact_cost(writes) == 200_001 * Fraction(5, 2)
+    # and a usage built without the cache buckets in prompt_tokens still sees the whole prompt
+    odd = TokenUsage(prompt_tokens=0, cache_read_tokens=200_001)
+    assert odd.total_prompt_tokens == 200_001
+    assert tp.exact_cost(odd) == 200_001 * Fraction(1, 4)
+
+
+def test_known_charge_for_a_long_gemini_2_5_pro_call():
+    # 250000 prompt tokens (50000 of them cached) and 2000 output tokens, 83.5 INR/USD, 15 % markup.
+    # > 200k, so the whole call at $2.50 / $0.25 / $15 per 1M:
+    usd = (200_000 * Fraction("2.50") + 50_000 * Fraction("0.25") + 2_000 * Fraction("15")) / 10**6
+    assert usd == Fraction("0.5425")
+    micros = usd * Fraction("83.5") * (1 + Fraction("0.15")) * 10**6
+    assert micros == Fraction("52093562.5")
+    assert gemini_charge(prompt_tokens=250_000, cache_read_tokens=50_000, completion_tokens=2_000) == \
+        math.ceil(micros) == 52_093_563
+    # the same call at the base tier would have been 26,526,906.25 micro-INR: the tier matters
+    base = (200_000 * Fraction("1.25") + 50_000 * Fraction("0.125") + 2_000 * 10) * Fraction("83.5") * \
+        Fraction("1.15")
+    assert math.ceil(base) == 26_526_907
+    assert math.ceil(base) < math.ceil(micros)
+
+
+def test_a_tier_without_cache_prices_bills_cache_tokens_at_its_own_input_price():
+    spec = spec_from_entry({"id": "x/m", "input_cost_per_1m": 1, "output_cost_per_1m": 2,
+                            "tiers": [{"above_prompt_tokens": 10, "input_cost_per_1m": 4}]})
+    tp = token_prices(spec, Rates(Fraction(1), Fraction(0)))
+    assert tp.exact_cost(TokenUsage(prompt_tokens=11, cache_read_tokens=5, cache_write_tokens=6)) == 11 * 4
+    assert tp.exact_cost(TokenUsage(prompt_tokens=10, cache_read_tokens=5, cache_write_tokens=5)) == 10
+
+
+# an entry with 0-3 tiers at random thresholds, each tier setting a random subset of prices
+# (cheaper or dearer than the base)
+tier_prices_st = st.fixed_dictionaries({}, optional={k: dec(4, 200 * 10**4) for k in PRICE_KEYS})
+tiered_st = st.tuples(prices_st, st.lists(st.integers(1, 10**6), max_size=3, unique=True).map(sorted),
+                      st.lists(tier_prices_st.filter(bool), min_size=3, max_size=3))
+
+
+def tiered_spec(prices, thresholds, tier_prices, currency="USD"):
+    entry = {"id": "test/tiered", "currency": currency}
+    for bucket, price in prices.items():
+        entry[PRICE_KEYS[bucket]] = price
+    entry["tiers"] = [{"above_prompt_tokens": t, **{PRICE_KEYS[b]: v for b, v in tp.items()}}
+                      for t, tp in zip(thresholds, tier_prices)]
+    return spec_from_entry(entry)
+
+
+def expected_tiered(prices, thresholds, tier_prices, b, rate, markup, currency) -> Fraction:
+    """Independent reference: the last tier whose threshold the whole prompt exceeds, the
+    base value for each price it omits, a missing cache price at that tier's input price."""
+    prompt = b["uncached"] + b["cache_read"] + b["cache_write"] + b["cache_write_1h"]
+    chosen = dict(prices)
+    for t, tp in zip(thresholds, tier_prices):
+        if prompt > t:
+            chosen = dict(prices) | tp
+    return expected_exact_micros(chosen, b, rate, markup, currency)
+
+
+@SETTINGS
+@given(tiered_st, buckets_st, rate_st, markup_st, currency_st)
+def test_a_tiered_charge_is_the_ceiling_of_the_exact_rational_at_the_prompts_tier(
+        tiered, b, rate, markup, currency):
+    prices, thresholds, tier_prices = tiered
+    spec = tiered_spec(prices, thresholds, tier_prices, currency)
+    tp = token_prices(spec, Rates(Fraction(rate), Fraction(markup)))
+    exact = expected_tiered(prices, thresholds, tier_prices, b, rate, markup, currency)
+    assert tp.exact_cost(usage_of(b)) == exact
+    assert tp.cost(usage_of(b)) == math.ceil(exact)
+
+
+@SETTINGS
+@given(tiered_st, st.integers(0, 2 * 10**6))
+def test_at_picks_the_last_tier_the_prompt_exceeds(tiered, prompt):
+    prices, thresholds, tier_prices = tiered
+    tp = token_prices(tiered_spec(prices, thresholds, tier_prices), Rates(Fraction(1), Fraction(0)))
+    passed = [t for t in thresholds if prompt > t]
+    want = tp.tiers[len(passed) - 1][1] if passed else replace(tp, tiers=())
+    assert tp.at(prompt) == want
+    assert tp.at(prompt).tiers == ()
+
+
+@SETTINGS
+@given(st.lists(tiered_st, min_size=1, max_size=3), st.integers(0, 2 * 10**6))
+def test_max_prices_of_a_chain_is_the_dearest_at_every_prompt_size(chain, prompt):
+    rates = Rates(Fraction(1), Fraction(0))
+    members = [token_prices(tiered_spec(*t), rates) for t in chain]
+    merged = max_prices(members)
+    at = merged.at(prompt)
+    for bucket in ("input", "output", "cache_read", "cache_write", "cache_write_1h"):
+        assert getattr(at, bucket) == max(getattr(m.at(prompt), bucket) for m in members)
+
+
+@SETTINGS
+@given(tiered_st, st.integers(0, 2 * 10**6), st.integers(0, 2 * 10**6))
+def test_dearest_up_to_covers_every_prompt_size_up_to_the_bound(tiered, bound, prompt):
+    tp = token_prices(tiered_spec(*tiered), Rates(Fraction(1), Fraction(0)))
+    held = tp.dearest_up_to(bound)
+    assert held.tiers == ()
+    if prompt <= bound:
+        at = tp.at(prompt)
+        for bucket in ("input", "output", "cache_read", "cache_write", "cache_write_1h"):
+            assert getattr(at, bucket) <= getattr(held, bucket)
+        assert at.max_input <= held.max_input
+
+
+def test_dearest_up_to_reaches_a_tier_only_past_its_threshold():
+    tp = token_prices(spec_from_entry(GEMINI_PRO), Rates(Fraction(1), Fraction(0)))
+    assert tp.dearest_up_to(200_000) == tp.at(0)
+    assert tp.dearest_up_to(200_001) == tp.at(200_001)
+    # a cheaper tier never lowers the hold below the base
+    cheap = token_prices(spec_from_entry({"id": "x/m", "input_cost_per_1m": 2, "output_cost_per_1m": 2,
+                                          "tiers": [{"above_prompt_tokens": 10, "input_cost_per_1m": 1,
+                                                     "output_cost_per_1m": 3}]}),
+                         Rates(Fraction(1), Fraction(0)))
+    assert (cheap.dearest_up_to(11).input, cheap.dearest_up_to(11).output) == (2, 3)
+
+
+def test_an_untiered_model_prices_as_before():
+    tp = token_prices(make_spec({"uncached": "0.15", "completion": "0.60"}, "USD"), RATES)
+    assert tp.tiers == ()
+    assert tp.at(10**9) is tp and tp.dearest_up_to(10**9) is tp
+    assert max_prices([tp]) == tp

@@ -11,11 +11,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from aicredits.domain.catalog import spec_from_entry
 from aicredits.domain.money import MICROS_PER_INR
+from aicredits.domain.pricing import Rates, TokenUsage, max_prices, token_prices
 from aicredits.domain.reservation import (
     DEFAULT_MAX_OUTPUT,
     IMAGE_TOKEN_BOUND,
+    HoldPlan,
     Refusal,
+    hold_prices,
     plan_fixed_hold,
     plan_hold,
     prompt_token_bound,
@@ -398,3 +402,117 @@ def test_prompt_bound_ignores_image_url_length_but_bounds_each_image():
 def test_prompt_bound_of_an_empty_body():
     assert prompt_token_bound({}, None) >= 0
     assert prompt_token_bound({"messages": None}, 100) >= 0
+
+
+# ------------------------------------------------------------------ prompt-size tiers
+GEMINI_PRO = {"id": "google/gemini-2.5-pro", "input_cost_per_1m": "1.25", "output_cost_per_1m": "10",
+              "cache_read_cost_per_1m": "0.125", "context_window": 1048576, "max_output_tokens": 65536,
+              "tiers": [{"above_prompt_tokens": 200000, "input_cost_per_1m": "2.50",
+                         "output_cost_per_1m": "15", "cache_read_cost_per_1m": "0.25"}]}
+RATES = Rates(Fraction("83.5"), Fraction("0.15"))
+PER_1M = Fraction("83.5") * Fraction("1.15")      # micro-INR per token for a price of 1 USD per 1M
+
+
+def gemini_prices():
+    return token_prices(spec_from_entry(GEMINI_PRO), RATES)
+
+
+def text_body(n_bytes: int) -> dict:
+    return {"model": "google/gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * n_bytes}]}
+
+
+def gemini_hold(body: dict, requested: int) -> tuple[int, HoldPlan]:
+    bound = prompt_token_bound(body, GEMINI_PRO["context_window"])
+    held = hold_prices(gemini_prices(), bound)
+    return bound, plan_hold(available=10**12, key_headroom=None, prompt_cost=bound * held.max_input,
+                            output_price=held.output, requested_max=requested, model_cap=65536)
+
+
+def test_a_prompt_bound_at_the_threshold_holds_the_base_tier_one_more_the_next():
+    prices = gemini_prices()
+    assert hold_prices(prices, 200_000) == prices.at(0)
+    assert hold_prices(prices, 200_001) == prices.at(200_001)
+    assert hold_prices(prices, 200_001).input == Fraction("2.50") * PER_1M
+    assert hold_prices(prices, 200_001).output == 15 * PER_1M
+    # through a request body: 55 bytes of overhead (keys, absent fields, per message, per request)
+    bound, plan = gemini_hold(text_body(199_945), 1000)
+    assert bound == 200_000
+    assert plan.amount == math.ceil(200_000 * Fraction("1.25") * PER_1M + 1000 * 10 * PER_1M)
+    bound, plan = gemini_hold(text_body(199_946), 1000)
+    assert bound == 200_001
+    assert plan.amount == math.ceil(200_001 * Fraction("2.50") * PER_1M + 1000 * 15 * PER_1M)
+
+
+def test_a_prompt_estimated_under_the_threshold_but_reported_over_it_is_charged_exactly_within_the_hold():
+    body = text_body(799_964)
+    estimate = estimate_prompt_tokens(body)
+    assert estimate == 199_999
+    assert estimate < 200_000                             # the estimator says: base tier
+    bound, plan = gemini_hold(body, 1000)
+    assert bound == 800_019
+    assert bound > 200_000                                # the byte bound says: the tier is reachable
+    # Gemini reports 200001 prompt tokens, 120000 of them cached, and 1000 output tokens
+    usage = TokenUsage(prompt_tokens=200_001, cache_read_tokens=120_000, completion_tokens=1000)
+    usd = (80_001 * Fraction("2.50") + 120_000 * Fraction("0.25") + 1000 * Fraction("15")) / 10**6
+    want = math.ceil(usd * Fraction("83.5") * (1 + Fraction("0.15")) * 10**6)
+    assert want == 23_526_366      # 245,002.5 micro-USD x 96.025 = 23,526,365.0625
+    charge = gemini_prices().cost(usage)
+    assert charge == want
+    assert charge <= plan.amount
+    # had none of it been cached, a hold at the tier the estimate suggests would have been too
+    # small: settle caps the charge at the hold, so the gateway would have lost the difference
+    uncached = gemini_prices().cost(TokenUsage(prompt_tokens=200_001, completion_tokens=1000))
+    assert uncached == math.ceil((200_001 * Fraction("2.50") + 1000 * 15) * PER_1M) <= plan.amount
+    base = gemini_prices().at(0)
+    assert math.ceil(estimate * base.max_input + 1000 * base.output) < uncached
+    # without usage the estimator bills the prompt at its own (base) tier, within the hold too
+    estimated = gemini_prices().cost(TokenUsage(prompt_tokens=estimate, completion_tokens=1000))
+    assert estimated == math.ceil((estimate * Fraction("1.25") + 1000 * 10) * PER_1M) <= plan.amount
+
+
+def test_a_prompt_bound_under_the_threshold_covers_every_count_it_bounds():
+    body = text_body(150_000)
+    bound, plan = gemini_hold(body, 4000)
+    assert bound < 200_000
+    prices = gemini_prices()
+    for prompt, cached in [(bound, 0), (bound, bound), (1, 0), (estimate_prompt_tokens(body), 0)]:
+        usage = TokenUsage(prompt_tokens=prompt, cache_read_tokens=cached, completion_tokens=4000)
+        assert prices.cost(usage) <= plan.amount
+
+
+bucket_split_st = st.tuples(*(st.integers(0, 10**6) for _ in range(4)))
+tier_st = st.fixed_dictionaries({}, optional={
+    k: st.integers(0, 50 * 10**4).map(lambda v: f"{v // 10**4}.{v % 10**4:04d}")
+    for k in ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cost_per_1m",
+              "cache_write_cost_per_1m", "cache_write_1h_cost_per_1m")})
+model_st = st.tuples(tier_st, st.lists(st.integers(1, 2 * 10**6), max_size=3, unique=True).map(sorted),
+                     st.lists(tier_st.filter(bool), min_size=3, max_size=3))
+
+
+def model_prices(i: int, model) -> object:
+    base, thresholds, tiers = model
+    entry = {"id": f"x/m{i}", "input_cost_per_1m": "1", "output_cost_per_1m": "2", **base,
+             "tiers": [{"above_prompt_tokens": t, **p} for t, p in zip(thresholds, tiers)]}
+    return token_prices(spec_from_entry(entry), RATES)
+
+
+@SETTINGS
+@given(st.lists(model_st, min_size=1, max_size=3), st.integers(0, 3 * 10**6), bucket_split_st,
+       st.none() | st.integers(1, 100_000), n_st, st.data())
+def test_a_hold_covers_every_settle_of_every_model_in_the_chain(chain, bound, split, requested, n, data):
+    """hold >= the charge of any model of the chain for any usage the hold's bounds cover:
+    total prompt <= the prompt bound, completion <= max_tokens x n."""
+    members = [model_prices(i, m) for i, m in enumerate(chain)]
+    held = hold_prices(max_prices(members) if len(members) > 1 else members[0], bound)
+    plan = plan_hold(available=10**15, key_headroom=None, prompt_cost=bound * held.max_input,
+                     output_price=held.output, requested_max=requested, model_cap=65536, n=n)
+    # a prompt of at most `bound` tokens, split at random into the four prompt buckets
+    weights = [w + 1 for w in split]
+    prompt = data.draw(st.integers(0, bound))
+    parts = [prompt * w // sum(weights) for w in weights[1:]]
+    usage = TokenUsage(prompt_tokens=prompt, cache_read_tokens=parts[0], cache_write_tokens=parts[1],
+                       cache_write_1h_tokens=parts[2],
+                       completion_tokens=data.draw(st.integers(0, plan.max_tokens * n)))
+    assert usage.total_prompt_tokens == prompt
+    for member in members:
+        assert member.cost(usage) <= plan.amount

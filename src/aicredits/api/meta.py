@@ -8,7 +8,7 @@ import orjson
 
 from aicredits.api.chat import call_headers
 from aicredits.api.http import Request, send_bytes, send_json
-from aicredits.domain.catalog import Catalog
+from aicredits.domain.catalog import TOKEN_PRICE_FIELDS, Catalog
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates
 
@@ -32,10 +32,27 @@ def catalog_document(catalog: Catalog, rates: Rates, served: set[str]) -> bytes:
             entry["max_output_tokens"] = spec.max_output_tokens
         if raw.get("cost_per_image"):
             entry["cost_per_image"] = raw["cost_per_image"]
+        if spec.tiers:
+            entry["tiers"] = _tiers(raw)
         entry["available"] = spec.id in served
         data.append(entry)
     return orjson.dumps({"object": "list", "data": data, "usd_inr_rate": float(rates.usd_inr),
                          "markup": float(rates.markup)})
+
+
+def _tiers(raw: dict) -> list[dict]:
+    """Each prompt-size tier complete: its threshold and every token price of the entry, the
+    tier's own value or, where the catalog tier omits the key, the base value (a cache price
+    absent here, as at the base, bills at that tier's input price)."""
+    out = []
+    for tier in raw["tiers"]:
+        shown = {"above_prompt_tokens": tier["above_prompt_tokens"]}
+        for k in TOKEN_PRICE_FIELDS:
+            v = tier.get(k, raw.get(k))
+            if v is not None:
+                shown[k] = v
+        out.append(shown)
+    return out
 
 
 def models_list(catalog: Catalog, served: set[str]) -> bytes:

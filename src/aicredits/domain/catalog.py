@@ -2,6 +2,12 @@
 
 Entries come from the built-in data file (aicredits/catalog/models.toml) merged with the
 operator's TOML `[[models]]` (same fields; an entry with an existing id overrides it).
+
+Prompt-size tiers: a token-priced entry may carry `tiers`, a list of tables each with
+`above_prompt_tokens` (a positive int, strictly increasing along the list) and any of the
+token price keys. A call whose total prompt (uncached + cache reads + cache writes) has more
+than `above_prompt_tokens` tokens is priced, input, output and cache alike, at the last such
+tier's prices; a key the tier omits keeps the entry's base value.
 """
 
 from __future__ import annotations
@@ -30,6 +36,24 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class PriceTier:
+    """The per-1M prices of a whole call whose prompt has more than `above_prompt_tokens`
+    tokens (base values filled in where the catalog tier omits a key; None as in ModelSpec:
+    a cache price that is None bills at the tier's input price)."""
+    above_prompt_tokens: int
+    input: Fraction | None = None
+    output: Fraction | None = None
+    cache_read: Fraction | None = None
+    cache_write: Fraction | None = None
+    cache_write_1h: Fraction | None = None
+
+
+TIER_KEYS = ("above_prompt_tokens",) + TOKEN_PRICE_FIELDS
+# models.toml key -> ModelSpec / PriceTier attribute
+_TOKEN_ATTRS = dict(zip(TOKEN_PRICE_FIELDS, ("input", "output", "cache_read", "cache_write", "cache_write_1h")))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     name: str
@@ -49,6 +73,7 @@ class ModelSpec:
     per_1m_chars: Fraction | None = None
     per_minute: Fraction | None = None
     per_image: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
+    tiers: tuple[PriceTier, ...] = ()     # prompt-size tiers, thresholds increasing
     fallbacks: tuple[str, ...] = ()
     deployments: tuple[Deployment, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -84,6 +109,39 @@ def _price(entry: Mapping[str, Any], key: str, model_id: str) -> Fraction | None
     if price < 0:
         raise ValueError(f"model {model_id}: {key} must not be negative")
     return price
+
+
+def _tiers(entry: Mapping[str, Any], model_id: str, endpoint: str) -> tuple[PriceTier, ...]:
+    raw = entry.get("tiers")
+    if raw is None:
+        return ()
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(t, Mapping) for t in raw):
+        raise ValueError(f"model {model_id}: tiers must be a list of tables "
+                         f"({{above_prompt_tokens = N, input_cost_per_1m = ..., ...}})")
+    if raw and endpoint not in ("chat", "embeddings"):
+        raise ValueError(f"model {model_id}: tiers apply only to token-priced endpoints (chat, embeddings)")
+    base = {key: _price(entry, key, model_id) for key in TOKEN_PRICE_FIELDS}
+    tiers: list[PriceTier] = []
+    for i, tier in enumerate(raw):
+        where = f"model {model_id}: tiers[{i}]"
+        unknown = sorted(str(k) for k in tier if k not in TIER_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a tier takes "
+                             f"{', '.join(TIER_KEYS)}")
+        above = tier.get("above_prompt_tokens")
+        if not isinstance(above, int) or isinstance(above, bool) or above < 1:
+            raise ValueError(f"{where}: above_prompt_tokens must be a positive integer")
+        if tiers and above <= tiers[-1].above_prompt_tokens:
+            raise ValueError(f"{where}: above_prompt_tokens must be strictly increasing "
+                             f"({above} after {tiers[-1].above_prompt_tokens})")
+        if not any(k in tier for k in TOKEN_PRICE_FIELDS):
+            raise ValueError(f"{where}: a tier must set at least one price")
+        prices = {}
+        for key in TOKEN_PRICE_FIELDS:
+            own = _price(tier, key, f"{model_id} tiers[{i}]") if key in tier else None
+            prices[_TOKEN_ATTRS[key]] = own if own is not None else base[key]
+        tiers.append(PriceTier(above, **prices))
+    return tuple(tiers)
 
 
 def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
@@ -137,6 +195,7 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
         per_1m_chars=_price(entry, "cost_per_1m_chars", model_id),
         per_minute=_price(entry, "cost_per_minute", model_id),
         per_image=per_image,
+        tiers=_tiers(entry, model_id, endpoint),
         fallbacks=tuple(fallbacks),
         deployments=tuple(deployments),
         raw=dict(entry),

@@ -3,14 +3,18 @@
 A USD catalog price p (per 1M tokens) costs p * usd_inr * (1 + markup) micro-INR per token:
 usd = t * p / 1e6, inr = usd * rate * (1 + markup), micros = inr * 1e6. INR-priced entries
 skip the rate. Every cost is an exact Fraction until `ceil_fraction` makes it an int.
+
+Prompt-size tiers (catalog `tiers`): the whole call is priced at the tier its total prompt
+selects (`TokenUsage.total_prompt_tokens` > the tier's `above_prompt_tokens`), one ceil per
+call as always. Holds take `dearest_up_to` (domain/reservation.py, `hold_prices`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from aicredits.domain.catalog import ModelSpec
+from aicredits.domain.catalog import ModelSpec, PriceTier
 from aicredits.domain.money import Micros, ceil_fraction
 
 
@@ -37,6 +41,14 @@ class TokenUsage:
     reasoning_tokens: int = 0
 
     @property
+    def total_prompt_tokens(self) -> int:
+        """The prompt that selects a price tier: uncached + cache reads + cache writes, as the
+        provider reported it (never less than the cache buckets, should a caller build a usage
+        whose prompt_tokens leaves them out)."""
+        return max(self.prompt_tokens,
+                   self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens)
+
+    @property
     def uncached_prompt_tokens(self) -> int:
         return max(0, self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens
                    - self.cache_write_1h_tokens)
@@ -44,38 +56,68 @@ class TokenUsage:
 
 @dataclass(frozen=True)
 class TokenPrices:
-    """Micro-INR per token for each bucket."""
+    """Micro-INR per token for each bucket. The five fields are the base tier's prices;
+    `tiers` holds (above_prompt_tokens, flat prices of a whole call above it), thresholds
+    strictly increasing. `max_input` and the fields alone describe the base tier only: a
+    hold must use `dearest_up_to(prompt bound)` instead."""
     input: Fraction
     output: Fraction
     cache_read: Fraction
     cache_write: Fraction
     cache_write_1h: Fraction
+    tiers: tuple[tuple[int, TokenPrices], ...] = ()
 
     @property
     def max_input(self) -> Fraction:
         return max(self.input, self.cache_read, self.cache_write, self.cache_write_1h)
 
+    def at(self, prompt_tokens: int) -> TokenPrices:
+        """The flat prices (no tiers) of a call whose total prompt has this many tokens: the last
+        tier whose threshold it exceeds (a prompt of exactly the threshold stays below it)."""
+        chosen = None
+        for above, prices in self.tiers:
+            if prompt_tokens <= above:
+                break
+            chosen = prices
+        if chosen is not None:
+            return chosen
+        return replace(self, tiers=()) if self.tiers else self
+
+    def dearest_up_to(self, prompt_tokens: int) -> TokenPrices:
+        """Bucket by bucket the dearest flat prices of every tier a prompt of at most
+        `prompt_tokens` tokens can be billed at (flat; the base tier is always reachable)."""
+        reachable = [self.at(0)] + [p for above, p in self.tiers if above < prompt_tokens]
+        return reachable[0] if len(reachable) == 1 else _bucket_max(reachable)
+
     def exact_cost(self, usage: TokenUsage) -> Fraction:
-        return (usage.uncached_prompt_tokens * self.input
-                + usage.cache_read_tokens * self.cache_read
-                + usage.cache_write_tokens * self.cache_write
-                + usage.cache_write_1h_tokens * self.cache_write_1h
-                + usage.completion_tokens * self.output)
+        p = self.at(usage.total_prompt_tokens)
+        return (usage.uncached_prompt_tokens * p.input
+                + usage.cache_read_tokens * p.cache_read
+                + usage.cache_write_tokens * p.cache_write
+                + usage.cache_write_1h_tokens * p.cache_write_1h
+                + usage.completion_tokens * p.output)
 
     def cost(self, usage: TokenUsage) -> Micros:
         return ceil_fraction(self.exact_cost(usage))
 
 
-def token_prices(spec: ModelSpec, rates: Rates) -> TokenPrices:
-    f = rates.factor(spec.currency)
-    inp = (spec.input or Fraction(0)) * f
+def _flat(p: ModelSpec | PriceTier, f: Fraction) -> TokenPrices:
+    inp = (p.input or Fraction(0)) * f
     return TokenPrices(
         input=inp,
-        output=(spec.output or Fraction(0)) * f,
-        cache_read=spec.cache_read * f if spec.cache_read is not None else inp,
-        cache_write=spec.cache_write * f if spec.cache_write is not None else inp,
-        cache_write_1h=spec.cache_write_1h * f if spec.cache_write_1h is not None else inp,
+        output=(p.output or Fraction(0)) * f,
+        cache_read=p.cache_read * f if p.cache_read is not None else inp,
+        cache_write=p.cache_write * f if p.cache_write is not None else inp,
+        cache_write_1h=p.cache_write_1h * f if p.cache_write_1h is not None else inp,
     )
+
+
+def token_prices(spec: ModelSpec, rates: Rates) -> TokenPrices:
+    f = rates.factor(spec.currency)
+    base = _flat(spec, f)
+    if not spec.tiers:
+        return base
+    return replace(base, tiers=tuple((t.above_prompt_tokens, _flat(t, f)) for t in spec.tiers))
 
 
 def inr_rate_view(price: Fraction | None, spec: ModelSpec, rates: Rates) -> Fraction | None:
@@ -85,8 +127,7 @@ def inr_rate_view(price: Fraction | None, spec: ModelSpec, rates: Rates) -> Frac
     return price * rates.factor(spec.currency)
 
 
-def max_prices(prices: list[TokenPrices]) -> TokenPrices:
-    """Bucket by bucket the dearest of several models' prices: the hold for a fallback chain."""
+def _bucket_max(prices: list[TokenPrices]) -> TokenPrices:
     return TokenPrices(
         input=max(p.input for p in prices),
         output=max(p.output for p in prices),
@@ -94,6 +135,18 @@ def max_prices(prices: list[TokenPrices]) -> TokenPrices:
         cache_write=max(p.cache_write for p in prices),
         cache_write_1h=max(p.cache_write_1h for p in prices),
     )
+
+
+def max_prices(prices: list[TokenPrices]) -> TokenPrices:
+    """Bucket by bucket the dearest of several models' prices: the hold for a fallback chain.
+    With tiers, at every prompt size: the result's tiers are at the union of the models'
+    thresholds, so `max_prices(ps).at(n)` is the bucket-wise max of every `p.at(n)`."""
+    base = _bucket_max([p.at(0) for p in prices])
+    thresholds = sorted({above for p in prices for above, _ in p.tiers})
+    if not thresholds:
+        return base
+    return replace(base, tiers=tuple((above, _bucket_max([p.at(above + 1) for p in prices]))
+                                     for above in thresholds))
 
 
 def chars_cost(spec: ModelSpec, rates: Rates, chars: int) -> Micros:

@@ -7,7 +7,9 @@ concurrent calls never spend a wallet below zero:
                   (a BPE token is at least one byte of text, so bytes bound tokens)
   output bound  = max_tokens (or max_completion_tokens) x n, at the output price
 When the client gives no max_tokens, the largest affordable value (up to the model's
-max_output_tokens) is sent upstream instead.
+max_output_tokens) is sent upstream instead. For a model priced by prompt-size tiers, both
+prices are those of `hold_prices(prices, prompt bound)`: the dearest tier the prompt bound
+can reach.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from aicredits.domain.money import MICROS_PER_INR, Micros, ceil_fraction, format_inr
+from aicredits.domain.pricing import TokenPrices
 
 IMAGE_TOKEN_BOUND = 50_000
 PER_MESSAGE_TOKENS = 8
@@ -60,6 +63,35 @@ def prompt_token_bound(body: dict, context_window: int | None) -> int:
     if context_window:
         bound = min(bound, context_window)
     return bound + IMAGE_TOKEN_BOUND * images
+
+
+def hold_prices(prices: TokenPrices, prompt_bound: int) -> TokenPrices:
+    """The flat prices a hold multiplies by: `prompt_bound x .max_input` is the prompt cost and
+    `.output` the output price given to plan_hold. Bucket by bucket the dearest of every price
+    tier a prompt of at most `prompt_bound` tokens can be billed at (the base tier, and each
+    tier whose `above_prompt_tokens` is below the bound).
+
+    Why the bound and not the estimate: settle caps a charge at its hold, so a hold priced at
+    a cheaper tier than the call lands in loses money. The tier is picked by the prompt count
+    the provider reports, which the gateway cannot know before the call. The estimator
+    (domain/usage.py, ceil(bytes / 4) + 4 per message + 3) has no upper error bound: a BPE
+    token is between one byte and many, so non-English text, base64 or emoji can come out at
+    up to 4x the estimate, and no fixed margin around the threshold would be safe. The one
+    upper bound the hold already rests on is prompt_token_bound (a token is at least one byte
+    of text, plus per-message overhead and IMAGE_TOKEN_BOUND per image), so the tier is chosen
+    from that bound. If the bound does not exceed a threshold, no prompt it covers can be
+    billed above it; if it does, the hold assumes the dearer tier.
+
+    Then for any reported prompt P <= bound and completion C <= max_tokens x n the charge,
+    sum(bucket tokens x price at P's tier) + C x output at P's tier, is at most
+    bound x max_input + max_tokens x n x output of these prices, since P's tier is one of
+    those reached. The cost of the rule: a prompt whose bytes pass the threshold but whose
+    tokens do not (English text of roughly 50k to 200k tokens for a 200k tier) is held at the
+    dearer tier and charged at the base one; the difference goes back to the wallet when the
+    call settles. A fallback chain passes max_prices(...) here, whose tiers already dominate
+    every model of the chain at every prompt size.
+    """
+    return prices.dearest_up_to(prompt_bound)
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,22 @@ way a call can end (docs/billing.md):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import orjson
 
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices, token_prices
-from aicredits.domain.reservation import HoldPlan, plan_hold, prompt_token_bound
+from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold, prompt_token_bound
 from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, UpstreamCut, partial_usage
-from aicredits.services.metering import Meter, Metering
+from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
 
@@ -59,11 +58,13 @@ class ChatService:
         cap = min(caps) if caps else None
         n = body.get("n") or 1
         requested = body.get("max_completion_tokens") or body.get("max_tokens")
-        prompt_cost = prompt_token_bound(body, window) * prices.max_input
+        bound = prompt_token_bound(body, window)
+        held = hold_prices(prices, bound)   # the dearest price tier a prompt this long can reach
+        prompt_cost = bound * held.max_input
 
         def planner(available: int, key_headroom: int | None) -> HoldPlan:
             return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
-                             output_price=prices.output, requested_max=requested, model_cap=cap, n=n)
+                             output_price=held.output, requested_max=requested, model_cap=cap, n=n)
 
         stream = bool(body.get("stream"))
         meter = Meter(request_id, auth, "chat", started, stream=stream)
@@ -95,11 +96,7 @@ class ChatService:
 
     # ------------------------------------------------------------------ non-streaming
     async def complete(self, meter: Meter) -> bytes:
-        try:
-            async with asyncio.timeout(self._max_seconds):
-                result = await self._route(meter, "chat")
-        except TimeoutError:
-            raise UpstreamTimeout(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.") from None
+        result = await within_limit(self._route(meter, "chat"), self._max_seconds)
         data = result.data
         usage = usage_from_openai(data.get("usage"))
         choices = data.get("choices") or []
@@ -121,85 +118,10 @@ class ChatService:
         """Open the upstream stream (retries and fallbacks happen here, before any output)."""
         return await self._route(meter, "stream")
 
-    async def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
+    def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
         `finally` whatever ends the stream (a cancelled task included)."""
-        sm = StreamMeter()
-        pending = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
-        cut: str | None = None
-        cut_timeout = False
-        deadline = meter.started + self._max_seconds
-        batches = upstream.batches().__aiter__()
-        try:
-            while True:
-                t = time.perf_counter()
-                try:
-                    batch = await batches.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    now = time.perf_counter()
-                    meter.upstream_seconds += now - t
-                if now > deadline:
-                    raise UpstreamCut(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.",
-                                      timeout=True)
-                out = []
-                for ev in batch:
-                    obj = ev.data
-                    if obj is DONE:
-                        sm.done = True
-                        if pending is not None and meter.include_usage:
-                            out.append(self._usage_chunk(meter, pending))
-                        out.append(b"data: [DONE]\n\n")
-                        break
-                    if obj is None:
-                        if ev.raw is not None:
-                            out.append(ev.raw)
-                        continue
-                    try:
-                        sm.observe(obj)
-                    except (AttributeError, TypeError, ValueError) as exc:
-                        raise UpstreamCut("The upstream sent a malformed stream event.") from exc
-                    if sm.error is not None:
-                        break
-                    if obj.get("usage"):
-                        # usage (the StreamMeter has it for billing) reaches the client only as
-                        # OpenAI's own usage chunk (choices: [], with our `cost`), and only when
-                        # the client asked for it
-                        if obj.get("choices"):
-                            # on a chunk with choices (Gemini: on the finish chunk; some servers on
-                            # every chunk, as a running total): the chunk goes on without it, and
-                            # the last total follows as its own chunk just before [DONE], unless
-                            # the upstream's own usage chunk comes: the client sees one usage chunk
-                            out.append(b"data: " + orjson.dumps({k: v for k, v in obj.items() if k != "usage"})
-                                       + b"\n\n")
-                            pending = obj
-                            continue
-                        pending = None
-                        if meter.include_usage:
-                            out.append(self._usage_chunk(meter, obj))
-                        continue
-                    out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
-                if out:
-                    yield b"".join(out)
-                if sm.done or sm.error is not None:
-                    break
-            if sm.error is not None:
-                cut = str(sm.error.get("message") or "The upstream reported an error mid-stream.")
-            elif not sm.complete:
-                cut = "The upstream stream ended before it finished."
-        except UpstreamCut as exc:
-            cut, cut_timeout = str(exc), exc.timeout
-        except asyncio.CancelledError:
-            if not meter.client_gone:
-                cut = "The gateway stopped during the call."
-                raise
-        finally:
-            await upstream.aclose()
-            tail = await self._metering.billing.shielded(
-                self._finish_stream(meter, sm, cut, cut_timeout, upstream, pending))
-        if tail:
-            yield tail
+        return self._metering.relay(meter, upstream, _ChatStream(self, meter, upstream), self._max_seconds)
 
     def _usage_chunk(self, meter: Meter, obj: dict) -> bytes:
         """OpenAI's usage chunk from a chunk carrying usage: same id, model and created,
@@ -257,3 +179,68 @@ class ChatService:
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+
+class _ChatStream:
+    """A chat stream's events for Metering.relay: metered by a StreamMeter, relayed as sent
+    except usage, which reaches the client only as OpenAI's usage chunk; [DONE] ends it."""
+    __slots__ = ("chat", "ended", "meter", "pending", "sm", "upstream")
+
+    def __init__(self, chat: ChatService, meter: Meter, upstream) -> None:
+        self.chat = chat
+        self.meter = meter
+        self.upstream = upstream
+        self.sm = StreamMeter()
+        self.pending = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
+        self.ended = False
+
+    def batch(self, batch: list) -> bytes:
+        chat, meter, sm = self.chat, self.meter, self.sm
+        out = []
+        for ev in batch:
+            obj = ev.data
+            if obj is DONE:
+                sm.done = True
+                if self.pending is not None and meter.include_usage:
+                    out.append(chat._usage_chunk(meter, self.pending))
+                out.append(b"data: [DONE]\n\n")
+                break
+            if obj is None:
+                if ev.raw is not None:
+                    out.append(ev.raw)
+                continue
+            try:
+                sm.observe(obj)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise UpstreamCut("The upstream sent a malformed stream event.") from exc
+            if sm.error is not None:
+                break
+            if obj.get("usage"):
+                # usage (the StreamMeter has it for billing) reaches the client only as
+                # OpenAI's own usage chunk (choices: [], with our `cost`), and only when
+                # the client asked for it
+                if obj.get("choices"):
+                    # on a chunk with choices (Gemini: on the finish chunk; some servers on
+                    # every chunk, as a running total): the chunk goes on without it, and
+                    # the last total follows as its own chunk just before [DONE], unless
+                    # the upstream's own usage chunk comes: the client sees one usage chunk
+                    out.append(b"data: " + orjson.dumps({k: v for k, v in obj.items() if k != "usage"})
+                               + b"\n\n")
+                    self.pending = obj
+                    continue
+                self.pending = None
+                if meter.include_usage:
+                    out.append(chat._usage_chunk(meter, obj))
+                continue
+            out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
+        self.ended = sm.done or sm.error is not None
+        return b"".join(out)
+
+    def cut(self) -> str | None:
+        sm = self.sm
+        if sm.error is not None:
+            return str(sm.error.get("message") or "The upstream reported an error mid-stream.")
+        return None if sm.complete else "The upstream stream ended before it finished."
+
+    def finish(self, cut: str | None, timeout: bool):
+        return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending)

@@ -7,8 +7,9 @@ import struct
 
 import orjson
 
-from aicredits.domain.pricing import TokenUsage, max_prices, token_prices
 from aicredits.domain.money import ceil_fraction
+from aicredits.domain.pricing import TokenUsage, max_prices, token_prices
+from aicredits.domain.reservation import hold_prices
 from aicredits.domain.usage import usage_from_openai
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
@@ -79,7 +80,7 @@ class EmbeddingsService:
         prices = max_prices([token_prices(s, self._rates) for s in chain])
         window = max((s.context_window or 0) for s in chain) or None
         bound = _input_bound(body["input"], window)
-        worst = ceil_fraction(bound * prices.input)
+        worst = ceil_fraction(bound * hold_prices(prices, bound).input)   # the dearest tier it can reach
         meter = Meter(request_id, auth, "embeddings", started)
         meter.model = chain[0].id
         await self._metering.hold_fixed(meter, worst)

@@ -2,20 +2,24 @@
 
 Every endpoint uses a Meter, so nothing reaches an upstream without a hold and every hold is
 settled (the settle runs shielded from cancellation; the sweeper catches a crashed process).
+A streamed call runs through `Metering.relay`, whatever the endpoint's events are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.reservation import plan_fixed_hold
-from aicredits.errors import GatewayError, InternalError, InvalidRequest
+from aicredits.errors import GatewayError, InternalError, InvalidRequest, UpstreamTimeout
 from aicredits.ports import KeyAuth, Settlement, SettleResult
+from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
 
 log = logging.getLogger("aicredits.calls")
@@ -61,6 +65,34 @@ class Meter:
 @dataclass(frozen=True)
 class FixedHold:
     amount: int
+
+
+class StreamHandler(Protocol):
+    """One endpoint's side of a streamed call, for `Metering.relay`: its events, how they end,
+    what it charges."""
+    ended: bool     # the stream's end (its finish, or an error) has come: read no further
+
+    def batch(self, batch: list) -> bytes:
+        """The client's bytes for one batch of upstream events (b"" for none)."""
+
+    def cut(self) -> str | None:
+        """Once the events stop: why the stream counts as cut, or None when it finished."""
+
+    def finish(self, cut: str | None, timeout: bool) -> Awaitable[bytes]:
+        """Settle the call (run shielded); the client's last bytes (an error event, or b"")."""
+
+
+def too_long(max_seconds: float) -> str:
+    return f"The call ran longer than the gateway's limit of {max_seconds:g} s."
+
+
+async def within_limit(aw: Awaitable[T], max_seconds: float) -> T:
+    """A whole upstream call, or a 504 (UpstreamTimeout) once it runs past the gateway's limit."""
+    try:
+        async with asyncio.timeout(max_seconds):
+            return await aw
+    except TimeoutError:
+        raise UpstreamTimeout(too_long(max_seconds)) from None
 
 
 def capability(target, name: str):
@@ -111,6 +143,45 @@ class Metering:
             return await aw
         finally:
             meter.upstream_seconds += time.perf_counter() - t
+
+    async def relay(self, meter: Meter, upstream, handler: StreamHandler, max_seconds: float) -> AsyncIterator[bytes]:
+        """The client's bytes, batch by batch as the upstream sends them (`handler` turns each
+        batch into bytes). Time spent waiting on the upstream is counted out of the overhead;
+        a call past `max_seconds` is cut (504). Settles in `finally` whatever ends the stream
+        (a cancelled task included), shielded from cancellation."""
+        cut: str | None = None
+        cut_timeout = False
+        deadline = meter.started + max_seconds
+        batches = upstream.batches().__aiter__()
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    now = time.perf_counter()
+                    meter.upstream_seconds += now - t
+                if now > deadline:
+                    raise UpstreamCut(too_long(max_seconds), timeout=True)
+                out = handler.batch(batch)
+                if out:
+                    yield out
+                if handler.ended:
+                    break
+            cut = handler.cut()
+        except UpstreamCut as exc:
+            cut, cut_timeout = str(exc), exc.timeout
+        except asyncio.CancelledError:
+            if not meter.client_gone:
+                cut = "The gateway stopped during the call."
+                raise
+        finally:
+            await upstream.aclose()
+            tail = await self.billing.shielded(handler.finish(cut, cut_timeout))
+        if tail:
+            yield tail
 
     async def settle(self, meter: Meter, charge: int) -> SettleResult:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""

@@ -22,8 +22,6 @@ How a stream ends (docs/billing.md):
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -31,14 +29,14 @@ import orjson
 
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage, max_prices
-from aicredits.domain.reservation import HoldPlan, plan_hold, prompt_token_bound
+from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold, prompt_token_bound
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
-from aicredits.errors import UpstreamError, UpstreamTimeout
+from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.base import DONE
 from aicredits.providers.http import event_data, scrub, split_events
 from aicredits.services.chat import ChatService
-from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.metering import Meter, Metering, capability, within_limit
 from aicredits.services.responses_stream import ResponsesEvents, sse
 from aicredits.services.responses_translate import (
     GATEWAY_FIELDS,
@@ -70,16 +68,53 @@ class ResponsesCall:
 
 
 class _Native:
-    """What a native stream delivered and how it ended."""
-    __slots__ = ("bytes", "charge", "error", "failure", "fragments", "seq", "terminal", "usage")
+    """A native stream's events for Metering.relay, and what they delivered: relayed as sent,
+    the terminal event's usage with its cost."""
+    __slots__ = ("bytes", "call", "charge", "ended", "error", "failure", "fragments", "seq", "service", "terminal",
+                 "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, service: ResponsesService, call: ResponsesCall) -> None:
+        self.service = service
+        self.call = call
         self.bytes = self.fragments = self.seq = 0
         self.terminal: str | None = None
         self.usage: TokenUsage | None = None
         self.failure: str | None = None
         self.error: dict | None = None
         self.charge: int | None = None
+        self.ended = False
+
+    def batch(self, batch: list) -> bytes:
+        out = []
+        for ev in batch:
+            obj = ev.data
+            if obj is None or obj is DONE:
+                if obj is None and ev.raw is not None:
+                    out.append(ev.raw)     # comments, keep-alives
+                continue
+            kind = obj.get("type")
+            if isinstance(obj.get("sequence_number"), int):
+                self.seq = obj["sequence_number"]
+            if kind == "error" or (kind is None and obj.get("error") is not None):
+                self.error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+                break
+            if kind in OUTPUT_DELTAS and isinstance(obj.get("delta"), str) and obj["delta"]:
+                self.bytes += len(obj["delta"].encode("utf-8", "surrogatepass"))
+                self.fragments += 1
+            if kind in TERMINAL:
+                out.append(self.service._terminal(self.call, self, kind, obj, ev.raw))
+                break
+            out.append(ev.raw if ev.raw is not None else sse(kind or "message", obj))
+        self.ended = self.error is not None or self.terminal is not None
+        return b"".join(out)
+
+    def cut(self) -> str | None:
+        if self.error is not None:
+            return scrub(str(self.error.get("message") or "The upstream reported an error mid-stream."))
+        return "The upstream stream ended before it finished." if self.terminal is None else None
+
+    def finish(self, cut: str | None, timeout: bool):
+        return self.service._finish_native(self.call, self, cut, timeout)
 
 
 class ResponsesService:
@@ -113,13 +148,14 @@ class ResponsesService:
         bound = prompt_token_bound(as_chat_view(body), window)
         if window and unbounded_prompt(body):
             bound = max(bound, window)
-        prompt_cost = bound * prices.max_input
+        held = hold_prices(prices, bound)   # the dearest price tier a prompt this long can reach
+        prompt_cost = bound * held.max_input
         requested = body.get("max_output_tokens")
 
         def planner(available: int, key_headroom: int | None) -> HoldPlan:
             def plan(req: int | None) -> HoldPlan:
                 return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
-                                 output_price=prices.output, requested_max=req, model_cap=cap)
+                                 output_price=held.output, requested_max=req, model_cap=cap)
             p = plan(requested)
             if p.inject_max_tokens and p.max_tokens < MIN_OUTPUT:
                 return plan(MIN_OUTPUT)   # raises the 402 naming what would fit
@@ -156,11 +192,7 @@ class ResponsesService:
         if not call.native:
             data = orjson.loads(await self._chat.complete(meter))
             return orjson.dumps(chat_to_response(data, call.body, meter.usage))
-        try:
-            async with asyncio.timeout(self._max_seconds):
-                result = await self._route(call, "responses")
-        except TimeoutError:
-            raise UpstreamTimeout(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.") from None
+        result = await within_limit(self._route(call, "responses"), self._max_seconds)
         data = result.data
         usage = usage_from_openai(responses_usage(data.get("usage")))
         if usage is None:
@@ -179,7 +211,8 @@ class ResponsesService:
         """Open the upstream stream (retries and fallbacks happen here, before any output);
         the client's SSE bytes come from the returned iterator."""
         if call.native:
-            return self._relay_native(call, await self._route(call, "responses_stream"))
+            upstream = await self._route(call, "responses_stream")
+            return self._metering.relay(call.meter, upstream, _Native(self, call), self._max_seconds)
         upstream = await self._chat.start_stream(call.meter)
         return self._translate(call, self._chat.relay(call.meter, upstream))
 
@@ -219,68 +252,6 @@ class ResponsesService:
         if meter.settled is not None:
             usage["cost"] = micros_to_inr(meter.settled.charged)
         yield b"".join(tr.finish_events(usage))
-
-    async def _relay_native(self, call: ResponsesCall, upstream) -> AsyncIterator[bytes]:
-        """The upstream's events as they come; the terminal event's usage gets its cost.
-        Settles in `finally` whatever ends the stream (a cancelled task included)."""
-        meter = call.meter
-        st = _Native()
-        cut: str | None = None
-        cut_timeout = False
-        deadline = meter.started + self._max_seconds
-        batches = upstream.batches().__aiter__()
-        try:
-            while True:
-                t = time.perf_counter()
-                try:
-                    batch = await batches.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    now = time.perf_counter()
-                    meter.upstream_seconds += now - t
-                if now > deadline:
-                    raise UpstreamCut(f"The call ran longer than the gateway's limit of {self._max_seconds:g} s.",
-                                      timeout=True)
-                out = []
-                for ev in batch:
-                    obj = ev.data
-                    if obj is None or obj is DONE:
-                        if obj is None and ev.raw is not None:
-                            out.append(ev.raw)     # comments, keep-alives
-                        continue
-                    kind = obj.get("type")
-                    if isinstance(obj.get("sequence_number"), int):
-                        st.seq = obj["sequence_number"]
-                    if kind == "error" or (kind is None and obj.get("error") is not None):
-                        st.error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
-                        break
-                    if kind in OUTPUT_DELTAS and isinstance(obj.get("delta"), str) and obj["delta"]:
-                        st.bytes += len(obj["delta"].encode("utf-8", "surrogatepass"))
-                        st.fragments += 1
-                    if kind in TERMINAL:
-                        out.append(self._terminal(call, st, kind, obj, ev.raw))
-                        break
-                    out.append(ev.raw if ev.raw is not None else sse(kind or "message", obj))
-                if out:
-                    yield b"".join(out)
-                if st.error is not None or st.terminal is not None:
-                    break
-            if st.error is not None:
-                cut = scrub(str(st.error.get("message") or "The upstream reported an error mid-stream."))
-            elif st.terminal is None:
-                cut = "The upstream stream ended before it finished."
-        except UpstreamCut as exc:
-            cut, cut_timeout = str(exc), exc.timeout
-        except asyncio.CancelledError:
-            if not meter.client_gone:
-                cut = "The gateway stopped during the call."
-                raise
-        finally:
-            await upstream.aclose()
-            tail = await self._metering.billing.shielded(self._finish_native(call, st, cut, cut_timeout))
-        if tail:
-            yield tail
 
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind

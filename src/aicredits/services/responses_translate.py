@@ -1,9 +1,9 @@
 """OpenAI Responses <-> Chat Completions, pure functions (no I/O).
 
-Request side: validate a /v1/responses body; see it as chat messages for the prompt bound;
-translate it into a chat body for providers that only speak chat. Response side: a
-chat.completion as a Response object, and usage in the Responses shape. The streaming side
-(chat chunks -> Responses events) is in responses_stream.py.
+Request side: validate a /v1/responses body (with the checks of services/validation.py); see
+it as chat messages for the prompt bound; translate it into a chat body for providers that only
+speak chat. Response side: a chat.completion as a Response object, and usage in the Responses
+shape. The streaming side (chat chunks -> Responses events) is in responses_stream.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 import uuid
 
 from aicredits.errors import InvalidRequest
+from aicredits.services.validation import content_field, number_field, object_item, request_body, typed_fields
 
 # fields the gateway itself reads; never sent upstream on the native path
 GATEWAY_FIELDS = ("models", "no_cache", "cache")
@@ -27,21 +28,9 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _number(body: dict, name: str) -> None:
-    v = body.get(name)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-        raise InvalidRequest(f"'{name}' must be a number.", param=name)
-
-
 def validate_responses(body: object) -> dict:
     """Shape checks shared by both paths, so bad input is a 400 naming the field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("'model' is required.", param="model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    body = request_body(body)
     inp = body.get("input")
     if inp is None:
         raise InvalidRequest("'input' is required: a string or an array of input items.", param="input")
@@ -49,30 +38,21 @@ def validate_responses(body: object) -> dict:
         if not inp:
             raise InvalidRequest("'input' must not be an empty array.", param="input")
         for i, item in enumerate(inp):
-            if not isinstance(item, dict):
-                raise InvalidRequest(f"input[{i}] must be an object.", param=f"input[{i}]")
+            object_item(item, f"input[{i}]")
     elif not isinstance(inp, str):
         raise InvalidRequest("'input' must be a string or an array of input items.", param="input")
-    instr = body.get("instructions")
-    if instr is not None and not isinstance(instr, (str, list)):
-        raise InvalidRequest("'instructions' must be a string.", param="instructions")
-    for name, kind, what in (("stream", bool, "a boolean"), ("tools", list, "an array"),
-                             ("text", dict, "an object"), ("metadata", dict, "an object"),
-                             ("parallel_tool_calls", bool, "a boolean")):
-        v = body.get(name)
-        if v is not None and not isinstance(v, kind):
-            raise InvalidRequest(f"'{name}' must be {what}.", param=name)
+    typed_fields(body, ("instructions", (str, list), "a string"), ("stream", bool, "a boolean"),
+                 ("tools", list, "an array"), ("text", dict, "an object"), ("metadata", dict, "an object"),
+                 ("parallel_tool_calls", bool, "a boolean"))
     for i, tool in enumerate(body.get("tools") or ()):
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
             raise InvalidRequest(f"tools[{i}] must be an object with a 'type'.", param=f"tools[{i}]")
     mot = body.get("max_output_tokens")
     if mot is not None and (not isinstance(mot, int) or isinstance(mot, bool) or mot < 1):
         raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
-    tc = body.get("tool_choice")
-    if tc is not None and not isinstance(tc, (str, dict)):
-        raise InvalidRequest("'tool_choice' must be a string or an object.", param="tool_choice")
-    _number(body, "temperature")
-    _number(body, "top_p")
+    typed_fields(body, ("tool_choice", (str, dict), "a string or an object"))
+    number_field(body, "temperature")
+    number_field(body, "top_p")
     return body
 
 
@@ -121,9 +101,7 @@ def as_chat_view(body: dict) -> dict:
 def _part(part: object, where: str) -> dict:
     if isinstance(part, str):
         return {"type": "text", "text": part}
-    if not isinstance(part, dict):
-        raise InvalidRequest(f"{where} must be an object.", param=where)
-    kind = part.get("type")
+    kind = object_item(part, where).get("type")
     if kind in ("input_text", "output_text", "text"):
         if not isinstance(part.get("text"), str):
             raise InvalidRequest(f"{where}.text must be a string.", param=where)
@@ -150,10 +128,9 @@ def _part(part: object, where: str) -> dict:
 
 
 def _content(content: object, role: str, where: str):
+    content_field(content, where)
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise InvalidRequest(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
     parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(content)]
     if role in ("assistant", "system", "developer"):
         if any(p["type"] != "text" for p in parts):

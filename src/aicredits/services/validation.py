@@ -1,10 +1,38 @@
-"""Checks on a chat request's shape, so bad input is a 400 naming the field, never a 500."""
+"""Checks on a request's shape, so bad input is a 400 naming the field, never a 500: the chat
+request's, and the pieces /v1/responses uses too (services/responses_translate.py)."""
 
 from __future__ import annotations
 
 from aicredits.errors import InvalidRequest
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def request_body(body: object) -> dict:
+    """A JSON object naming a model."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("'model' is required.", param="model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    return body
+
+
+def typed_fields(body: dict, *fields: tuple[str, type | tuple[type, ...], str]) -> None:
+    """Each (name, type, what) field, where given, is of its type ("'stream' must be a boolean."),
+    checked in order."""
+    for name, kind, what in fields:
+        v = body.get(name)
+        if v is not None and not isinstance(v, kind):
+            raise InvalidRequest(f"'{name}' must be {what}.", param=name)
+
+
+def number_field(body: dict, name: str) -> None:
+    v = body.get(name)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise InvalidRequest(f"'{name}' must be a number.", param=name)
 
 
 def _int_field(body: dict, name: str, lo: int, hi: int | None = None) -> None:
@@ -18,46 +46,38 @@ def _int_field(body: dict, name: str, lo: int, hi: int | None = None) -> None:
         raise InvalidRequest(f"'{name}' must be {bound}.", param=name)
 
 
+def object_item(value: object, where: str) -> dict:
+    """An array's item (a message, an input item, a content part) that must be an object."""
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where} must be an object.", param=where)
+    return value
+
+
+def content_field(content: object, where: str) -> None:
+    """A message's content: a string or an array of parts."""
+    if not isinstance(content, (str, list)):
+        raise InvalidRequest(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
+
+
 def validate_chat(body: object) -> dict:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("'model' is required.", param="model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    body = request_body(body)
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("'messages' is required.", param="messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object.", param=f"messages[{i}]")
+        where = f"messages[{i}]"
+        object_item(m, where)
         role = m.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}.",
-                                 param=f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts.",
-                                 param=f"messages[{i}].content")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean.", param="stream")
-    opts = body.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+            raise InvalidRequest(f"{where}.role must be one of {', '.join(sorted(ROLES))}.", param=f"{where}.role")
+        if m.get("content") is not None:
+            content_field(m["content"], where)
+    typed_fields(body, ("stream", bool, "a boolean"), ("stream_options", dict, "an object"))
     _int_field(body, "max_tokens", 1)
     _int_field(body, "max_completion_tokens", 1)
     _int_field(body, "n", 1, 128)
-    t = body.get("temperature")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
-        raise InvalidRequest("'temperature' must be a number.", param="temperature")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be an array.", param="tools")
-    rf = body.get("response_format")
-    if rf is not None and not isinstance(rf, dict):
-        raise InvalidRequest("'response_format' must be an object.", param="response_format")
+    number_field(body, "temperature")
+    typed_fields(body, ("tools", list, "an array"), ("response_format", dict, "an object"))
     return body
