@@ -128,7 +128,7 @@ def test_sarvam_long_input_is_split_and_joined_into_one_wav(gw, fresh):
     assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
     for c in calls:
         assert c.headers["api-subscription-key"] == fresh.api_key
-        assert (c.body["target_language_code"], c.body["speaker"], c.body["model"]) == ("hi-IN", "vidya", "bulbul:v2")
+        assert (c.body["language_code"], c.body["speaker"], c.body["model"]) == ("hi-IN", "vidya", "bulbul:v2")
     # mp3 cannot be made without external tools: the answer is WAV, labelled so
     assert raw.headers["content-type"] == "audio/wav"
     w = _wav(raw.content)
@@ -159,7 +159,7 @@ def test_sarvam_voice_mapping(gw, fresh, wallet, voice, speaker):
 ])
 def test_sarvam_language_from_script_or_request(gw, fresh, wallet, text, extra, lang):
     client(gw, wallet).audio.speech.create(model="sarvam/bulbul-v2", voice="alloy", input=text, extra_body=extra)
-    assert fresh.tts_requests()[-1].body["target_language_code"] == lang
+    assert fresh.tts_requests()[-1].body["language_code"] == lang
 
 
 def test_sarvam_pcm_is_raw_frames_and_unsupported_language_is_400(gw, fresh, wallet):

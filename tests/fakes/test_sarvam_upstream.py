@@ -8,7 +8,7 @@ Facts taken from the SDK's source (site-packages/sarvamai):
   ``environment.SarvamAIEnvironment(base=..., creative=..., production=...)`` and REST calls use ``.base``.
 * ``core/client_wrapper.py``: every request carries ``api-subscription-key`` (no ``Authorization``).
 * ``text_to_speech/raw_client.py``: ``convert(text, language_code, speaker, ..., model, ...)`` POSTs JSON to
-  ``text-to-speech`` with ``language_code`` (not ``target_language_code``) and leaves out unset fields;
+  ``text-to-speech`` with ``language_code`` (not ``target_language_code``, which the gateway also no longer sends) and leaves out unset fields;
   a 2xx is parsed as ``TextToSpeechResponse{request_id?, audios: list[str]}``; 400/403/422/429/500 raise
   BadRequestError/ForbiddenError/UnprocessableEntityError/TooManyRequestsError/InternalServerError.
 * ``speech_to_text/raw_client.py``: ``transcribe(file, model, mode, language_code, with_timestamps,
@@ -162,7 +162,7 @@ def test_tts_omitted_model_is_the_apis_v3_default_which_the_fake_does_not_serve(
 
 
 def test_tts_legacy_dialects_still_answered(fake, http):
-    """The gateway's (older SDKs') `target_language_code`, and the batch `inputs` list: one audio each."""
+    """Older SDKs' `target_language_code`, and the batch `inputs` list: one audio each."""
     hdr = {"api-subscription-key": fake.api_key}
     r = http.post(fake.base_url + "/text-to-speech", headers=hdr,
                   json={"inputs": ["one", "two three"], "target_language_code": "hi-IN", "model": "bulbul:v2"})

@@ -202,7 +202,7 @@ class SarvamProvider:
         return data
 
     async def _speak(self, piece: str, lang: str, speaker: str, pace: float | None, model: str) -> list[bytes]:
-        req = {"text": piece, "target_language_code": lang, "speaker": speaker, "model": model,
+        req = {"text": piece, "language_code": lang, "speaker": speaker, "model": model,
                "speech_sample_rate": SAMPLE_RATE}
         if pace is not None:
             req["pace"] = pace
