@@ -80,6 +80,27 @@ context_window = 8191
 input_cost_per_1m = 0.02
 
 [[models]]
+id = "azure/dall-e-3"
+provider = "azure"
+upstream_id = "dall-e-3"
+endpoint = "images"
+cost_per_image = {{ "1024x1024" = {{ standard = 0.040, hd = 0.080 }}, "1792x1024" = {{ standard = 0.080, hd = 0.120 }} }}
+
+[[models]]
+id = "azure/tts-1"
+provider = "azure"
+upstream_id = "tts-1"
+endpoint = "speech"
+cost_per_1m_chars = 15.0
+
+[[models]]
+id = "azure/whisper-1"
+provider = "azure"
+upstream_id = "whisper-1"
+endpoint = "transcription"
+cost_per_minute = 0.006
+
+[[models]]
 id = "azure/gpt-4o-mini"
 provider = "azure"
 upstream_id = "{AZURE_DEPLOYMENT}"
@@ -456,3 +477,43 @@ def test_long_prompt_is_priced_at_its_tier(reported, fakes, client, catalog, bil
     base = expected_micros({k: v for k, v in catalog[model].items() if k != "tiers"}, reported, 300)
     assert (want > base) == (reported > 200_000)
     assert bill() == want
+
+
+# ---------------------------------------------------------------------------- images and audio
+MEDIA = {"openai": ("openai/dall-e-3", "openai/tts-1", "openai/whisper-1", "/v1/{}"),
+         "azure": ("azure/dall-e-3", "azure/tts-1", "azure/whisper-1", "/openai/deployments/{}")}
+
+
+@pytest.mark.parametrize("name", list(MEDIA))
+def test_images_speech_and_transcription(name, fakes, client, catalog, bill):
+    from tests.api.media_helpers import image_micros, make_wav, speech_micros, transcription_micros
+    from tests.fakes.openai_media import TRANSCRIPT, speech_bytes
+    image_model, tts_model, stt_model, path = MEDIA[name]
+    fake = fakes[name]
+    fake.reset()
+
+    img = client.images.generate(model=image_model, prompt="A tea garden in Munnar", size="1792x1024",
+                                 quality="hd")
+    assert len(img.data) == 1 and img.data[0].url
+    want = image_micros(catalog[image_model], "1792x1024", "hd", 1)
+    assert bill() == want
+
+    text = "Good morning from the gateway."
+    audio = client.audio.speech.create(model=tts_model, voice="alloy", input=text, response_format="wav")
+    assert audio.content == speech_bytes("wav")
+    want += speech_micros(catalog[tts_model], len(text))
+    assert bill() == want
+
+    out = client.audio.transcriptions.create(model=stt_model, file=("note.wav", make_wav(2.3), "audio/wav"))
+    assert out.text == TRANSCRIPT
+    want += transcription_micros(catalog[stt_model], 3)
+    assert bill() == want
+
+    sent = [r.path for r in fake.requests]
+    if name == "azure":
+        assert sent == [path.format("dall-e-3/images/generations"), path.format("tts-1/audio/speech"),
+                        path.format("whisper-1/audio/transcriptions")]
+        assert all(r.query["api-version"] == "2024-10-21" and r.headers["api-key"] == fake.api_key
+                   for r in fake.requests)
+    else:
+        assert sent == ["/v1/images/generations", "/v1/audio/speech", "/v1/audio/transcriptions"]

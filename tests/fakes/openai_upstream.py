@@ -79,7 +79,8 @@ GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 GEMINI_BAD_KEY = "API key not valid. Please pass a valid API key."
 GEMINI_NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
                  "Please use API Key or other form of API consumer identity to call this API.")
-AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)")
+AZURE_ROUTE = re.compile(
+    r"/openai/deployments/([^/]+)/(chat/completions|embeddings|images/generations|audio/speech|audio/transcriptions)")
 AZURE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
 AZURE_DENIED = {"error": {"code": "401", "message": (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
@@ -502,7 +503,10 @@ class FakeOpenAI:
             return self._error(401, AZURE_DENIED)
         if responses:
             return lambda req, rec: _responses(self, req, rec)
-        return self._chat if match.group(2) == "chat/completions" else self._embeddings
+        return {"chat/completions": self._chat, "embeddings": self._embeddings,
+                "images/generations": lambda req, rec: _media.images(self, req, rec),
+                "audio/speech": lambda req, rec: _media.speech(self, req, rec),
+                "audio/transcriptions": lambda req, rec: _media.transcriptions(self, req, rec)}[match.group(2)]
 
     def _response_model(self, body: dict, rec: Recorded) -> str:
         """The ``model`` a response names: the requested one, or on Azure the deployment's model."""
