@@ -165,7 +165,7 @@ class GatewayProcess:
         self.workers = workers
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

@@ -14,7 +14,7 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class Request:
-    __slots__ = ("scope", "receive", "_headers", "request_id")
+    __slots__ = ("_headers", "receive", "request_id", "scope")
 
     def __init__(self, scope, receive) -> None:
         self.scope = scope

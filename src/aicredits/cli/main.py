@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Optional
 
 import typer
 
@@ -62,7 +61,7 @@ def _run(fn):
         raise typer.Exit(1) from None
 
 
-def _amount(value: Optional[str], name: str) -> Optional[int]:
+def _amount(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     try:
@@ -107,11 +106,11 @@ def migrate() -> None:
 
 
 @keys_app.command("create")
-def keys_create(email: Optional[str] = typer.Option(None, help="Account email (created if missing; a local "
+def keys_create(email: str | None = typer.Option(None, help="Account email (created if missing; a local "
                                                            "default account when omitted)."),
                 name: str = typer.Option("", help="A label for the key."),
-                credits: Optional[str] = typer.Option(None, help="INR to grant the account first."),
-                limit: Optional[str] = typer.Option(None, help="The key's own credit limit in INR."),
+                credits: str | None = typer.Option(None, help="INR to grant the account first."),
+                limit: str | None = typer.Option(None, help="The key's own credit limit in INR."),
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Create an API key (shown once)."""
     credit_micros = _amount(credits, "--credits") or 0
@@ -130,7 +129,7 @@ def keys_create(email: Optional[str] = typer.Option(None, help="Account email (c
 
 
 @keys_app.command("list")
-def keys_list(email: Optional[str] = typer.Option(None, help="Only this account's keys."),
+def keys_list(email: str | None = typer.Option(None, help="Only this account's keys."),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """List keys (never their secrets)."""
     rows = _run(lambda admin, s: admin.list_keys(email))
@@ -154,7 +153,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys cr
 def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."),
                  name: str = typer.Option(""),
                  admin_role: bool = typer.Option(False, "--admin", help="Give the account the admin role."),
-                 password: Optional[str] = typer.Option(None, help="Password (prompted when omitted and "
+                 password: str | None = typer.Option(None, help="Password (prompted when omitted and "
                                                                    "stdin is a terminal).")) -> None:
     """Create an account, or set the password of an existing one."""
     if password is None and sys.stdin.isatty():
@@ -165,7 +164,7 @@ def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."
 
 
 @wallet_app.command("show")
-def wallet_show(email: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Balance, holds and the latest ledger entries of a wallet."""
     w = _run(lambda admin, s: admin.wallet(email))
     if as_json:
@@ -193,7 +192,7 @@ def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 dec
 
 
 @app.command()
-def usage(email: Optional[str] = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
+def usage(email: str | None = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """The latest calls: model, tokens, cost, latency, how each ended."""
     rows = _run(lambda admin, s: admin.usage(email, limit))

@@ -12,9 +12,10 @@ tier's prices; a key the tier omits keeps the entry's base value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from aicredits.domain.money import to_fraction
 
@@ -212,7 +213,7 @@ class Catalog:
 
     @classmethod
     def from_entries(cls, builtin: Iterable[Mapping[str, Any]],
-                     overrides: Iterable[Mapping[str, Any]] = ()) -> "Catalog":
+                     overrides: Iterable[Mapping[str, Any]] = ()) -> Catalog:
         merged: dict[str, dict] = {}
         for entry in builtin:
             merged[entry["id"]] = dict(entry)

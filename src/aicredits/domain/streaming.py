@@ -6,7 +6,7 @@ from __future__ import annotations
 class StreamMeter:
     """Observes each parsed chunk the client is sent."""
 
-    __slots__ = ("text_bytes", "fragments", "finished", "usage", "error", "done", "model", "id", "created")
+    __slots__ = ("created", "done", "error", "finished", "fragments", "id", "model", "text_bytes", "usage")
 
     def __init__(self) -> None:
         self.text_bytes = 0

@@ -4,9 +4,9 @@ dicts (the gateway's canonical form); an adapter for another protocol translates
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
-
+from typing import Protocol
 
 DONE = object()   # the stream's end marker ([DONE] / message_stop)
 

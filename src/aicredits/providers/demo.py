@@ -7,7 +7,7 @@ import asyncio
 import re
 import time
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.providers.base import DONE, ChatResult, StreamEvent

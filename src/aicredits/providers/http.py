@@ -9,8 +9,16 @@ import re
 import aiohttp
 import orjson
 
-from aicredits.errors import (GatewayError, InvalidRequest, NotFound, RateLimited, RequestTooLarge,
-                              ServiceUnavailable, UpstreamError, UpstreamTimeout)
+from aicredits.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    RequestTooLarge,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 SECRET_RE = re.compile(r"(sk|pk|rk|key|sess)-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+")
 

@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass
 
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES
-from aicredits.services.audio_probe import format_hint, probe
 from aicredits.domain.pricing import audio_seconds_cost, chars_cost
 from aicredits.errors import InvalidRequest
 from aicredits.multipart import Form
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import AudioUpload, MediaResult
+from aicredits.services.audio_probe import format_hint, probe
 from aicredits.services.metering import Meter, Metering, capability
 from aicredits.services.routing import Router
 

@@ -7,9 +7,8 @@ import io
 import math
 from dataclasses import dataclass
 
-from aicredits.errors import InvalidRequest
-
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES  # noqa: F401  (re-exported)
+from aicredits.errors import InvalidRequest
 
 
 @dataclass(frozen=True)

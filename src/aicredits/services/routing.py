@@ -15,8 +15,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
 from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable

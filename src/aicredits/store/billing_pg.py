@@ -26,7 +26,7 @@ class PostgresBilling:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> "PostgresBilling":
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> PostgresBilling:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
         return cls(pool)
 

@@ -14,7 +14,8 @@ import logging
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
 from aicredits.store import billing_sql as q

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text, UniqueConstraint)
+from sqlalchemy import (
+                        BigInteger,
+                        Boolean,
+                        Column,
+                        ForeignKey,
+                        Index,
+                        Integer,
+                        MetaData,
+                        String,
+                        Table,
+                        Text,
+                        UniqueConstraint,
+)
 
 metadata = MetaData()
 
