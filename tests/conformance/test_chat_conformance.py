@@ -385,7 +385,7 @@ def test_compatible_provider_gets_its_own_upstream_id_and_bearer_key(fakes, clie
 
 # ---------------------------------------------------------------------------- embeddings
 EMBEDDERS = {"openai": "openai/text-embedding-3-small", "compatible": "local/bge-m3",
-             "azure": "azure/text-embedding-3-small"}
+             "azure": "azure/text-embedding-3-small", "gemini": "google/gemini-embedding-001"}
 
 
 @pytest.mark.parametrize("name", list(EMBEDDERS))
