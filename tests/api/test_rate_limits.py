@@ -240,6 +240,7 @@ def test_limits_are_shared_by_every_worker_through_redis(start_gateway, redis_ur
     calls that passed were served by both workers, so neither could have counted alone (with its
     own counters, a worker that got 15 or more of the 30 would pass 10 by itself)."""
     gw = start_gateway(env=redis_env(redis_url), workers=2)
+    assert "counts per-key rate limits on its own" not in gw.log()
     for _ in range(3):   # the kernel picks the worker of each connection: a round that used one is retried
         seen = len(_call_pids(gw))
         statuses = _burst(gw, make_key(gw, rpm=10), 30)
@@ -248,6 +249,11 @@ def test_limits_are_shared_by_every_worker_through_redis(start_gateway, redis_ur
         if len(set(_call_pids(gw)[seen:])) == 2:
             return
     pytest.fail("every admitted call was served by one worker in three rounds")
+
+
+def test_workers_without_redis_warn_that_each_counts_alone(start_gateway):
+    gw = start_gateway(workers=2)
+    assert "2 workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its own" in gw.log()
 
 
 # ---------------------------------------------------------------- the window frees
