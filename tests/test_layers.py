@@ -120,6 +120,13 @@ def test_services_do_not_import_the_api_or_the_cli():
     assert bad == []
 
 
+def test_services_use_infra_only_through_ports():
+    """The rate limiters (infra/) are chosen in app.py; services see the ports.RateLimiter protocol."""
+    assert layer("infra")
+    bad = violations(layer("services") + layer("domain"), lambda n: is_module(n, "aicredits.infra"))
+    assert bad == []
+
+
 def test_api_does_not_import_the_store():
     bad = violations(layer("api"), lambda n: is_module(n, "aicredits.store"))
     assert bad == []

@@ -8,6 +8,7 @@ import logging
 import time
 from importlib import resources
 
+from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses
 from aicredits.api import chat as chat_routes
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
@@ -71,6 +72,20 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._session = None
 
+    def _rate_limiter(self):
+        """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
+        this process's memory."""
+        s = self.settings
+        if s.redis_url:
+            import redis.asyncio as aioredis
+
+            from aicredits.infra.ratelimit_redis import RedisRateLimiter
+            self.redis = aioredis.from_url(s.redis_url, socket_timeout=s.redis_timeout,
+                                           socket_connect_timeout=s.redis_timeout)
+            return RedisRateLimiter(self.redis, s.redis_prefix, s.rate_window_seconds)
+        from aicredits.infra.ratelimit_memory import MemoryRateLimiter
+        return MemoryRateLimiter(s.rate_window_seconds)
+
     async def startup(self) -> None:
         s = self.settings
         store = await open_billing_store(s)
@@ -81,7 +96,7 @@ class Gateway:
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
-        self.metering = Metering(self.billing)
+        self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         self.images = ImagesService(self.router, self.rates, self.metering)
@@ -92,9 +107,6 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
-        if s.redis_url:
-            import redis.asyncio as aioredis
-            self.redis = aioredis.from_url(s.redis_url)
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
@@ -170,4 +182,8 @@ class Gateway:
 
 
 def create_app(settings: Settings | None = None) -> Gateway:
-    return Gateway(settings or load_settings())
+    """The app of one `serve --workers N` worker process (uvicorn's factory): its logging is set
+    up here, as `serve` does for a single process."""
+    settings = settings or load_settings()
+    logs.configure(settings.log_level, settings.access_log)
+    return Gateway(settings)

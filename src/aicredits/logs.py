@@ -13,7 +13,7 @@ import orjson
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": round(time.time(), 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
+               "pid": record.process, "msg": record.getMessage()}
         fields = getattr(record, "fields", None)
         if fields:
             out.update(fields)

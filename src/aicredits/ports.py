@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aicredits.domain.ratelimit import Refused
+
 
 @dataclass(frozen=True)
 class KeyAuth:
@@ -13,6 +15,8 @@ class KeyAuth:
     account_id: int
     name: str
     limit_micros: int | None
+    rpm: int | None = None      # requests per rate window (None: unlimited)
+    tpm: int | None = None      # billed tokens per rate window (None: unlimited)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ class SettleResult:
 
 class KeyRevoked(Exception):
     pass
+
+
+class RateLimiter(Protocol):
+    """Per-key rpm/tpm counters (infra/: in process memory, or in Redis shared by every process)."""
+
+    async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> Refused | None:
+        """Count one request, or say why it is refused (then nothing is counted)."""
+    async def add_tokens(self, key_id: str, tokens: int) -> None:
+        """Add a settled call's billed tokens to the key's tpm window."""
 
 
 class BillingStore(Protocol):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aicredits.domain.money import to_fraction
+from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
 DEFAULT_DB_URL = "sqlite:///aicredits.db"
 
@@ -33,6 +34,9 @@ class ProviderSettings:
 class Settings:
     database_url: str = DEFAULT_DB_URL
     redis_url: str | None = None
+    redis_prefix: str = "aicredits:"     # every Redis key the gateway writes starts with this
+    redis_timeout: float = 0.5           # seconds to connect to Redis or wait for an answer
+    rate_window_seconds: float = 60.0    # the window of per-key rpm/tpm (60: per minute)
     usd_inr: Any = "88"
     markup: Any = "0"
     upstream_connect_timeout: float = 5.0
@@ -152,6 +156,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         database_url=db_url,
         redis_url=pick("AICREDITS_REDIS_URL", "redis_url", None),
+        redis_prefix=str(pick("AICREDITS_REDIS_PREFIX", "redis_prefix", "aicredits:")),
+        redis_timeout=_float(env, "AICREDITS_REDIS_TIMEOUT", float(gw.get("redis_timeout", 0.5))),
+        rate_window_seconds=_float(env, "AICREDITS_RATE_WINDOW_SECONDS",
+                                   float(gw.get("rate_window_seconds", 60))),
         usd_inr=str(pick("AICREDITS_USD_INR", "usd_inr", "88")),
         markup=str(pick("AICREDITS_MARKUP", "markup", "0")),
         upstream_connect_timeout=_float(env, "AICREDITS_UPSTREAM_CONNECT_TIMEOUT",
@@ -173,6 +181,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         providers=providers,
         extra_models=tuple(cfg.get("models") or ()),
     )
+    if settings.rate_window_seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(f"AICREDITS_RATE_WINDOW_SECONDS must be at most {MAX_WINDOW_SECONDS}")
     if settings.retries < 0 or settings.breaker_failures < 1:
         raise ValueError("AICREDITS_RETRIES must be >= 0 and AICREDITS_BREAKER_FAILURES >= 1")
     # validate the money settings now, not on the first call

@@ -445,3 +445,88 @@ def test_first_serve_creates_the_admin_and_a_private_credentials_file(start_gate
     assert path.stat().st_mtime_ns == mtime
     assert not (again.workdir / "aicredits-first-admin.txt").exists()
     again.stop()
+
+
+# ---------------------------------------------------------------------------- rate limits
+def test_keys_create_with_rate_limits(url):
+    out = one_json(ok(url, "keys", "create", "--email", "rl@example.com", "--credits", "1", "--rpm", "60",
+                      "--tpm", "90000", "--json"))
+    assert (out["rpm"], out["tpm"]) == (60, 90000) and KEY_RE.fullmatch(out["key"])
+    plain = one_json(ok(url, "keys", "create", "--email", "rl@example.com", "--json"))
+    assert (plain["rpm"], plain["tpm"]) == (None, None)        # unlimited by default
+    rows = {r["id"]: r for r in one_json(ok(url, "keys", "list", "--json"))}
+    assert (rows[out["id"]]["rpm"], rows[out["id"]]["tpm"]) == (60, 90000)
+    assert (rows[plain["id"]]["rpm"], rows[plain["id"]]["tpm"]) == (None, None)
+    assert sql(url, "SELECT rpm, tpm FROM api_keys WHERE id = ?", (out["id"],)) == [(60, 90000)]
+    human = ok(url, "keys", "create", "--email", "rl@example.com", "--rpm", "5").stdout
+    assert "rpm 5, tpm unlimited" in human
+    table_out = ok(url, "keys", "list", env={"COLUMNS": "200"}).stdout
+    assert "rpm" in table_out and "tpm" in table_out and "90000" in table_out
+
+
+@pytest.mark.parametrize("flag, value", [("--rpm", "0"), ("--rpm", "-3"), ("--tpm", "abc"), ("--tpm", "1.5"),
+                                         ("--rpm", "1000000001")])
+def test_keys_create_refuses_bad_rate_limits(url, flag, value):
+    ok(url, "migrate")
+    proc = run(url, "keys", "create", "--email", "bad@example.com", flag, value, "--json")
+    assert proc.returncode == 2 and proc.stdout.strip() == ""
+    assert flag in proc.stderr and "Traceback" not in proc.stderr
+    assert sql(url, "SELECT COUNT(*) FROM api_keys") == [(0,)]
+
+
+def test_keys_limit_sets_keeps_and_clears(url):
+    made = one_json(ok(url, "keys", "create", "--email", "lim@example.com", "--json"))
+    assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "30", "--tpm", "5000", "--json")) == \
+        {"id": made["id"], "rpm": 30, "tpm": 5000}
+    # an option left out is kept
+    assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "10", "--json"))["tpm"] == 5000
+    proc = ok(url, "keys", "limit", made["id"], "--tpm", "none")
+    assert f"{made['id']}: rpm 10, tpm unlimited" in proc.stdout
+    ok(url, "keys", "limit", made["id"], "--rpm", "NONE")
+    assert sql(url, "SELECT rpm, tpm FROM api_keys WHERE id = ?", (made["id"],)) == [(None, None)]
+
+
+def test_keys_limit_errors(url):
+    made = one_json(ok(url, "keys", "create", "--email", "lim2@example.com", "--json"))
+    for args in ((made["id"],), (made["id"], "--rpm", "0"), (made["id"], "--tpm", "lots"),
+                 (made["id"], "--rpm", "-1")):
+        proc = run(url, "keys", "limit", *args)
+        assert proc.returncode == 2 and proc.stderr.strip() and "Traceback" not in proc.stderr, args
+    unknown = run(url, "keys", "limit", "key_nope", "--rpm", "5")
+    assert unknown.returncode == 1 and "no key with id key_nope" in unknown.stderr
+    assert sql(url, "SELECT rpm, tpm FROM api_keys WHERE id = ?", (made["id"],)) == [(None, None)]
+
+
+def test_rate_limit_help_texts(url):
+    assert re.search(r"\blimit\b", ok(url, "keys", "--help").stdout)
+    create = ok(url, "keys", "create", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--rpm" in create and "--tpm" in create and "Requests per minute" in create
+    assert "Tokens per minute" in create and "429" in create
+    limit = ok(url, "keys", "limit", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--rpm" in limit and "--tpm" in limit and "'none' removes it" in limit
+
+
+def test_migrate_upgrades_a_0001_database_with_keys(url):
+    """An existing database at migration 0001 with a key in it: `aicredits migrate` adds the rate
+    limit columns, the key keeps working unlimited, and `keys limit` then sets its limits."""
+    from alembic import command
+
+    from aicredits.store.db import _alembic_config
+
+    cfg = _alembic_config(url)
+    command.upgrade(cfg, "0001")     # env.py opens its own engine when given no connection
+    assert "rpm" not in {r[1] for r in sql(url, "PRAGMA table_info(api_keys)")}
+    sql(url, "INSERT INTO accounts (id, email, name, role, created_at) VALUES (1, 'old@example.com', '', 'user', 1)")
+    sql(url, "INSERT INTO wallets (account_id, balance, held, total_added, total_spent, updated_at) "
+             "VALUES (1, 3000000, 0, 3000000, 0, 1)")
+    sql(url, "INSERT INTO ledger_entries (account_id, kind, amount, balance_after, note, created_at) "
+             "VALUES (1, 'grant', 3000000, 3000000, 'old', 1)")
+    sql(url, "INSERT INTO api_keys (id, account_id, name, key_hash, display, spent, held, created_at) "
+             "VALUES ('key_old', 1, 'old', ?, 'sk-…', 0, 0, 1)", ("ab" * 32,))
+    ok(url, "migrate")
+    assert sql(url, "SELECT version_num FROM alembic_version") == [("0002",)]
+    (row,) = one_json(ok(url, "keys", "list", "--json"))
+    assert (row["id"], row["rpm"], row["tpm"]) == ("key_old", None, None)
+    assert one_json(ok(url, "wallet", "show", "--email", "old@example.com", "--json"))["balance"] == 3
+    ok(url, "keys", "limit", "key_old", "--rpm", "3")
+    assert ok(url, "ledger", "verify").returncode == 0

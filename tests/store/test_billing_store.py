@@ -17,9 +17,9 @@ from aicredits.app import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.domain.reservation import HoldPlan, Refusal, plan_hold
 from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
-from aicredits.services.admin import Admin
+from aicredits.services.admin import Admin, AdminError
 from aicredits.settings import load_settings
-from aicredits.store.db import make_engine, migrate
+from aicredits.store.db import _alembic_config, make_engine, migrate
 
 HOLD = 10_000            # micros: what `planner()` reserves (10 output tokens at 1000 micros each)
 TTL_MS = 60_000
@@ -308,3 +308,78 @@ async def test_ping_and_credits_view(db_url):
         assert view["total_added"] == 2_500_000 and view["total_spent"] == 0
         assert view["key"] == {"name": "test key", "limit": 1_000_000, "spent": 0, "held": 0}
         assert (await env.store.credits(auth.account_id, None))["key"] is None
+
+
+# ---------------------------------------------------------------------------- rate limits (migration 0002)
+async def test_find_key_carries_the_rate_limits(db_url):
+    async with opened(db_url) as env:
+        _email, created, auth = await new_key(env, 1_000_000)
+        assert (auth.rpm, auth.tpm) == (None, None)              # unlimited by default
+        limited = await env.admin.create_key(f"r-{uuid.uuid4().hex[:8]}@example.com", rpm=60, tpm=90_000)
+        got = await env.store.find_key(hash_key(limited["key"]))
+        assert (got.rpm, got.tpm) == (60, 90_000)
+        assert await env.admin.set_rate_limits(created["id"], rpm=5) == {"id": created["id"], "rpm": 5,
+                                                                          "tpm": None}
+        assert await env.admin.set_rate_limits(limited["id"], tpm=None) == {"id": limited["id"], "rpm": 60,
+                                                                             "tpm": None}
+        assert (await env.store.find_key(hash_key(created["key"]))).rpm == 5
+        for bad in ({"rpm": 0}, {"tpm": -1}, {"rpm": True}, {"tpm": 10**10}, {"burst": 3}):
+            with pytest.raises(AdminError):
+                await env.admin.set_rate_limits(created["id"], **bad)
+        with pytest.raises(AdminError):
+            await env.admin.set_rate_limits("key_unknown", rpm=1)
+
+
+async def _at_revision(engine, url: str, revision: str) -> None:
+    from alembic import command
+
+    cfg = _alembic_config(url)
+
+    def run(connection) -> None:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def test_upgrade_from_0001_keeps_existing_keys_and_leaves_them_unlimited(db_url):
+    """A database made by migration 0001 with keys, a wallet and a ledger in it: migration 0002
+    adds rpm/tpm as NULL (unlimited) and nothing else changes."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    try:
+        await _at_revision(engine, db_url, "0001")
+        secret = "sk-" + "ab" * 32
+        async with engine.begin() as conn:
+            cols = {c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_columns("api_keys"))}
+            assert "rpm" not in cols and "tpm" not in cols
+            await conn.execute(text("INSERT INTO accounts (id, email, name, role, created_at) "
+                                    "VALUES (1, 'old@example.com', '', 'user', 1)"))
+            await conn.execute(text("INSERT INTO wallets (account_id, balance, held, total_added, total_spent, "
+                                    "updated_at) VALUES (1, 5000000, 0, 5000000, 0, 1)"))
+            await conn.execute(text("INSERT INTO ledger_entries (account_id, kind, amount, balance_after, note, "
+                                    "created_at) VALUES (1, 'grant', 5000000, 5000000, 'before 0002', 1)"))
+            await conn.execute(text("INSERT INTO api_keys (id, account_id, name, key_hash, display, limit_micros, "
+                                    "spent, held, created_at) VALUES ('key_old', 1, 'old', :h, 'sk-abab…abab', "
+                                    "2000000, 0, 0, 1)"), {"h": hash_key(secret)})
+        await migrate(engine, db_url)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0002"
+        admin = Admin(engine)
+        (row,) = await admin.list_keys("old@example.com")
+        assert (row["id"], row["name"], row["limit"], row["rpm"], row["tpm"]) == ("key_old", "old", 2_000_000,
+                                                                                   None, None)
+        assert (await admin.wallet("old@example.com"))["balance"] == 5_000_000
+        assert await admin.verify(60) == []
+        store = await open_billing_store(load_settings({"AICREDITS_DATABASE_URL": db_url}))
+        try:
+            auth = await store.find_key(hash_key(secret))
+            assert (auth.key_id, auth.limit_micros, auth.rpm, auth.tpm) == ("key_old", 2_000_000, None, None)
+            await admin.set_rate_limits("key_old", rpm=10, tpm=1000)
+            auth = await store.find_key(hash_key(secret))
+            assert (auth.rpm, auth.tpm) == (10, 1000)
+        finally:
+            await store.close()
+    finally:
+        await engine.dispose()

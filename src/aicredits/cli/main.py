@@ -10,10 +10,11 @@ import typer
 from aicredits import __version__
 from aicredits.cli.output import inr, print_json, table
 from aicredits.domain.money import inr_to_micros, micros_to_inr
+from aicredits.domain.ratelimit import MAX_LIMIT
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
                   no_args_is_help=True, add_completion=False)
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys, and set their rate limits.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 wallet_app = typer.Typer(help="Show and credit wallets.", no_args_is_help=True)
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
@@ -75,6 +76,30 @@ def _amount(value: str | None, name: str) -> int | None:
     return micros
 
 
+RPM_HELP = ("Requests per minute this key may make (per rate window: AICREDITS_RATE_WINDOW_SECONDS, "
+            "60 by default); beyond it calls get 429 rate_limit_error.")
+TPM_HELP = ("Tokens per minute (prompt + completion, as billed) this key may use; once its recent calls "
+            "reached it, calls get 429 rate_limit_error.")
+
+
+def _rate(value: str, name: str) -> int | None:
+    """A rate limit option: a positive integer, or 'none' (unlimited)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_LIMIT:
+        typer.echo(f"error: {name} must be an integer from 1 to {MAX_LIMIT}, or 'none'; got {value!r}", err=True)
+        raise typer.Exit(2)
+    return n
+
+
+def _rate_text(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"aicredits {__version__}")
@@ -111,20 +136,26 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
                 name: str = typer.Option("", help="A label for the key."),
                 credits: str | None = typer.Option(None, help="INR to grant the account first."),
                 limit: str | None = typer.Option(None, help="The key's own credit limit in INR."),
+                rpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=RPM_HELP + " Default: unlimited."),
+                tpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=TPM_HELP + " Default: unlimited."),
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Create an API key (shown once)."""
     credit_micros = _amount(credits, "--credits") or 0
     limit_micros = _amount(limit, "--limit")
-    out = _run(lambda admin, s: admin.create_key(email, name=name, credits=credit_micros, limit=limit_micros))
+    out = _run(lambda admin, s: admin.create_key(email, name=name, credits=credit_micros, limit=limit_micros,
+                                                 rpm=rpm, tpm=tpm))
     if as_json:
         print_json({"key": out["key"], "id": out["id"], "account": out["account"], "name": out["name"],
                     "balance": micros_to_inr(out["balance"]),
-                    "limit": micros_to_inr(out["limit"]) if out["limit"] is not None else None})
+                    "limit": micros_to_inr(out["limit"]) if out["limit"] is not None else None,
+                    "rpm": out["rpm"], "tpm": out["tpm"]})
         return
     typer.echo(f"key:     {out['key']}")
     typer.echo(f"id:      {out['id']}")
     typer.echo(f"account: {out['account']}")
     typer.echo(f"balance: {inr(out['balance'])} INR")
+    if rpm is not None or tpm is not None:
+        typer.echo(f"limits:  rpm {_rate_text(rpm)}, tpm {_rate_text(tpm)}")
     typer.echo("Store the key now: it is not shown again.")
 
 
@@ -137,9 +168,32 @@ def keys_list(email: str | None = typer.Option(None, help="Only this account's k
         print_json([{**r, "limit": micros_to_inr(r["limit"]) if r["limit"] is not None else None,
                      "spent": micros_to_inr(r["spent"]), "held": micros_to_inr(r["held"])} for r in rows])
         return
-    table(["id", "account", "name", "key", "limit", "spent", "revoked"],
+    table(["id", "account", "name", "key", "limit", "rpm", "tpm", "spent", "revoked"],
           [[r["id"], r["account"], r["name"], r["display"], inr(r["limit"]) if r["limit"] is not None else "-",
-            inr(r["spent"]), "yes" if r["revoked"] else ""] for r in rows])
+            "-" if r["rpm"] is None else r["rpm"], "-" if r["tpm"] is None else r["tpm"], inr(r["spent"]), "yes" if r["revoked"] else ""]
+           for r in rows])
+
+
+@keys_app.command("limit")
+def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
+               rpm: str | None = typer.Option(None, metavar="N|none", help=RPM_HELP + " 'none' removes it."),
+               tpm: str | None = typer.Option(None, metavar="N|none", help=TPM_HELP + " 'none' removes it."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Set or remove a key's rate limits (running gateways apply them within a second).
+    Options left out are kept: `keys limit ID --rpm 60` keeps the key's tpm."""
+    changes = {}
+    if rpm is not None:
+        changes["rpm"] = _rate(rpm, "--rpm")
+    if tpm is not None:
+        changes["tpm"] = _rate(tpm, "--tpm")
+    if not changes:
+        typer.echo("error: give --rpm and/or --tpm (a positive integer, or 'none' to remove the limit)", err=True)
+        raise typer.Exit(2)
+    out = _run(lambda admin, s: admin.set_rate_limits(key_id, **changes))
+    if as_json:
+        print_json(out)
+        return
+    typer.echo(f"{key_id}: rpm {_rate_text(out['rpm'])}, tpm {_rate_text(out['tpm'])}")
 
 
 @keys_app.command("revoke")

@@ -76,6 +76,9 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         _announce(first, settings, host, port)
     log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,
              redact_url(settings.database_url))
+    if workers > 1 and not settings.redis_url:
+        log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
+                    "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
     common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
                   log_config=None, server_header=False, date_header=False, proxy_headers=False,
                   timeout_graceful_shutdown=10,

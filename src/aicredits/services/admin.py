@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 
 from aicredits.domain.keys import display_form, generate_key, generate_key_id, hash_key
 from aicredits.domain.ledger import wallet_problems
+from aicredits.domain.ratelimit import MAX_LIMIT
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import api_keys as keys_repo
 from aicredits.store import usage as usage_repo
@@ -20,6 +21,15 @@ ADMIN_EMAIL = "admin@aicredits.local"
 
 class AdminError(Exception):
     pass
+
+
+def _check_rate_limits(limits: dict) -> None:
+    for name, value in limits.items():
+        if name not in ("rpm", "tpm"):
+            raise AdminError(f"unknown rate limit {name!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_LIMIT):
+            raise AdminError(f"{name} must be an integer from 1 to {MAX_LIMIT}, or unset; got {value!r}")
 
 
 class Admin:
@@ -50,17 +60,20 @@ class Admin:
         return {"id": acct.id, "email": acct.email, "role": acct.role}
 
     async def create_key(self, email: str | None, *, name: str = "", credits: int = 0,
-                         limit: int | None = None, role: str = "user") -> dict:
+                         limit: int | None = None, role: str = "user", rpm: int | None = None,
+                         tpm: int | None = None) -> dict:
+        _check_rate_limits({"rpm": rpm, "tpm": tpm})
         key = generate_key()
         async with self._engine.begin() as conn:
             acct = await self._account(conn, email or DEFAULT_EMAIL, create=True, role=role)
             if credits:
                 await accounts_repo.credit(conn, acct.id, credits, kind="grant", note="keys create --credits")
             row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=acct.id, name=name,
-                                         key_hash=hash_key(key), display=display_form(key), limit_micros=limit)
+                                         key_hash=hash_key(key), display=display_form(key), limit_micros=limit,
+                                         rpm=rpm, tpm=tpm)
             wallet = await accounts_repo.wallet(conn, acct.id)
         return {"key": key, "id": row.id, "account": acct.email, "name": name, "display": row.display,
-                "balance": wallet.available, "limit": limit}
+                "balance": wallet.available, "limit": limit, "rpm": rpm, "tpm": tpm}
 
     async def list_keys(self, email: str | None = None) -> list[dict]:
         async with self._engine.connect() as conn:
@@ -70,8 +83,20 @@ class Admin:
             rows = await keys_repo.list_for(conn, account_id)
             emails = {a.id: a.email for a in await accounts_repo.list_all(conn)}
         return [{"id": r.id, "account": emails.get(r.account_id), "name": r.name, "display": r.display,
-                 "limit": r.limit_micros, "spent": r.spent, "held": r.held, "created_at": r.created_at,
-                 "revoked": r.revoked_at is not None} for r in rows]
+                 "limit": r.limit_micros, "rpm": r.rpm, "tpm": r.tpm, "spent": r.spent, "held": r.held,
+                 "created_at": r.created_at, "revoked": r.revoked_at is not None} for r in rows]
+
+    async def set_rate_limits(self, key_id: str, **changes: int | None) -> dict:
+        """Set or clear (None) a key's `rpm` and/or `tpm`; running gateways apply it within their
+        key cache's lifetime (1 s)."""
+        _check_rate_limits(changes)
+        async with self._engine.begin() as conn:
+            if await keys_repo.get(conn, key_id) is None:
+                raise AdminError(f"no key with id {key_id}")
+            if changes:
+                await keys_repo.set_rate_limits(conn, key_id, changes)
+            row = await keys_repo.get(conn, key_id)
+        return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm}
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._engine.begin() as conn:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from aicredits.domain.pricing import TokenUsage
+from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
-from aicredits.errors import GatewayError, InternalError, InvalidRequest, UpstreamTimeout
-from aicredits.ports import KeyAuth, Settlement, SettleResult
+from aicredits.errors import GatewayError, InternalError, InvalidRequest, RateLimited, UpstreamTimeout
+from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
 
@@ -104,11 +105,19 @@ def capability(target, name: str):
 
 
 class Metering:
-    def __init__(self, billing: Billing) -> None:
+    def __init__(self, billing: Billing, limiter: RateLimiter, rate_window_seconds: float = 60.0) -> None:
         self.billing = billing
+        self.limiter = limiter
+        self._window_ms = max(1, round(rate_window_seconds * 1000))
 
     async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
-        """Reserve the call's worst case; raises 402 (InsufficientCredits) with what would fit."""
+        """Admit the call under its key's rate limits (429), then reserve its worst case (402 with
+        what would fit). Every billable endpoint passes here, so no route skips either."""
+        auth = meter.auth
+        if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
+            refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
+            if refused is not None:
+                raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
         plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
         meter.plan = plan
         meter.hold = plan.amount
@@ -208,6 +217,9 @@ class Metering:
         }
         meter.settled = await self.billing.settle(Settlement(
             meter.call_id, meter.auth.account_id, meter.auth.key_id, charge, row, note=meter.model))
+        tokens = u.prompt_tokens + u.completion_tokens
+        if meter.auth.tpm is not None and meter.settled.charged and tokens:
+            await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "endpoint": meter.endpoint, "model": meter.model,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,

@@ -22,20 +22,28 @@ class KeyRow:
     held: int
     created_at: int
     revoked_at: int | None
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 def _row(r) -> KeyRow:
     return KeyRow(r.id, r.account_id, r.name, r.display, r.limit_micros, r.spent, r.held, r.created_at,
-                  r.revoked_at)
+                  r.revoked_at, r.rpm, r.tpm)
 
 
 async def create(conn: AsyncConnection, *, key_id: str, account_id: int, name: str, key_hash: str,
-                 display: str, limit_micros: int | None) -> KeyRow:
+                 display: str, limit_micros: int | None, rpm: int | None = None,
+                 tpm: int | None = None) -> KeyRow:
     ts = now_ms()
     await conn.execute(insert(api_keys).values(id=key_id, account_id=account_id, name=name, key_hash=key_hash,
                                                display=display, limit_micros=limit_micros, spent=0, held=0,
-                                               created_at=ts, revoked_at=None))
-    return KeyRow(key_id, account_id, name, display, limit_micros, 0, 0, ts, None)
+                                               created_at=ts, revoked_at=None, rpm=rpm, tpm=tpm))
+    return KeyRow(key_id, account_id, name, display, limit_micros, 0, 0, ts, None, rpm, tpm)
+
+
+async def set_rate_limits(conn: AsyncConnection, key_id: str, changes: dict) -> None:
+    """Set `rpm` and/or `tpm` (None clears one: unlimited)."""
+    await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**changes))
 
 
 async def list_for(conn: AsyncConnection, account_id: int | None = None) -> list[KeyRow]:

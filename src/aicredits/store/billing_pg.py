@@ -34,7 +34,7 @@ class PostgresBilling:
         row = await self._pool.fetchrow(N["FIND_KEY"], key_hash)
         if row is None or row[4] is not None:
             return None
-        return KeyAuth(row[0], row[1], row[2], row[3])
+        return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
 
     async def reserve(self, req: HoldRequest) -> Any:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -12,7 +12,7 @@ USAGE_COLUMNS = (
     "error", "created_at",
 )
 
-FIND_KEY = "SELECT id, account_id, name, limit_micros, revoked_at FROM api_keys WHERE key_hash = ?"
+FIND_KEY = "SELECT id, account_id, name, limit_micros, revoked_at, rpm, tpm FROM api_keys WHERE key_hash = ?"
 WALLET = "SELECT balance, held FROM wallets WHERE account_id = ?"
 KEY_STATE = "SELECT limit_micros, spent, held, revoked_at FROM api_keys WHERE id = ?"
 HOLD_WALLET = "UPDATE wallets SET held = held + ? WHERE account_id = ?"

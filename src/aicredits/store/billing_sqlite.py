@@ -131,7 +131,7 @@ class SqliteBilling:
             row = conn.execute(q.FIND_KEY, (key_hash,)).fetchone()
             if row is None or row[4] is not None:
                 return None
-            return KeyAuth(row[0], row[1], row[2], row[3])
+            return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
         return await self._submit(op)
 
     async def reserve(self, req: HoldRequest) -> Any:

@@ -65,6 +65,8 @@ api_keys = Table(
     Column("held", BigInteger, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("rpm", Integer, nullable=True),       # requests per rate window; NULL: unlimited
+    Column("tpm", BigInteger, nullable=True),    # billed tokens per rate window; NULL: unlimited
     Index("ix_api_keys_account", "account_id"),
 )
 
