@@ -92,7 +92,7 @@ def pg_reachable() -> bool:
     try:
         asyncio.run(_pg_exec(PG_ADMIN_DSN, "SELECT 1"))
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means PostgreSQL is not reachable
         return False
 
 
@@ -132,7 +132,7 @@ def redis_url():
     import redis
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means Redis is not reachable
         unavailable("Redis at 127.0.0.1:6379")
     return REDIS_URL
 
@@ -167,7 +167,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process writes to it until stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aicredits", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", str(self.workers)],
@@ -202,7 +202,7 @@ class GatewayProcess:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "aicredits", *args], cwd=self.workdir, env=self.env,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"aicredits {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc

@@ -131,7 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         base_url = p.get("base_url") or (base.base_url if base else None)
         if not base_url:
             raise ValueError(f"provider {name}: base_url is required")
-        def secs(key: str) -> float | None:
+        def secs(key: str, p=p, name=name) -> float | None:
             v = p.get(key)
             if v is None:
                 return None

@@ -190,7 +190,7 @@ def test_breaker_opens_and_configured_fallback_serves(routed, clean):
 
 
 def test_hold_covers_the_dearest_model_of_the_chain(routed, clean):
-    a, b = clean
+    a, _ = clean
     entry_cheap = routed.catalog()["pool/solo"]
     assert entry_cheap["output_cost_per_1m"] < routed.catalog()["pool/backup"]["output_cost_per_1m"]
     # 1000 output tokens at gpt-4o prices (10 USD/1M) ~ 0.96 INR; at the cheap price ~ 0.06 INR

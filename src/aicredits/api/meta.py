@@ -93,13 +93,13 @@ async def ready(gw, req: Request, send) -> None:
     ok = True
     try:
         await gw.billing.store.ping()
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever the failure, the database is not ready
         status["db"], ok = "unavailable", False
     if gw.redis is not None:
         try:
             await gw.redis.ping()
             status["redis"] = "ok"
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the failure, Redis is not ready
             status["redis"], ok = "unavailable", False
     if not ok:
         status["status"] = "unavailable"

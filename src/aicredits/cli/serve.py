@@ -79,10 +79,9 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
-    common = dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                  log_config=None, server_header=False, date_header=False, proxy_headers=False,
-                  timeout_graceful_shutdown=10,
-                  backlog=4096)
+    common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
+              "access_log": False, "log_config": None, "server_header": False, "date_header": False,
+              "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
     if workers == 1:
         from aicredits.app import Gateway
         uvicorn.run(Gateway(settings), **common)

@@ -220,7 +220,7 @@ class Catalog:
         for entry in overrides:
             model_id = entry.get("id")
             if not isinstance(model_id, str):
-                raise ValueError(f"[[models]] entry without an id: {entry!r}")
+                raise ValueError(f"[[models]] entry without an id: {entry!r}")  # noqa: TRY004 - a config error
             base = merged.get(model_id, {})
             merged[model_id] = {**base, **entry}
         return cls(spec_from_entry(e) for e in merged.values())

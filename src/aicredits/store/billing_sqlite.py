@@ -60,7 +60,7 @@ class SqliteBilling:
     def _run(self) -> None:
         try:
             conn = self._connect()
-        except BaseException as exc:  # surfaced to the constructor
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the constructor
             self._error = exc
             self._ready.set()
             return
@@ -96,7 +96,7 @@ class SqliteBilling:
                 conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn)
-                except Exception as exc:  # an operation's own failure (refusal, revoked key...)
+                except Exception as exc:  # noqa: BLE001 - an operation's own failure (refusal, revoked key...)
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     done.append((fut, loop, None, exc))
@@ -104,7 +104,7 @@ class SqliteBilling:
                     conn.execute("RELEASE op")
                     done.append((fut, loop, value, None))
             conn.execute("COMMIT")
-        except Exception as exc:  # the transaction itself failed: nothing in it happened
+        except Exception as exc:  # noqa: BLE001 - the transaction failed: nothing in it happened
             log.error("sqlite billing transaction failed: %s", exc)
             try:
                 conn.execute("ROLLBACK")

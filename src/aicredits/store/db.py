@@ -57,7 +57,7 @@ def postgres_dsn(url: str) -> str:
 def redact_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - never let a bad URL (or its password) reach a log
         return "<unparseable database url>"
 
 
