@@ -34,19 +34,14 @@ class UpstreamCut(Exception):
 class ChatStream(Protocol):
     def batches(self) -> AsyncIterator[list[StreamEvent]]: ...
     async def aclose(self) -> None: ...
-    # optional: def partial_usage(self) -> dict | None (see `partial_usage` below)
 
-
-def partial_usage(stream) -> dict | None:
-    """What the provider has reported of a stream's usage so far, for a stream that ends
-    without its usage chunk (cut, client gone): OpenAI-shaped usage holding only the keys the
-    provider actually reported (Anthropic's message_start gives `prompt_tokens` and
-    `prompt_tokens_details` with its cache buckets; `completion_tokens` only once a cumulative
-    count came), or None. The services estimate what is missing. A stream whose usage arrives
-    only in its final chunk (OpenAI-shaped) has nothing partial: it need not define
-    `partial_usage()`, and gets None here."""
-    fn = getattr(stream, "partial_usage", None)
-    return fn() if fn is not None else None
+    def partial_usage(self) -> dict | None:
+        """What the provider has reported of the usage so far, for a stream that ends without
+        its usage chunk (cut, client gone): OpenAI-shaped usage holding only the keys the
+        provider actually reported (Anthropic's message_start gives `prompt_tokens` and
+        `prompt_tokens_details` with its cache buckets; `completion_tokens` only once a
+        cumulative count came), or None when it reports usage only at the end (OpenAI-shaped
+        streams). The services estimate what is missing."""
 
 
 class ChatProvider(Protocol):

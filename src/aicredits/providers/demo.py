@@ -48,6 +48,9 @@ class DemoStream:
         self._body = body
         self._model = upstream_id
 
+    def partial_usage(self) -> dict | None:
+        return None   # its usage comes whole, in the last chunk
+
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
         text, reason = _reply(self._body, _limit(self._body))
         base = {"id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion.chunk",

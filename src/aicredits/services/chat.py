@@ -26,7 +26,7 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut, partial_usage
+from aicredits.providers.base import DONE, UpstreamCut
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
@@ -133,14 +133,14 @@ class ChatService:
     @staticmethod
     def _stream_usage(meter: Meter, sm: StreamMeter, upstream) -> TokenUsage:
         """A stream's usage: the provider's usage chunk if it arrived. Else what the provider
-        reported so far (`partial_usage`: e.g. Anthropic's prompt and cache counts from
+        reported so far (its `partial_usage()`: e.g. Anthropic's prompt and cache counts from
         message_start), with the documented estimator filling in what it did not report: the
         prompt, and the output the gateway relayed."""
         usage = usage_from_openai(sm.usage)
         if usage is not None:
             return usage
         completion = estimate_text_tokens(sm.text_bytes, sm.fragments)
-        known = partial_usage(upstream)
+        known = upstream.partial_usage()
         if not isinstance(known, dict) or not known:
             return TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body), completion_tokens=completion)
         usage = usage_from_openai(known)
@@ -152,7 +152,7 @@ class ChatService:
         return usage
 
     async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
-                             upstream=None, pending: dict | None = None) -> bytes:
+                             upstream, pending: dict | None) -> bytes:
         if meter.client_gone:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
