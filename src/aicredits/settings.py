@@ -43,6 +43,9 @@ class Settings:
     upstream_timeout: float = 120.0
     stream_idle_timeout: float = 60.0
     max_request_seconds: float = 900.0
+    hold_lease_seconds: float = 30.0     # a hold's lease; renewed every lease/6 while its process runs
+    settle_retry_seconds: float = 15.0   # how long a failed settle is retried before it goes to the journal
+    state_dir: str | None = None         # where the settle journal lives (None: beside the SQLite file, or cwd)
     max_body_bytes: int = 40 * 1024 * 1024
     retries: int = 2
     retry_base_delay: float = 0.2
@@ -66,8 +69,21 @@ class Settings:
 
     @property
     def hold_ttl_seconds(self) -> float:
-        """A hold older than this belongs to no running call: the sweeper releases it."""
-        return self.max_request_seconds + 60.0
+        """The longest a hold outlives the process that made it: its lease, plus the sweeper's
+        interval (lease / 6). A running process renews its holds, however long their calls run."""
+        return self.hold_lease_seconds * 7 / 6
+
+    @property
+    def journal_dir(self) -> Path:
+        """The settle journal's directory: <state_dir>/settle-journal. Without AICREDITS_STATE_DIR,
+        the state directory is the SQLite database's directory, or the working directory for
+        PostgreSQL."""
+        if self.state_dir:
+            base = Path(self.state_dir)
+        else:
+            db = sqlite_path(self.database_url)
+            base = db.parent if db is not None and str(db) not in ("", ":memory:") else Path(".")
+        return base / "settle-journal"
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -169,6 +185,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                    float(gw.get("stream_idle_timeout", 60))),
         max_request_seconds=_float(env, "AICREDITS_MAX_REQUEST_SECONDS",
                                    float(gw.get("max_request_seconds", 900))),
+        hold_lease_seconds=_float(env, "AICREDITS_HOLD_LEASE_SECONDS", float(gw.get("hold_lease_seconds", 30))),
+        settle_retry_seconds=_float(env, "AICREDITS_SETTLE_RETRY_SECONDS",
+                                    float(gw.get("settle_retry_seconds", 15))),
+        state_dir=pick("AICREDITS_STATE_DIR", "state_dir", None),
         max_body_bytes=max_body,
         retries=int(pick("AICREDITS_RETRIES", "retries", 2)),
         retry_base_delay=_float(env, "AICREDITS_RETRY_BASE_DELAY", float(gw.get("retry_base_delay", 0.2))),

@@ -244,3 +244,9 @@ class _ChatStream:
 
     def finish(self, cut: str | None, timeout: bool):
         return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending)
+
+    def accrued(self) -> int:
+        """The charge of a cut now: prompt + delivered output (nothing while none was delivered)."""
+        if not self.sm.delivered_output:
+            return 0
+        return self.chat._cost(self.meter, self.chat._stream_usage(self.meter, self.sm, self.upstream))

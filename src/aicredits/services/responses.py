@@ -116,6 +116,13 @@ class _Native:
     def finish(self, cut: str | None, timeout: bool):
         return self.service._finish_native(self.call, self, cut, timeout)
 
+    def accrued(self) -> int:
+        """The charge of a cut now: its terminal event's charge once that came, else prompt +
+        delivered output (nothing while none was delivered)."""
+        if self.charge is not None:
+            return self.charge
+        return self.service._stream_charge(self.call, self, False)
+
 
 class ResponsesService:
     def __init__(self, router: Router, rates, metering: Metering, chat: ChatService, *,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aicredits.domain.ledger import WalletFacts
+from aicredits.domain.ledger import WalletFacts, key_problems
 from aicredits.store.db import now_ms, row_dict
 from aicredits.store.tables import accounts, api_keys, holds, ledger_entries, wallets
 
@@ -128,12 +128,13 @@ async def wallet_facts(conn: AsyncConnection) -> list[WalletFacts]:
 async def key_hold_problems(conn: AsyncConnection) -> list[str]:
     hsum = (select(holds.c.key_id, func.sum(holds.c.amount).label("h")).where(holds.c.key_id.is_not(None))
             .group_by(holds.c.key_id).subquery())
-    q = (select(api_keys.c.id, api_keys.c.held, hsum.c.h)
+    q = (select(api_keys.c.id, api_keys.c.held, api_keys.c.limit_micros, api_keys.c.spent, hsum.c.h)
          .select_from(api_keys.outerjoin(hsum, hsum.c.key_id == api_keys.c.id)))
     out = []
     for r in (await conn.execute(q)).all():
         if int(r.held) != int(r.h or 0):
             out.append(f"key {r.id}: held {r.held} != sum of its open holds {int(r.h or 0)}")
+        out += key_problems(r.id, r.limit_micros, int(r.spent))
     return out
 
 
