@@ -113,6 +113,8 @@ class Scenario:
     omit_usage: bool = False  # stream: never send the usage chunk; non-stream: no "usage" key
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
+    stall_after: int | None = None  # stream: after this many delta events, send nothing for stall_seconds
+    stall_seconds: float = 30.0
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
 
 
@@ -801,12 +803,16 @@ class FakeOpenAI:
             await resp.write(data)
 
         sent = 0
+        stalled = False
         for kind, data in frames:
             if kind != "open" and s.cut_after is not None and sent >= s.cut_after:
                 state["cut"] = True
                 if request.transport is not None:
                     request.transport.abort()
                 return resp
+            if kind != "open" and s.stall_after is not None and sent == s.stall_after and not stalled:
+                stalled = True
+                await self._sleep(request, s.stall_seconds)
             if kind != "open" and s.error_after is not None and sent >= s.error_after:
                 err = self._error_object(500, s.error_message, s.error_type, None, s.error_code)
                 await send(_sse(_dumps(err)))
