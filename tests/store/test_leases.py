@@ -7,11 +7,11 @@ import time
 
 import orjson
 
-from aicredits.domain.ledger import SWEPT
 from aicredits.ports import Settlement
 from tests.store.test_billing_store import HOLD, hold_request, key_row, new_key, opened, planner, usage_row
 
 LIMIT = 100_000          # 0.1 INR: the key limit of the reproduction
+SWEPT = "gateway_lost"   # the documented end state of a call whose process died
 
 
 def now_ms() -> int:

@@ -111,6 +111,31 @@ def capability(target, name: str):
     return fn
 
 
+class _Deadline:
+    """A stream's deadline: one timer per stream (not a timeout context per batch, which costs
+    microseconds on every chunk). When it fires while the relay waits for the upstream, it cancels
+    that wait; otherwise the next wait does not start."""
+    __slots__ = ("expired", "fired", "handle", "waiting")
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = self.fired = False
+        self.waiting: asyncio.Task | None = None
+        self.handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.waiting is not None:
+            self.fired = True
+            self.waiting.cancel()
+
+    def caught(self, task: asyncio.Task) -> bool:
+        """Whether a cancellation out of the wait is this deadline's alone (then it is cleared)."""
+        if not self.fired:
+            return False
+        self.fired = False
+        return task.uncancel() == 0
+
+
 def remaining(meter: Meter, max_seconds: float) -> float:
     """Seconds left before the call passes the gateway's limit (counted from the request's start)."""
     return meter.started + max_seconds - time.perf_counter()
@@ -188,20 +213,23 @@ class Metering:
         cut_timeout = False
         batches = upstream.batches().__aiter__()
         self.billing.track(meter.call_id, handler.accrued, lambda: self._row(meter, lost=True))
+        watch = _Deadline(remaining(meter, max_seconds))
         try:
             while True:
+                if watch.expired:
+                    raise UpstreamCut(too_long(max_seconds), timeout=True)
                 t = time.perf_counter()
-                timer = asyncio.timeout(remaining(meter, max_seconds))
+                watch.waiting = task = asyncio.current_task()
                 try:
-                    async with timer:
-                        batch = await batches.__anext__()
+                    batch = await batches.__anext__()
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    if not timer.expired():
-                        raise
-                    raise UpstreamCut(too_long(max_seconds), timeout=True) from None
+                except asyncio.CancelledError:
+                    if watch.caught(task):
+                        raise UpstreamCut(too_long(max_seconds), timeout=True) from None
+                    raise
                 finally:
+                    watch.waiting = None
                     meter.upstream_seconds += time.perf_counter() - t
                 out = handler.batch(batch)
                 if out:
@@ -216,6 +244,7 @@ class Metering:
                 cut = "The gateway stopped during the call."
                 raise
         finally:
+            watch.handle.cancel()
             await upstream.aclose()
             tail = await self.billing.shielded(handler.finish(cut, cut_timeout))
         if tail:
