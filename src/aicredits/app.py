@@ -93,7 +93,8 @@ class Gateway:
         self._session = make_session(s.upstream_connect_timeout)
         providers = build_providers(s, self._session)
         self.billing = Billing(store, self.catalog, lease_seconds=s.hold_lease_seconds,
-                               journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds)
+                               journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
+                               max_call_seconds=s.max_request_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(

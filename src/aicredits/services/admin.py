@@ -131,5 +131,5 @@ class Admin:
             problems += await accounts_repo.key_hold_problems(conn)
             for h in await accounts_repo.expired_holds(conn, now):
                 problems.append(f"hold {h['call_id']} of account {h['account_id']} ({h['amount']} micro-INR) is "
-                                "orphaned: older than the longest request and never settled")
+                                "orphaned: its lease ran out (its process stopped) and no sweeper has settled it yet")
         return problems

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
@@ -46,14 +46,20 @@ class Lease:
     accrued: Callable[[], int] | None = None
     row: Callable[[], dict] | None = None
     reported: int = -1      # the accrued charge last written to the database
+    born: float = field(default_factory=time.monotonic)
 
 
 class Billing:
     def __init__(self, store: BillingStore, catalog: Catalog, *, lease_seconds: float = 30.0,
-                 journal: SettleJournal | None = None, settle_retry_seconds: float = 15.0) -> None:
+                 journal: SettleJournal | None = None, settle_retry_seconds: float = 15.0,
+                 max_call_seconds: float = 900.0) -> None:
         self.store = store
         self.catalog = catalog
         self.lease_seconds = lease_seconds
+        # a lease older than this belongs to a call that can no longer be running (the deadline
+        # ended it, and its settle had its retries): it is left to expire, so a hold that was
+        # never settled (a bug) is swept instead of renewed for as long as the process lives
+        self.max_lease_age = max_call_seconds + settle_retry_seconds + 60.0
         self._lease_ms = int(lease_seconds * 1000)
         self.journal = journal
         self.settle_retry_seconds = settle_retry_seconds
@@ -176,7 +182,12 @@ class Billing:
         if not self._leases:
             return
         plain, changed = [], []
-        for call_id, lease in self._leases.items():
+        too_old = time.monotonic() - self.max_lease_age
+        for call_id, lease in list(self._leases.items()):
+            if lease.born < too_old and call_id not in self._journaled:
+                log.error("call %s was never settled; its hold is left to the sweeper", call_id)
+                del self._leases[call_id]
+                continue
             text = None
             if lease.accrued is not None and lease.row is not None:
                 try:

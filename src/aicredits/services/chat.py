@@ -142,10 +142,10 @@ class ChatService:
         completion = estimate_text_tokens(sm.text_bytes, sm.fragments)
         known = upstream.partial_usage()
         if not isinstance(known, dict) or not known:
-            return TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body), completion_tokens=completion)
+            return TokenUsage(prompt_tokens=_prompt_estimate(meter), completion_tokens=completion)
         usage = usage_from_openai(known)
         if "prompt_tokens" not in known:
-            usage = dataclasses.replace(usage, prompt_tokens=estimate_prompt_tokens(meter.body),
+            usage = dataclasses.replace(usage, prompt_tokens=_prompt_estimate(meter),
                                         cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
         if "completion_tokens" not in known:
             usage = dataclasses.replace(usage, completion_tokens=completion)
@@ -179,6 +179,10 @@ class ChatService:
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+
+def _prompt_estimate(meter: Meter) -> int:
+    return meter.estimated_prompt(lambda: estimate_prompt_tokens(meter.body))
 
 
 class _ChatStream:

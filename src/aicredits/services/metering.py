@@ -54,9 +54,17 @@ class Meter:
     chain: list = field(default_factory=list)   # candidate models, first = requested
     target: Any = None          # the routing Target that answered
     include_usage: bool = False
+    prompt_estimate: int | None = None   # the estimator's prompt tokens, once computed (see `estimated_prompt`)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+
+    def estimated_prompt(self, estimate: Callable[[], int]) -> int:
+        """The estimator's prompt tokens, computed once: a stream's lease asks for its accrued charge
+        every few seconds, and the prompt does not change."""
+        if self.prompt_estimate is None:
+            self.prompt_estimate = estimate()
+        return self.prompt_estimate
 
     def served_by(self, target) -> None:
         self.model = target.spec.id
@@ -181,7 +189,8 @@ class Metering:
             async with deadline:
                 result, meter.target = await router.run(chain, attempt)
         except TimeoutError:
-            if not deadline.expired():
+            if not deadline.expired():   # not ours: an unexpected error inside the gateway
+                await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
                 raise
             exc = UpstreamTimeout(too_long(self.max_seconds))
             await self.fail(meter, exc)

@@ -184,7 +184,8 @@ class ResponsesService:
 
     def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
         """The documented estimator (domain/usage.py) when the upstream sent no usage."""
-        return TokenUsage(prompt_tokens=estimate_prompt_tokens(as_chat_view(call.body)),
+        prompt = call.meter.estimated_prompt(lambda: estimate_prompt_tokens(as_chat_view(call.body)))
+        return TokenUsage(prompt_tokens=prompt,
                           completion_tokens=estimate_text_tokens(out_bytes, fragments))
 
     async def _route(self, call: ResponsesCall, how: str):
