@@ -19,7 +19,8 @@ Checked against Sarvam's own SDK, ``sarvamai`` 0.1.39, by tests/fakes/test_sarva
   was ``unknown`` and ``timestamps`` (``words``/``start_time_seconds``/``end_time_seconds``) only
   when ``with_timestamps`` is true.
 
-:meth:`FakeSarvam.fail_next` queues error answers. Every request is recorded in ``requests``
+:meth:`FakeSarvam.fail_next` queues error answers, :meth:`FakeSarvam.hang_next` an answer that never
+comes (:meth:`FakeSarvam.disconnected` tells when its client went away). Every request is recorded in ``requests``
 (``body`` is the JSON object, or the parsed form with the file as ``{"filename", "content_type", "data"}``).
 A request carrying ``Authorization`` is refused (400): a tripwire so the gateway never sends a bearer key
 to Sarvam - the real API would ignore it.
@@ -64,6 +65,7 @@ ERROR_CODES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                429: "rate_limit_exceeded_error", 500: "internal_server_error",
                503: "rate_limit_exceeded_error", 504: "gateway_timeout_error"}
 _error_ids = itertools.count(1)
+_HANG = web.Response(status=599)   # marker: this request is never answered (FakeSarvam.hang_next)
 
 
 def tts_frames(text: str, rate: int) -> int:
@@ -119,6 +121,7 @@ class FakeSarvam:
         self.base_url = ""
         self.requests: list[SarvamRecorded] = []
         self._failures: collections.deque[tuple[int, str, str | None]] = collections.deque()
+        self._gone = threading.Event()   # a hung request's client went away
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,6 +172,7 @@ class FakeSarvam:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._gone.clear()
 
     def fail_next(self, status: int, message: str = "The fake Sarvam upstream failed.",
                   code: str | None = None) -> None:
@@ -177,6 +181,15 @@ class FakeSarvam:
         ``insufficient_quota_error`` for an exhausted account)."""
         with self._lock:
             self._failures.append((status, message, code))
+
+    def hang_next(self) -> None:
+        """The next authenticated, valid request is never answered (until the client goes away)."""
+        with self._lock:
+            self._failures.append((0, "", None))
+
+    def disconnected(self, timeout: float = 5.0) -> bool:
+        """Wait until a hung request's client has gone away; True if it did."""
+        return self._gone.wait(timeout)
 
     def tts_requests(self) -> list[SarvamRecorded]:
         with self._lock:
@@ -192,7 +205,16 @@ class FakeSarvam:
             if not self._failures:
                 return None
             status, message, code = self._failures.popleft()
+        if status == 0:
+            return _HANG
         return _error(status, message, code)
+
+    async def _hang(self, request: web.Request) -> web.Response:
+        """Answer nothing until the client closes the connection (or the server stops)."""
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.02)
+        self._gone.set()
+        return web.Response(status=499)
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -208,7 +230,8 @@ class FakeSarvam:
             return _error(403, "Invalid API subscription key.")
         if "authorization" in rec.headers:
             return _error(400, "Unexpected Authorization header.")
-        return route(request, rec)
+        out = route(request, rec)
+        return await self._hang(request) if out is _HANG else out
 
     def _tts(self, request: web.Request, rec: SarvamRecorded) -> web.Response:
         try:

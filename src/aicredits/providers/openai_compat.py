@@ -39,6 +39,24 @@ def count_hidden_output(usage) -> bool:
     return True
 
 
+def scrub_failure(obj: dict, secrets: tuple[str, ...]) -> dict:
+    """A Responses API `error` event or failed Response, its provider message stripped of keys and
+    account ids (the message sits at the top of an `error` event, in `response.error` or `error`
+    of a failed Response)."""
+    out = dict(obj)
+    if isinstance(out.get("message"), str):
+        out["message"] = scrub(out["message"], secrets)
+    holder = out.get("response") if isinstance(out.get("response"), dict) else out
+    err = holder.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        err = {**err, "message": scrub(err["message"], secrets)}
+        if holder is out:
+            out["error"] = err
+        else:
+            out["response"] = {**holder, "error": err}
+    return out
+
+
 class OpenAIStream:
     def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
                  secrets: tuple[str, ...] = (), azure: bool = False, index_tools: bool = False,
@@ -93,8 +111,12 @@ class OpenAIStream:
                     err = obj.get("error")
                     if err is not None:   # mid-stream error: keep the message, never a secret in it
                         msg = err.get("message") if isinstance(err, dict) else err
-                        obj = {"error": {"message": scrub(str(msg or ""), self._secrets)}}
-                    elif self._azure and not obj.get("choices") and not obj.get("usage"):
+                        out.append(StreamEvent({"error": {"message": scrub(str(msg or ""), self._secrets)}}))
+                        continue
+                    if obj.get("type") in ("error", "response.failed"):   # the Responses API's failures
+                        out.append(StreamEvent(scrub_failure(obj, self._secrets)))
+                        continue
+                    if self._azure and not obj.get("choices") and not obj.get("usage"):
                         continue
                     else:
                         changed = self._index_tools and b'"tool_calls"' in payload and self._number_tools(obj)
@@ -141,7 +163,7 @@ class OpenAICompatible:
         self._headers = headers
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
 
     def url(self, path: str, upstream_id: str) -> str:
@@ -163,7 +185,7 @@ class OpenAICompatible:
 
     async def _post(self, url: str, payload: bytes, headers: dict | None = None) -> aiohttp.ClientResponse:
         return await post(self._session, self.name, url, payload, headers or self._headers, self._timeout,
-                          self._first_byte)
+                          self.first_byte_timeout)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_all(resp, self.name, self._idle)
@@ -275,6 +297,8 @@ class OpenAICompatible:
             raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
         if not isinstance(data, dict) or data.get("object") != "response":
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        if isinstance(data.get("error"), dict):   # a failed Response: its message reaches the client
+            return ChatResult(scrub_failure(data, self._secrets))
         return ChatResult(data, raw)
 
     async def responses_stream(self, body: dict, target) -> OpenAIStream:

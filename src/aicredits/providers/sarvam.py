@@ -23,7 +23,7 @@ import orjson
 from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
 from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.base import AudioUpload, MediaResult
-from aicredits.providers.http import connect_error, first_byte_timeout, map_status
+from aicredits.providers.http import map_status, post, read_all
 from aicredits.settings import ProviderSettings
 
 MAX_CHARS = 1500             # bulbul:v2's limit per request
@@ -165,29 +165,16 @@ class SarvamProvider:
         self._headers = {"api-subscription-key": self._key, "Accept-Encoding": "identity", **settings.headers}
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
 
     async def _call(self, path: str, payload: bytes, content_type: str) -> bytes:
-        """POST and read the whole answer; an error status becomes our error (key stripped)."""
+        """POST and read the whole answer; an error status becomes our error (key and account ids
+        stripped)."""
         headers = {**self._headers, "Content-Type": content_type}
-        try:
-            async with asyncio.timeout(self._first_byte):
-                resp = await self._session.post(self._base + path, data=payload, headers=headers,
-                                                timeout=self._timeout)
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise connect_error(self.name) from exc
-        try:
-            async with asyncio.timeout(self._idle):
-                raw = await resp.read()
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
-        finally:
-            resp.release()
+        resp = await post(self._session, self.name, self._base + path, payload, headers, self._timeout,
+                          self.first_byte_timeout)
+        raw = await read_all(resp, self.name, self._idle)
         if resp.status != 200:
             raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
         return raw
