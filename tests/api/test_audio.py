@@ -183,6 +183,36 @@ def test_sarvam_upstream_error_charges_nothing(gw, fresh):
     assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
 
 
+def test_sarvam_messages_reach_the_client_without_account_ids(gw, fresh):
+    """Sarvam's own words pass; the operator's account ids and keys in them do not."""
+    key = gw.create_key(credits="5")
+    org, sub = "7c9e6679-7425-40de-944b-e07fc1f90ae7", "sk_live_Ab12Cd34Ef56"
+    fresh.fail_next(429, f"Rate limit exceeded for subscription {org} (key {sub}); retry in 2 s.")
+    with pytest.raises(openai.RateLimitError) as exc:
+        client(gw, key).audio.speech.create(model="sarvam/bulbul-v2", voice="alloy", input="Hello.")
+    msg = exc.value.body["message"]
+    assert "Rate limit exceeded for subscription [redacted]" in msg and "retry in 2 s" in msg, msg
+    assert org not in msg and sub not in msg
+    fresh.fail_next(500, f"Internal error in workspace wrkspc_01HZX9K2 for org {org}.")
+    with pytest.raises(openai.InternalServerError) as exc:
+        client(gw, key).audio.transcriptions.create(model="sarvam/saarika-v2", file=("a.wav", make_wav(1.0)))
+    msg = exc.value.body["message"]
+    assert "Internal error in workspace [redacted] for org [redacted]." in msg, msg
+    assert len(fresh.stt_requests()) == 1     # retries are off in this gateway
+    assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
+
+
+def test_sarvam_speech_whose_client_gives_up_is_cancelled_and_free(gw, fresh):
+    key = gw.create_key(credits="5")
+    fresh.hang_next()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.v1 + "/audio/speech", json={"model": "sarvam/bulbul-v2", "voice": "alloy", "input": "Hello."},
+                   headers={"Authorization": f"Bearer {key['key']}"}, timeout=httpx.Timeout(10, read=1.0))
+    assert fresh.disconnected(timeout=2.0), "the Sarvam request was left running"
+    assert len(fresh.tts_requests()) == 1
+    assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
+
+
 # ---------------------------------------------------------------- transcription (OpenAI)
 def test_transcription_multipart_wav_bills_rounded_up_seconds(gw, upstream):
     key = gw.create_key(credits="5")
