@@ -78,6 +78,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.web_context = None  # its services (web.app.WebContext)
         self._web_engine = None
 
     def _rate_limiter(self):
@@ -128,7 +129,7 @@ class Gateway:
         from aicredits.web.app import build
 
         self._web_engine = make_engine(self.settings.database_url)
-        self.web, _ = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+        self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
                             mailer=SmtpMailer.from_settings(self.settings))
 
     async def shutdown(self) -> None:
