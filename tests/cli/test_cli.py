@@ -300,6 +300,42 @@ def test_ledger_verify_finds_a_corrupted_wallet(url):
     assert bad.returncode == 1 and made["id"] in bad.stdout + bad.stderr
 
 
+def _db(url: str, statement: str) -> list:
+    """Run one SQL statement on a SQLite or PostgreSQL database (as a tamperer would)."""
+    from sqlalchemy import text
+
+    from aicredits.store.db import make_engine
+
+    async def go():
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement))
+                return result.all() if result.returns_rows else []
+        finally:
+            await engine.dispose()
+    return asyncio.run(go())
+
+
+def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url):
+    ok(db_url, "keys", "create", "--email", "chain@example.com", "--credits", "5", "--limit", "1", "--json")
+    for amount in ("1.5", "2"):
+        ok(db_url, "wallet", "grant", amount, "--email", "chain@example.com")
+    assert ok(db_url, "ledger", "verify").stdout.strip() == "ledger verify: ok"
+    [(account_id, key_id)] = _db(db_url, "SELECT account_id, id FROM api_keys")
+    ids = [r[0] for r in _db(db_url, "SELECT id FROM ledger_entries ORDER BY id")]
+    _db(db_url, f"UPDATE ledger_entries SET balance_after = 123 WHERE id = {ids[1]}")   # the middle entry
+    _db(db_url, "UPDATE api_keys SET spent = 2000000")
+    bad = run(db_url, "ledger", "verify")
+    assert bad.returncode == 1 and "ok" not in bad.stdout
+    assert bad.stderr.splitlines() == [
+        (f"ledger chain: entry {ids[1]} (account {account_id}, grant): balance_after 123 != previous "
+         "balance_after 5000000 + amount 1500000 = 6500000 (and 1 more)"),
+        f"key spent: key {key_id} (account {account_id}): spent 2000000 != sum of its charges 0",
+        f"key limit: key {key_id} (account {account_id}): spent 2000000 is above its limit 1000000",
+        "ledger verify: 3 check(s) failed"]
+
+
 def test_migrate_creates_the_schema_and_is_idempotent(url, tmp_path):
     proc = ok(url, "migrate")
     assert proc.stdout.strip()
