@@ -483,6 +483,55 @@ def test_first_serve_creates_the_admin_and_a_private_credentials_file(start_gate
     again.stop()
 
 
+def _serve_refused(tmp_path: Path) -> subprocess.CompletedProcess:
+    """`aicredits serve` on an empty database in tmp_path whose credentials file cannot be made
+    (stdout is a pipe, not a terminal): it must stop by itself."""
+    from tests.conftest import free_port
+    url = f"sqlite:///{tmp_path}/aicredits.db"
+    proc = subprocess.run([sys.executable, "-m", "aicredits", "serve", "--port", str(free_port())],
+                          env=_env(url), cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sql(url, "SELECT COUNT(*) FROM accounts") == [(0,)]     # no admin nobody can sign in as
+    assert not ANY_SECRET.search(proc.stdout + proc.stderr) and "password:" not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_first_serve_refuses_an_existing_credentials_file(tmp_path, start_gateway):
+    path = tmp_path / "aicredits-first-admin.txt"
+    path.write_text("someone else's file\n")
+    path.chmod(0o644)
+    proc = _serve_refused(tmp_path)
+    assert f"{path} already exists (a file)" in proc.stderr
+    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
+    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    path.unlink()     # moved away: the next start creates the admin and a new private file
+    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = _parse_first_admin(path.read_text())
+    assert gw.credits(first["key"])["balance"] == 100
+    gw.stop()
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exists):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "target.txt"
+    if target_exists:
+        target.write_text("")
+        target.chmod(0o644)
+    path = tmp_path / "aicredits-first-admin.txt"
+    path.symlink_to(target)
+    proc = _serve_refused(tmp_path)
+    assert f"{path} already exists (a symlink)" in proc.stderr
+    assert path.is_symlink()
+    if target_exists:   # the target is untouched: still empty, still 0644
+        assert target.read_text() == "" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in elsewhere.iterdir()) == (["target.txt"] if target_exists else [])
+
+
 # ---------------------------------------------------------------------------- rate limits
 def test_keys_create_with_rate_limits(url):
     out = one_json(ok(url, "keys", "create", "--email", "rl@example.com", "--credits", "1", "--rpm", "60",
