@@ -51,7 +51,7 @@ class PriceTier:
 
 TIER_KEYS = ("above_prompt_tokens",) + TOKEN_PRICE_FIELDS
 # models.toml key -> ModelSpec / PriceTier attribute
-_TOKEN_ATTRS = dict(zip(TOKEN_PRICE_FIELDS, ("input", "output", "cache_read", "cache_write", "cache_write_1h")))
+TOKEN_PRICE_ATTRS = dict(zip(TOKEN_PRICE_FIELDS, ("input", "output", "cache_read", "cache_write", "cache_write_1h")))
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _tiers(entry: Mapping[str, Any], model_id: str, endpoint: str) -> tuple[Pric
         prices = {}
         for key in TOKEN_PRICE_FIELDS:
             own = _price(tier, key, f"{model_id} tiers[{i}]") if key in tier else None
-            prices[_TOKEN_ATTRS[key]] = own if own is not None else base[key]
+            prices[TOKEN_PRICE_ATTRS[key]] = own if own is not None else base[key]
         tiers.append(PriceTier(above, **prices))
     return tuple(tiers)
 
