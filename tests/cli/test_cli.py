@@ -363,6 +363,42 @@ def test_help_lists_every_command(url):
         assert opt in serve
 
 
+BAD_SETTINGS = {   # name -> (variables, TOML file text or None, what the one error line says)
+    "unknown variable": ({"AICREDITS_STREAM_IDLE_TIMEOUTS": "5"}, None,
+                         ("AICREDITS_STREAM_IDLE_TIMEOUTS (environment variable): unknown setting "
+                         "(did you mean AICREDITS_STREAM_IDLE_TIMEOUT?)")),
+    "unknown file key": ({}, "[gateway]\nmarkupp = 0.1\n", "{file}: [gateway] markupp: unknown key"),
+    "negative timeout": ({"AICREDITS_UPSTREAM_TIMEOUT": "-1"}, None,
+                         "AICREDITS_UPSTREAM_TIMEOUT (environment variable): input should be greater than 0, got '-1'"),
+    "negative timeout in the file": ({}, "[providers.local]\nbase_url = 'http://127.0.0.1:9/v1'\ntimeout = -3\n",
+                                     "{file}: [providers.local] timeout: input should be greater than 0, got -3"),
+    "misspelt model price key": ({}, "[[models]]\nid = 'local/m'\ninput_cost_per_1M = 0.5\noutput_cost_per_1m = 1\n",
+                                 ('{file}: [[models]] #1 (id "local/m") input_cost_per_1M: unknown key '
+                                 "(did you mean input_cost_per_1m?)")),
+    "bad value": ({"AICREDITS_MAX_BODY_BYTES": "40MB"}, None,
+                  "AICREDITS_MAX_BODY_BYTES (environment variable): input should be a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, case, command):
+    variables, toml, says = BAD_SETTINGS[case]
+    env = dict(variables)
+    if toml is not None:
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(toml)
+        env["AICREDITS_CONFIG"] = str(cfg)
+        says = says.format(file=cfg)
+    db = tmp_path / "aicredits.db"
+    args = [command] + (["--port", "9"] if command == "serve" else [])
+    proc = run(f"sqlite:///{db}", *args, env=env)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), proc.stderr
+    assert proc.stdout == "" and not db.exists()      # nothing started, nothing migrated
+
+
 def test_bad_database_url_is_a_clear_error(tmp_path):
     proc = run("mysql://nobody@localhost/db", "keys", "list")
     assert proc.returncode != 0
