@@ -29,7 +29,7 @@ DEFAULT_DB_URL = "sqlite:///aicredits.db"
 ENV_PREFIX = "AICREDITS_"
 CONFIG_ENV = "AICREDITS_CONFIG"
 # AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
-TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_BIN"})
+TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
 PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url"})   # never echoed in an error
 
