@@ -224,6 +224,8 @@ class FakeOpenAI:
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
+        self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
+        self.last_speech: bytes = b""           # the audio /audio/speech sent last
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -310,6 +312,7 @@ class FakeOpenAI:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnects_seen = 0
+            self.speech_format = None
 
     @property
     def in_flight(self) -> int:
