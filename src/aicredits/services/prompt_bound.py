@@ -11,17 +11,26 @@ from aicredits.domain.media import PromptFacts, read_prompt
 from aicredits.domain.reservation import prompt_token_bound
 from aicredits.services.audio_probe import measured_seconds
 
+TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
-def _has_parts(body: dict) -> bool:
+
+def _has_media(body: dict) -> bool:
+    """Whether any message holds a part other than text (an image, file or audio)."""
     messages = body.get("messages")
-    return isinstance(messages, list) and any(
-        isinstance(m, dict) and not isinstance(m.get("content"), (str, type(None))) for m in messages)
+    if not isinstance(messages, list):
+        return False
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") not in TEXT_PARTS
+                                             for p in content):
+            return True
+    return False
 
 
 async def prompt_facts(body: dict) -> PromptFacts:
-    """The prompt's facts; a body with content parts (where base64 media may be) is read in a
-    worker thread: decoding images, inflating PDF object streams and decoding audio is CPU work."""
-    if _has_parts(body):
+    """The prompt's facts; a body with media parts is read in a worker thread: decoding base64
+    images, inflating PDF object streams and decoding audio is CPU work."""
+    if _has_media(body):
         return await asyncio.to_thread(read_prompt, body, measured_seconds)
     return read_prompt(body, measured_seconds)
 
