@@ -77,7 +77,7 @@ def test_speech_formats_content_types_and_exact_charges(gw, upstream, fresh):
         text = f"Hello in {fmt}, from the gateway."
         raw = client(gw, key).audio.speech.with_raw_response.create(
             model="openai/tts-1", voice="alloy", input=text, response_format=fmt)
-        assert raw.content == upstream.last_speech          # OpenAI's own audio, passed through
+        assert raw.content == upstream.speech_sent[text]    # OpenAI's own audio, passed through
         assert_audio(raw.content, fmt, speech_seconds(text))
         assert raw.headers["content-type"] == ctype
         want = speech_micros(entry, len(text))
@@ -89,7 +89,7 @@ def test_speech_formats_content_types_and_exact_charges(gw, upstream, fresh):
     assert spent(gw, key) == total
     # the default format is mp3
     raw = client(gw, key).audio.speech.with_raw_response.create(model="tts-1", voice="nova", input="Hi")
-    assert raw.content == upstream.last_speech and raw.headers["content-type"] == "audio/mpeg"
+    assert raw.content == upstream.speech_sent["Hi"] and raw.headers["content-type"] == "audio/mpeg"
     assert_audio(raw.content, "mp3", speech_seconds("Hi"))
 
 

@@ -7,7 +7,7 @@
   (FFmpeg's codecs through PyAV; pcm is 24 kHz 16-bit mono), :data:`SPEECH_MS_PER_CHAR` ms a character.
   :attr:`FakeOpenAI.speech_format` set (e.g. ``"wav"``) makes it answer that format whatever is asked, like
   an OpenAI-compatible server that ignores ``response_format``; the bytes sent are kept in
-  :attr:`FakeOpenAI.last_speech` (Ogg streams carry a random serial number).
+  :attr:`FakeOpenAI.speech_sent` by input text (Ogg streams carry a random serial number).
 * ``POST /v1/audio/transcriptions`` - multipart/form-data; the parsed form (the ``file`` part as
   ``{"filename", "content_type", "data"}``) is stored as the request's ``Recorded.body``; answers
   :data:`TRANSCRIPT` as ``json`` / ``verbose_json`` / ``text`` / ``srt`` / ``vtt``.
@@ -145,7 +145,7 @@ async def speech(fake, request: web.Request, rec) -> web.Response:
     fmt = getattr(fake, "speech_format", None) or fmt
     ctype = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}.get(fmt, "application/octet-stream")
     audio = speech_bytes(fmt, body["input"])
-    fake.last_speech = audio
+    fake.speech_sent[body["input"]] = audio
     return web.Response(body=audio, content_type=ctype)
 
 

@@ -225,7 +225,7 @@ class FakeOpenAI:
         self.base_url: str = ""
         self.requests: list[Recorded] = []
         self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
-        self.last_speech: bytes = b""           # the audio /audio/speech sent last
+        self.speech_sent: dict[str, bytes] = {}  # input text -> the audio /audio/speech sent for it
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -313,6 +313,7 @@ class FakeOpenAI:
             self.disconnects.clear()
             self._disconnects_seen = 0
             self.speech_format = None
+            self.speech_sent.clear()
 
     @property
     def in_flight(self) -> int:
