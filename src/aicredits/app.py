@@ -28,9 +28,15 @@ from aicredits.services.metering import Metering
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
-from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
+from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 
 log = logging.getLogger("aicredits")
+
+
+async def send_redirect(send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def openapi(gw, req: Request, send) -> None:
@@ -72,6 +78,9 @@ class Gateway:
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
+        self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.web_context = None  # its services (web.app.WebContext)
+        self._web_engine = None
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -98,7 +107,8 @@ class Gateway:
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
-            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
+            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown,
+            deadline=s.upstream_timeout))
         self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds,
                                  max_seconds=s.max_request_seconds)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
@@ -111,6 +121,7 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
+        self._start_dashboard()
         try:   # settlements a previous run could not write (the sweeper keeps retrying them)
             await self.billing.replay_journal()
         except Exception:  # serving starts anyway; the sweeper replays the journal again
@@ -122,9 +133,20 @@ class Gateway:
         gc.collect()
         gc.freeze()
 
+    def _start_dashboard(self) -> None:
+        """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.infra.mail import SmtpMailer
+        from aicredits.web.app import build
+
+        self._web_engine = make_engine(self.settings.database_url)
+        self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                            mailer=SmtpMailer.from_settings(self.settings))
+
     async def shutdown(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self._web_engine is not None:
+            await self._web_engine.dispose()
         await self.billing.drain()
         if self._session is not None:
             await self._session.close()
@@ -168,6 +190,13 @@ class Gateway:
         try:
             methods = ROUTES.get(scope["path"])
             if methods is None:
+                path = scope["path"]
+                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
+                    if path == "/":
+                        await send_redirect(tracking_send, "/dashboard/")
+                        return
+                    await self.web(scope, receive, tracking_send)
+                    return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
             handler = methods.get(scope["method"])
             if handler is None:

@@ -29,7 +29,9 @@ USAGE_COLUMNS = (
     "error", "created_at",
 )
 
-FIND_KEY = "SELECT id, account_id, name, limit_micros, revoked_at, rpm, tpm FROM api_keys WHERE key_hash = ?"
+# a disabled account's keys are found as no key at all
+FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm FROM api_keys k "
+            "JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND a.disabled_at IS NULL")
 WALLET = "SELECT balance, held FROM wallets WHERE account_id = ?"
 KEY_STATE = "SELECT limit_micros, spent, held, revoked_at FROM api_keys WHERE id = ?"
 HOLD_WALLET = "UPDATE wallets SET held = held + ? WHERE account_id = ?"
@@ -39,7 +41,8 @@ INSERT_HOLD = ("INSERT INTO holds (call_id, account_id, key_id, amount, created_
 DELETE_HOLD = "DELETE FROM holds WHERE call_id = ? RETURNING amount"
 CHARGE_WALLET = ("UPDATE wallets SET held = held - ?, balance = balance - ?, total_spent = total_spent + ?, "
                  "updated_at = ? WHERE account_id = ? RETURNING balance, held")
-CHARGE_KEY = "UPDATE api_keys SET held = held - ?, spent = spent + ? WHERE id = ?"
+# last_used_at rides on the settle's own key update: no extra write on the hot path
+CHARGE_KEY = "UPDATE api_keys SET held = held - ?, spent = spent + ?, last_used_at = ? WHERE id = ?"
 INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount, balance_after, call_id, key_id, note, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_USAGE = (f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) "
@@ -101,7 +104,7 @@ def _charge_hold(s: Settlement, held: int, now: int) -> Steps:
     charge = min(max(s.charge, 0), held)
     bal, still_held = yield ONE, CHARGE_WALLET, (held, charge, charge, now, s.account_id)
     if s.key_id is not None:
-        yield EXEC, CHARGE_KEY, (held, charge, s.key_id)
+        yield EXEC, CHARGE_KEY, (held, charge, now, s.key_id)
     if charge:
         yield EXEC, INSERT_ENTRY, (s.account_id, "charge", -charge, bal, s.call_id, s.key_id, s.note, now)
     yield EXEC, INSERT_USAGE, usage_values(dict(s.usage, cost=charge, hold=held))
@@ -125,9 +128,9 @@ def _without_hold(s: Settlement, wallet, now: int) -> Steps:
                 s.call_id, "after the sweeper" if prior else "none left", plan.move, plan.cost)
     bal, still_held = yield ONE, CHARGE_WALLET, (0, plan.move, plan.move, now, s.account_id)
     if s.key_id is not None:
-        yield EXEC, CHARGE_KEY, (0, plan.move, s.key_id)
+        yield EXEC, CHARGE_KEY, (0, plan.move, now, s.key_id)
     if plan.move:
-        kind = "adjustment" if prior else "charge"
+        kind = "correction" if prior else "charge"
         yield EXEC, INSERT_ENTRY, (s.account_id, kind, -plan.move, bal, s.call_id, s.key_id, s.note, now)
     usage = dict(s.usage, cost=plan.cost, hold=prior[2] if prior else 0)
     if prior is None:

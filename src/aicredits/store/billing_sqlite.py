@@ -57,9 +57,8 @@ def _resolve_all(results: list) -> None:
 
 
 class SqliteBilling:
-    def __init__(self, path: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: str) -> None:
         self._path = path
-        self._busy_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -72,9 +71,9 @@ class SqliteBilling:
     # ---------------------------------------------------------------- the writer thread
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_ms / 1000)
+                               timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

@@ -1,13 +1,13 @@
 """holds: a lease's progress (the charge accrued so far, and the usage row to write with it)
 
 Revision ID: 0003_holds
-Revises: 0002
+Revises: 0003_dashboard
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_holds"
-down_revision = "0002"
+down_revision = "0003_dashboard"
 branch_labels = None
 depends_on = None
 
