@@ -103,9 +103,9 @@ def test_kill_9_of_a_worker_with_streams_in_flight(start_gateway, make_pg_db, up
         for s in streams:
             s.start()
         deadline = time.monotonic() + 10
-        while min(s.deltas for s in streams) < 3 and time.monotonic() < deadline:
+        while min(s.deltas for s in streams) < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert min(s.deltas for s in streams) >= 3, "the streams did not start"
+        assert min(s.deltas for s in streams) >= 8, "the streams did not start"
         conns = worker_connections(gw.proc.pid, gw.port)
         victim = max(conns, key=conns.get)
         assert conns[victim] > 0, conns
@@ -134,8 +134,9 @@ def test_kill_9_of_a_worker_with_streams_in_flight(start_gateway, make_pg_db, up
                 assert (row["end_state"], row["cost"]) == ("completed", expected_micros(entry, 19, 30))
                 continue
             assert (row["end_state"], row["status"]) == ("gateway_lost", 502)
-            # what it had delivered at its last lease renewal (every LEASE / 6 = 0.5 s, a delta per 0.2 s)
-            assert s.deltas - 4 <= row["completion_tokens"] <= s.deltas
+            # what it had delivered at its last lease renewal (every LEASE / 6 = 0.5 s, a delta per 0.2 s;
+            # slack for a loaded machine): output was charged, never more than the client received
+            assert max(3, s.deltas - 5) <= row["completion_tokens"] <= s.deltas
             assert row["prompt_tokens"] == prompt
             assert row["cost"] == expected_micros(entry, prompt, row["completion_tokens"]) > 0
             assert gone_after[row["call_id"]] <= BOUND + 1.0, (gone_after[row["call_id"]], BOUND)
