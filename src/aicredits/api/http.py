@@ -8,6 +8,7 @@ import uuid
 import orjson
 
 from aicredits.errors import GatewayError, InvalidRequest, RequestTooLarge
+from aicredits.services.validation import check_nesting
 
 JSON = b"application/json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -65,9 +66,11 @@ class Request:
         if not raw:
             raise InvalidRequest("The request body is empty; send a JSON object.")
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+        check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
+        return body
 
 
 class ClientGone(Exception):
