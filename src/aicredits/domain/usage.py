@@ -9,7 +9,8 @@ estimator bills the call. Cache and reasoning details that are not counts read a
 Estimator: a text's tokens are max(fragments, ceil(utf-8 bytes / 4)), where a fragment is
 one streamed delta that carried text or tool-call arguments (OpenAI streams about one token
 per delta; ~4 bytes per token is the usual English average). A prompt is estimated as
-ceil(bytes of its text / 4) + 4 per message + 3; an embeddings input as ceil(bytes / 4) per
+ceil(bytes of its text / 4) + 4 per message + 3 (its text: the strings of its messages, tools and
+legacy functions); an embeddings input as ceil(bytes / 4) per
 string and the length of each token array.
 """
 
@@ -46,8 +47,8 @@ def _completion(usage: dict) -> int | None:
 
 
 def _with_details(usage: dict, prompt: int, completion: int, *, prompt_reported: bool = True) -> TokenUsage:
-    pd = usage.get("prompt_tokens_details")
-    cd = usage.get("completion_tokens_details")
+    pd = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
+    cd = usage.get("completion_tokens_details", usage.get("output_tokens_details"))
     pd = pd if isinstance(pd, dict) and prompt_reported else {}
     cd = cd if isinstance(cd, dict) else {}
     read = min(prompt, _count0(pd.get("cached_tokens")))
@@ -109,7 +110,7 @@ def _strings(value) -> int:
 
 def estimate_prompt_tokens(body: dict) -> int:
     messages = body.get("messages") or []
-    n = _strings(messages) + _strings(body.get("tools"))
+    n = _strings(messages) + _strings(body.get("tools")) + _strings(body.get("functions"))
     return -(-n // 4) + 4 * len(messages) + 3
 
 

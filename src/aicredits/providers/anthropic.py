@@ -78,7 +78,9 @@ class StreamTranslator:
             msg = ev.get("message") or {}
             self.id = msg.get("id") or self.id
             self.model = msg.get("model")
-            self.usage.update(msg.get("usage") or {})
+            usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+            # its output_tokens is a placeholder, not a count: only message_delta's counts
+            self.usage.update({k: v for k, v in usage.items() if k != "output_tokens"})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             self.output_counted = False   # a count from before this block no longer covers the output
@@ -106,7 +108,7 @@ class StreamTranslator:
                                                          "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if kind == "message_delta":
-            usage = ev.get("usage") or {}
+            usage = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
             self.usage.update({k: v for k, v in usage.items() if v is not None})
             if token_count(usage.get("output_tokens")) is not None:
                 self.output_counted = True

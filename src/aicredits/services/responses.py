@@ -46,7 +46,6 @@ from aicredits.services.responses_translate import (
     chat_to_response,
     check_native,
     responses_to_chat,
-    responses_usage,
     unbounded_prompt,
     usage_block,
     validate_responses,
@@ -196,7 +195,7 @@ class ResponsesService:
                 meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
         result = await within_limit(self._route(call, "responses"), self._max_seconds)
         data = result.data
-        usage = reported_usage(meter, responses_usage(data.get("usage")))
+        usage = reported_usage(meter, data.get("usage"))
         problem = responses_answer_problem(data)
         if problem is None and usage is None:
             try:
@@ -265,7 +264,7 @@ class ResponsesService:
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind
         resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-        st.usage = reported_usage(call.meter, responses_usage(resp.get("usage")))
+        st.usage = reported_usage(call.meter, resp.get("usage"))
         if kind == "response.failed":
             err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
             st.failure = scrub(str(err.get("message") or "The upstream response failed."))

@@ -13,6 +13,11 @@ MAX_NESTING = 100
 _BRANCHES = {dict, list}
 
 
+def too_deep(limit: int = MAX_NESTING) -> InvalidRequest:
+    return InvalidRequest(f"The request body is nested too deeply: arrays and objects may nest at most {limit} "
+                          f"levels.")
+
+
 def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
     """A 400 when the parsed body nests arrays and objects more than `limit` levels deep (the
     body itself is level 1). Walked level by level, without recursion."""
@@ -21,8 +26,7 @@ def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
     while level:
         depth += 1
         if depth > limit:
-            raise InvalidRequest(f"The request body is nested too deeply: arrays and objects may nest at most "
-                                 f"{limit} levels.")
+            raise too_deep(limit)
         below = []
         for node in level:
             below.extend(v for v in (node.values() if type(node) is dict else node) if type(v) in _BRANCHES)
