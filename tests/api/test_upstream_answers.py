@@ -23,9 +23,8 @@ import pytest
 from tests.api.inprocess import InProcessGateway, sse_data, sse_events
 from tests.api.media_helpers import make_wav, transcription_micros
 from tests.conftest import expected_micros
-from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.anthropic_upstream import FakeAnthropic, split_text
 from tests.fakes.anthropic_upstream import Scenario as AScenario
-from tests.fakes.anthropic_upstream import split_text
 from tests.fakes.openai_upstream import Scenario, split_content
 
 MODEL = "openai/gpt-4o-mini"
@@ -395,10 +394,10 @@ def nested(depth: int) -> bytes:
 
 
 @pytest.mark.parametrize("path,head", [
-    ("/v1/chat/completions", b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text",'
-                             b'"text":"hi","x":'),
-    ("/v1/responses", b'{"model":"openai/gpt-4o-mini","input":[{"role":"user","content":[{"type":"input_text",'
-                      b'"text":"hi","x":'),
+    ("/v1/chat/completions", (b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text",'
+                              b'"text":"hi","x":')),
+    ("/v1/responses", (b'{"model":"openai/gpt-4o-mini","input":[{"role":"user","content":[{"type":"input_text",'
+                       b'"text":"hi","x":')),
 ])
 @pytest.mark.parametrize("depth", [252, 260, 990, 5000])
 def test_deeply_nested_content_is_400(gw, upstream, key, path, head, depth):
