@@ -27,9 +27,15 @@ from aicredits.services.metering import Metering
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
-from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
+from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 
 log = logging.getLogger("aicredits")
+
+
+async def send_redirect(send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def openapi(gw, req: Request, send) -> None:
@@ -71,6 +77,9 @@ class Gateway:
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
+        self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.web_context = None  # its services (web.app.WebContext)
+        self._web_engine = None
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -107,15 +116,27 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
+        self._start_dashboard()
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
         gc.collect()
         gc.freeze()
 
+    def _start_dashboard(self) -> None:
+        """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.infra.mail import SmtpMailer
+        from aicredits.web.app import build
+
+        self._web_engine = make_engine(self.settings.database_url)
+        self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                            mailer=SmtpMailer.from_settings(self.settings))
+
     async def shutdown(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self._web_engine is not None:
+            await self._web_engine.dispose()
         await self.billing.drain()
         if self._session is not None:
             await self._session.close()
@@ -159,6 +180,13 @@ class Gateway:
         try:
             methods = ROUTES.get(scope["path"])
             if methods is None:
+                path = scope["path"]
+                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
+                    if path == "/":
+                        await send_redirect(tracking_send, "/dashboard/")
+                        return
+                    await self.web(scope, receive, tracking_send)
+                    return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
             handler = methods.get(scope["method"])
             if handler is None:

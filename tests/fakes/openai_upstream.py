@@ -1,7 +1,7 @@
 """A fake OpenAI upstream for the aicredits test suite.
 
 A *real* HTTP server (aiohttp.web) bound to 127.0.0.1 on a free port, running in a background thread with its
-own event loop, speaking OpenAI's wire protocol (see /work/shared/research/protocols.md §1 and §3):
+own event loop, speaking OpenAI's wire protocol, as OpenAI's API reference describes it:
 
 * ``POST /v1/chat/completions`` - JSON or SSE (``data: <json>\\n\\n`` frames, no ``event:`` lines, role chunk,
   content / tool-call deltas, finish chunk with an empty delta, a usage chunk with ``"choices":[]`` only when
@@ -239,6 +239,8 @@ class FakeOpenAI:
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
+        self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
+        self.speech_sent: dict[str, bytes] = {}  # input text -> the audio /audio/speech sent for it
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -325,6 +327,8 @@ class FakeOpenAI:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnects_seen = 0
+            self.speech_format = None
+            self.speech_sent.clear()
 
     @property
     def in_flight(self) -> int:
