@@ -9,13 +9,14 @@ import time
 from importlib import resources
 
 from aicredits import logs
-from aicredits.api import audio, embeddings, images, meta, responses
+from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from aicredits.providers.http import make_session
+from aicredits.providers.payments import build_payment_providers
 from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
@@ -24,10 +25,11 @@ from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
+from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
-from aicredits.store.db import dialect_of, postgres_dsn, sqlite_file
+from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 
 log = logging.getLogger("aicredits")
 
@@ -49,6 +51,7 @@ ROUTES = {
     "/health": {"GET": meta.health},
     "/health/ready": {"GET": meta.ready},
     "/openapi.json": {"GET": openapi},
+    "/webhooks/razorpay": {"POST": webhooks.razorpay},
 }
 
 
@@ -71,6 +74,8 @@ class Gateway:
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
+        self.engine = None
+        self.payments = None
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -107,6 +112,9 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
+        # top-ups and webhooks: SQLAlchemy's engine (off the /v1 hot path, which uses the billing store)
+        self.engine = make_engine(s.database_url)
+        self.payments = PaymentsService(self.engine, build_payment_providers(s.payments), s.payments.terms)
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
@@ -117,6 +125,10 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await self.billing.drain()
+        if self.payments is not None:
+            await self.payments.close()
+        if self.engine is not None:
+            await self.engine.dispose()
         if self._session is not None:
             await self._session.close()
         if self.redis is not None:

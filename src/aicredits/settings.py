@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aicredits.domain.money import to_fraction
+from aicredits.domain.payments import TopupTerms, parse_inr, percent
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
 DEFAULT_DB_URL = "sqlite:///aicredits.db"
@@ -28,6 +29,78 @@ class ProviderSettings:
     connect_timeout: float | None = None      # None: the gateway-wide setting
     timeout: float | None = None              # time to the first byte
     stream_idle_timeout: float | None = None  # longest gap between stream chunks
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    """Top-ups (docs/payments.md). Amounts are INR decimal strings, percentages of 100."""
+
+    providers: tuple[str, ...] = ()            # enabled, in the wallet page's order: razorpay, test
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: str | None = field(default=None, repr=False)
+    razorpay_webhook_secret: str | None = field(default=None, repr=False)
+    razorpay_base_url: str = "https://api.razorpay.com"
+    razorpay_checkout_url: str = "https://checkout.razorpay.com/v1/checkout.js"
+    min_inr: str = "100"
+    max_inr: str = "100000"
+    presets: tuple[str, ...] = ("500", "1000", "2000", "5000")
+    fee_percent: str = "0"                     # of the credits, paid on top
+    gst_percent: str = "0"                     # of credits + fee, paid on top
+    business_name: str = "aicredits"           # the seller on receipts
+    gstin: str | None = None                   # printed on receipts when set
+
+    @property
+    def terms(self) -> TopupTerms:
+        return TopupTerms(parse_inr(self.min_inr), parse_inr(self.max_inr),
+                          tuple(parse_inr(p) for p in self.presets),
+                          percent(self.fee_percent), percent(self.gst_percent))
+
+
+def load_payment_settings(env: Mapping[str, str], cfg: Mapping[str, Any]) -> PaymentSettings:
+    """AICREDITS_PAYMENT_* / AICREDITS_RAZORPAY_* / AICREDITS_TOPUP_*, or a [payments] table."""
+    p = cfg.get("payments") or {}
+
+    def pick(name: str, key: str, default):
+        value = env.get(name)
+        return value if value not in (None, "") else p.get(key, default)
+
+    key_id = pick("AICREDITS_RAZORPAY_KEY_ID", "razorpay_key_id", None) or None
+    enabled = pick("AICREDITS_PAYMENT_PROVIDERS", "providers", "razorpay" if key_id else "")
+    if isinstance(enabled, str):
+        enabled = [x.strip().lower() for x in enabled.split(",") if x.strip()]
+    presets = pick("AICREDITS_TOPUP_PRESETS", "presets", "500,1000,2000,5000")
+    if isinstance(presets, str):
+        presets = [x.strip() for x in presets.split(",") if x.strip()]
+    out = PaymentSettings(
+        providers=tuple(dict.fromkeys(enabled)),
+        razorpay_key_id=key_id,
+        razorpay_key_secret=pick("AICREDITS_RAZORPAY_KEY_SECRET", "razorpay_key_secret", None) or None,
+        razorpay_webhook_secret=pick("AICREDITS_RAZORPAY_WEBHOOK_SECRET", "razorpay_webhook_secret", None) or None,
+        razorpay_base_url=str(pick("AICREDITS_RAZORPAY_BASE_URL", "razorpay_base_url",
+                                   "https://api.razorpay.com")).rstrip("/"),
+        razorpay_checkout_url=str(pick("AICREDITS_RAZORPAY_CHECKOUT_URL", "razorpay_checkout_url",
+                                       "https://checkout.razorpay.com/v1/checkout.js")),
+        min_inr=str(pick("AICREDITS_TOPUP_MIN_INR", "min_inr", "100")),
+        max_inr=str(pick("AICREDITS_TOPUP_MAX_INR", "max_inr", "100000")),
+        presets=tuple(str(x) for x in presets),
+        fee_percent=str(pick("AICREDITS_TOPUP_FEE_PERCENT", "fee_percent", "0")),
+        gst_percent=str(pick("AICREDITS_TOPUP_GST_PERCENT", "gst_percent", "0")),
+        business_name=str(pick("AICREDITS_BUSINESS_NAME", "business_name", "aicredits")),
+        gstin=pick("AICREDITS_GSTIN", "gstin", None) or None,
+    )
+    unknown = set(out.providers) - {"razorpay", "test"}
+    if unknown:
+        raise ValueError(f"AICREDITS_PAYMENT_PROVIDERS: unknown provider(s) {', '.join(sorted(unknown))} "
+                         "(known: razorpay, test)")
+    if "razorpay" in out.providers and not (out.razorpay_key_id and out.razorpay_key_secret
+                                            and out.razorpay_webhook_secret):
+        raise ValueError("the razorpay payment provider needs AICREDITS_RAZORPAY_KEY_ID, "
+                         "AICREDITS_RAZORPAY_KEY_SECRET and AICREDITS_RAZORPAY_WEBHOOK_SECRET")
+    try:
+        out.terms  # noqa: B018 - validates amounts and percentages now, not on the first top-up
+    except ValueError as exc:
+        raise ValueError(f"top-up settings (AICREDITS_TOPUP_*): {exc}") from exc
+    return out
 
 
 @dataclass(frozen=True)
@@ -55,6 +128,7 @@ class Settings:
     config_path: str | None = None
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
 
     @property
     def usd_inr_fraction(self):
@@ -180,6 +254,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_path=config_path,
         providers=providers,
         extra_models=tuple(cfg.get("models") or ()),
+        payments=load_payment_settings(env, cfg),
     )
     if settings.rate_window_seconds > MAX_WINDOW_SECONDS:
         raise ValueError(f"AICREDITS_RATE_WINDOW_SECONDS must be at most {MAX_WINDOW_SECONDS}")

@@ -60,7 +60,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.received.append((body, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(200)
@@ -253,7 +253,7 @@ def test_webhooks_are_signed_as_the_sdk_verifies_them(client, fake, receiver):
 def test_a_redelivery_is_the_same_event(client, fake, receiver):
     fake.auto_deliver = False
     order = client.order.create({"amount": 50000, "currency": "INR"})
-    captured = [e for e in fake.pay(order["id"]).events if e.name == "payment.captured"][0]
+    captured = next(e for e in fake.pay(order["id"]).events if e.name == "payment.captured")
     assert receiver.received == []
     first, again = fake.deliver(captured), fake.deliver(captured)
     assert first.status == again.status == 200

@@ -20,6 +20,7 @@ from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, Settle
 from aicredits.services.admin import Admin, AdminError
 from aicredits.settings import load_settings
 from aicredits.store.db import _alembic_config, make_engine, migrate
+from tests.conftest import head_revision
 
 HOLD = 10_000            # micros: what `planner()` reserves (10 output tokens at 1000 micros each)
 TTL_MS = 60_000
@@ -365,7 +366,7 @@ async def test_upgrade_from_0001_keeps_existing_keys_and_leaves_them_unlimited(d
                                     "2000000, 0, 0, 1)"), {"h": hash_key(secret)})
         await migrate(engine, db_url)
         async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0002"
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == head_revision()
         admin = Admin(engine)
         (row,) = await admin.list_keys("old@example.com")
         assert (row["id"], row["name"], row["limit"], row["rpm"], row["tpm"]) == ("key_old", "old", 2_000_000,

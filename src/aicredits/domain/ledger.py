@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CREDIT_KINDS = ("topup", "grant", "refund")
-DEBIT_KINDS = ("charge",)
+CREDIT_KINDS = ("topup", "grant")      # a top-up is a payment received (services/payments.py)
+DEBIT_KINDS = ("charge", "refund")     # a refund is a payment given back: it debits the wallet
 KINDS = CREDIT_KINDS + DEBIT_KINDS + ("adjustment",)
 
 
