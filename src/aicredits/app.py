@@ -34,6 +34,12 @@ from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_fil
 log = logging.getLogger("aicredits")
 
 
+async def send_redirect(send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def openapi(gw, req: Request, send) -> None:
     await send_bytes(send, 200, gw.openapi_json, [])
 
@@ -74,8 +80,9 @@ class Gateway:
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
-        self.engine = None
-        self.payments = None
+        self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self._web_engine = None
+        self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -112,23 +119,33 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
-        # top-ups and webhooks: SQLAlchemy's engine (off the /v1 hot path, which uses the billing store)
-        self.engine = make_engine(s.database_url)
-        self.payments = PaymentsService(self.engine, build_payment_providers(s.payments), s.payments.terms)
+        self._start_dashboard()
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
         gc.collect()
         gc.freeze()
 
+    def _start_dashboard(self) -> None:
+        """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.infra.mail import SmtpMailer
+        from aicredits.web.app import build
+
+        self._web_engine = make_engine(self.settings.database_url)
+        # top-ups share it: the wallet pages and POST /webhooks/razorpay (off the /v1 hot path)
+        self.payments = PaymentsService(self._web_engine, build_payment_providers(self.settings.payments),
+                                        self.settings.payments.terms)
+        self.web, _ = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                            mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
+
     async def shutdown(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self._web_engine is not None:
+            await self._web_engine.dispose()
         await self.billing.drain()
         if self.payments is not None:
             await self.payments.close()
-        if self.engine is not None:
-            await self.engine.dispose()
         if self._session is not None:
             await self._session.close()
         if self.redis is not None:
@@ -171,6 +188,13 @@ class Gateway:
         try:
             methods = ROUTES.get(scope["path"])
             if methods is None:
+                path = scope["path"]
+                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
+                    if path == "/":
+                        await send_redirect(tracking_send, "/dashboard/")
+                        return
+                    await self.web(scope, receive, tracking_send)
+                    return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
             handler = methods.get(scope["method"])
             if handler is None:

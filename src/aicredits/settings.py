@@ -126,6 +126,22 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = True
     config_path: str | None = None
+    # the dashboard (docs/dashboard.md)
+    signup: str = "open"                 # open | invite | closed
+    timezone: str = "Asia/Kolkata"       # dates on the dashboard (a user may choose their own)
+    public_url: str | None = None        # https://credits.example.com: links in mails, Secure cookies
+    session_hours: float = 24 * 7        # a dashboard session expires this long after sign-in
+    oidc_issuer: str | None = None       # OpenID Connect sign-in (any issuer with discovery)
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_name: str = "single sign-on"    # the button says "Sign in with <oidc_name>"
+    smtp_host: str | None = None         # password-reset mails; without it, `users reset-link`
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    smtp_tls: str = "starttls"           # starttls | ssl | none
+    trust_proxy: bool = False            # client IP from X-Forwarded-For (behind your own proxy only)
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()
     payments: PaymentSettings = field(default_factory=PaymentSettings)
@@ -252,6 +268,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=str(pick("AICREDITS_LOG_LEVEL", "log_level", "INFO")).upper(),
         access_log=str(pick("AICREDITS_ACCESS_LOG", "access_log", "true")).lower() not in {"0", "false", "no"},
         config_path=config_path,
+        signup=str(pick("AICREDITS_SIGNUP", "signup", "open")).lower(),
+        timezone=str(pick("AICREDITS_TIMEZONE", "timezone", "Asia/Kolkata")),
+        public_url=(pick("AICREDITS_PUBLIC_URL", "public_url", None) or None),
+        session_hours=_float(env, "AICREDITS_SESSION_HOURS", float(gw.get("session_hours", 24 * 7))),
+        oidc_issuer=pick("AICREDITS_OIDC_ISSUER", "oidc_issuer", None) or None,
+        oidc_client_id=pick("AICREDITS_OIDC_CLIENT_ID", "oidc_client_id", None) or None,
+        oidc_client_secret=pick("AICREDITS_OIDC_CLIENT_SECRET", "oidc_client_secret", None) or None,
+        oidc_name=str(pick("AICREDITS_OIDC_NAME", "oidc_name", "single sign-on")),
+        smtp_host=pick("AICREDITS_SMTP_HOST", "smtp_host", None) or None,
+        smtp_port=int(pick("AICREDITS_SMTP_PORT", "smtp_port", 587)),
+        smtp_user=pick("AICREDITS_SMTP_USER", "smtp_user", None) or None,
+        smtp_password=pick("AICREDITS_SMTP_PASSWORD", "smtp_password", None) or None,
+        smtp_from=pick("AICREDITS_SMTP_FROM", "smtp_from", None) or None,
+        smtp_tls=str(pick("AICREDITS_SMTP_TLS", "smtp_tls", "starttls")).lower(),
+        trust_proxy=str(pick("AICREDITS_TRUST_PROXY", "trust_proxy", "false")).lower() in {"1", "true", "yes"},
         providers=providers,
         extra_models=tuple(cfg.get("models") or ()),
         payments=load_payment_settings(env, cfg),
@@ -260,12 +291,34 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ValueError(f"AICREDITS_RATE_WINDOW_SECONDS must be at most {MAX_WINDOW_SECONDS}")
     if settings.retries < 0 or settings.breaker_failures < 1:
         raise ValueError("AICREDITS_RETRIES must be >= 0 and AICREDITS_BREAKER_FAILURES >= 1")
+    _check_dashboard(settings)
     # validate the money settings now, not on the first call
     if settings.usd_inr_fraction <= 0:
         raise ValueError("AICREDITS_USD_INR must be positive")
     if settings.markup_fraction < 0:
         raise ValueError("AICREDITS_MARKUP must not be negative")
     return settings
+
+
+def _check_dashboard(s: Settings) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if s.signup not in {"open", "invite", "closed"}:
+        raise ValueError(f"AICREDITS_SIGNUP must be open, invite or closed, got {s.signup!r}")
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"AICREDITS_TIMEZONE is not a time zone name: {s.timezone!r}") from exc
+    if s.public_url and not s.public_url.startswith(("http://", "https://")):
+        raise ValueError("AICREDITS_PUBLIC_URL must start with http:// or https://")
+    oidc = (s.oidc_issuer, s.oidc_client_id, s.oidc_client_secret)
+    if any(oidc) and not all(oidc):
+        raise ValueError("OpenID Connect needs AICREDITS_OIDC_ISSUER, AICREDITS_OIDC_CLIENT_ID and "
+                         "AICREDITS_OIDC_CLIENT_SECRET together")
+    if s.smtp_tls not in {"starttls", "ssl", "none"}:
+        raise ValueError("AICREDITS_SMTP_TLS must be starttls, ssl or none")
+    if s.smtp_host and not s.smtp_from:
+        raise ValueError("AICREDITS_SMTP_HOST needs AICREDITS_SMTP_FROM (the sender address)")
 
 
 def sqlite_path(url: str) -> Path | None:

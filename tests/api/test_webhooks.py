@@ -42,20 +42,20 @@ def razorpay_env(fake: FakeRazorpay) -> dict:
 async def gateway(url: str, env: dict):
     engine = make_engine(url)
     await migrate(engine, url)
-    await engine.dispose()
     gw = Gateway(load_settings({"AICREDITS_DATABASE_URL": url, **env}))
     await gw.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as client:
-            yield gw, client
+            yield gw, client, Admin(engine)
     finally:
         await gw.shutdown()
+        await engine.dispose()
 
 
 async def test_a_signed_webhook_credits_once(db_url, fake):
-    async with gateway(db_url, razorpay_env(fake)) as (gw, client):
+    async with gateway(db_url, razorpay_env(fake)) as (gw, client, admin):
         email = f"hook-{uuid.uuid4().hex[:8]}@example.com"
-        acct = await Admin(gw.engine).create_user(email)
+        acct = await admin.create_user(email)
         t = (await gw.payments.start(acct["id"], "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         statuses = []
@@ -65,12 +65,12 @@ async def test_a_signed_webhook_credits_once(db_url, fake):
             statuses.append(r.json()["status"])
         assert statuses.count("credited") == 1
         assert set(statuses) == {"credited", "already_credited"}
-        assert (await Admin(gw.engine).wallet(email))["balance"] == 500 * INR
+        assert (await admin.wallet(email))["balance"] == 500 * INR
 
 
 async def test_a_forged_webhook_is_refused_in_the_error_shape(db_url, fake):
-    async with gateway(db_url, razorpay_env(fake)) as (gw, client):
-        acct = await Admin(gw.engine).create_user(f"hook-{uuid.uuid4().hex[:8]}@example.com")
+    async with gateway(db_url, razorpay_env(fake)) as (gw, client, admin):
+        acct = await admin.create_user(f"hook-{uuid.uuid4().hex[:8]}@example.com")
         t = (await gw.payments.start(acct["id"], "razorpay", "500")).topup
         (event,) = [e for e in fake.pay(t.order_id).events if e.name == "payment.captured"]
         r = await client.post("/webhooks/razorpay", content=event.body,
@@ -87,6 +87,6 @@ async def test_a_forged_webhook_is_refused_in_the_error_shape(db_url, fake):
 
 
 async def test_without_razorpay_the_webhook_is_not_found(tmp_path):
-    async with gateway(f"sqlite:///{tmp_path}/a.db", {}) as (_gw, client):
+    async with gateway(f"sqlite:///{tmp_path}/a.db", {}) as (_gw, client, _admin):
         r = await client.post("/webhooks/razorpay", content=b"{}")
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"

@@ -31,6 +31,7 @@ from aicredits.providers.payments.base import (
     PaymentFacts,
     PaymentProvider,
     PaymentProviderError,
+    ProviderOrder,
     RefundFacts,
 )
 from aicredits.store import accounts as accounts_repo
@@ -96,7 +97,27 @@ class PaymentsService:
             topup = await repo.topup(conn, topup_id)
         return Started(topup, provider.checkout(order, req))
 
+    async def checkout(self, account_id: int, topup_id: str) -> dict:
+        """What the pay page's checkout needs for an unpaid top-up of this account."""
+        t = await self.topup(account_id, topup_id)
+        if t.order_id is None:
+            raise InvalidRequest("This top-up has no order (it could not be started); start a new one.")
+        async with self._engine.connect() as conn:
+            account = await accounts_repo.by_id(conn, account_id)
+        return self._provider(t.provider).checkout(ProviderOrder(t.order_id, t.amount_paise, t.currency),
+                                                   OrderRequest(t.id, t.amount_paise, t.currency, account.email))
+
     # ------------------------------------------------------------------ reading
+    async def wallet(self, account_id: int, month_start_ms: int) -> dict:
+        """Balance, held (in-flight calls), available, total added, and charges since `month_start_ms`."""
+        async with self._engine.connect() as conn:
+            w = await accounts_repo.wallet(conn, account_id)
+            spent = await repo.charged_since(conn, account_id, month_start_ms)
+        if w is None:
+            raise NotFound("No such account.")
+        return {"balance": w.balance, "held": w.held, "available": w.available, "total_added": w.total_added,
+                "total_spent": w.total_spent, "spent_this_month": spent}
+
     async def topup(self, account_id: int | None, topup_id: str) -> Topup:
         """A top-up of this account (any account's for None: the admin)."""
         async with self._engine.connect() as conn:

@@ -71,7 +71,7 @@ class PostgresBilling:
             r = await conn.fetchrow(N["CHARGE_WALLET"], held, charge, charge, ts, s.account_id)
             bal, still_held = r[0], r[1]
             if s.key_id is not None:
-                await conn.execute(N["CHARGE_KEY"], held, charge, s.key_id)
+                await conn.execute(N["CHARGE_KEY"], held, charge, ts, s.key_id)
             if charge:
                 await conn.execute(N["INSERT_CHARGE"], s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts)
             usage = dict(s.usage, cost=charge, hold=held)

@@ -12,7 +12,9 @@ USAGE_COLUMNS = (
     "error", "created_at",
 )
 
-FIND_KEY = "SELECT id, account_id, name, limit_micros, revoked_at, rpm, tpm FROM api_keys WHERE key_hash = ?"
+# a disabled account's keys are found as no key at all
+FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm FROM api_keys k "
+            "JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND a.disabled_at IS NULL")
 WALLET = "SELECT balance, held FROM wallets WHERE account_id = ?"
 KEY_STATE = "SELECT limit_micros, spent, held, revoked_at FROM api_keys WHERE id = ?"
 HOLD_WALLET = "UPDATE wallets SET held = held + ? WHERE account_id = ?"
@@ -22,7 +24,8 @@ INSERT_HOLD = ("INSERT INTO holds (call_id, account_id, key_id, amount, created_
 DELETE_HOLD = "DELETE FROM holds WHERE call_id = ? RETURNING amount"
 CHARGE_WALLET = ("UPDATE wallets SET held = held - ?, balance = balance - ?, total_spent = total_spent + ?, "
                  "updated_at = ? WHERE account_id = ? RETURNING balance, held")
-CHARGE_KEY = "UPDATE api_keys SET held = held - ?, spent = spent + ? WHERE id = ?"
+# last_used_at rides on the settle's own key update: no extra write on the hot path
+CHARGE_KEY = "UPDATE api_keys SET held = held - ?, spent = spent + ?, last_used_at = ? WHERE id = ?"
 INSERT_CHARGE = ("INSERT INTO ledger_entries (account_id, kind, amount, balance_after, call_id, key_id, note, "
                  "created_at) VALUES (?, 'charge', ?, ?, ?, ?, ?, ?)")
 INSERT_USAGE = (f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) "

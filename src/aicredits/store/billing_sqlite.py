@@ -170,7 +170,7 @@ class SqliteBilling:
             ts = now_ms()
             bal, still_held = conn.execute(q.CHARGE_WALLET, (held, charge, charge, ts, s.account_id)).fetchone()
             if s.key_id is not None:
-                conn.execute(q.CHARGE_KEY, (held, charge, s.key_id))
+                conn.execute(q.CHARGE_KEY, (held, charge, ts, s.key_id))
             if charge:
                 conn.execute(q.INSERT_CHARGE, (s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts))
             usage = dict(s.usage, cost=charge, hold=held)

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aicredits.store.db import now_ms, row_dict
-from aicredits.store.tables import accounts, ledger_entries, payments, refunds, topups, wallets
+from aicredits.store.tables import accounts, ledger_entries, payments, refunds, topups, usage_records, wallets
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,14 @@ async def refunds_of(conn: AsyncConnection, payment_id: str) -> list[dict]:
     rows = (await conn.execute(select(refunds).where(refunds.c.payment_id == payment_id)
                                .order_by(refunds.c.created_at, refunds.c.id))).all()
     return [row_dict(r) for r in rows]
+
+
+async def charged_since(conn: AsyncConnection, account_id: int, since_ms: int) -> int:
+    """Micro-INR charged for calls since `since_ms`: each call's usage record carries the charge its
+    ledger entry made (`cost`), and ix_usage_account_time covers this sum."""
+    q = (select(func.coalesce(func.sum(usage_records.c.cost), 0))
+         .where(usage_records.c.account_id == account_id, usage_records.c.created_at >= since_ms))
+    return int((await conn.execute(q)).scalar_one())
 
 
 # ------------------------------------------------------------------ the admin's view

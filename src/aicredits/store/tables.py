@@ -26,6 +26,8 @@ accounts = Table(
     Column("role", String(16), nullable=False, default="user"),
     Column("password_hash", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),   # set: no sign-in, its keys refused
+    Column("timezone", String(64), nullable=True),      # NULL: the operator's AICREDITS_TIMEZONE
 )
 
 wallets = Table(
@@ -67,6 +69,7 @@ api_keys = Table(
     Column("revoked_at", BigInteger, nullable=True),
     Column("rpm", Integer, nullable=True),       # requests per rate window; NULL: unlimited
     Column("tpm", BigInteger, nullable=True),    # billed tokens per rate window; NULL: unlimited
+    Column("last_used_at", BigInteger, nullable=True),   # the last settled call (set by settle)
     Index("ix_api_keys_account", "account_id"),
 )
 
@@ -111,6 +114,62 @@ usage_records = Table(
     Column("error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_usage_account_time", "account_id", "created_at"),
+)
+
+
+# ------------------------------------------------------------------ the dashboard (0003)
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("id", String(64), primary_key=True),         # SHA-256 of the cookie's secret
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("data", Text, nullable=False, default="{}"),  # JSON: an OpenID Connect flow's state
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(300), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_web_sessions_account", "account_id"),
+    Index("ix_web_sessions_expires", "expires_at"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("actor_id", Integer, nullable=True),          # the account acting (None: anonymous, system)
+    Column("actor", String(320), nullable=False, default=""),   # its email then, or "system", "cli"
+    Column("action", String(64), nullable=False),        # e.g. signin, signin.failed, key.created
+    Column("target", String(320), nullable=False, default=""),  # what it acted on: key id, email...
+    Column("ip", String(64), nullable=True),
+    Column("detail", Text, nullable=False, default="{}"),       # JSON, never a secret
+    Index("ix_audit_time", "created_at"),
+    Index("ix_audit_action_time", "action", "created_at"),
+    Index("ix_audit_actor", "actor_id", "id"),
+)
+
+auth_tokens = Table(
+    "auth_tokens", metadata,
+    Column("id", String(64), primary_key=True),         # SHA-256 of the one-time token
+    Column("purpose", String(16), nullable=False),       # reset | invite
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("email", String(320), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+)
+
+oidc_identities = Table(
+    "oidc_identities", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("issuer", String(300), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("issuer", "subject", name="uq_oidc_issuer_subject"),
+    Index("ix_oidc_account", "account_id"),
 )
 
 

@@ -1,13 +1,13 @@
 """top-ups, payments (one credit per provider payment id) and refunds
 
 Revision ID: 0003_payments
-Revises: 0002
+Revises: 0003_dashboard
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_payments"
-down_revision = "0002"
+down_revision = "0003_dashboard"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,108 @@
+"""Assembles the dashboard: its services, templates, routes, static files and security
+headers, as one ASGI app for the Gateway to hand /dashboard requests to.
+
+To add pages: write a module here with a `routes` list (see home.py), add it to ROUTE_MODULES,
+and give it a NAV line if it belongs in the navigation bar.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from aicredits.services.account_keys import AccountKeys
+from aicredits.services.audit import Audit
+from aicredits.services.auth import Auth
+from aicredits.services.overview import Overview
+from aicredits.settings import Settings
+from aicredits.web import auth_pages, formatting, home, keys_pages, oidc
+from aicredits.web.core import render, visitor
+from aicredits.web.security import SecurityHeaders
+
+log = logging.getLogger("aicredits.web")
+HERE = Path(__file__).parent
+
+# the navigation bar: (label, route name, who sees it: "user" or "admin")
+NAV = [
+    ("Overview", "home", "user"),
+    ("API keys", "keys", "user"),
+    ("Account", "account", "user"),
+]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc]
+
+
+@dataclass
+class WebContext:
+    """What pages reach through `core.context(request)`."""
+    settings: Settings
+    engine: Any
+    auth: Auth
+    keys: AccountKeys
+    audit: Audit
+    overview: Overview
+    templates: Jinja2Templates
+    oidc: oidc.OidcClient | None = None
+    mailer: Any = None              # ports.Mailer when SMTP is configured
+    payments: Any = None            # services.payments.PaymentsService (the wallet pages)
+    extra: dict = field(default_factory=dict)
+
+    def nav(self, user) -> list[tuple[str, str]]:
+        if user is None:
+            return []
+        return [(label, name) for label, name, who in NAV if who == "user" or user.is_admin]
+
+
+def make_templates() -> Jinja2Templates:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["inr"] = formatting.inr
+    env.filters["number"] = formatting.number
+    return Jinja2Templates(env=env)
+
+
+async def not_found(request: Request, exc: HTTPException):
+    await visitor(request)
+    status = exc.status_code
+    titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed"}
+    message = exc.detail if status == 403 else "There is no such page here."
+    return await render(request, "error.html", status_code=status, title=titles.get(status, "Error"), message=message)
+
+
+async def server_error(request: Request, exc: Exception):
+    log.exception("dashboard error on %s %s", request.method, request.url.path, exc_info=exc)
+    return await render(request, "error.html", status_code=500, title="Something went wrong",
+                  message="The server could not show this page; the error has been logged.")
+
+
+def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None,
+          payments=None) -> tuple[SecurityHeaders, WebContext]:
+    """The dashboard app (wrapped in its security headers) and its context. `on_key_revoked(key_id)`
+    drops a revoked key from this process's key cache at once."""
+    ctx = WebContext(
+        settings=settings, engine=engine,
+        auth=Auth(engine, signup=settings.signup, session_seconds=settings.session_hours * 3600),
+        keys=AccountKeys(engine, on_revoked=on_key_revoked),
+        audit=Audit(engine),
+        overview=Overview(engine),
+        templates=make_templates(),
+        mailer=mailer,
+        payments=payments,
+        oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,
+    )
+    routes = [r for module in ROUTE_MODULES for r in module.routes]
+    routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
+    app = Starlette(routes=[Mount("/dashboard", routes=routes)],
+                    exception_handlers={HTTPException: not_found, Exception: server_error})
+    app.state.ctx = ctx
+    app.state.headers = SecurityHeaders(app, ctx)
+    return app.state.headers, ctx

@@ -1,0 +1,83 @@
+"""API keys: list, create (the secret shown once, with a copy button), revoke. A key id that
+is not the signed-in account's gives 404, in the URL or in a form."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aicredits.domain.money import inr_to_micros
+from aicredits.services.account_keys import KeyInputError, KeyNotFound
+from aicredits.web.core import actor, checked_form, context, redirect, render, signed_in
+
+
+def _optional_int(value, label: str) -> int | None:
+    text = str(value or "").strip().replace(",", "")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise KeyInputError(f"{label} must be a whole number (leave it empty for no limit).")
+    return int(text)
+
+
+def _optional_inr(value) -> int | None:
+    text = str(value or "").strip().replace(",", "").removeprefix("₹").strip()
+    if not text:
+        return None
+    try:
+        micros = inr_to_micros(text)
+    except (ValueError, TypeError):
+        raise KeyInputError("The credit limit is an amount in rupees, like 500 or 99.50.") from None
+    if micros % 10_000:
+        raise KeyInputError("The credit limit takes at most 2 decimal places (paise).")
+    return micros
+
+
+async def _page(request: Request, status_code: int = 200, **values) -> Response:
+    keys = await context(request).keys.list(request.state.user.id)
+    values.setdefault("form", {})
+    values.setdefault("secret", None)
+    values.setdefault("created", None)
+    return await render(request, "keys.html", status_code=status_code, keys=keys, **values)
+
+
+@signed_in
+async def keys_page(request: Request) -> Response:
+    return await _page(request)
+
+
+@signed_in
+async def create_key(request: Request) -> Response:
+    form = await checked_form(request)
+    fields = {k: str(form.get(k) or "") for k in ("name", "limit", "rpm", "tpm")}
+    try:
+        secret, key = await context(request).keys.create(
+            actor(request), name=fields["name"], limit=_optional_inr(fields["limit"]),
+            rpm=_optional_int(fields["rpm"], "Requests per minute"), tpm=_optional_int(fields["tpm"], "Tokens per minute"))
+    except KeyInputError as exc:
+        return await _page(request, 400, error=str(exc), form=fields)
+    # the one time the secret is shown: this response is not stored (no-store) nor redirected to
+    return await _page(request, 201, secret=secret, created=key)
+
+
+@signed_in
+async def revoke_key(request: Request) -> Response:
+    form = await checked_form(request)
+    key_id = request.path_params["key_id"]
+    if form.get("key_id") not in (None, key_id):
+        raise HTTPException(404)
+    try:
+        done = await context(request).keys.revoke(actor(request), key_id)
+    except KeyNotFound:
+        raise HTTPException(404) from None
+    return redirect(request, "keys", f"Key {key_id} revoked: calls with it are refused within a second."
+                    if done else f"Key {key_id} was revoked already.")
+
+
+routes = [
+    Route("/keys", keys_page, methods=["GET"], name="keys"),
+    Route("/keys", create_key, methods=["POST"], name="create_key"),
+    Route("/keys/{key_id}/revoke", revoke_key, methods=["POST"], name="revoke_key"),
+]
