@@ -25,7 +25,7 @@ from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
 from aicredits.services.overview import Overview
 from aicredits.settings import Settings
-from aicredits.web import auth_pages, formatting, home, keys_pages, oidc
+from aicredits.web import auth_pages, formatting, home, keys_pages, oidc, wallet_pages
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
@@ -36,9 +36,11 @@ HERE = Path(__file__).parent
 NAV = [
     ("Overview", "home", "user"),
     ("API keys", "keys", "user"),
+    ("Wallet", "wallet", "user"),
     ("Account", "account", "user"),
+    ("Payments", "admin_payments", "admin"),
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages]
 
 
 @dataclass
