@@ -58,7 +58,7 @@ async def test_top_up_through_the_test_provider(web_gateway):
         csrf = await signed_up(client, email())
         page = await client.get("/dashboard/wallet")
         assert page.status_code == 200
-        for text in ("Balance", "Held", "Spent this month", "₹500.00", "₹5,000.00", "Another amount"):
+        for text in ("Balance", "Held", "Spent this month", "₹500.00", "₹5,000.00", "Or another amount"):
             assert text in page.text
         topup_id = await start_topup(client, csrf, "test", "500.00")
         pay = await client.get(f"/dashboard/wallet/topups/{topup_id}")

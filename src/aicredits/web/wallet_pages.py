@@ -64,7 +64,7 @@ async def start_topup(request: Request) -> Response:
     fields = {k: str(form.get(k) or "").strip() for k in ("amount", "custom", "provider")}
     providers = list(context(request).payments.providers)
     provider = fields["provider"] or (providers[0] if len(providers) == 1 else "")
-    amount = fields["custom"] if fields["amount"] in ("", "custom") else fields["amount"]
+    amount = fields["custom"] or fields["amount"]      # a typed amount wins over the preset choice
     amount = amount.replace(",", "").removeprefix("₹").strip()
     try:
         if not provider:
