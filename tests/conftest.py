@@ -79,14 +79,6 @@ def expected_micros(entry: dict, prompt: int, completion: int, cached: int = 0,
 
 
 # ---------------------------------------------------------------- databases
-def head_revision() -> str:
-    """The newest Alembic migration (what `aicredits migrate` brings a database to)."""
-    from alembic.script import ScriptDirectory
-
-    from aicredits.store.db import _alembic_config
-    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
-
-
 async def _pg_exec(dsn: str, sql: str) -> None:
     import asyncpg
     conn = await asyncpg.connect(dsn, timeout=3)

@@ -81,6 +81,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.web_context = None  # its services (web.app.WebContext)
         self._web_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
@@ -135,8 +136,8 @@ class Gateway:
         # top-ups share it: the wallet pages and POST /webhooks/razorpay (off the /v1 hot path)
         self.payments = PaymentsService(self._web_engine, build_payment_providers(self.settings.payments),
                                         self.settings.payments.terms)
-        self.web, _ = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
-                            mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
+        self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                                           mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
 
     async def shutdown(self) -> None:
         for t in self._tasks:

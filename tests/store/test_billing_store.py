@@ -20,7 +20,6 @@ from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, Settle
 from aicredits.services.admin import Admin, AdminError
 from aicredits.settings import load_settings
 from aicredits.store.db import _alembic_config, make_engine, migrate
-from tests.conftest import head_revision
 
 HOLD = 10_000            # micros: what `planner()` reserves (10 output tokens at 1000 micros each)
 TTL_MS = 60_000
@@ -329,6 +328,13 @@ async def test_find_key_carries_the_rate_limits(db_url):
                 await env.admin.set_rate_limits(created["id"], **bad)
         with pytest.raises(AdminError):
             await env.admin.set_rate_limits("key_unknown", rpm=1)
+
+
+def head_revision() -> str:
+    """The newest migration (later migrations move it; these tests check they upgrade to it)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
 
 
 async def _at_revision(engine, url: str, revision: str) -> None:
