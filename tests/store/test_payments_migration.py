@@ -1,5 +1,6 @@
 """Migration 0003_payments on SQLite and PostgreSQL: from a 0002 database with money in it, the
-top-up tables appear empty and nothing else changes; downgrading removes them again."""
+top-up tables appear empty and nothing else changes; downgrading to 0003_dashboard (the revision
+before it) removes them again."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ async def test_upgrade_from_0002_and_back(db_url):
         admin = Admin(engine)
         assert (await admin.wallet("old@example.com"))["balance"] == 7_000_000
         assert await admin.verify(60) == []
-        await _run(engine, db_url, lambda command, cfg: command.downgrade(cfg, "0002"))
+        await _run(engine, db_url, lambda command, cfg: command.downgrade(cfg, "0003_dashboard"))
         assert not {"topups", "payments", "refunds"} & await _tables(engine)
         assert (await admin.wallet("old@example.com"))["balance"] == 7_000_000
     finally:
