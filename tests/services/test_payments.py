@@ -20,6 +20,7 @@ from aicredits.errors import InvalidRequest, NotFound, UpstreamError
 from aicredits.providers.payments.razorpay import Razorpay
 from aicredits.providers.payments.testing import LocalCheckout
 from aicredits.services.admin import Admin
+from aicredits.services.audit import Actor, Audit
 from aicredits.services.payments import PaymentsService
 from aicredits.store import payments as repo
 from aicredits.store.db import make_engine, migrate
@@ -106,7 +107,8 @@ async def test_callback_credits_then_webhooks_change_nothing(db_url, fake):
         assert (order["amount"], order["receipt"], order["notes"]) == (50_000, t.id, {"topup_id": t.id})
 
         paid = fake.pay(t.order_id)
-        out = await env.svc.confirm_callback(env.account_id, "razorpay", paid.response)
+        out = await env.svc.confirm_callback(env.account_id, "razorpay", paid.response,
+                                             Actor(env.account_id, env.email, "198.51.100.4"))
         assert out.status == "credited" and out.topup.status == "paid"
         for e in events(paid, "payment.authorized", "payment.captured", "order.paid"):
             assert (await deliver(env, e)).status == "already_credited"
@@ -117,6 +119,10 @@ async def test_callback_credits_then_webhooks_change_nothing(db_url, fake):
             "topup", 500 * INR, 500 * INR, paid.payment["id"])
         receipt = await env.svc.receipt(env.account_id, t.id)
         assert receipt["payment"]["id"] == paid.payment["id"] and receipt["payment"]["source"] == "callback"
+        (audit,) = await Audit(env.engine).recent(action="topup")
+        assert (audit["actor"], audit["actor_id"], audit["ip"], audit["target"]) == (
+            env.email, env.account_id, "198.51.100.4", t.id)
+        assert audit["detail"]["payment_id"] == paid.payment["id"] and audit["detail"]["credit_micros"] == 500 * INR
         assert receipt["payment"]["method"] == "card"
 
 
@@ -303,6 +309,9 @@ async def test_refunds_debit_the_credits_once(db_url, fake):
         assert [r["amount_paise"] for r in receipt["refunds"]] == [20_000, 30_000]
         assert receipt["payment"]["refunded_paise"] == 50_000
         assert receipt["payment"]["refund_shortfall_micros"] == 0
+        audits = await Audit(env.engine).recent(action="topup.refunded")
+        assert [(a["actor"], a["target"], a["detail"]["debited_micros"]) for a in audits] == [
+            ("razorpay", t.id, 300 * INR), ("razorpay", t.id, 200 * INR)]
 
 
 async def test_a_refund_never_takes_the_wallet_below_zero(db_url, fake):
@@ -359,6 +368,7 @@ async def test_callback_and_webhooks_racing_credit_exactly_once(db_url, fake):
             await engine2.dispose()
         assert (await env.wallet())["balance"] == 2_500 * INR
         assert len(await env.entries("topup")) == 5
+        assert len(await Audit(env.engine).recent(action="topup")) == 5
 
 
 async def test_the_unique_constraint_is_what_stops_a_second_credit(db_url, fake):

@@ -34,12 +34,14 @@ from aicredits.providers.payments.base import (
     ProviderOrder,
     RefundFacts,
 )
+from aicredits.services.audit import TOPUP, Actor, append
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import payments as repo
 from aicredits.store.payments import Topup
 
 log = logging.getLogger("aicredits.payments")
 CREDIT_EVENTS = ("payment.captured", "order.paid", "payment.authorized")
+TOPUP_REFUNDED = "topup.refunded"       # audit action of a refund's debit (TOPUP: a credit)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ class PaymentsService:
                     "shortfall_micros": await repo.shortfall_total(conn)}
 
     # ------------------------------------------------------------------ the browser comes back
-    async def confirm_callback(self, account_id: int, provider_name: str, params: Mapping[str, str]) -> Outcome:
+    async def confirm_callback(self, account_id: int, provider_name: str, params: Mapping[str, str],
+                               actor: Actor | None = None) -> Outcome:
         """Razorpay Checkout's handler posted order id, payment id and signature: verify the signature
         with the key secret, then ask Razorpay for the payment's amount and status, then credit."""
         provider = self._provider(provider_name)
@@ -162,19 +165,20 @@ class PaymentsService:
         except PaymentProviderError as exc:
             raise UpstreamError(f"The payment could not be checked with {provider.name}: {exc}. If it went "
                                 "through, your wallet is credited when its webhook arrives.") from None
-        outcome = await self._settle(provider, t, facts, "callback")
+        outcome = await self._settle(provider, t, facts, "callback", actor)
         if outcome.status == "refused":
             raise InvalidRequest(f"{outcome.detail}; nothing was credited.")
         return outcome
 
-    async def complete_test(self, account_id: int, topup_id: str, *, succeed: bool) -> Outcome:
+    async def complete_test(self, account_id: int, topup_id: str, *, succeed: bool,
+                            actor: Actor | None = None) -> Outcome:
         """The click on the test checkout page."""
         t = await self.topup(account_id, topup_id)
         provider = self._provider(t.provider)
         if t.provider != "test" or t.order_id is None:
             raise InvalidRequest("This top-up is not paid on the test checkout page.")
         facts = provider.pay(t.order_id, t.amount_paise, t.currency, succeed=succeed)
-        return await self._settle(provider, t, facts, "checkout")
+        return await self._settle(provider, t, facts, "checkout", actor)
 
     # ------------------------------------------------------------------ webhooks
     async def handle_webhook(self, provider_name: str, body: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -189,14 +193,14 @@ class PaymentsService:
         except PaymentProviderError as exc:
             raise InvalidRequest(f"The webhook is not understood: {exc}.") from None
         if event.event == "refund.processed" and event.refund is not None:
-            return await self._refund(event.refund)
+            return await self._refund(event.refund, Actor.system(provider.name))
         if event.event not in CREDIT_EVENTS + ("payment.failed",) or event.payment is None:
             return Outcome("ignored", f"event {event.event or '?'} needs nothing")
         async with self._engine.connect() as conn:
             t = await repo.topup_by_order(conn, event.order_id) if event.order_id else None
         if t is None or t.provider != provider.name:
             return Outcome("ignored", "not an order of a top-up here")
-        return await self._settle(provider, t, event.payment, "webhook")
+        return await self._settle(provider, t, event.payment, "webhook", Actor.system(provider.name))
 
     # ------------------------------------------------------------------ the one way money comes in
     async def _captured(self, provider: PaymentProvider, facts: PaymentFacts) -> PaymentFacts:
@@ -211,7 +215,8 @@ class PaymentsService:
             except PaymentProviderError as exc:
                 raise ServiceUnavailable(f"The payment could not be captured: {exc}.") from None
 
-    async def _settle(self, provider: PaymentProvider, t: Topup, facts: PaymentFacts, source: str) -> Outcome:
+    async def _settle(self, provider: PaymentProvider, t: Topup, facts: PaymentFacts, source: str,
+                      actor: Actor | None) -> Outcome:
         if facts.order_id != t.order_id:
             return await self._refuse(t, f"payment {facts.id} belongs to another order")
         if facts.currency != t.currency or facts.amount_paise != t.amount_paise:
@@ -234,6 +239,9 @@ class PaymentsService:
                 await accounts_repo.credit(conn, t.account_id, t.credit_micros, kind="topup", call_id=facts.id,
                                            note=f"top-up {t.id} ({provider.name} {facts.id})")
                 await repo.mark_paid(conn, t.id, facts.id)
+                await append(conn, actor or Actor.system(provider.name), TOPUP, target=t.id, detail={
+                    "payment_id": facts.id, "provider": provider.name, "source": source,
+                    "credit_micros": t.credit_micros, "amount_paise": t.amount_paise})
         async with self._engine.connect() as conn:
             t = await repo.topup(conn, t.id)
             if not claimed:
@@ -260,7 +268,7 @@ class PaymentsService:
         return Outcome("refused", detail, t)
 
     # ------------------------------------------------------------------ refunds
-    async def _refund(self, refund: RefundFacts) -> Outcome:
+    async def _refund(self, refund: RefundFacts, actor: Actor) -> Outcome:
         """A processed refund takes the refunded share of the credits back, never below zero: what
         the wallet cannot give is recorded (refunds.shortfall_micros) and shown to the admin."""
         async with self._engine.connect() as conn:
@@ -283,6 +291,9 @@ class PaymentsService:
             await repo.finish_refund(conn, refund_id=refund.id, payment_id=pay["id"],
                                      amount_paise=refund.amount_paise, claimed=claimed, debited=debited,
                                      shortfall=shortfall)
+            await append(conn, actor, TOPUP_REFUNDED, target=pay["topup_id"], detail={
+                "refund_id": refund.id, "payment_id": pay["id"], "amount_paise": refund.amount_paise,
+                "debited_micros": debited, "shortfall_micros": shortfall})
         if shortfall:
             log.error("refund %s of payment %s: %d micro-INR could not be debited from account %d (the wallet "
                       "had too little); recorded for the admin", refund.id, pay["id"], shortfall, pay["account_id"])

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from aicredits.domain.payments import format_paise, paise_to_micros
 from aicredits.errors import GatewayError, InvalidRequest, NotFound
-from aicredits.web.core import admin_only, checked_form, context, redirect, render, signed_in, tz, url
+from aicredits.web.core import actor, admin_only, checked_form, context, redirect, render, signed_in, tz, url
 from aicredits.web.formatting import inr
 
 PROVIDER_LABELS = {"razorpay": "Razorpay (UPI, cards, netbanking)", "test": "Test checkout (no money moves)"}
@@ -135,7 +135,8 @@ async def razorpay_callback(request: Request) -> Response:
     params = {k: str(form.get(k) or "") for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
     topup_id = str(form.get("topup_id") or "")
     try:
-        outcome = await context(request).payments.confirm_callback(request.state.user.id, "razorpay", params)
+        outcome = await context(request).payments.confirm_callback(request.state.user.id, "razorpay", params,
+                                                                   actor(request))
     except NotFound:
         raise HTTPException(404) from None
     except GatewayError as exc:
@@ -154,7 +155,8 @@ async def test_checkout(request: Request) -> Response:
     topup_id = request.path_params["topup_id"]
     try:
         outcome = await context(request).payments.complete_test(request.state.user.id, topup_id,
-                                                                succeed=form.get("outcome") == "pay")
+                                                                succeed=form.get("outcome") == "pay",
+                                                                actor=actor(request))
     except NotFound:
         raise HTTPException(404) from None
     except GatewayError as exc:
