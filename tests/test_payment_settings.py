@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from aicredits.settings import load_settings
+from aicredits.settings import SettingsError, load_settings
 
 RZP = {"AICREDITS_RAZORPAY_KEY_ID": "rzp_test_x", "AICREDITS_RAZORPAY_KEY_SECRET": "s",
        "AICREDITS_RAZORPAY_WEBHOOK_SECRET": "w"}
@@ -45,17 +45,17 @@ def test_environment_settings():
     assert (p.business_name, p.gstin) == ("Acme AI", "29ABCDE1234F1Z5")
 
 
-def test_the_config_file_payments_table(tmp_path):
+def test_the_config_file_gateway_table(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[payments]\nproviders = ["test"]\nmin_inr = "10"\npresets = ["10", "20"]\n'
-                   'fee_percent = "1.5"\n')
+    cfg.write_text('[gateway]\npayment_providers = ["test"]\ntopup_min_inr = "10"\ntopup_presets = ["10", 20]\n'
+                   'topup_fee_percent = 1.5\n')
     p = load_settings({"AICREDITS_CONFIG": str(cfg)}).payments
     assert p.providers == ("test",)
     assert (p.terms.min_paise, p.terms.presets, p.terms.fee) == (1_000, (1_000, 2_000), Fraction(15, 1000))
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"AICREDITS_PAYMENT_PROVIDERS": "stripe"}, "unknown provider"),
+    ({"AICREDITS_PAYMENT_PROVIDERS": "stripe"}, "unknown payment provider 'stripe'"),
     ({"AICREDITS_PAYMENT_PROVIDERS": "razorpay"}, "needs AICREDITS_RAZORPAY_KEY_ID"),
     ({**RZP, "AICREDITS_RAZORPAY_WEBHOOK_SECRET": ""}, "AICREDITS_RAZORPAY_WEBHOOK_SECRET"),
     ({"AICREDITS_TOPUP_MIN_INR": "0.5"}, "AICREDITS_TOPUP_"),
@@ -63,8 +63,16 @@ def test_the_config_file_payments_table(tmp_path):
     ({"AICREDITS_TOPUP_PRESETS": "50"}, "preset 50.00 INR"),
     ({"AICREDITS_TOPUP_FEE_PERCENT": "abc"}, "percentage"),
     ({"AICREDITS_TOPUP_GST_PERCENT": "101"}, "percentage"),
-    ({"AICREDITS_TOPUP_MAX_INR": "1e9"}, "not an amount"),
+    ({"AICREDITS_TOPUP_MAX_INR": "1e9"}, "AICREDITS_TOPUP_MAX_INR .* not an amount"),
+    ({"AICREDITS_RAZORPAY_CHECKOUT_URL": "checkout.js"}, "AICREDITS_RAZORPAY_CHECKOUT_URL"),
 ])
 def test_bad_settings_are_refused_at_start(env, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingsError, match=message) as err:
         load_settings(env)
+    assert "supersecret" not in str(err.value)
+
+
+def test_a_bad_secret_is_never_echoed():
+    with pytest.raises(SettingsError) as err:
+        load_settings({"AICREDITS_RAZORPAY_KEY_SECRET": "supersecret", "AICREDITS_PAYMENT_PROVIDERS": "razorpay"})
+    assert "supersecret" not in str(err.value)

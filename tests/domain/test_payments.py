@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aicredits.domain.ledger import CREDIT_KINDS, DEBIT_KINDS
+from aicredits.domain.ledger import KIND_RULES, sign_ok
 from aicredits.domain.payments import (
     MICROS_PER_PAISA,
     TopupRefused,
@@ -135,4 +135,7 @@ def test_split_debit_never_below_zero(wanted, balance, held, out):
 
 
 def test_ledger_kinds_topup_credits_refund_debits():
-    assert "topup" in CREDIT_KINDS and "refund" in DEBIT_KINDS and "refund" not in CREDIT_KINDS
+    assert sign_ok("topup", 1) and not sign_ok("topup", -1)
+    assert sign_ok("refund", -1) and not sign_ok("refund", 1)
+    # both count in total_added: a refund takes back what its top-up added
+    assert KIND_RULES["topup"].total == KIND_RULES["refund"].total == "added"

@@ -224,6 +224,8 @@ class FakeOpenAI:
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
+        self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
+        self.speech_sent: dict[str, bytes] = {}  # input text -> the audio /audio/speech sent for it
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -310,6 +312,8 @@ class FakeOpenAI:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnects_seen = 0
+            self.speech_format = None
+            self.speech_sent.clear()
 
     @property
     def in_flight(self) -> int:

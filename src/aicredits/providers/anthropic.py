@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
+from aicredits.domain.media import InputCosts
 from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
+    anthropic_input_costs,
     finish_reason,
     openai_usage,
     to_anthropic,
@@ -214,6 +216,9 @@ class AnthropicProvider:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
         self._first_byte = first_byte_timeout
         self._idle = idle_timeout
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        return anthropic_input_costs(upstream_id)
 
     def url(self, path: str = "/v1/messages") -> str:
         return self._base + path
