@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from aicredits.domain.payments import TopupTerms, percent
 from aicredits.errors import InvalidRequest, NotFound, UpstreamError
@@ -79,10 +79,22 @@ async def opened(url: str, fake: FakeRazorpay, terms: TopupTerms = TERMS, base_u
     svc = PaymentsService(engine, {"razorpay": razorpay_for(fake, base_url), "test": LocalCheckout()}, terms)
     try:
         yield Env(engine, admin, svc, acct["id"], email)
-        assert await admin.verify(60) == []      # every test leaves a ledger that verifies
+        assert await admin.verify() == []      # every test leaves a ledger that verifies
     finally:
         await svc.close()
         await engine.dispose()
+
+
+async def spend(engine, account_id: int, micros: int) -> None:
+    """The customer's calls cost this much: a charge entry as a settled call writes one."""
+    async with engine.begin() as conn:
+        balance = (await conn.execute(text(
+            "UPDATE wallets SET balance = balance - :m, total_spent = total_spent + :m WHERE account_id = :a "
+            "RETURNING balance"), {"m": micros, "a": account_id})).scalar_one()
+        await conn.execute(text(
+            "INSERT INTO ledger_entries (account_id, kind, amount, balance_after, call_id, note, created_at) "
+            "VALUES (:a, 'charge', :m, :b, :c, 'calls', 1)"), {"a": account_id, "m": -micros, "b": balance,
+                                                               "c": uuid.uuid4().hex})
 
 
 def events(result, *names):
@@ -319,10 +331,7 @@ async def test_a_refund_never_takes_the_wallet_below_zero(db_url, fake):
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         await env.svc.confirm_callback(env.account_id, "razorpay", paid.response)
-        # the customer spends 420.50 INR, then the payment is refunded in full
-        async with env.engine.begin() as conn:
-            await repo.debit_refund(conn, account_id=env.account_id, amount=420_500_000, refund_id="spent",
-                                    note="stand-in for calls")
+        await spend(env.engine, env.account_id, 420_500_000)     # then the payment is refunded in full
         _, (_, processed) = fake.refund(paid.payment["id"])
         out = await deliver(env, processed)
         assert out.status == "debited"

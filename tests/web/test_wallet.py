@@ -12,6 +12,7 @@ import pytest
 from aicredits.services.admin import Admin
 from aicredits.store.db import make_engine
 from tests.fakes.razorpay_upstream import FakeRazorpay
+from tests.services.test_payments import spend
 from tests.web.conftest import PASSWORD, client_for, csrf_of, signed_up
 
 INR = 1_000_000
@@ -197,11 +198,9 @@ async def test_the_admin_sees_payments_and_what_refunds_could_not_take_back(web_
             (order_id,) = fake.orders
             paid = fake.pay(order_id)
             await user.post("/dashboard/wallet/razorpay/callback", data={"csrf_token": csrf, **paid.response})
-            # the user spends 300 INR of it (as an operator adjustment here), then it is refunded in full
-            async with engine.begin() as conn:
-                from aicredits.store import payments as repo
-                await repo.debit_refund(conn, account_id=(await Admin(engine).wallet(user_email))["entries"][0]
-                                        ["account_id"], amount=300 * INR, refund_id="spent", note="spent")
+            # the user's calls spend 300 INR of it, then it is refunded in full
+            account_id = (await Admin(engine).wallet(user_email))["entries"][0]["account_id"]
+            await spend(engine, account_id, 300 * INR)
             _, (_, processed) = fake.refund(paid.payment["id"])
             hook = await user.post("/webhooks/razorpay", content=processed.body, headers=processed.headers)
             assert hook.json() == {"status": "debited"}
