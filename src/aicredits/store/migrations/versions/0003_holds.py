@@ -1,13 +1,13 @@
 """holds: a lease's progress (the charge accrued so far, and the usage row to write with it)
 
 Revision ID: 0003_holds
-Revises: 0003_dashboard
+Revises: 0003_payments
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_holds"
-down_revision = "0003_dashboard"
+down_revision = "0003_payments"
 branch_labels = None
 depends_on = None
 
