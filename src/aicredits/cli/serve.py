@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from aicredits import logs
 from aicredits.settings import Settings
@@ -118,11 +119,37 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
+    # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
+    # streams still open (their cut event, billed by its rule), settle everything and exit
+    # (docs/operations.md, "Graceful restarts")
     common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
               "access_log": False, "log_config": None, "server_header": False, "date_header": False,
-              "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
+              "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds, "backlog": 4096}
     if workers == 1:
         from aicredits.app import Gateway
         uvicorn.run(Gateway(settings), **common)
-    else:
-        uvicorn.run("aicredits.app:create_app", factory=True, workers=workers, **common)
+        return
+    config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
+    try:
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
+    except KeyboardInterrupt:
+        pass
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, which closes its own copy of the listening socket as soon as it
+    is told to stop: the workers close theirs when their drain begins, so from then on new
+    connections are refused (a load balancer moves on to another server) instead of waiting in the
+    kernel's queue for a process that will never accept them."""
+
+    def _close_listener(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    def handle_term(self) -> None:
+        self._close_listener()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._close_listener()
+        super().handle_int()
