@@ -188,3 +188,35 @@ def assert_books(dsn: str, results: list[Result], price) -> dict[str, dict]:
     assert fetch(dsn, "SELECT id FROM api_keys WHERE held < 0 OR (limit_micros IS NOT NULL AND "
                       "spent + held > limit_micros)") == []
     return seen
+
+
+def make_keys(db_url: str, n: int, credits: int, *, limit: int | None = None, rpm: int | None = None) -> list[dict]:
+    """n keys, each on its own wallet of `credits` micro-INR (in this process: faster than the CLI)."""
+    import uuid
+
+    from aicredits.services.admin import Admin
+    from aicredits.store.db import make_engine
+
+    async def make():
+        engine = make_engine(db_url)
+        try:
+            admin = Admin(engine)
+            return [{**await admin.create_key(f"load-{uuid.uuid4().hex[:10]}@example.com", name="load",
+                                              credits=credits, limit=limit, rpm=rpm)} for _ in range(n)]
+        finally:
+            await engine.dispose()
+    return asyncio.run(make())
+
+
+def verify_ledger(db_url: str) -> list:
+    """What `aicredits ledger verify` reports (its problems; [] when the books balance)."""
+    from aicredits.services.admin import Admin
+    from aicredits.store.db import make_engine
+
+    async def run():
+        engine = make_engine(db_url)
+        try:
+            return await Admin(engine).verify()
+        finally:
+            await engine.dispose()
+    return asyncio.run(run())
