@@ -220,3 +220,19 @@ def verify_ledger(db_url: str) -> list:
         finally:
             await engine.dispose()
     return asyncio.run(run())
+
+
+def tracebacks(log_text: str) -> list[str]:
+    """The gateway log's lines carrying a traceback, except asyncpg's own warning while its pool
+    cannot reopen connections ("Failed to restore the pool connection floor; retrying")."""
+    out = []
+    for line in log_text.splitlines():
+        if "Traceback" not in line:
+            continue
+        try:
+            logger = json.loads(line).get("logger", "")
+        except ValueError:
+            logger = ""
+        if logger != "asyncpg.pool":
+            out.append(line[:2000])
+    return out

@@ -65,6 +65,23 @@ async def drive(conn: asyncpg.Connection, steps: q.Steps):
         return stop.value
 
 
+async def _clean(conn: asyncpg.Connection) -> None:
+    """The pool's reset: nothing to undo. Every operation runs in a transaction that has ended
+    (asyncpg rolls back one that has not) and leaves no session state: no LISTEN, advisory lock,
+    temporary table or SET."""
+
+
+def _close(conn) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):   # closed already: the pool has it back
+        conn.terminate()
+
+
+def _unavailable(exc: BaseException, limit: float) -> StoreUnavailable:
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(f"the database did not answer within {limit:g} s")
+    return StoreUnavailable(f"the database connection failed ({type(exc).__name__})")
+
+
 class PostgresBilling:
     def __init__(self, pool: asyncpg.Pool, timeout: float = 5.0) -> None:
         self._pool = pool
@@ -73,25 +90,36 @@ class PostgresBilling:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20,
                       timeout: float = 5.0) -> PostgresBilling:
-        # `timeout` bounds connecting, `command_timeout` each statement (and asyncpg's cancelling of it)
+        # `timeout` bounds connecting, `command_timeout` each statement (and asyncpg's cancelling of
+        # it); `reset`: returning a connection to the pool does no I/O (see `_clean`), so it never
+        # waits on a database that stopped answering
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout,
-                                         command_timeout=timeout)
+                                         command_timeout=timeout, reset=_clean)
         return cls(pool, timeout)
 
     @contextlib.asynccontextmanager
-    async def _conn(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for one operation, all of it within `timeout` (default: the
-        store's); StoreUnavailable when the database cannot be reached or does not answer in time.
-        The release is bounded too (the acquire's timeout): a connection that cannot be reset is
-        closed."""
-        limit = timeout or self.timeout
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one operation, all of it within the store's timeout;
+        StoreUnavailable when the database cannot be reached or does not answer in time. A
+        connection an operation left in an unknown state (a timeout, a broken connection, a
+        cancelled call) is closed, not returned to the pool."""
+        limit = self.timeout
+        deadline = asyncio.get_running_loop().time() + limit
         try:
-            async with asyncio.timeout(limit), self._pool.acquire(timeout=limit) as conn:
+            conn = await self._pool.acquire(timeout=limit)
+        except UNREACHABLE as exc:
+            raise _unavailable(exc, limit) from exc
+        try:
+            async with asyncio.timeout_at(deadline):
                 yield conn
         except UNREACHABLE as exc:
-            raise StoreUnavailable(f"the database did not answer within {limit:g} s"
-                                   if isinstance(exc, TimeoutError) else
-                                   f"the database connection failed ({type(exc).__name__})") from exc
+            _close(conn)
+            raise _unavailable(exc, limit) from exc
+        except asyncio.CancelledError:
+            _close(conn)
+            raise
+        finally:
+            await self._pool.release(conn)
 
     async def find_key(self, key_hash: str) -> KeyAuth | None:
         async with self._conn() as conn:
