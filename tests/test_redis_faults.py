@@ -14,7 +14,15 @@ import uuid
 import httpx
 
 from tests.conftest import expected_micros, free_port
-from tests.loadgen import assert_books, make_keys, plain_call, stream_call, tracebacks, verify_ledger, wait_no_holds
+from tests.loadgen import (
+    assert_books,
+    make_keys,
+    plain_call,
+    stream_call,
+    tracebacks,
+    verify_ledger,
+    wait_no_holds,
+)
 from tests.tcp_proxy import ThreadedProxy
 
 RPM = 3
