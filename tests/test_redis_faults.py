@@ -41,7 +41,7 @@ class RedisServer:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, check=False,
                               text=True).stdout.strip() == "PONG":
                 return self
             time.sleep(0.05)
