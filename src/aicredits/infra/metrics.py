@@ -207,13 +207,13 @@ class PrometheusMetrics:
 
     async def render(self) -> bytes:
         """The text exposition format (what GET /metrics answers)."""
+        self.refresh()   # first: the pool as the calls left it, not as the holds query below uses it
         if self._holds_source is not None:
             try:
                 self._holds.value = await self._holds_source()
             except Exception:  # the scrape still answers; the holds gauges are left out
                 log.exception("reading the holds outstanding for /metrics failed")
                 self._holds.value = None
-        self.refresh()
         if self.multiprocess_dir:
             forget_dead_processes(self.multiprocess_dir)
         return generate_latest(self.registry)
