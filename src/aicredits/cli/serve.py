@@ -133,6 +133,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     # before the workers start, so they inherit it) and a scrape reads them all; removed at exit
     metrics_dir = tempfile.mkdtemp(prefix="aicredits-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
+    log.info("the %d workers' metrics are kept in %s while they run (GET /metrics sums them)", workers, metrics_dir)
     try:
         uvicorn.run("aicredits.app:create_app", factory=True, workers=workers, **common)
     finally:
