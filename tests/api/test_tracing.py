@@ -79,6 +79,7 @@ def test_a_call_is_one_span_with_its_children(tmp_path, upstream, collector):
     assert sorted(s.name for s in children) == ["auth", "chat gpt-4o-mini", "chat gpt-4o-mini", "hold", "settle"]
     attempts = sorted((s for s in children if s.kind == "SPAN_KIND_CLIENT"), key=lambda s: s.start_ns)
     assert [s.status for s in attempts] == ["STATUS_CODE_ERROR", "STATUS_CODE_UNSET"]
+    assert attempts[0].events == ["exception"] and attempts[1].events == []
     for s in attempts:
         assert s.attributes["gen_ai.operation.name"] == "chat"
         assert s.attributes["gen_ai.system"] == "openai"
