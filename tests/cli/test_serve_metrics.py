@@ -1,7 +1,8 @@
 """`aicredits serve --workers 2` as a real process: one scrape of GET /metrics reports both
 workers' calls summed (prometheus-client's multi-process mode in a fresh directory per start,
 removed at exit); a worker killed with SIGKILL keeps its calls counted while its per-process
-gauges leave the scrape once uvicorn has replaced it."""
+gauges leave the scrape once uvicorn has replaced it. (Each worker adds its calls to its files
+every SAMPLE_SECONDS; the one answering a scrape adds its own first.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from aicredits.infra.metrics import SAMPLE_SECONDS
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 OK = frozenset({("route", "/v1/chat/completions"), ("model", "openai/gpt-4o-mini"), ("provider", "openai"),
@@ -86,6 +89,7 @@ def test_one_scrape_sums_every_worker(start_gateway, upstream):
     pids = call_pids(gw)
     assert len(set(pids)) == 2, "every call went to one worker in five bursts"
 
+    time.sleep(SAMPLE_SECONDS + 0.5)   # the worker not scraped adds its calls to its files this often
     s = scrape(gw)
     assert s[("aicredits_requests_total", OK)] == calls == len(pids)
     assert s[("aicredits_tokens_total", frozenset({("model", "openai/gpt-4o-mini"), ("provider", "openai"),

@@ -6,10 +6,14 @@ files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's multi-process mode; `serv
 directory per start), and the worker that answers a scrape reads them all: one scrape reports
 every worker's calls, summed.
 
-Calls are counted as they settle (one dictionary lookup and a few increments per call). What is
+Calls are counted as they settle, in plain numbers (a dictionary lookup, a few additions and two
+bucket searches: about a microsecond; prometheus-client's own observe takes a lock, and under
+--workers N writes a file, for every value it touches). Those tallies are added to the metrics
+when a scrape asks (the scraping process), and by every other worker every SAMPLE_SECONDS, so a
+scrape under --workers N sees the other workers' calls of the last SAMPLE_SECONDS late. What is
 not per call is read when it is needed: holds outstanding from the database at scrape time (the
-same whichever worker answers), and each process's database pool and circuit breakers, which the
-scraping process refreshes first and every other worker refreshes every SAMPLE_SECONDS.
+same whichever worker answers), and each process's database pool and circuit breakers, refreshed
+at the same times as the tallies.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import glob
 import logging
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import (
@@ -37,7 +42,7 @@ log = logging.getLogger("aicredits.metrics")
 disable_created_metrics()   # no *_created series: they double the output and no panel reads them
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # prometheus-client's own variable (set by `serve`)
-SAMPLE_SECONDS = 5.0
+SAMPLE_SECONDS = 1.0
 # the gateway's own time per call: well under a millisecond when healthy
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # time waiting on the provider: a whole answer, or a whole stream
@@ -79,6 +84,29 @@ class _Holds:
                                 value=count)
         yield GaugeMetricFamily("aicredits_holds_outstanding_micro_inr",
                                 "Credits reserved by holds not yet settled, in micro-INR.", value=amount)
+
+
+class _Tally:
+    """One label set's settled calls since the last flush."""
+    __slots__ = ("calls", "charged", "input", "output", "overhead_buckets", "overhead_sum", "upstream_buckets",
+                 "upstream_sum")
+
+    def __init__(self) -> None:
+        self.calls = self.input = self.output = self.charged = 0
+        self.overhead_sum = self.upstream_sum = 0.0
+        self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)   # the last: +Inf
+        self.upstream_buckets = [0] * (len(UPSTREAM_BUCKETS) + 1)
+
+
+def _observe_many(child, total: float, buckets: list[int]) -> None:
+    """Add a flush's observations to a histogram's series at once (prometheus-client observes one
+    value at a time; its buckets are per bucket, as ours, and cumulated when collected)."""
+    if not any(buckets):
+        return
+    child._sum.inc(total)
+    for value, n in zip(child._buckets, buckets, strict=True):
+        if n:
+            value.inc(n)
 
 
 class PrometheusMetrics:
@@ -126,7 +154,8 @@ class PrometheusMetrics:
         self.processes = Gauge("aicredits_processes", "Gateway processes serving (workers).",
                                multiprocess_mode="livesum", registry=reg)
         self.processes.set(1)
-        self._children: dict[tuple, tuple] = {}
+        self._calls: dict[tuple, _Tally] = {}           # settled calls, by label set, since the flush
+        self._counts: dict[tuple, int] = {}              # (metric, labels) -> other counts since the flush
         self._holds = _Holds()
         self._pool: PoolStats | None = None
         self._breakers: Breakers | None = None
@@ -149,31 +178,49 @@ class PrometheusMetrics:
     def settled(self, route: str, model: str, provider: str, status: int, cache: str, overhead_seconds: float,
                 upstream_seconds: float, input_tokens: int, output_tokens: int, charged_micros: int) -> None:
         key = (route, model, provider, status, cache)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = (
-                self.requests.labels(route, model, provider, str(status), cache), self.overhead.labels(route),
-                self.upstream.labels(provider, model), self.tokens.labels(model, provider, "input"),
-                self.tokens.labels(model, provider, "output"), self.charged.labels(route, model, provider))
-        c[0].inc()
-        c[1].observe(overhead_seconds)
+        t = self._calls.get(key)
+        if t is None:
+            t = self._calls[key] = _Tally()
+        t.calls += 1
+        t.overhead_sum += overhead_seconds
+        t.overhead_buckets[bisect_left(OVERHEAD_BUCKETS, overhead_seconds)] += 1
         if upstream_seconds > 0:
-            c[2].observe(upstream_seconds)
-        if input_tokens:
-            c[3].inc(input_tokens)
-        if output_tokens:
-            c[4].inc(output_tokens)
-        if charged_micros:
-            c[5].inc(charged_micros)
+            t.upstream_sum += upstream_seconds
+            t.upstream_buckets[bisect_left(UPSTREAM_BUCKETS, upstream_seconds)] += 1
+        t.input += input_tokens
+        t.output += output_tokens
+        t.charged += charged_micros
+
+    def _count(self, metric, labels: tuple) -> None:
+        key = (metric, labels)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     def answered(self, route: str, status: int) -> None:
-        self.requests.labels(route, "", "", str(status), "").inc()
+        self._count(self.requests, (route, "", "", str(status), ""))
 
     def rate_limited(self, route: str, limits: str) -> None:
-        self.refused.labels(route, limits).inc()
+        self._count(self.refused, (route, limits))
 
     def upstream_failed(self, provider: str, deployment: str, status: int) -> None:
-        self.upstream_errors.labels(provider, deployment, str(status)).inc()
+        self._count(self.upstream_errors, (provider, deployment, str(status)))
+
+    def flush(self) -> None:
+        """Add the tallies since the last flush to the metrics (under --workers N: to this worker's
+        files, where a scrape of any worker reads them)."""
+        calls, self._calls = self._calls, {}
+        for (route, model, provider, status, cache), t in calls.items():
+            self.requests.labels(route, model, provider, str(status), cache).inc(t.calls)
+            _observe_many(self.overhead.labels(route), t.overhead_sum, t.overhead_buckets)
+            _observe_many(self.upstream.labels(provider, model), t.upstream_sum, t.upstream_buckets)
+            if t.input:
+                self.tokens.labels(model, provider, "input").inc(t.input)
+            if t.output:
+                self.tokens.labels(model, provider, "output").inc(t.output)
+            if t.charged:
+                self.charged.labels(route, model, provider).inc(t.charged)
+        counts, self._counts = self._counts, {}
+        for (metric, labels), n in counts.items():
+            metric.labels(*labels).inc(n)
 
     # ------------------------------------------------------------------ read, not counted
     def refresh(self) -> None:
@@ -197,16 +244,19 @@ class PrometheusMetrics:
                 self.breaker_failures.labels(name).set(failures)
 
     async def sample_forever(self, every: float = SAMPLE_SECONDS) -> None:
-        """Under --workers N: keep this worker's gauges fresh for whichever worker is scraped."""
+        """Under --workers N: keep this worker's counts and gauges fresh for whichever worker is
+        scraped."""
         while True:
             await asyncio.sleep(every)
             try:
+                self.flush()
                 self.refresh()
             except Exception:  # keep sampling; the next round retries
                 log.exception("refreshing the metrics failed")
 
     async def render(self) -> bytes:
         """The text exposition format (what GET /metrics answers)."""
+        self.flush()
         self.refresh()   # first: the pool as the calls left it, not as the holds query below uses it
         if self._holds_source is not None:
             try:
@@ -219,6 +269,7 @@ class PrometheusMetrics:
         return generate_latest(self.registry)
 
     def close(self) -> None:
-        """A worker stopping: its per-process gauges leave the scrape."""
+        """A worker stopping: its last counts are written, its per-process gauges leave the scrape."""
+        self.flush()
         if self.multiprocess_dir:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
