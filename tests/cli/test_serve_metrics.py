@@ -94,6 +94,9 @@ def test_one_scrape_sums_every_worker(start_gateway, upstream):
     assert s[("aicredits_requests_total", OK)] == calls == len(pids)
     assert s[("aicredits_tokens_total", frozenset({("model", "openai/gpt-4o-mini"), ("provider", "openai"),
                                                     ("direction", "input")}))] == 19 * calls
+    assert s[("aicredits_overhead_seconds_count", frozenset({("route", "/v1/chat/completions")}))] == calls
+    assert s[("aicredits_overhead_seconds_bucket", frozenset({("route", "/v1/chat/completions"),
+                                                              ("le", "+Inf")}))] == calls
     assert s[("aicredits_processes", frozenset())] == 2
 
     # SIGKILL one worker: uvicorn starts another; the dead one's calls stay counted, its gauges go
