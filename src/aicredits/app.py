@@ -154,7 +154,7 @@ class Gateway:
             log.exception("replaying the settle journal at start failed")
         self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
-        if self.metrics_dir:   # other workers' scrapes read this worker's gauges from its files
+        if self.metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
             self._tasks.append(asyncio.create_task(self.metrics.sample_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)

@@ -4,8 +4,8 @@
 ``POST /v1/traces`` with ``Content-Type: application/x-protobuf`` (a gzip or deflate
 content-encoding is undone by aiohttp) is decoded as an ``ExportTraceServiceRequest``
 (opentelemetry-proto's generated classes) and answered 200 with an empty
-``ExportTraceServiceResponse``; any other content type is 415, any other path 404. Every span received is kept as a :class:`ReceivedSpan`, with the headers of
-the export that carried it.
+``ExportTraceServiceResponse``; any other content type is 415, any other path 404. Every span
+received is kept as a :class:`ReceivedSpan`, with the headers of the export that carried it.
 
 Usage::
 
