@@ -57,8 +57,8 @@ def micros(inr) -> int:
 
 
 async def stream_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout: float = 60,
-                      on_delta=None) -> Result:
-    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+                      on_delta=None, model: str = MODEL) -> Result:
+    body = {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     res = Result(rid, True, started=time.monotonic())
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body, timeout=timeout,
@@ -96,8 +96,9 @@ async def stream_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout:
     return res
 
 
-async def plain_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout: float = 60) -> Result:
-    body = {"model": MODEL, "messages": MESSAGES}
+async def plain_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout: float = 60,
+                     model: str = MODEL) -> Result:
+    body = {"model": model, "messages": MESSAGES}
     res = Result(rid, False, started=time.monotonic())
     try:
         r = await client.post("/v1/chat/completions", json=body, timeout=timeout,

@@ -216,7 +216,10 @@ def test_rolling_restart_behind_nginx_loses_no_request_and_no_charge(start_gatew
 
         async def run() -> None:
             stop = asyncio.Event()
-            async with httpx.AsyncClient(base_url=nginx.base_url) as client:
+            # one connection per call: nginx's reload closes its idle keep-alive client connections,
+            # and a call sent on one at that instant is lost on the client's side (docs/operations.md)
+            no_keepalive = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=nginx.base_url, limits=no_keepalive) as client:
                 async def caller(n: int) -> None:
                     i = 0
                     while not stop.is_set():
