@@ -85,7 +85,8 @@ async def pg(dsn: str, sql: str, *args):
         await conn.close()
 
 
-async def make_keys(db_url: str, wallets: int, credits: int, limit: int) -> list[dict]:
+async def make_keys(db_url: str, wallets: int, credits: int, limit: int | None) -> list[dict]:
+    """One key a wallet; every other key with `limit` (None: no limits)."""
     from aicredits.services.admin import Admin
     from aicredits.store.db import make_engine, migrate
     engine = make_engine(db_url)
