@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aicredits.domain.cache_rules import CachePolicy, load_policy
 from aicredits.domain.money import to_fraction
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
@@ -71,6 +72,7 @@ class Settings:
     trust_proxy: bool = False            # client IP from X-Forwarded-For (behind your own proxy only)
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()
+    cache: CachePolicy = field(default_factory=CachePolicy)   # response caches (docs/caching.md)
 
     @property
     def usd_inr_fraction(self):
@@ -211,6 +213,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         trust_proxy=str(pick("AICREDITS_TRUST_PROXY", "trust_proxy", "false")).lower() in {"1", "true", "yes"},
         providers=providers,
         extra_models=tuple(cfg.get("models") or ()),
+        cache=load_policy(env, cfg.get("cache") or {}),
     )
     if settings.rate_window_seconds > MAX_WINDOW_SECONDS:
         raise ValueError(f"AICREDITS_RATE_WINDOW_SECONDS must be at most {MAX_WINDOW_SECONDS}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from aicredits.api.http import Request, send_bytes
+from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -29,14 +32,29 @@ async def chat_completions(gw, req: Request, send) -> None:
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
     call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+    if call.cache == "hit":
+        await send_hit(send, req.request_id, call, await chat.serve_hit(call))
+        return
     if not call.stream:
         raw = await chat.complete(call)
         await send_bytes(send, 200, raw, metered_headers(req.request_id, call))
         return
-    headers = call_headers(req.request_id)
+    headers = call_headers(req.request_id, call.cache.encode())
     upstream = await chat.start_stream(call)
     headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
     await stream_response(send, req.receive, call, chat.relay(call, upstream), headers)
+
+
+async def send_hit(send, request_id: str, call, data: dict) -> None:
+    """A cache hit: the stored answer as JSON, or replayed as a whole SSE stream."""
+    if not call.stream:
+        await send_bytes(send, 200, orjson.dumps(data), metered_headers(request_id, call))
+        return
+    headers = [*SSE_HEADERS, *call_headers(request_id, b"hit"),
+               (b"x-aicredits-cost", format_inr(call.settled.charged).encode()),
+               (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": sse_chunks(data, call.include_usage), "more_body": False})
 
 
 async def _wait_disconnect(receive) -> None:

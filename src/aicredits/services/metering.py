@@ -45,6 +45,7 @@ class Meter:
     end_state: str = "completed"
     error: str | None = None
     cache: str = "bypass"
+    cache_plan: Any = None      # services/cache.py's CachePlan when the cache looked the request up
     client_gone: bool = False
     usage: TokenUsage = field(default_factory=TokenUsage)
     units: int = 0
