@@ -34,20 +34,25 @@ async def _embedder(settings: Settings, gw, engine):
     return CatalogEmbedder(gw.embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
 
 
+def open_stores(settings: Settings, engine, redis=None):
+    """(the entries' store, the savings' store): Redis when configured, else the database."""
+    from aicredits.store.cache_sql import SqlCacheStore
+    sql = SqlCacheStore(engine)
+    if settings.redis_url and redis is not None:
+        from aicredits.infra.cache_redis import RedisCacheStore
+        return RedisCacheStore(redis, settings.redis_prefix), sql
+    return sql, sql
+
+
 async def build_cache(settings: Settings, gw):
     """(CacheService or None when every layer is off, the engine it opened or None)."""
     policy = settings.cache
     if not policy.enabled:
         return None, None
-    from aicredits.store.cache_sql import SqlCacheStore
     from aicredits.store.db import make_engine
 
     engine = make_engine(settings.database_url)
-    sql = SqlCacheStore(engine)
-    store = sql
-    if settings.redis_url and gw.redis is not None:
-        from aicredits.infra.cache_redis import RedisCacheStore
-        store = RedisCacheStore(gw.redis, settings.redis_prefix)
+    store, sql = open_stores(settings, engine, gw.redis)
     embedder = index = None
     if policy.semantic_anywhere:
         try:

@@ -158,10 +158,10 @@ async def test_tools_n_and_hot_temperature_are_never_served_from_the_cache(cache
     gw = await cache_gateway({"AICREDITS_CACHE_MAX_TEMPERATURE": "0.7"})
     c = sdk(gw, await gw.new_key())
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
-    cases = [dict(tools=tools), dict(n=2), dict(temperature=0.9),
-             dict(messages=[*Q, {"role": "assistant", "content": None, "tool_calls": [
+    cases = [{"tools": tools}, {"n": 2}, {"temperature": 0.9},
+             {"messages": [*Q, {"role": "assistant", "content": None, "tool_calls": [
                  {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-                 {"role": "tool", "tool_call_id": "c1", "content": "42"}])]
+                 {"role": "tool", "tool_call_id": "c1", "content": "42"}]}]
     for extra in cases:
         for i in range(2):
             upstream.enqueue(Scenario(content=f"answer {i}"))
