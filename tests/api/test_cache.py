@@ -330,3 +330,27 @@ async def _ledger(gw, account_id: int) -> list[dict]:
         rows = (await conn.execute(select(ledger_entries).where(ledger_entries.c.account_id == account_id)
                                    .order_by(ledger_entries.c.id))).mappings().all()
     return [dict(r) for r in rows]
+
+
+# ---------------------------------------------------------------- semantic layer
+async def test_semantic_hit_on_a_paraphrase_and_none_on_near_misses(cache_gateway, upstream):
+    gw = await cache_gateway({"AICREDITS_CACHE_SEMANTIC": "true"})
+    assert gw.cache.semantic_ready
+    c = sdk(gw, await gw.new_key())
+    system = {"role": "system", "content": "You answer in one sentence."}
+    upstream.enqueue(Scenario(content="Paris is the capital of France."), Scenario(content="2 + 2 = 4."))
+    await ask(c, messages=[system, {"role": "user", "content": "What is the capital of France?"}])
+    await ask(c, messages=[system, {"role": "user", "content": "What is 2 + 2?"}])
+    await stored(gw)
+    h, r = await ask(c, messages=[system, {"role": "user", "content": "Tell me the capital city of France."}])
+    assert h["x-aicredits-cache"] == "hit" and r.choices[0].message.content == "Paris is the capital of France."
+    for near in ("What is the capital of Germany?", "What is 2 + 3?", "What is not the capital of France?",
+                 "फ्रांस की राजधानी क्या है?"):
+        upstream.enqueue(Scenario(content="other"))
+        h, r = await ask(c, messages=[system, {"role": "user", "content": near}])
+        assert h["x-aicredits-cache"] == "miss" and r.choices[0].message.content == "other", near
+    # another system prompt is another conversation: never matched
+    upstream.enqueue(Scenario(content="other"))
+    h, _ = await ask(c, messages=[{"role": "system", "content": "Answer as a pirate."},
+                                  {"role": "user", "content": "Tell me the capital city of France."}])
+    assert h["x-aicredits-cache"] == "miss"
