@@ -56,6 +56,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -64,9 +65,10 @@ from aiohttp import web
 from tests.fakes import openai_media as _media  # /v1/images/generations, /v1/audio/* routes
 
 __all__ = ["FLAVORS", "GEMINI_MODELS", "MODELS", "FakeOpenAI", "Recorded", "Scenario", "embedding_vector",
-           "split_content"]
+           "org_rate_limit_message", "split_content"]
 
 FLAVORS = ("openai", "gemini", "azure")
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()   # Scenario.usage not given
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
 GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embedding-001")
 EMBEDDING_DIMENSIONS = 3
@@ -113,7 +115,17 @@ class Scenario:
     omit_usage: bool = False  # stream: never send the usage chunk; non-stream: no "usage" key
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
+    drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
+    # the exact value sent as "usage" (chat JSON and stream usage chunk, embeddings, responses), e.g. {},
+    # {"prompt_tokens": None, ...}, float or negative counts; UNSET: the usage the counts above give
+    usage: Any = field(default_factory=lambda: UNSET)
+    # a JSON answer (chat, embeddings, responses; not a stream) as sent: mangle(payload), e.g.
+    # lambda p: {**p, "choices": {}}; what it returns is sent as the JSON body
+    mangle: Callable[[dict], Any] | None = None
+    # a legacy (pre-tools) function call {"name", "arguments"}: message.function_call, streamed as a
+    # function_call delta with the name then >= 2 argument fragments; finish_reason "function_call"
+    function_call: dict | None = None
 
 
 @dataclass
@@ -124,6 +136,14 @@ class Recorded:
     body: dict | None  # parsed JSON object, else None
     raw: bytes
     query: dict[str, str] = field(default_factory=dict)
+
+
+def org_rate_limit_message(org: str, project: str | None = None, model: str = "gpt-4o-mini") -> str:
+    """OpenAI's 429 message, which names the operator's organization (and project) id."""
+    where = f"in organization {org}" + (f" (project {project})" if project else "")
+    return (f"Rate limit reached for {model} {where} on tokens per min (TPM): Limit 30000, Used 29850, "
+            "Requested 512. Please try again in 1.2s. Visit https://platform.openai.com/account/rate-limits "
+            "to learn more.")
 
 
 def split_content(content: str) -> list[str]:
@@ -161,7 +181,11 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
 
 def _finish(s: Scenario) -> str:
     """The finish_reason a Scenario ends its choice with."""
-    return s.finish_reason or ("tool_calls" if s.tool_calls else "stop")
+    return s.finish_reason or ("tool_calls" if s.tool_calls else "function_call" if s.function_call else "stop")
+
+
+def _mangled(s: Scenario, payload: dict) -> Any:
+    return s.mangle(payload) if s.mangle is not None else payload
 
 
 def _sse(data: str) -> bytes:
@@ -224,6 +248,8 @@ class FakeOpenAI:
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
+        self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
+        self.speech_sent: dict[str, bytes] = {}  # input text -> the audio /audio/speech sent for it
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -310,6 +336,8 @@ class FakeOpenAI:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnects_seen = 0
+            self.speech_format = None
+            self.speech_sent.clear()
 
     @property
     def in_flight(self) -> int:
@@ -563,7 +591,9 @@ class FakeOpenAI:
         )
 
     # ------------------------------------------------------------------ /v1/chat/completions
-    def _usage(self, s: Scenario) -> dict:
+    def _usage(self, s: Scenario) -> Any:
+        if s.usage is not UNSET:
+            return s.usage
         if self.flavor == "gemini":  # thinking tokens count in total_tokens only, as Gemini reports them
             return {
                 "completion_tokens": s.completion_tokens - s.reasoning_tokens,
@@ -603,7 +633,10 @@ class FakeOpenAI:
                 return self._scenario_error(scenario, rid)
             if body.get("stream"):
                 return await self._chat_stream(request, body, scenario, rid, model, state)
-            return self._chat_json(scenario, rid, model)
+            answer = self._chat_json(scenario, rid, model)
+            if scenario.drip is not None:
+                return await self._drip(request, answer, scenario.drip, state)
+            return answer
         except asyncio.CancelledError:
             if not state["cut"]:
                 self._record_disconnect(rid)
@@ -618,10 +651,29 @@ class FakeOpenAI:
         finally:
             self._adjust_in_flight(-1)
 
+    async def _drip(self, request: web.Request, answer: web.Response, every: float, state: dict) -> web.StreamResponse:
+        """Send `answer`'s status and headers at once, then its body one byte every `every` seconds
+        (an upstream that answered and then stalls)."""
+        body = answer.body
+        resp = web.StreamResponse(status=answer.status, headers={**answer.headers, "content-length": str(len(body))})
+        state["resp"] = resp
+        await resp.prepare(request)
+        for i in range(len(body)):
+            self._check(request)
+            await resp.write(body[i:i + 1])
+            await self._sleep(request, every)
+        await resp.write_eof()
+        return resp
+
+    def requests_to(self, suffix: str) -> list[Recorded]:
+        """The recorded requests whose path ends with `suffix` (how many times an endpoint was called)."""
+        with self._lock:
+            return [r for r in self.requests if r.path.rstrip("/").endswith(suffix)]
+
     def _chat_json(self, s: Scenario, rid: str, model: str) -> web.Response:
         build = self._gemini_completion if self.flavor == "gemini" else self._openai_completion
         return web.Response(
-            text=_dumps(build(s, rid, model, _finish(s))),
+            text=_dumps(_mangled(s, build(s, rid, model, _finish(s)))),
             content_type="application/json",
             headers=self._base_headers(rid, s),
         )
@@ -634,6 +686,10 @@ class FakeOpenAI:
             "refusal": None,
             "annotations": [],
         }
+        if s.function_call:
+            message["content"] = None
+            message["function_call"] = {"name": s.function_call["name"],
+                                        "arguments": s.function_call.get("arguments", "")}
         if s.tool_calls:
             message["content"] = None
             message["tool_calls"] = [
@@ -710,6 +766,12 @@ class FakeOpenAI:
                     deltas.append({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
             role["refusal"] = None
             return role, deltas, "tool_calls"
+        if s.function_call:
+            fc = s.function_call
+            role = {"role": "assistant", "content": None, "function_call": {"name": fc["name"], "arguments": ""},
+                    "refusal": None}
+            frags = _split_arguments(fc.get("arguments", ""))
+            return role, [{"function_call": {"arguments": frag}} for frag in frags if frag], "function_call"
         role = {"role": "assistant", "content": "", "refusal": None}
         return role, [{"content": piece} for piece in split_content(s.content)], "stop"
 
@@ -871,18 +933,31 @@ class FakeOpenAI:
                 emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": index, "embedding": emb})
         payload: dict[str, Any] = {"object": "list", "data": data, "model": self._response_model(body, rec)}
-        if not scenario.omit_usage:
+        if scenario.usage is not UNSET:
+            payload["usage"] = scenario.usage
+        elif not scenario.omit_usage:
             payload["usage"] = {
                 "prompt_tokens": scenario.prompt_tokens,
                 "total_tokens": scenario.prompt_tokens,
             }
-        return web.Response(
-            text=_dumps(payload), content_type="application/json", headers=self._base_headers(rid, scenario)
+        answer = web.Response(
+            text=_dumps(_mangled(scenario, payload)), content_type="application/json",
+            headers=self._base_headers(rid, scenario)
         )
+        if scenario.drip is None:
+            return answer
+        state: dict[str, Any] = {"resp": None}
+        try:
+            return await self._drip(request, answer, scenario.drip, state)
+        except (_ClientGone, ConnectionError):
+            self._record_disconnect(rid)
+            return state["resp"] or web.Response(status=499)
 
 
 # ---------------------------------------------------------------------- /v1/responses (protocols.md §2)
-def _responses_usage(s: Scenario) -> dict:
+def _responses_usage(s: Scenario) -> Any:
+    if s.usage is not UNSET:
+        return s.usage
     return {
         "input_tokens": s.prompt_tokens,
         "input_tokens_details": {"cached_tokens": s.cached_tokens},
@@ -940,9 +1015,10 @@ async def _responses(fake: FakeOpenAI, request: web.Request, rec: Recorded) -> w
                     "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": body.get("tools") or [],
                     "top_p": 1.0, "usage": usage, "metadata": {}}
 
-        usage = None if s.omit_usage else _responses_usage(s)
+        usage = None if s.omit_usage and s.usage is UNSET else _responses_usage(s)
         if not body.get("stream"):
-            return web.Response(text=_dumps(response(status, items, usage)), content_type="application/json",
+            return web.Response(text=_dumps(_mangled(s, response(status, items, usage))),
+                                content_type="application/json",
                                 headers=fake._base_headers(rid, s))
         resp = web.StreamResponse(status=200, headers=fake._base_headers(rid, s))
         resp.content_type = "text/event-stream"

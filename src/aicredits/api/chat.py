@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from aicredits.api.http import Request, send_bytes
+from aicredits.api.http import Request, send_bytes, until_answered, wait_disconnect
 from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 
@@ -31,18 +31,24 @@ async def chat_completions(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
-    call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+
+    async def answer():
+        """The whole answer, or an opened stream (before its first byte); a cache hit's answer."""
+        call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"], cached=True)
+        if call.cache == "hit":
+            return call, await chat.serve_hit(call)
+        return call, await (chat.start_stream(call) if call.stream else chat.complete(call))
+
+    call, out = await until_answered(req.receive, answer())
     if call.cache == "hit":
-        await send_hit(send, req.request_id, call, await chat.serve_hit(call))
+        await send_hit(send, req.request_id, call, out)
         return
     if not call.stream:
-        raw = await chat.complete(call)
-        await send_bytes(send, 200, raw, metered_headers(req.request_id, call))
+        await send_bytes(send, 200, out, metered_headers(req.request_id, call))
         return
     headers = call_headers(req.request_id, call.cache.encode())
-    upstream = await chat.start_stream(call)
     headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
-    await stream_response(send, req.receive, call, chat.relay(call, upstream), headers)
+    await stream_response(send, req.receive, call, chat.relay(call, out), headers)
 
 
 async def send_hit(send, request_id: str, call, data: dict) -> None:
@@ -56,12 +62,6 @@ async def send_hit(send, request_id: str, call, data: dict) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": sse_chunks(data, call.include_usage), "more_body": False})
 
-
-async def _wait_disconnect(receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def stream_response(send, receive, call, chunks, headers) -> None:
@@ -78,7 +78,7 @@ async def stream_response(send, receive, call, chunks, headers) -> None:
             await chunks.aclose()
 
     pump_task = asyncio.ensure_future(pump())
-    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    watch = asyncio.ensure_future(wait_disconnect(receive))
     try:
         await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:

@@ -17,6 +17,9 @@ import orjson
 
 from aicredits.domain.money import to_fraction
 
+SETTING_NAMES = ("exact", "semantic", "threshold", "ttl_seconds", "max_entries", "max_entry_bytes",
+                 "max_temperature", "hit_price", "embedder", "embedder_account", "shared_models")
+CACHE_ENV = frozenset("AICREDITS_CACHE_" + n.upper() for n in SETTING_NAMES)
 DEFAULT_THRESHOLD = 0.93
 DEFAULT_TTL_SECONDS = 86_400.0
 
@@ -135,6 +138,10 @@ def _rule(raw: Mapping, where: str) -> CacheRule:
 
 def load_policy(env: Mapping[str, str], cfg: Mapping) -> CachePolicy:
     """AICREDITS_CACHE_* variables over the TOML file's [cache] table (docs/caching.md)."""
+    unknown = set(cfg) - set(SETTING_NAMES) - {"models", "keys"}
+    if unknown:
+        raise ValueError(f"[cache]: unknown setting(s) {', '.join(sorted(unknown))}")
+
     def get(name: str):
         v = env.get("AICREDITS_CACHE_" + name.upper())
         return v if v not in (None, "") else cfg.get(name)

@@ -23,9 +23,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
+from aicredits.domain.media import InputCosts
+from aicredits.domain.usage import token_count
 from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
+    anthropic_input_costs,
     finish_reason,
     openai_usage,
     to_anthropic,
@@ -77,7 +80,9 @@ class StreamTranslator:
             msg = ev.get("message") or {}
             self.id = msg.get("id") or self.id
             self.model = msg.get("model")
-            self.usage.update(msg.get("usage") or {})
+            usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+            # its output_tokens is a placeholder, not a count: only message_delta's counts
+            self.usage.update({k: v for k, v in usage.items() if k != "output_tokens"})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             self.output_counted = False   # a count from before this block no longer covers the output
@@ -105,9 +110,9 @@ class StreamTranslator:
                                                          "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if kind == "message_delta":
-            usage = ev.get("usage") or {}
+            usage = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
             self.usage.update({k: v for k, v in usage.items() if v is not None})
-            if usage.get("output_tokens") is not None:
+            if token_count(usage.get("output_tokens")) is not None:
                 self.output_counted = True
             reason = (ev.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, finish_reason(reason, self.json_mode and not self.tools))]
@@ -129,12 +134,10 @@ class StreamTranslator:
         carried it; completion_tokens only when a message_delta's cumulative output_tokens came
         after the last content event, so it covers all output streamed (message_start's
         output_tokens is a placeholder, not a count)."""
-        u = self.usage
-        prompt_known = any(k in u for k in ("input_tokens", "cache_read_input_tokens",
-                                             "cache_creation_input_tokens"))
+        full = openai_usage(self.usage, self.ttl)
+        prompt_known = full["prompt_tokens"] is not None   # a valid input_tokens came
         if not prompt_known and not self.output_counted:
             return None
-        full = openai_usage(u, self.ttl)
         out: dict = {}
         if prompt_known:
             out["prompt_tokens"] = full["prompt_tokens"]
@@ -212,8 +215,11 @@ class AnthropicProvider:
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        return anthropic_input_costs(upstream_id)
 
     def url(self, path: str = "/v1/messages") -> str:
         return self._base + path
@@ -227,7 +233,7 @@ class AnthropicProvider:
 
     async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
         return await post(self._session, self.name, self.url(), payload, self._headers, self._timeout,
-                          self._first_byte)
+                          self.first_byte_timeout)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_all(resp, self.name, self._idle)
@@ -244,7 +250,10 @@ class AnthropicProvider:
             raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
-        return ChatResult(to_openai(data, json_mode, ttl))
+        try:
+            return ChatResult(to_openai(data, json_mode, ttl))
+        except (TypeError, ValueError) as exc:   # a tool input nested past orjson's limit
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.") from exc
 
     async def stream(self, body: dict, target) -> AnthropicStream:
         payload, json_mode, ttl = self._payload(body, target, stream=True)

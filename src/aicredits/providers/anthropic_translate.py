@@ -17,6 +17,8 @@ import time
 
 import orjson
 
+from aicredits.domain.media import InputCosts, PixelImages
+from aicredits.domain.usage import token_count
 from aicredits.errors import InvalidRequest
 
 JSON_TOOL = "json_tool_call"
@@ -25,6 +27,36 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "
           "refusal": "content_filter", "model_context_window_exceeded": "length", "pause_turn": "stop"}
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,(.*)", re.DOTALL)
 _EMAIL_OR_PHONE = re.compile(r"@|^\+?[\d\s().-]{7,}$")
+
+
+# ---------------------------------------------------------------------------- input formulas
+# The system prompt Anthropic adds when tools are sent, in tokens (its tool-use docs, "tool use
+# system prompt token count"), by model id prefix: the larger of the tool_choice auto/none and
+# any/tool rows, and the largest any revision of that table gave (the counts changed between them).
+TOOL_PROMPT_TOKENS = {
+    "claude-opus-4-8": 410, "claude-opus-4-7": 804, "claude-opus-4-6": 589, "claude-opus-4-5": 588,
+    "claude-opus-4-1": 346, "claude-opus-4": 346, "claude-sonnet-5": 474, "claude-sonnet-4-6": 589,
+    "claude-sonnet-4-5": 588, "claude-sonnet-4": 346, "claude-3-7-sonnet": 346, "claude-haiku-4-5": 588,
+    "claude-3-5-haiku": 355, "claude-3-5-sonnet": 346, "claude-3-opus": 530, "claude-3-sonnet": 235,
+    "claude-3-haiku": 340,
+}
+# JSON mode is emulated with one more tool (name, description and a default schema): its bytes
+JSON_TOOL_BYTES = 160
+PDF_PAGE_TEXT = 6000      # tokens of text per PDF page: twice the 3,000 Anthropic gives for dense pages
+IMAGE_MAX_TOKENS = 1600   # an image is scaled down to at most about 1,600 tokens (w x h / 750)
+
+
+def tool_prompt_tokens(upstream_id: str) -> int:
+    model = upstream_id.lower()
+    keys = [k for k in TOOL_PROMPT_TOKENS if model == k or model.startswith(k + "-")]
+    return TOOL_PROMPT_TOKENS[max(keys, key=len)] if keys else max(TOOL_PROMPT_TOKENS.values())
+
+
+def anthropic_input_costs(upstream_id: str) -> InputCosts:
+    """Images by pixels (w x h / 750, at most ~1,600 tokens), PDF pages as text plus a page image,
+    the hidden tool prompt (and the JSON-mode tool). Audio is refused before any cost (0)."""
+    return InputCosts(image=PixelImages(750, IMAGE_MAX_TOKENS), pdf_page=PDF_PAGE_TEXT + IMAGE_MAX_TOKENS,
+                      audio_per_second=0, tool_prompt=tool_prompt_tokens(upstream_id) + JSON_TOOL_BYTES)
 
 
 def _bad(message: str, param: str) -> InvalidRequest:
@@ -307,21 +339,26 @@ def finish_reason(stop_reason: str | None, json_only: bool = False) -> str:
 
 
 def _n(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+    n = token_count(v)
+    return 0 if n is None else n
 
 
 def openai_usage(u: dict | None, ttl: str | None = None) -> dict:
-    """Anthropic usage in OpenAI's meaning (SPEC §6)."""
+    """Anthropic usage in OpenAI's meaning (SPEC §6). Counts follow the gateway's rule
+    (domain/usage.py): an `input_tokens` or `output_tokens` that is not a count gives null
+    `prompt_tokens` / `completion_tokens`, so the usage is incomplete and the estimator bills
+    what it lacks; cache counts that are not counts read as 0; fractions round up."""
     u = u if isinstance(u, dict) else {}
-    inp, out = _n(u.get("input_tokens")), _n(u.get("output_tokens"))
+    inp, out = token_count(u.get("input_tokens")), token_count(u.get("output_tokens"))
     read, write = _n(u.get("cache_read_input_tokens")), _n(u.get("cache_creation_input_tokens"))
     split = u.get("cache_creation")
     if isinstance(split, dict):
         write_1h = min(write, _n(split.get("ephemeral_1h_input_tokens")))
     else:   # no breakdown: the writes have the TTL the request asked for
         write_1h = write if ttl == "1h" else 0
-    prompt = inp + read + write
-    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+    prompt = None if inp is None else inp + read + write
+    total = None if prompt is None or out is None else prompt + out
+    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": total,
             "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write,
                                       "cache_write_1h_tokens": write_1h}}
 
@@ -343,8 +380,10 @@ def to_openai(data: dict, json_mode: bool, ttl: str | None = None) -> dict:
     message: dict = {"role": "assistant", "content": content, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    return {"id": data.get("id") or "msg", "object": "chat.completion", "created": int(time.time()),
-            "model": data.get("model"),
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish_reason(data.get("stop_reason"), json_mode and not calls)}],
-            "usage": openai_usage(data.get("usage"), ttl)}
+    out = {"id": data.get("id") or "msg", "object": "chat.completion", "created": int(time.time()),
+           "model": data.get("model"),
+           "choices": [{"index": 0, "message": message, "logprobs": None,
+                        "finish_reason": finish_reason(data.get("stop_reason"), json_mode and not calls)}]}
+    if data.get("usage") is not None:
+        out["usage"] = openai_usage(data["usage"], ttl)
+    return out

@@ -27,16 +27,19 @@ from dataclasses import dataclass
 
 import orjson
 
+from aicredits.domain.answers import responses_answer_problem
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage, max_prices
-from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold, prompt_token_bound
-from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
+from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
+from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE
 from aicredits.providers.http import event_data, scrub, split_events
+from aicredits.services.answers import reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, capability, within_limit
+from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.responses_stream import ResponsesEvents, sse
 from aicredits.services.responses_translate import (
     GATEWAY_FIELDS,
@@ -44,7 +47,6 @@ from aicredits.services.responses_translate import (
     chat_to_response,
     check_native,
     responses_to_chat,
-    responses_usage,
     unbounded_prompt,
     usage_block,
     validate_responses,
@@ -142,12 +144,11 @@ class ResponsesService:
             return ResponsesCall(meter, body, False, stream)
         check_native(body)
         prices = max_prices([self._chat.prices(s) for s in chain])
-        window = max((s.context_window or 0) for s in chain) or None
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
         cap = min(caps) if caps else None
-        bound = prompt_token_bound(as_chat_view(body), window)
-        if window and unbounded_prompt(body):
-            bound = max(bound, window)
+        facts = await prompt_facts(as_chat_view(body))
+        facts.unknown += unbounded_prompt(body)   # a stored response, conversation or prompt
+        bound = chain_bound(self._router, chain, facts)
         held = hold_prices(prices, bound)   # the dearest price tier a prompt this long can reach
         prompt_cost = bound * held.max_input
         requested = body.get("max_output_tokens")
@@ -190,13 +191,20 @@ class ResponsesService:
     async def complete(self, call: ResponsesCall) -> bytes:
         meter = call.meter
         if not call.native:
-            data = orjson.loads(await self._chat.complete(meter))
-            return orjson.dumps(chat_to_response(data, call.body, meter.usage))
+            return await self._chat.complete(
+                meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
         result = await within_limit(self._route(call, "responses"), self._max_seconds)
         data = result.data
-        usage = usage_from_openai(responses_usage(data.get("usage")))
-        if usage is None:
-            usage = self._estimate(call, len(orjson.dumps(data.get("output"))))
+        usage = reported_usage(meter, data.get("usage"))
+        problem = responses_answer_problem(data)
+        if problem is None and usage is None:
+            try:
+                usage = self._estimate(call, len(orjson.dumps(data.get("output"))))
+            except orjson.JSONEncodeError:   # nested past orjson's limit
+                problem = "the answer cannot be read"
+        if problem is not None:
+            await reject_malformed(self._metering, meter, problem,
+                                   self._charge(call, usage) if usage is not None else 0)
         if data.get("status") == "failed" and usage.completion_tokens == 0:
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             exc = UpstreamError(scrub(str(err.get("message") or "The upstream response failed with no output.")))
@@ -256,14 +264,16 @@ class ResponsesService:
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind
         resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-        st.usage = usage_from_openai(responses_usage(resp.get("usage")))
+        st.usage = reported_usage(call.meter, resp.get("usage"))
         if kind == "response.failed":
             err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
             st.failure = scrub(str(err.get("message") or "The upstream response failed."))
         st.charge = self._stream_charge(call, st, kind != "response.failed")
-        if not isinstance(resp.get("usage"), dict):
+        if resp.get("usage") is None:
             return raw if raw is not None else sse(kind, obj)
-        usage = {**resp["usage"], "cost": micros_to_inr(st.charge)}
+        # usage without valid counts is shown as the estimate that bills the call
+        shown = resp["usage"] if st.usage is not None else usage_block(call.meter.usage)
+        usage = {**shown, "cost": micros_to_inr(st.charge)}
         return sse(kind, {**obj, "response": {**resp, "usage": usage}})
 
     def _stream_charge(self, call: ResponsesCall, st: _Native, finished: bool) -> int:
