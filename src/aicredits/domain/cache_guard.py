@@ -11,7 +11,8 @@ import unicodedata
 
 _DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+# letters with their combining marks (Devanagari vowel signs are marks, not \w)
+_WORD = re.compile(r"(?:[^\W_]|[\u0900-\u0963\u0300-\u036f])+(?:'[^\W_]+)?", re.UNICODE)
 _CODE = re.compile(r"`{1,3}([^`]+)`{1,3}")
 _CODEISH = re.compile(r"[A-Za-z_][\w]*(?:[.(\[=<>+\-*/%]|::|->)[\w\s.()\[\]'\"=<>+\-*/%,:]*")
 
@@ -61,6 +62,52 @@ TARGETS = {
     "अंग्रेज़ी", "अंग्रेजी", "हिंदी", "हिन्दी", "तमिल", "बंगाली", "मराठी", "फ्रेंच", "जर्मन",
     "angrezi", "kavita", "kahani",
 }
+
+
+# function words of questions (English, Hindi, Hinglish): what is left are the content words
+STOPWORDS = {
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "with", "from", "by", "about", "into", "as", "and",
+    "or", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "can", "could", "should",
+    "would", "will", "shall", "may", "might", "must", "i", "me", "my", "mine", "we", "our", "you", "your",
+    "it", "its", "this", "that", "these", "those", "there", "here", "what", "which", "who", "whom", "whose",
+    "why", "how", "when", "where", "tell", "explain", "give", "please", "some", "any", "need", "get", "make",
+    "so", "if", "than", "then", "up", "out", "way", "ways", "like", "mean", "meaning", "called", "known",
+    "क्या", "है", "हैं", "का", "की", "के", "को", "में", "से", "कैसे", "कौन", "कब", "कहाँ", "कहां", "क्यों",
+    "था", "थी", "थे", "होता", "होती", "होते", "हो", "और", "या", "भी", "मैं", "मुझे", "मेरा", "मेरी", "मेरे",
+    "अपना", "अपनी", "अपने", "आप", "कर", "करें", "करूँ", "करू", "करते", "करना", "चाहिए", "सकता", "सकते",
+    "सकती", "हूँ", "यह", "वह", "तो", "पर", "लिए", "जाता", "जाती", "जाते", "किसने", "किसे", "कहते", "सी",
+    "सा", "बताइए", "बताओ", "दीजिए", "रहा", "रही", "गया", "गई", "हुआ", "हुई", "कोई", "कुछ", "बारे", "समझाइए",
+}
+
+
+def _stem(w: str) -> str:
+    if w.isascii() and len(w) > 4:
+        for suffix in ("ing", "ies", "es", "ed", "s"):
+            if w.endswith(suffix):
+                return w[: -len(suffix)]
+    return w
+
+
+def _same_word(x: str, y: str) -> bool:
+    """One word in two forms (discovered / discoverer, बदलूं / बदल): a long enough common prefix."""
+    n = 0
+    for cx, cy in zip(x, y, strict=False):
+        if cx != cy:
+            break
+        n += 1
+    shorter = min(len(x), len(y))
+    return n >= (4 if x.isascii() else 3) and n >= 0.6 * shorter
+
+
+def swapped(a: str, b: str, lang: str) -> bool:
+    """The same question with one or two content words exchanged for others (water -> ethanol,
+    dogs -> cats): the usual shape of a near-miss, rarely of a paraphrase."""
+    stop = STOPWORDS | (HINGLISH if lang == "hi-latn" else set())
+    ca = {_stem(w) for w in _words(_fold(a)) if w not in stop}
+    cb = {_stem(w) for w in _words(_fold(b)) if w not in stop}
+    only_a = {w for w in ca - cb if not any(_same_word(w, v) for v in cb)}
+    only_b = {w for w in cb - ca if not any(_same_word(w, v) for v in ca)}
+    return bool(only_a and only_b and len(only_a) <= 2 and len(only_b) <= 2 and ca & cb)
 
 
 def _fold(text: str) -> str:
@@ -134,8 +181,12 @@ def names(text: str) -> set[str]:
     return out
 
 
-def differs(a: str, b: str) -> str | None:
-    """Why two texts must not share an answer, or None when no guard sees a difference."""
+SWAP_COSINE = 0.99   # above this, exchanged words are taken for synonyms (ocean / sea)
+
+
+def differs(a: str, b: str, cosine: float = 0.0) -> str | None:
+    """Why two texts must not share an answer, or None when no guard sees a difference.
+    `cosine`: their embeddings' similarity (the swap check trusts only a very high one)."""
     lang = language(a)
     if lang != language(b):
         return "language"
@@ -147,6 +198,8 @@ def differs(a: str, b: str) -> str | None:
         return "code"
     if targets(a) != targets(b):
         return "target"
+    if cosine < SWAP_COSINE and swapped(a, b, lang):
+        return "swap"
     # a named thing of one text missing from the other (in any case)
     wa, wb = set(_words(a)), set(_words(b))
     if any(n not in wb for n in names(a)) or any(n not in wa for n in names(b)):

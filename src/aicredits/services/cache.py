@@ -129,8 +129,8 @@ class CacheService:
                     self._known.pop(plan.key, None)
             if plan.context is not None:
                 plan.vector = await self.embedder.embed(plan.text)
-                for _score, key, text in await self.index.search(plan.context, plan.vector, plan.eff.threshold, now):
-                    if differs(plan.text, text) is None and await self._fetch(plan, key, now, plan.context):
+                for score, key, text in await self.index.search(plan.context, plan.vector, plan.eff.threshold, now):
+                    if differs(plan.text, text, score) is None and await self._fetch(plan, key, now, plan.context):
                         plan.layer = "semantic"
                         return "hit"
         except Exception as exc:  # noqa: BLE001 - the cache never fails a call
