@@ -24,8 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from aicredits.domain.cache_guard import differs  # noqa: E402
-from aicredits.domain.cache_rules import DEFAULT_THRESHOLD  # noqa: E402
+from aicredits.domain.cache_guard import differs
+from aicredits.domain.cache_rules import DEFAULT_THRESHOLD
 
 
 def load_pairs() -> list[dict]:
