@@ -39,13 +39,13 @@ class RedisCacheStore:
         self._p = prefix + "cache:"
 
     async def get(self, key: str, now: int) -> CacheEntry | None:
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._p + "e:" + key)
-            pipe.zadd(self._p + "lru", {key: now}, xx=True)
-            h, _ = await pipe.execute()
+        h = await self._r.hgetall(self._p + "e:" + key)
         if not h or int(h[b"expires_at"]) <= now:
             return None
         return _entry(key, h)
+
+    async def touch(self, used: dict[str, tuple[int, int]]) -> None:
+        await self._r.zadd(self._p + "lru", {k: at for k, (at, _n) in used.items()}, xx=True)
 
     async def put(self, e: CacheEntry, max_entries: int) -> None:
         p = self._p

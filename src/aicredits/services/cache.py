@@ -39,6 +39,8 @@ class CacheStore(Protocol):
     """Where entries live (store/cache_sql.py: the database; infra/cache_redis.py: Redis)."""
 
     async def get(self, key: str, now_ms: int) -> CacheEntry | None: ...
+    async def touch(self, used: dict[str, tuple[int, int]]) -> None:
+        """Record hits: key -> (last use ms, hits since the last call), for the LRU bound."""
     async def put(self, entry: CacheEntry, max_entries: int) -> None: ...
     async def feed(self, cursor: Any, now_ms: int) -> tuple[Any, list[tuple]]:
         """(new cursor, [(key, scope, context, query, vector, expires_at)]) written since `cursor`."""
@@ -49,7 +51,10 @@ class CacheStore(Protocol):
 
 
 class SavingsStore(Protocol):
-    async def add_savings(self, account_id: int, prompt: int, completion: int, saved: int) -> None: ...
+    async def add_savings(self, rows: dict[int, list[int]]) -> None:
+        """account id -> [hits, prompt tokens, completion tokens, saved micro-INR] to add."""
+    async def record_usage(self, rows: list[dict]) -> None:
+        """Write usage_records rows (free hits)."""
     async def savings(self, account_id: int) -> dict: ...
     async def totals(self) -> dict: ...
 
@@ -85,6 +90,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+HOT_SECONDS = 1.0     # an entry read from the store is served from memory this long (purges: within 1 s)
+HOT_MAX = 4096
+
+
 class CacheService:
     def __init__(self, policy: CachePolicy, store: CacheStore, savings: SavingsStore | None = None, *,
                  embedder: Embedder | None = None, index: VectorIndex | None = None,
@@ -95,6 +104,10 @@ class CacheService:
         self.embedder = embedder
         self.index = index
         self._known: dict[str, int] = {}        # exact keys this process knows -> expires_at (ms)
+        self._hot: dict[str, tuple[CacheEntry, float]] = {}   # entries read in the last HOT_SECONDS
+        self._used: dict[str, tuple[int, int]] = {}           # hits to record: key -> (last ms, count)
+        self._saved: dict[int, list[int]] = {}                # savings to record, per account
+        self._rows: list[dict] = []                           # usage records of free hits to write
         self._cursor: Any = None
         self._follow_every = follow_every
         self._tasks: set[asyncio.Task] = set()
@@ -138,7 +151,17 @@ class CacheService:
         return "miss"
 
     async def _fetch(self, plan: CachePlan, key: str, now: int, context: str | None = None) -> bool:
-        entry = await self.store.get(key, now)
+        hot = self._hot.get(key)
+        if hot is not None and time.monotonic() - hot[1] < HOT_SECONDS and hot[0].expires_at > now:
+            entry = hot[0]
+        else:
+            entry = await self.store.get(key, now)
+            if entry is not None:
+                if len(self._hot) >= HOT_MAX:
+                    self._hot.clear()
+                self._hot[key] = (entry, time.monotonic())
+            else:
+                self._hot.pop(key, None)
         if entry is None or entry.scope != plan.eff.scope or entry.model != plan.model or \
                 (context is not None and entry.context != context):
             self._known.pop(key, None)
@@ -146,6 +169,8 @@ class CacheService:
                 self.index.discard(key)
             return False
         plan.entry = entry
+        n = self._used.get(key, (0, 0))[1]
+        self._used[key] = (now, n + 1)
         return True
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -162,12 +187,17 @@ class CacheService:
         return TokenUsage(prompt_tokens=plan.entry.prompt_tokens, completion_tokens=plan.entry.completion_tokens)
 
     def answer(self, plan: CachePlan, call_id: str, charged: int) -> dict:
-        """The hit's chat.completion; its savings are recorded in the background."""
-        if self.savings_store is not None:
-            saved = max(0, plan.entry.charge - charged)
-            self._spawn(self.savings_store.add_savings(plan.account_id, plan.entry.prompt_tokens,
-                                                       plan.entry.completion_tokens, saved))
+        """The hit's chat.completion; its savings are recorded with the next flush (within 0.5 s)."""
+        row = self._saved.setdefault(plan.account_id, [0, 0, 0, 0])
+        row[0] += 1
+        row[1] += plan.entry.prompt_tokens
+        row[2] += plan.entry.completion_tokens
+        row[3] += max(0, plan.entry.charge - charged)
         return hit_response(plan.entry, call_id, int(time.time()), micros_to_inr(charged))
+
+    def record(self, usage_row: dict) -> None:
+        """A free hit's usage record, written with the next flush (no money moved)."""
+        self._rows.append(usage_row)
 
     # ------------------------------------------------------------------ a miss
     def remember(self, plan: CachePlan, data: dict | None, raw: bytes | None, *, served_by: str, provider: str,
@@ -233,10 +263,34 @@ class CacheService:
             if self.index is not None:
                 self.index.discard(k)
 
+    async def flush(self) -> None:
+        """Write the hits (LRU times) and savings gathered since the last flush."""
+        used, self._used = self._used, {}
+        saved, self._saved = self._saved, {}
+        rows, self._rows = self._rows, []
+        if rows and self.savings_store is not None:
+            try:
+                await self.savings_store.record_usage(rows)
+            except Exception:
+                self._rows[:0] = rows       # kept for the next flush
+                raise
+        if used:
+            await self.store.touch(used)
+        if saved and self.savings_store is not None:
+            try:
+                await self.savings_store.add_savings(saved)
+            except Exception:
+                for acct, row in saved.items():     # kept for the next flush
+                    mine = self._saved.setdefault(acct, [0, 0, 0, 0])
+                    for i in range(4):
+                        mine[i] += row[i]
+                raise
+
     async def follow_forever(self) -> None:
         sweep_at = 0.0
         while True:
             try:
+                await self.flush()
                 await self.refresh()
                 if time.monotonic() >= sweep_at:
                     sweep_at = time.monotonic() + 30
@@ -250,6 +304,7 @@ class CacheService:
             await asyncio.sleep(self._follow_every)
 
     async def sweep(self) -> int:
+        await self.flush()
         n = await self.store.sweep(now_ms(), self.policy.max_entries)
         self.forget_expired()
         return n
@@ -257,6 +312,7 @@ class CacheService:
     async def purge(self, account_id: int | None = None, model: str | None = None) -> int:
         n = await self.store.purge(account_id, model)
         self._known.clear()
+        self._hot.clear()
         if self.index is not None:
             self.index.clear()
         self._cursor = None     # relearn what is left
@@ -270,10 +326,21 @@ class CacheService:
         return out
 
     async def savings(self, account_id: int) -> dict:
-        if self.savings_store is None:
-            return {"hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "saved": 0}
-        return await self.savings_store.savings(account_id)
+        """What hits saved the account: the database's sums plus what this process is yet to write."""
+        out = {"hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "saved": 0}
+        if self.savings_store is not None:
+            out = await self.savings_store.savings(account_id)
+        pending = self._saved.get(account_id)
+        if pending:
+            out = {k: out[k] + pending[i] for i, k in enumerate(("hits", "prompt_tokens", "completion_tokens",
+                                                                  "saved"))}
+        return out
 
     async def drain(self) -> None:
+        """Finish the background stores and write what is gathered (at shutdown)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        try:
+            await self.flush()
+        except Exception as exc:  # noqa: BLE001 - at shutdown: logged, the answers were served
+            log.warning("cache: could not record the last hits: %s", exc)

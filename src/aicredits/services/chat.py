@@ -60,6 +60,11 @@ class ChatService:
         """`cached`: the response caches may answer (POST /v1/chat/completions only)."""
         body = validate_chat(body)
         chain = self._router.chain(body["model"], "chat", body.get("models"))
+        stream = bool(body.get("stream"))
+        meter = Meter(request_id, auth, "chat", started, stream=stream)
+        meter.model = chain[0].id
+        if cached and self.cache is not None and await self._cache_lookup(meter, body):
+            return meter
         prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
         cap = min(caps) if caps else None
@@ -74,11 +79,6 @@ class ChatService:
             return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
                              output_price=held.output, requested_max=requested, model_cap=cap, n=n)
 
-        stream = bool(body.get("stream"))
-        meter = Meter(request_id, auth, "chat", started, stream=stream)
-        meter.model = chain[0].id
-        if cached and self.cache is not None and await self._cache_lookup(meter, body):
-            return meter
         await self._metering.hold(meter, planner)
         meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         meter.chain = chain
@@ -94,18 +94,26 @@ class ChatService:
         meter.cache = await self.cache.lookup(plan)
         if meter.cache != "hit":
             return False
-        meter.stream = bool(body.get("stream"))
         meter.include_usage = bool(meter.stream and (body.get("stream_options") or {}).get("include_usage"))
-        await self._metering.hold_fixed(meter, self.cache.hit_charge(plan))
+        charge = self.cache.hit_charge(plan)
+        if charge:
+            await self._metering.hold_fixed(meter, charge)
+        else:   # a free hit holds nothing: only the key's rate limits apply
+            await self._metering.admit(meter)
         return True
 
     async def serve_hit(self, meter: Meter) -> dict:
-        """A hit's answer: settled at the hit's charge, recorded with the tokens it saved."""
+        """A hit's answer, recorded with the tokens it saved: a charged hit settled like any call;
+        a free one (no money moves) recorded by the cache with its next write, within 0.5 s."""
         plan = meter.cache_plan
         meter.provider, meter.deployment = plan.entry.provider, "cache"
         meter.usage = self.cache.hit_usage(plan)
-        settled = await self._metering.settle(meter, self.cache.hit_charge(plan))
-        return self.cache.answer(plan, meter.call_id, settled.charged)
+        if meter.hold:
+            charged = (await self._metering.settle(meter, self.cache.hit_charge(plan))).charged
+        else:
+            charged = 0
+            self.cache.record(self._metering.free_call(meter))
+        return self.cache.answer(plan, meter.call_id, charged)
 
     def _remember(self, meter: Meter, data: dict | None, raw: bytes | None, usage: TokenUsage) -> None:
         """A cache miss that completed cleanly is stored for the next asker."""

@@ -116,15 +116,27 @@ class Metering:
     async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
         """Admit the call under its key's rate limits (429), then reserve its worst case (402 with
         what would fit). Every billable endpoint passes here, so no route skips either."""
+        await self.admit(meter)
+        plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
+        meter.plan = plan
+        meter.hold = plan.amount
+        return plan
+
+    async def admit(self, meter: Meter) -> None:
+        """The key's rate limits (429). Alone only for a call that costs nothing and holds nothing
+        (a free cache hit, services/cache.py)."""
         auth = meter.auth
         if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
             refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
             if refused is not None:
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
-        plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
-        meter.plan = plan
-        meter.hold = plan.amount
-        return plan
+
+    def free_call(self, meter: Meter) -> dict:
+        """The usage record of a call that costs nothing and held nothing (a free cache hit),
+        logged like any call; the caller writes it."""
+        row = dict(self.usage_row(meter), cost=0, hold=0)
+        self._log_call(meter, row, 0)
+        return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
         """Reserve a known worst case (images, speech, audio, embeddings)."""
@@ -213,11 +225,12 @@ class Metering:
         meter.status, meter.error, meter.end_state = exc.status, exc.message, end_state
         return await self.settle(meter, 0)
 
-    async def _settle(self, meter: Meter, charge: int) -> SettleResult:
+    def usage_row(self, meter: Meter) -> dict:
+        """The call's usage_records row (its cost and hold are the store's to add)."""
         u = meter.usage
         latency = int((time.perf_counter() - meter.started) * 1000)
         overhead = int(meter.overhead_ms())
-        row = {
+        return {
             "call_id": meter.call_id, "request_id": meter.request_id, "account_id": meter.auth.account_id,
             "key_id": meter.auth.key_id, "model": meter.model, "provider": meter.provider,
             "deployment": meter.deployment, "endpoint": meter.endpoint, "stream": meter.stream,
@@ -228,14 +241,23 @@ class Metering:
             "overhead_ms": overhead, "status": meter.status, "cache": meter.cache, "end_state": meter.end_state,
             "error": meter.error, "created_at": int(time.time() * 1000),
         }
+
+    async def _settle(self, meter: Meter, charge: int) -> SettleResult:
+        u = meter.usage
+        row = self.usage_row(meter)
         meter.settled = await self.billing.settle(Settlement(
             meter.call_id, meter.auth.account_id, meter.auth.key_id, charge, row, note=meter.model))
         tokens = u.prompt_tokens + u.completion_tokens
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
+        self._log_call(meter, row, meter.settled.charged)
+        return meter.settled
+
+    @staticmethod
+    def _log_call(meter: Meter, row: dict, charged: int) -> None:
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "endpoint": meter.endpoint, "model": meter.model,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": meter.settled.charged, "latency_ms": latency, "overhead_ms": overhead}})
-        return meter.settled
+            "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+            "units": row["units"], "cost_micros": charged, "latency_ms": row["latency_ms"],
+            "overhead_ms": row["overhead_ms"]}})

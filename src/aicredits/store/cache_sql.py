@@ -6,7 +6,7 @@ completed answer, and in the background after a hit (its LRU time, the account's
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,6 +15,7 @@ from aicredits.domain.cache_entry import CacheEntry
 from aicredits.store.db import now_ms
 from aicredits.store.tables import cache_entries as t
 from aicredits.store.tables import cache_savings as s
+from aicredits.store.tables import usage_records
 
 FEED_OVERLAP_MS = 5_000   # re-read this far back: a row may commit after a later one was read
 FEED_BATCH = 20_000
@@ -31,11 +32,13 @@ class SqlCacheStore:
     async def get(self, key: str, now: int) -> CacheEntry | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(*ENTRY_COLUMNS).where(t.c.key == key, t.c.expires_at > now))).first()
-            if row is None:
-                return None
-            await conn.execute(update(t).where(t.c.key == key).values(last_used_at=now, hits=t.c.hits + 1))
-            await conn.commit()
-        return CacheEntry(*row)
+        return CacheEntry(*row) if row is not None else None
+
+    async def touch(self, used: dict[str, tuple[int, int]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(t).where(t.c.key == bindparam("k")).values(
+                last_used_at=bindparam("at"), hits=t.c.hits + bindparam("n")),
+                [{"k": k, "at": at, "n": n} for k, (at, n) in used.items()])
 
     async def put(self, e: CacheEntry, max_entries: int) -> None:
         values = {"key": e.key, "scope": e.scope, "account_id": e.account_id, "model": e.model,
@@ -90,15 +93,20 @@ class SqlCacheStore:
                 "models": models}
 
     # ---------------------------------------------------------------- savings (per account)
-    async def add_savings(self, account_id: int, prompt: int, completion: int, saved: int) -> None:
+    async def add_savings(self, rows: dict[int, list[int]]) -> None:
         ts = now_ms()
         async with self._engine.begin() as conn:
-            stmt = self._insert(s).values(account_id=account_id, hits=1, prompt_tokens=prompt,
-                                          completion_tokens=completion, saved=saved, updated_at=ts)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.account_id], set_={
-                "hits": s.c.hits + 1, "prompt_tokens": s.c.prompt_tokens + prompt,
-                "completion_tokens": s.c.completion_tokens + completion, "saved": s.c.saved + saved,
-                "updated_at": ts}))
+            for account_id, (hits, prompt, completion, saved) in sorted(rows.items()):
+                stmt = self._insert(s).values(account_id=account_id, hits=hits, prompt_tokens=prompt,
+                                              completion_tokens=completion, saved=saved, updated_at=ts)
+                await conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.account_id], set_={
+                    "hits": s.c.hits + hits, "prompt_tokens": s.c.prompt_tokens + prompt,
+                    "completion_tokens": s.c.completion_tokens + completion, "saved": s.c.saved + saved,
+                    "updated_at": ts}))
+
+    async def record_usage(self, rows: list[dict]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(usage_records.insert(), rows)
 
     async def savings(self, account_id: int) -> dict:
         async with self._engine.connect() as conn:
