@@ -15,7 +15,7 @@ from aicredits.domain.cache_entry import CacheEntry
 from aicredits.store.db import now_ms
 from aicredits.store.tables import cache_entries as t
 from aicredits.store.tables import cache_savings as s
-from aicredits.store.tables import usage_records
+from aicredits.store import billing_sql as q
 
 FEED_OVERLAP_MS = 5_000   # re-read this far back: a row may commit after a later one was read
 FEED_BATCH = 20_000
@@ -105,8 +105,10 @@ class SqlCacheStore:
                     "updated_at": ts}))
 
     async def record_usage(self, rows: list[dict]) -> None:
+        """usage_records rows in one transaction, with the billing store's own SQL (fast executemany)."""
+        sql = q.numbered(q.INSERT_USAGE) if self._engine.dialect.name == "postgresql" else q.INSERT_USAGE
         async with self._engine.begin() as conn:
-            await conn.execute(usage_records.insert(), rows)
+            await conn.exec_driver_sql(sql, [q.usage_values(r) for r in rows])
 
     async def savings(self, account_id: int) -> dict:
         async with self._engine.connect() as conn:
