@@ -191,8 +191,8 @@ def bypass_reason(body: dict, eff: Effective, max_temperature: float) -> str | N
     n = body.get("n")
     if n is not None and n != 1:
         return "n"
-    if any(body.get(f) for f in TOOL_FIELDS):
-        return "tools"
+    if body.get("tools") or body.get("functions") or body.get("web_search_options") is not None:
+        return "tools"      # web_search_options: {} turns web search on
     last = body["messages"][-1]
     if last.get("role") in ("tool", "function"):
         return "tool_result"

@@ -12,10 +12,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aicredits.domain.cache_entry import CacheEntry
+from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 from aicredits.store.tables import cache_entries as t
 from aicredits.store.tables import cache_savings as s
-from aicredits.store import billing_sql as q
 
 FEED_OVERLAP_MS = 5_000   # re-read this far back: a row may commit after a later one was read
 FEED_BATCH = 20_000
