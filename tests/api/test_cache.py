@@ -354,3 +354,35 @@ async def test_semantic_hit_on_a_paraphrase_and_none_on_near_misses(cache_gatewa
     h, _ = await ask(c, messages=[{"role": "system", "content": "Answer as a pirate."},
                                   {"role": "user", "content": "Tell me the capital city of France."}])
     assert h["x-aicredits-cache"] == "miss"
+
+
+async def test_a_catalog_embedder_is_billed_to_the_operators_account(cache_gateway, upstream):
+    from aicredits.services.admin import Admin
+    operator = f"op-{uuid.uuid4().hex[:6]}@example.com"
+    gw = await cache_gateway({"AICREDITS_CACHE_EXACT": "false", "AICREDITS_CACHE_SEMANTIC": "true",
+                              "AICREDITS_CACHE_EMBEDDER": "openai/text-embedding-3-small",
+                              "AICREDITS_CACHE_EMBEDDER_ACCOUNT": operator})
+    assert gw.cache.semantic_ready and gw.cache.embedder.name == "openai/text-embedding-3-small"
+    await Admin(gw._cache_engine).grant(operator, 1_000_000)
+    key = await gw.new_key()
+    c = sdk(gw, key)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    h1, r1 = await ask(c, messages=messages)
+    await stored(gw)
+    h2, r2 = await ask(c, messages=messages)
+    assert (h1["x-aicredits-cache"], h2["x-aicredits-cache"]) == ("miss", "hit")
+    assert r2.choices[0].message.content == r1.choices[0].message.content
+    embeds = [r for r in upstream.requests if r.path.endswith("/embeddings")]
+    assert [r.body["input"] for r in embeds] == ["What is the capital of France?"] * 2
+    assert key["key"] not in str([r.headers for r in embeds])
+    from aicredits.store import accounts as accounts_repo
+    async with gw._cache_engine.connect() as conn:
+        op_id = (await accounts_repo.by_email(conn, operator)).id
+    op_rows = await _usage(gw, op_id)
+    assert [(r["endpoint"], r["model"]) for r in op_rows] == [("embeddings", "openai/text-embedding-3-small")] * 2
+    assert all(r["cost"] > 0 for r in op_rows)
+    view = await gw.billing.store.credits(op_id, None)
+    assert view["total_spent"] == sum(r["cost"] for r in op_rows)
+    await gw.cache.drain()      # the free hit's usage record is written with the next flush
+    assert [(r["endpoint"], r["cache"]) for r in await _usage(gw, key["account_id"])] == [
+        ("chat", "miss"), ("chat", "hit")]
