@@ -27,6 +27,7 @@ class CacheEntry:
     query: str | None = None    # the embedded last user turn
     vector: bytes | None = None  # its embedding, float32 little-endian
     provider: str = ""
+    parsed: dict | None = None  # `response` read once (a hot entry serves many hits)
 
 
 def storable(data: dict) -> bool:
@@ -105,10 +106,11 @@ def hit_charge(original: int, price: Fraction) -> int:
 
 
 def hit_response(entry: CacheEntry, call_id: str, now_s: int, cost_inr: float) -> dict:
-    """The cached chat.completion as this call's answer: a fresh id and time."""
-    data = orjson.loads(entry.response)
-    data["id"] = "chatcmpl-" + call_id
-    data["created"] = now_s
+    """The cached chat.completion as this call's answer: a fresh id and time (a shallow copy:
+    the stored parts are shared, never changed)."""
+    if entry.parsed is None:
+        entry.parsed = orjson.loads(entry.response)
+    data = dict(entry.parsed, id="chatcmpl-" + call_id, created=now_s)
     if isinstance(data.get("usage"), dict):
         data["usage"] = dict(data["usage"], cost=cost_inr)
     return data

@@ -108,6 +108,8 @@ class CacheService:
         self._used: dict[str, tuple[int, int]] = {}           # hits to record: key -> (last ms, count)
         self._saved: dict[int, list[int]] = {}                # savings to record, per account
         self._rows: list[dict] = []                           # usage records of free hits to write
+        self._reading: dict[str, asyncio.Future] = {}         # store reads in flight, per key
+        self._eff: dict[tuple, Effective] = {}                # the policy resolved per model, account, key
         self._cursor: Any = None
         self._follow_every = follow_every
         self._tasks: set[asyncio.Task] = set()
@@ -117,7 +119,11 @@ class CacheService:
     # ------------------------------------------------------------------ the hot path
     def plan(self, body: dict, account_id: int, key_id: str | None, model: str) -> CachePlan | None:
         """None: bypass (the request is neither looked up nor stored)."""
-        eff = self.policy.resolve(model, account_id, key_id)
+        eff = self._eff.get((model, account_id, key_id))
+        if eff is None:
+            if len(self._eff) > 10_000:
+                self._eff.clear()
+            eff = self._eff[(model, account_id, key_id)] = self.policy.resolve(model, account_id, key_id)
         if bypass_reason(body, eff, self.policy.max_temperature) is not None:
             return None
         plan = CachePlan(eff, model, account_id, exact_key(body, model, eff.scope))
@@ -155,13 +161,7 @@ class CacheService:
         if hot is not None and time.monotonic() - hot[1] < HOT_SECONDS and hot[0].expires_at > now:
             entry = hot[0]
         else:
-            entry = await self.store.get(key, now)
-            if entry is not None:
-                if len(self._hot) >= HOT_MAX:
-                    self._hot.clear()
-                self._hot[key] = (entry, time.monotonic())
-            else:
-                self._hot.pop(key, None)
+            entry = await self._read(key, now)
         if entry is None or entry.scope != plan.eff.scope or entry.model != plan.model or \
                 (context is not None and entry.context != context):
             self._known.pop(key, None)
@@ -172,6 +172,21 @@ class CacheService:
         n = self._used.get(key, (0, 0))[1]
         self._used[key] = (now, n + 1)
         return True
+
+    async def _read(self, key: str, now: int) -> CacheEntry | None:
+        """One store read per key at a time: concurrent asks of one question share it."""
+        fut = self._reading.get(key)
+        if fut is None:
+            fut = self._reading[key] = asyncio.ensure_future(self.store.get(key, now))
+            fut.add_done_callback(lambda _f: self._reading.pop(key, None))
+        entry = await asyncio.shield(fut)
+        if entry is not None:
+            if len(self._hot) >= HOT_MAX:
+                self._hot.clear()
+            self._hot[key] = (entry, time.monotonic())
+        else:
+            self._hot.pop(key, None)
+        return entry
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if time.monotonic() >= self._failing_until:
