@@ -9,13 +9,14 @@ import time
 from importlib import resources
 
 from aicredits import logs
-from aicredits.api import audio, embeddings, images, meta, responses
+from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from aicredits.providers.http import make_session
+from aicredits.providers.payments import build_payment_providers
 from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
@@ -24,6 +25,7 @@ from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
+from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.settings import Settings, load_settings
@@ -55,6 +57,7 @@ ROUTES = {
     "/health": {"GET": meta.health},
     "/health/ready": {"GET": meta.ready},
     "/openapi.json": {"GET": openapi},
+    "/webhooks/razorpay": {"POST": webhooks.razorpay},
 }
 
 
@@ -82,6 +85,7 @@ class Gateway:
         self._web_engine = None
         self.cache = None        # the response caches (services/cache.py), None when off
         self._cache_engine = None
+        self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -144,8 +148,11 @@ class Gateway:
         from aicredits.web.app import build
 
         self._web_engine = make_engine(self.settings.database_url)
+        # top-ups share it: the wallet pages and POST /webhooks/razorpay (off the /v1 hot path)
+        self.payments = PaymentsService(self._web_engine, build_payment_providers(self.settings.payments),
+                                        self.settings.payments.terms)
         self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
-                            mailer=SmtpMailer.from_settings(self.settings))
+                                           mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -157,6 +164,8 @@ class Gateway:
             await self.cache.drain()
         if self._cache_engine is not None:
             await self._cache_engine.dispose()
+        if self.payments is not None:
+            await self.payments.close()
         if self._session is not None:
             await self._session.close()
         if self.redis is not None:

@@ -24,7 +24,7 @@ class KindRule:
 KIND_RULES: Mapping[str, KindRule] = {
     "grant": KindRule(1, "added"),        # an operator's gift of credits
     "topup": KindRule(1, "added"),        # a paid top-up
-    "refund": KindRule(1),                # money given back to the wallet
+    "refund": KindRule(-1, "added"),      # a paid top-up refunded: its credits taken back (net in total_added)
     "charge": KindRule(-1, "spent"),      # a call's cost
     "debit": KindRule(-1),                # an operator's removal of credits
     "adjustment": KindRule(0),            # an operator's correction, either way

@@ -25,7 +25,7 @@ from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
 from aicredits.services.overview import Overview
 from aicredits.settings import Settings
-from aicredits.web import auth_pages, formatting, home, keys_pages, oidc
+from aicredits.web import auth_pages, formatting, home, keys_pages, oidc, wallet_pages
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
@@ -36,9 +36,11 @@ HERE = Path(__file__).parent
 NAV = [
     ("Overview", "home", "user"),
     ("API keys", "keys", "user"),
+    ("Wallet", "wallet", "user"),
     ("Account", "account", "user"),
+    ("Payments", "admin_payments", "admin"),
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages]
 
 
 @dataclass
@@ -53,6 +55,7 @@ class WebContext:
     templates: Jinja2Templates
     oidc: oidc.OidcClient | None = None
     mailer: Any = None              # ports.Mailer when SMTP is configured
+    payments: Any = None            # services.payments.PaymentsService (the wallet pages)
     extra: dict = field(default_factory=dict)
 
     def nav(self, user) -> list[tuple[str, str]]:
@@ -83,7 +86,8 @@ async def server_error(request: Request, exc: Exception):
                   message="The server could not show this page; the error has been logged.")
 
 
-def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tuple[SecurityHeaders, WebContext]:
+def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None,
+          payments=None) -> tuple[SecurityHeaders, WebContext]:
     """The dashboard app (wrapped in its security headers) and its context. `on_key_revoked(key_id)`
     drops a revoked key from this process's key cache at once."""
     ctx = WebContext(
@@ -94,6 +98,7 @@ def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tu
         overview=Overview(engine),
         templates=make_templates(),
         mailer=mailer,
+        payments=payments,
         oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,
     )
     routes = [r for module in ROUTE_MODULES for r in module.routes]
