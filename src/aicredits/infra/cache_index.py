@@ -121,6 +121,11 @@ class VectorIndex:
         for j, k in enumerate(q.keys):
             self._where[k] = (context, j)
 
+    def has(self, context: str) -> bool:
+        """Whether any live entry shares this context (if none, a lookup need not embed)."""
+        p = self._parts.get(context)
+        return p is not None and p.n > p.dead
+
     def discard(self, key: str) -> None:
         with self._lock:
             self._discard(key)

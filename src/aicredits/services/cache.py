@@ -69,6 +69,7 @@ class Embedder(Protocol):
 class VectorIndex(Protocol):
     def add(self, context: str, key: str, text: str, vector: Any, expires_at: int) -> None: ...
     def discard(self, key: str) -> None: ...
+    def has(self, context: str) -> bool: ...
     def clear(self) -> None: ...
     async def search(self, context: str, vector: Any, threshold: float, now_ms: int) -> list[tuple]: ...
 
@@ -146,7 +147,9 @@ class CacheService:
                         plan.layer = "exact"
                         return "hit"
                     self._known.pop(plan.key, None)
-            if plan.context is not None:
+            if plan.context is not None and self.index.has(plan.context):
+                # (with nothing stored in this context, the question is embedded only if its
+                # answer is stored, after the call, off the request's path)
                 plan.vector = await self.embedder.embed(plan.text)
                 for score, key, text in await self.index.search(plan.context, plan.vector, plan.eff.threshold, now):
                     if differs(plan.text, text, score) is None and await self._fetch(plan, key, now, plan.context):
