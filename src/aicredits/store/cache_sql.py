@@ -126,3 +126,11 @@ class SqlCacheStore:
 
     async def close(self) -> None:
         return None
+
+
+async def savings_of(conn, account_id: int) -> dict:
+    """What cache hits saved the account (the dashboard's overview; one connection's query)."""
+    row = (await conn.execute(select(s.c.hits, s.c.prompt_tokens, s.c.completion_tokens, s.c.saved)
+                              .where(s.c.account_id == account_id))).first()
+    hits, prompt, completion, saved = row or (0, 0, 0, 0)
+    return {"hits": hits, "tokens_saved": prompt + completion, "saved": saved}
