@@ -2,13 +2,13 @@
 cache_savings (what hits saved each account); both go with their account
 
 Revision ID: 0005_cache
-Revises: 0003_payments
+Revises: 0003_holds
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_cache"
-down_revision = "0003_payments"
+down_revision = "0003_holds"
 branch_labels = None
 depends_on = None
 
