@@ -56,10 +56,10 @@ async def chat_completions(gw, req: Request, send) -> None:
 async def send_hit(send, request_id: str, call, data: dict) -> None:
     """A cache hit: the stored answer as JSON, or replayed as a whole SSE stream. A free hit
     moved no money: it has no x-aicredits-balance (GET /v1/credits has the balance)."""
-    if not call.stream and call.settled is not None:
+    if not call.stream and call.hold:
         await send_bytes(send, 200, orjson.dumps(data), metered_headers(request_id, call))
         return
-    charged = call.settled.charged if call.settled is not None else 0
+    charged = call.settled.charged if call.hold else 0
     headers = [*call_headers(request_id, b"hit"), (b"x-aicredits-cost", format_inr(charged).encode()),
                (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
     if not call.stream:
