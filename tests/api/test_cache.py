@@ -244,8 +244,13 @@ async def test_a_fractional_hit_is_charged_exactly_and_in_the_ledger(cache_gatew
     assert view["total_spent"] == original + want and view["held"] == 0
     ledger = await _ledger(gw, key["account_id"])
     assert [e["amount"] for e in ledger if e["kind"] == "charge"] == [-original, -want]
+    # a streamed hit is charged the same, and its usage chunk says so
+    h, chunks = await ask_stream(c, stream_options={"include_usage": True})
+    assert h["x-aicredits-cache"] == "hit" and chunks[-1].usage.model_extra["cost"] == want / 1e6
+    view = await gw.billing.store.credits(key["account_id"], key["id"])
+    assert view["total_spent"] == original + 2 * want and view["held"] == 0
     await gw.cache.drain()
-    assert (await gw.cache.savings(key["account_id"]))["saved"] == original - want
+    assert (await gw.cache.savings(key["account_id"]))["saved"] == 2 * (original - want)
 
 
 # ---------------------------------------------------------------- lifetime and bounds
