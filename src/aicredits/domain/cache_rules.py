@@ -32,7 +32,6 @@ IGNORED = frozenset({
 # a parameter given at its default is the same request as one leaving it out
 DEFAULTS = {"temperature": 1, "top_p": 1, "n": 1, "presence_penalty": 0, "frequency_penalty": 0,
             "logprobs": False, "response_format": {"type": "text"}}
-TOOL_FIELDS = ("tools", "functions", "web_search_options")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from aicredits.domain.cache_entry import CacheEntry, hit_charge, hit_response, storable
 from aicredits.domain.cache_guard import differs
 from aicredits.domain.cache_rules import (
@@ -223,10 +225,7 @@ class CacheService:
         """Store a completed answer (in the background) if it may be stored."""
         if data is None or served_by != plan.model or not storable(data):
             return
-        body = raw if raw is not None else None
-        if body is None:
-            import orjson
-            body = orjson.dumps(data)
+        body = raw if raw is not None else orjson.dumps(data)
         if len(body) > self.policy.max_entry_bytes:
             return
         now = now_ms()
