@@ -57,8 +57,9 @@ def micros(inr) -> int:
 
 
 async def stream_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout: float = 60,
-                      on_delta=None, model: str = MODEL) -> Result:
-    body = {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+                      on_delta=None, model: str = MODEL, extra: dict | None = None) -> Result:
+    body = {"model": model, "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True},
+            **(extra or {})}
     res = Result(rid, True, started=time.monotonic())
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body, timeout=timeout,
@@ -97,8 +98,8 @@ async def stream_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout:
 
 
 async def plain_call(client: httpx.AsyncClient, key: str, rid: str, *, timeout: float = 60,
-                     model: str = MODEL) -> Result:
-    body = {"model": model, "messages": MESSAGES}
+                     model: str = MODEL, extra: dict | None = None) -> Result:
+    body = {"model": model, "messages": MESSAGES, **(extra or {})}
     res = Result(rid, False, started=time.monotonic())
     try:
         r = await client.post("/v1/chat/completions", json=body, timeout=timeout,

@@ -1,8 +1,8 @@
 """Redis stopped and restarted under load, then partitioned, on the scale-out mode (PostgreSQL +
 Redis; one `serve --workers 2` and one separate `serve`): rate limits fail open as
 docs/rate-limits.md says (a limited key is admitted uncounted, and counted again once Redis
-answers), no call fails or slows because of Redis, /health/ready names Redis within its timeout,
-and the books are exact."""
+answers), the exact cache (its entries in Redis) misses instead of failing, no call fails or
+slows because of Redis, /health/ready names Redis within its timeout, and the books are exact."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ class RedisServer:
             self.proc.wait(10)
 
 
+async def probe(client, key: str, tag: str) -> tuple[int, str | None]:
+    """The same question each time (the exact cache's entry): its status and x-aicredits-cache."""
+    r = await client.post("/v1/chat/completions", json={"model": "openai/gpt-4o-mini", "messages": [
+        {"role": "user", "content": "What is the cache probe?"}]},
+        headers={"Authorization": f"Bearer {key}", "x-request-id": f"{tag}-{uuid.uuid4().hex[:6]}"})
+    return r.status_code, r.headers.get("x-aicredits-cache")
+
+
 async def limited_calls(clients, key: str, n: int, tag: str) -> list[int]:
     """n calls of the rpm-limited key, alternating the gateways; their statuses."""
     out = []
@@ -66,12 +74,14 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
     dsn = make_pg_db()
     redis = RedisServer(free_port(), tmp_path).start()
     proxy = ThreadedProxy(target_port=redis.port)
-    env = {"AICREDITS_REDIS_URL": proxy.url(), "AICREDITS_READY_TIMEOUT": str(READY_TIMEOUT)}
+    env = {"AICREDITS_REDIS_URL": proxy.url(), "AICREDITS_READY_TIMEOUT": str(READY_TIMEOUT),
+           "AICREDITS_CACHE_EXACT": "true"}
     gateways = []
     try:
         gateways = [start_gateway(db_url=dsn, workers=2, env=env), start_gateway(db_url=dsn, env=env)]
         keys = make_keys(dsn, 3, 100_000_000, rpm=100_000)      # limited (Redis in their path), never refused
         (limited,) = make_keys(dsn, 1, 100_000_000, rpm=RPM)
+        (prober,) = make_keys(dsn, 1, 100_000_000)
         entry = gateways[0].catalog()["openai/gpt-4o-mini"]
         results, polls, phases = [], [], {}
 
@@ -84,7 +94,7 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
                 while not stop.is_set():
                     call = stream_call if (n + i) % 2 else plain_call
                     results.append(await call(clients[(n + i) % 2], keys[n % len(keys)]["key"],
-                                              f"redis-{n}-{i}-{uuid.uuid4().hex[:6]}"))
+                                              f"redis-{n}-{i}-{uuid.uuid4().hex[:6]}", extra={"no_cache": True}))
                     i += 1
                     await asyncio.sleep(0.02)
 
@@ -99,16 +109,24 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
             tasks = [asyncio.create_task(caller(n)) for n in range(4)] + [asyncio.create_task(ready())]
             try:
                 phases["before"] = await limited_calls(clients, limited["key"], RPM + 2, "before")
+                cache = [await probe(clients[0], prober["key"], "probe")]
+                await asyncio.sleep(1.2)                   # every process has learnt the entry
+                cache += [await probe(c, prober["key"], "probe") for c in clients]
+                phases["cache_before"] = cache
                 # stopped: connections refused
                 onset = time.monotonic()
                 await asyncio.to_thread(redis.stop)
                 await asyncio.sleep(1.0)
                 phases["stopped"] = await limited_calls(clients, limited["key"], RPM + 2, "stopped")
+                phases["cache_stopped"] = [await probe(c, prober["key"], "probe") for c in clients]
                 await asyncio.sleep(1.0)
                 phases["stopped_window"] = (onset, time.monotonic())
                 await asyncio.to_thread(redis.start)        # restarted, empty
                 await asyncio.sleep(2.5)                    # the limiter asks again after 1 s
                 phases["restarted"] = await limited_calls(clients, limited["key"], RPM + 2, "restarted")
+                cache = [await probe(clients[0], prober["key"], "probe")]   # a new, empty Redis
+                await asyncio.sleep(1.2)
+                phases["cache_restarted"] = cache + [await probe(c, prober["key"], "probe") for c in clients]
                 # partitioned: connections open, nothing answers
                 onset = time.monotonic()
                 await asyncio.to_thread(proxy.set_mode, "partition")
@@ -132,6 +150,10 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
         assert phases["stopped"] == [200] * (RPM + 2)
         assert phases["restarted"] == [200] * RPM + [429, 429]     # a new Redis: counting from zero
         assert phases["partitioned"] == [200] * (RPM + 2)
+        # the exact cache: hits through Redis; misses (not failures) while it is away; hits again after
+        assert phases["cache_before"] == [(200, "miss"), (200, "hit"), (200, "hit")]
+        assert phases["cache_stopped"] == [(200, "miss"), (200, "miss")]
+        assert phases["cache_restarted"] == [(200, "miss"), (200, "hit"), (200, "hit")]
         # no call failed, and none waited on Redis past its timeout (0.5 s) by much
         assert {(r.status, r.error) for r in results} == {(200, None)}
         assert all(r.complete for r in results if r.stream)
