@@ -187,7 +187,7 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
-    # observability (docs/operations.md)
+    # observability settings, described in docs/operations.md
     metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
     otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
     otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
