@@ -5,7 +5,7 @@ dicts (the gateway's canonical form); an adapter for another protocol translates
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from aicredits.domain.media import InputCosts
@@ -47,10 +47,17 @@ class ChatStream(Protocol):
 
 
 @runtime_checkable
-class ChatProvider(Protocol):
-    """Every adapter: `/v1/chat/completions` (and `/v1/responses` by translation)."""
+class Adapter(Protocol):
+    """What every adapter has, whatever it serves."""
     name: str
     kind: str
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChatProvider(Adapter, Protocol):
+    """`/v1/chat/completions` (and `/v1/responses` by translation)."""
     # the request field its API takes for the output cap the gateway sets from the hold:
     # "max_completion_tokens" (OpenAI) or "max_tokens" (everyone else)
     max_tokens_field: str
@@ -59,7 +66,6 @@ class ChatProvider(Protocol):
     # `.spec` the catalog entry
     async def chat(self, body: dict, target) -> ChatResult: ...
     async def stream(self, body: dict, target) -> ChatStream: ...
-    async def close(self) -> None: ...
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         """How the model bills image, PDF and audio input and the tool prompt the provider adds:
@@ -131,8 +137,4 @@ class AudioUpload:
     content_type: str
     duration: float             # seconds, read from the file
     response_format: str = "json"
-    fields: dict = None         # other form fields to forward: {name: str | [str]} (language, prompt, ...)
-
-    def __post_init__(self) -> None:
-        if self.fields is None:
-            self.fields = {}
+    fields: dict = field(default_factory=dict)   # other form fields to forward: {name: str | [str]} (language, prompt, ...)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import aiohttp
 
 from aicredits.providers.anthropic import AnthropicProvider
-from aicredits.providers.base import ChatProvider, serves
+from aicredits.providers.base import Adapter, serves
 from aicredits.providers.demo import DemoProvider
 from aicredits.providers.openai_compat import OpenAICompatible
 from aicredits.providers.sarvam import SarvamProvider
 from aicredits.settings import ProviderSettings, Settings, SettingsError
 
 # (its settings, the shared HTTP session, connect_timeout=, first_byte_timeout=, idle_timeout=)
-Factory = Callable[..., object]
+Factory = Callable[..., Adapter]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _timeouts(settings: Settings, p: ProviderSettings) -> dict:
             "idle_timeout": p.stream_idle_timeout or settings.stream_idle_timeout}
 
 
-def check_endpoints(catalog: Iterable, providers: dict[str, ChatProvider]) -> None:
+def check_endpoints(catalog: Iterable, providers: dict[str, Adapter]) -> None:
     """A start-up error when a model's endpoint is not served by a provider it is deployed on."""
     problems = [f"model {spec.id!r}: provider {d.provider!r} (kind {providers[d.provider].kind}) "
                 f"does not serve the {spec.endpoint} endpoint"
@@ -76,8 +76,8 @@ def check_endpoints(catalog: Iterable, providers: dict[str, ChatProvider]) -> No
 
 
 def build_providers(settings: Settings, session: aiohttp.ClientSession,
-                    catalog: Iterable | None = None) -> dict[str, ChatProvider]:
-    out: dict[str, ChatProvider] = {}
+                    catalog: Iterable | None = None) -> dict[str, Adapter]:
+    out: dict[str, Adapter] = {}
     for name, p in settings.providers.items():
         problem = config_problem(p)
         if problem:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import orjson
 
@@ -28,7 +29,7 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
 from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -84,7 +85,7 @@ class ChatService:
         if not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
-        body[target.provider.max_tokens_field] = plan.max_tokens
+        body[cast(ChatProvider, target.provider).max_tokens_field] = plan.max_tokens
         return body
 
     def _cost(self, meter: Meter, usage: TokenUsage) -> int:
@@ -93,7 +94,7 @@ class ChatService:
 
     async def _route(self, meter: Meter, stream: bool):
         def call(target: Target):
-            provider = target.provider
+            provider = cast(ChatProvider, target.provider)   # a chat model's: checked at start-up
             return (provider.stream if stream else provider.chat)(self._upstream_body(meter, target), target)
         result, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return result
