@@ -71,11 +71,6 @@ class Billing:
         """How often leases are renewed and the sweeper runs."""
         return self.lease_seconds / 6
 
-    @property
-    def dead_process_bound_seconds(self) -> float:
-        """The longest a dead process's hold stays held (while any gateway process runs)."""
-        return self.lease_seconds + self.tick_seconds
-
     # ------------------------------------------------------------------ holds
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):
         now = int(time.time() * 1000)
