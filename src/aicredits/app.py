@@ -104,6 +104,8 @@ class Gateway:
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
         self.web_context = None  # its services (web.app.WebContext)
         self._web_engine = None
+        self.cache = None        # the response caches (services/cache.py), None when off
+        self._cache_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
     def _rate_limiter(self):
@@ -143,6 +145,7 @@ class Gateway:
         self.audio = AudioService(self.router, self.rates, self.metering)
         self.responses = ResponsesService(self.router, self.rates, self.metering, self.chat,
                                           max_seconds=s.max_request_seconds)
+        await self._start_cache()
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
@@ -160,6 +163,17 @@ class Gateway:
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
         gc.collect()
         gc.freeze()
+
+    async def _start_cache(self) -> None:
+        from aicredits.cache_wiring import build_cache
+        self.cache, self._cache_engine = await build_cache(self.settings, self)
+        self.chat.cache = self.cache
+        if self.cache is not None:
+            try:
+                await self.cache.refresh()      # what earlier runs and other processes stored
+            except Exception:
+                log.warning("cache: could not read the stored entries at start", exc_info=True)
+            self._tasks.append(asyncio.create_task(self.cache.follow_forever()))
 
     def _observe(self) -> None:
         """Metrics always (counted in memory, or in files under --workers N); traces only when a
@@ -192,6 +206,10 @@ class Gateway:
         if self._web_engine is not None:
             await self._web_engine.dispose()
         await self.billing.drain()
+        if self.cache is not None:
+            await self.cache.drain()
+        if self._cache_engine is not None:
+            await self._cache_engine.dispose()
         if self.payments is not None:
             await self.payments.close()
         if self._session is not None:

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from aicredits.domain.cache_rules import CACHE_ENV, CachePolicy, load_policy
 from aicredits.domain.catalog import ENDPOINTS
 from aicredits.domain.money import to_fraction
 from aicredits.domain.payments import TopupTerms, parse_inr, percent
@@ -286,6 +287,7 @@ class Settings(GatewaySettings):
     config_path: str | None = None                              # AICREDITS_CONFIG
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
+    cache: Annotated[Any, Field(default_factory=CachePolicy)]   # response caches: AICREDITS_CACHE_*, [cache]
     key_cache_seconds: ClassVar[float] = 1.0   # a revoked key is refused within this (not a setting)
 
     @property
@@ -380,6 +382,7 @@ class ConfigFile(_Strict):
     gateway: dict[str, Any] = Field(default_factory=dict)     # checked as GatewaySettings
     providers: dict[str, ProviderTable] = Field(default_factory=dict)
     models: list[ModelRow] = Field(default_factory=list)
+    cache: dict[str, Any] = Field(default_factory=dict)       # checked by domain/cache_rules.load_policy
 
 
 # ------------------------------------------------------------------------------- loading
@@ -459,9 +462,9 @@ def _read_file(path: str) -> dict:
 
 def _check_env_names(env: Mapping[str, str]) -> None:
     unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in ENV_NAMES
-                     and n != CONFIG_ENV and n not in TOOL_ENV)
+                     and n != CONFIG_ENV and n not in TOOL_ENV and n not in CACHE_ENV)
     if unknown:
-        known = [*ENV_NAMES, CONFIG_ENV]
+        known = [*ENV_NAMES, CONFIG_ENV, *CACHE_ENV]
         raise SettingsError("; ".join(f"{n} (environment variable): unknown setting{_suggest(n, known)}"
                                       for n in unknown) + "; docs/configuration.md lists the settings")
 
@@ -535,9 +538,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("; ".join(errors))
     extra_models = tuple(row.model_dump(exclude_none=True) for row in cfg.models)
     _check_catalog(extra_models, path)
+    try:
+        cache = load_policy(env, cfg.cache)
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (docs/caching.md)") from None
     providers = _providers(env, cfg.providers, path)
     _check_kinds(providers, path)
-    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models)
+    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models,
+                    cache=cache)
 
 
 def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:
