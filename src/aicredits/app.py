@@ -130,8 +130,8 @@ class Gateway:
         self._observe()
         store = await open_billing_store(s)
         self._session = make_session(s.upstream_connect_timeout)
-        providers = build_providers(s, self._session)
-        self.billing = Billing(store, self.catalog, lease_seconds=s.hold_lease_seconds,
+        providers = build_providers(s, self._session, self.catalog)
+        self.billing = Billing(store, lease_seconds=s.hold_lease_seconds,
                                journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
                                max_call_seconds=s.max_request_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=self.tracing)
