@@ -122,8 +122,8 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
     # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
-    # streams still open (their cut event, billed by its rule), settle everything and exit
-    # (docs/operations.md, "Graceful restarts")
+    # streams still open (their cut event, billed by its rule), settle everything and exit; see
+    # "Graceful restarts" in docs/operations.md
     common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
               "access_log": False, "log_config": None, "server_header": False, "date_header": False,
               "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds, "backlog": 4096}
