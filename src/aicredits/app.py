@@ -11,7 +11,7 @@ from importlib import resources
 from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
-from aicredits.api.http import ClientGone, Request, send_bytes, send_error
+from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
@@ -21,6 +21,7 @@ from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
 from aicredits.services.chat import ChatService
+from aicredits.services.concurrency import KeyConcurrency
 from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
@@ -84,6 +85,7 @@ class Gateway:
         self.web_context = None  # its services (web.app.WebContext)
         self._web_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
+        self.body_budget = BodyBudget(settings.body_bytes_in_flight)
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -99,6 +101,23 @@ class Gateway:
         from aicredits.infra.ratelimit_memory import MemoryRateLimiter
         return MemoryRateLimiter(s.rate_window_seconds)
 
+    def _in_flight(self):
+        """Per-key requests in flight: in Redis when configured (one cap across every process),
+        else in this process's memory. Called after _rate_limiter(), which connects Redis."""
+        if self.redis is not None:
+            from aicredits.infra.inflight_redis import RedisInFlight
+            s = self.settings
+            return RedisInFlight(self.redis, s.redis_prefix, s.body_timeout + s.hold_ttl_seconds)
+        from aicredits.infra.inflight_memory import MemoryInFlight
+        return MemoryInFlight()
+
+    async def admit(self, req: Request):
+        """The key of a billable call (401 unless valid), within its concurrency cap (429): before
+        the body is read. The slot is given back when the request ends (handle)."""
+        auth = await self.keys.authenticate(req.authorization())
+        req.slot = await self.concurrency.enter(auth)
+        return auth
+
     async def startup(self) -> None:
         s = self.settings
         store = await open_billing_store(s)
@@ -111,6 +130,7 @@ class Gateway:
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown,
             deadline=s.upstream_timeout))
         self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds)
+        self.concurrency = KeyConcurrency(self._in_flight(), s.key_max_concurrent)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         self.images = ImagesService(self.router, self.rates, self.metering)
@@ -179,7 +199,7 @@ class Gateway:
 
     async def handle(self, scope, receive, send) -> None:
         scope["aicredits.started"] = time.perf_counter()
-        req = Request(scope, receive)
+        req = Request(scope, receive, self.body_budget)
         started = False
 
         async def tracking_send(message) -> None:
@@ -217,6 +237,10 @@ class Gateway:
                 await send_error(send, InternalError("The gateway failed to handle this request; it has been "
                                                      "logged with its request id."),
                                  [(b"x-request-id", req.request_id.encode())])
+        finally:
+            req.release_body()
+            if req.slot is not None:
+                await self.concurrency.leave(req.slot)
 
 
 def create_app(settings: Settings | None = None) -> Gateway:

@@ -12,7 +12,14 @@ import time
 import uuid
 
 from aicredits.errors import InvalidRequest
-from aicredits.services.validation import content_field, number_field, object_item, request_body, typed_fields
+from aicredits.services.validation import (
+    check_counts,
+    content_field,
+    number_field,
+    object_item,
+    request_body,
+    typed_fields,
+)
 
 # fields the gateway itself reads; never sent upstream on the native path
 GATEWAY_FIELDS = ("models", "no_cache", "cache")
@@ -37,6 +44,7 @@ def validate_responses(body: object) -> dict:
     if isinstance(inp, list):
         if not inp:
             raise InvalidRequest("'input' must not be an empty array.", param="input")
+        check_counts(inp, "input items", "input")
         for i, item in enumerate(inp):
             object_item(item, f"input[{i}]")
     elif not isinstance(inp, str):
