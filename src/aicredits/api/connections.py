@@ -70,30 +70,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def _give_up(self, exc: GatewayError | None) -> None:
-        """Answer `exc` when no answer has started on this connection, then close it."""
+    def _give_up(self, exc: GatewayError | None, answered: bool) -> None:
+        """Answer `exc` unless `answered` (an answer has started on this connection for the
+        request at fault, or for the one before it and is not done), then close the connection."""
         self._timer = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        answering = cycle is not None and not cycle.response_complete
-        if exc is not None and not (answering and cycle.response_started):
+        if exc is not None and not answered:
             self.transport.write(raw_response(exc))
-        if answering:   # the handler's receive() now says disconnect, and its sends are dropped
-            cycle.disconnected = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True   # its handler's receive() says disconnect; its sends are dropped
             cycle.message_event.set()
         self.transport.close()
 
     def _headers_late(self) -> None:
+        """No request of its own yet: `cycle` is the previous request's, if any."""
         if self._header_bytes == 0 and self.cycle is None:
-            self._give_up(None)   # a connection that never sent a byte
+            self._give_up(None, answered=False)   # a connection that never sent a byte
             return
+        busy = self.cycle is not None and not self.cycle.response_complete
         self._give_up(RequestTimeout(f"The request's headers did not arrive within "
-                                     f"{self.limits.header_timeout:g} s."))
+                                     f"{self.limits.header_timeout:g} s."), answered=busy)
 
     def _body_late(self) -> None:
+        """`cycle` is this request's: it may have been answered already (a 401 before the body)."""
         self._give_up(RequestTimeout(f"The request body did not arrive within {self.limits.body_timeout:g} s "
-                                     "of its headers."))
+                                     "of its headers."), answered=self.cycle.response_started)
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -120,8 +123,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._awaiting_headers and self._header_bytes > self.limits.max_header_bytes \
                 and not self.transport.is_closing():
+            busy = self.cycle is not None and not self.cycle.response_complete
             self._give_up(RequestTooLarge(f"The request's headers are larger than {self.limits.max_header_bytes} "
-                                          "bytes.", status=431))
+                                          "bytes.", status=431), answered=busy)
 
     # ------------------------------------------------------------------ httptools callbacks
     def on_message_begin(self) -> None:
