@@ -15,6 +15,7 @@ from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from aicredits.infra.journal import FileJournal
 from aicredits.providers.http import make_session
 from aicredits.providers.payments import build_payment_providers
 from aicredits.providers.registry import build_providers
@@ -123,13 +124,16 @@ class Gateway:
         store = await open_billing_store(s)
         self._session = make_session(s.upstream_connect_timeout)
         providers = build_providers(s, self._session)
-        self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
+        self.billing = Billing(store, self.catalog, lease_seconds=s.hold_lease_seconds,
+                               journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
+                               max_call_seconds=s.max_request_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown,
             deadline=s.upstream_timeout))
-        self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds)
+        self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds,
+                                 max_seconds=s.max_request_seconds)
         self.concurrency = KeyConcurrency(self._in_flight(), s.key_max_concurrent)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
@@ -142,6 +146,11 @@ class Gateway:
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         self._start_dashboard()
+        try:   # settlements a previous run could not write (the sweeper keeps retrying them)
+            await self.billing.replay_journal()
+        except Exception:  # serving starts anyway; the sweeper replays the journal again
+            log.exception("replaying the settle journal at start failed")
+        self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)

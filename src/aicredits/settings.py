@@ -17,6 +17,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -148,7 +149,10 @@ class GatewaySettings(_Strict):
     upstream_connect_timeout: Seconds = 5.0
     upstream_timeout: Seconds = 120.0
     stream_idle_timeout: Seconds = 60.0
-    max_request_seconds: Seconds = 900.0
+    max_request_seconds: Seconds = 900.0         # the longest call, on every endpoint (a timer)
+    hold_lease_seconds: Seconds = 30.0           # a hold's lease; its process renews it every lease / 6
+    settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
+    state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
     max_body_bytes: Count = 40 * 1024 * 1024
     # hostile clients (docs/operations.md, "Hostile clients"): what one process lets bodies,
     # keys and connections take
@@ -294,8 +298,24 @@ class Settings(GatewaySettings):
 
     @property
     def hold_ttl_seconds(self) -> float:
-        """A hold older than this belongs to no running call: the sweeper releases it."""
-        return self.max_request_seconds + 60.0
+        """The longest a hold outlives the process that made it: its lease, plus the sweeper's
+        interval (lease / 6). A running process renews its holds, however long their calls run."""
+        return self.hold_lease_seconds * 7 / 6
+
+    @property
+    def journal_dir(self) -> Path:
+        """The settle journal's directory: <state_dir>/settle-journal. Without AICREDITS_STATE_DIR,
+        the state directory is the SQLite database's directory, or the working directory for
+        PostgreSQL."""
+        if self.state_dir:
+            return Path(self.state_dir) / "settle-journal"
+        base = Path(".")
+        for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+            if self.database_url.startswith(prefix):
+                db = self.database_url[len(prefix):].split("?", 1)[0]
+                if db and db != ":memory:":
+                    base = Path(db).parent
+        return base / "settle-journal"
 
 
 SCALARS = tuple(GatewaySettings.model_fields)

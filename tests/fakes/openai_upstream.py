@@ -116,6 +116,8 @@ class Scenario:
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
     drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
+    stall_after: int | None = None  # stream: after this many delta events, send nothing for stall_seconds
+    stall_seconds: float = 30.0
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
     # the exact value sent as "usage" (chat JSON and stream usage chunk, embeddings, responses), e.g. {},
     # {"prompt_tokens": None, ...}, float or negative counts; UNSET: the usage the counts above give
@@ -863,12 +865,16 @@ class FakeOpenAI:
             await resp.write(data)
 
         sent = 0
+        stalled = False
         for kind, data in frames:
             if kind != "open" and s.cut_after is not None and sent >= s.cut_after:
                 state["cut"] = True
                 if request.transport is not None:
                     request.transport.abort()
                 return resp
+            if kind != "open" and s.stall_after is not None and sent == s.stall_after and not stalled:
+                stalled = True
+                await self._sleep(request, s.stall_seconds)
             if kind != "open" and s.error_after is not None and sent >= s.error_after:
                 err = self._error_object(500, s.error_message, s.error_type, None, s.error_code)
                 await send(_sse(_dumps(err)))

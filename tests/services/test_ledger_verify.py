@@ -140,7 +140,7 @@ async def test_a_wallets_totals_rewritten(db_url):
         text_ = found["wallet totals"].first
         assert text_.startswith(f"account {lg.account_id}: ")
         assert "total_added 9000000 != sum of its grant/topup/refund entries 6500000" in text_
-        assert "total_spent 0 != sum of its charge entries 5555" in text_
+        assert "total_spent 0 != sum of its charge/correction entries 5555" in text_
 
 
 async def test_a_key_spent_above_its_limit(db_url):

@@ -164,7 +164,7 @@ class ChatService:
         usage = usage_from_openai(sm.usage)
         if usage is not None:
             return usage
-        return fill_usage(upstream.partial_usage(), estimate_prompt_tokens(meter.body),
+        return fill_usage(upstream.partial_usage(), _prompt_estimate(meter),
                           estimate_text_tokens(sm.text_bytes, sm.fragments))
 
     async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
@@ -197,6 +197,10 @@ class ChatService:
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+
+def _prompt_estimate(meter: Meter) -> int:
+    return meter.estimated_prompt(lambda: estimate_prompt_tokens(meter.body))
 
 
 class _ChatStream:
@@ -266,3 +270,9 @@ class _ChatStream:
 
     def finish(self, cut: str | None, timeout: bool):
         return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending)
+
+    def accrued(self) -> int:
+        """The charge of a cut now: prompt + delivered output (nothing while none was delivered)."""
+        if not self.sm.delivered_output:
+            return 0
+        return self.chat._cost(self.meter, self.chat._stream_usage(self.meter, self.sm, self.upstream))

@@ -118,6 +118,13 @@ class _Native:
     def finish(self, cut: str | None, timeout: bool):
         return self.service._finish_native(self.call, self, cut, timeout)
 
+    def accrued(self) -> int:
+        """The charge of a cut now: its terminal event's charge once that came, else prompt +
+        delivered output (nothing while none was delivered)."""
+        if self.charge is not None:
+            return self.charge
+        return self.service._stream_charge(self.call, self, False)
+
 
 class ResponsesService:
     def __init__(self, router: Router, rates, metering: Metering, chat: ChatService, *,
@@ -178,7 +185,8 @@ class ResponsesService:
 
     def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
         """The documented estimator (domain/usage.py) when the upstream sent no usage."""
-        return TokenUsage(prompt_tokens=estimate_prompt_tokens(as_chat_view(call.body)),
+        prompt = call.meter.estimated_prompt(lambda: estimate_prompt_tokens(as_chat_view(call.body)))
+        return TokenUsage(prompt_tokens=prompt,
                           completion_tokens=estimate_text_tokens(out_bytes, fragments))
 
     async def _route(self, call: ResponsesCall, how: str):

@@ -25,6 +25,27 @@ log = logging.getLogger("aicredits.store")
 MAX_BATCH = 256
 
 
+def drive(conn: sqlite3.Connection, steps: q.Steps):
+    """Run a shared procedure (store/billing_sql.py) on the writer's connection."""
+    try:
+        step = next(steps)
+        while True:
+            kind, sql, args = step
+            if kind == q.MANY:
+                conn.executemany(sql, args)
+                result = None
+            elif kind == q.EXEC:
+                conn.execute(sql, args)
+                result = None
+            elif kind == q.ALL:
+                result = conn.execute(sql, args).fetchall()
+            else:
+                result = conn.execute(sql, args).fetchone()
+            step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
 def _resolve_all(results: list) -> None:
     for fut, value, exc in results:
         if fut.cancelled():
@@ -155,38 +176,15 @@ class SqliteBilling:
         return await self._submit(op)
 
     async def settle(self, s: Settlement) -> SettleResult:
-        def op(conn):
-            row = conn.execute(q.DELETE_HOLD, (s.call_id,)).fetchone()
-            charge = s.charge
-            if row is None:
-                # the sweeper released this hold already: never charge past what is free
-                w = conn.execute(q.WALLET, (s.account_id,)).fetchone()
-                charge = max(0, min(charge, w[0] - w[1]))
-                held = 0
-                log.warning("settling call %s without its hold; charge capped at %d", s.call_id, charge)
-            else:
-                held = row[0]
-                charge = min(charge, held)
-            ts = now_ms()
-            bal, still_held = conn.execute(q.CHARGE_WALLET, (held, charge, charge, ts, s.account_id)).fetchone()
-            if s.key_id is not None:
-                conn.execute(q.CHARGE_KEY, (held, charge, ts, s.key_id))
-            if charge:
-                conn.execute(q.INSERT_CHARGE, (s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts))
-            usage = dict(s.usage, cost=charge, hold=held)
-            conn.execute(q.INSERT_USAGE, q.usage_values(usage))
-            return SettleResult(charge, bal, bal - still_held)
-        return await self._submit(op)
+        return await self._submit(lambda conn: drive(conn, q.settle_steps(s, now_ms())))
+
+    async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
+        await self._submit(lambda conn: drive(conn, q.renew_steps(expires_at, call_ids, progress)))
 
     async def sweep(self, now: int) -> int:
         def op(conn):
             rows = conn.execute(q.EXPIRED_HOLDS, (now,)).fetchall()
-            for call_id, account_id, key_id, amount in rows:
-                conn.execute("DELETE FROM holds WHERE call_id = ?", (call_id,))
-                conn.execute(q.HOLD_WALLET, (-amount, account_id))
-                if key_id is not None:
-                    conn.execute(q.HOLD_KEY, (-amount, key_id))
-            return len(rows)
+            return sum(1 for call_id, account_id in rows if drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return await self._submit(op)
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:

@@ -80,7 +80,9 @@ holds = Table(
     Column("key_id", String(32), nullable=True),
     Column("amount", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),   # the lease: renewed while its process runs
+    Column("accrued", BigInteger, nullable=False, default=0, server_default="0"),  # charge delivered so far
+    Column("progress", Text, nullable=True),              # JSON usage row the sweeper writes with `accrued`
     Index("ix_holds_expires", "expires_at"),
     Index("ix_holds_account", "account_id"),
 )
