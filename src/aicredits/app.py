@@ -108,7 +108,8 @@ class Gateway:
         if self.redis is not None:
             from aicredits.infra.inflight_redis import RedisInFlight
             s = self.settings
-            return RedisInFlight(self.redis, s.redis_prefix, s.body_timeout + s.hold_ttl_seconds)
+            # a slot outlives the longest request (its body, then its call) by a minute
+            return RedisInFlight(self.redis, s.redis_prefix, s.body_timeout + s.max_request_seconds + 60)
         from aicredits.infra.inflight_memory import MemoryInFlight
         return MemoryInFlight()
 
