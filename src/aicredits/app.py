@@ -6,12 +6,12 @@ import asyncio
 import gc
 import logging
 import time
-from importlib import resources
 
 from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
+from aicredits.api.openapi import document as openapi_document
 from aicredits.catalog import load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
@@ -43,10 +43,19 @@ async def send_redirect(send, location: str) -> None:
 
 
 async def openapi(gw, req: Request, send) -> None:
-    await send_bytes(send, 200, gw.openapi_json, [])
+    await send_bytes(send, 200, openapi_document(), [])
 
 
+async def root(gw, req: Request, send) -> None:
+    """GET /: the dashboard's front page."""
+    if gw.web is None:
+        raise NotFound("Unknown route: GET /.")
+    await send_redirect(send, "/dashboard/")
+
+
+# every route here has its operation in api/openapi.py (tests/api/test_openapi.py checks)
 ROUTES = {
+    "/": {"GET": root},
     "/v1/chat/completions": {"POST": chat_routes.chat_completions},
     "/v1/responses": {"POST": responses.responses},
     "/v1/embeddings": {"POST": embeddings.embeddings},
@@ -78,7 +87,6 @@ class Gateway:
         self.settings = settings
         self.catalog = load_catalog(settings.extra_models)
         self.rates = Rates(settings.usd_inr_fraction, settings.markup_fraction)
-        self.openapi_json = resources.files("aicredits.api").joinpath("openapi.json").read_bytes()
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
@@ -221,10 +229,7 @@ class Gateway:
             methods = ROUTES.get(scope["path"])
             if methods is None:
                 path = scope["path"]
-                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
-                    if path == "/":
-                        await send_redirect(tracking_send, "/dashboard/")
-                        return
+                if self.web is not None and (path.startswith("/dashboard/") or path == "/dashboard"):
                     await self.web(scope, receive, tracking_send)
                     return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")

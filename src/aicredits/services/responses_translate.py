@@ -19,6 +19,7 @@ from aicredits.services.validation import (
     object_item,
     request_body,
     typed_fields,
+    whole_number,
 )
 
 # fields the gateway itself reads; never sent upstream on the native path
@@ -55,6 +56,7 @@ def validate_responses(body: object) -> dict:
     for i, tool in enumerate(body.get("tools") or ()):
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
             raise InvalidRequest(f"tools[{i}] must be an object with a 'type'.", param=f"tools[{i}]")
+    whole_number(body, "max_output_tokens")
     mot = body.get("max_output_tokens")
     if mot is not None and (not isinstance(mot, int) or isinstance(mot, bool) or mot < 1):
         raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")

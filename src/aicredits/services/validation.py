@@ -120,7 +120,16 @@ def number_field(body: dict, name: str) -> None:
         raise InvalidRequest(f"'{name}' must be a number.", param=name)
 
 
+def whole_number(body: dict, name: str) -> None:
+    """A float with no fraction in an integer field (`"n": 35.0`, an integer in JSON Schema) becomes
+    that integer, so it is checked, and forwarded, as one."""
+    v = body.get(name)
+    if type(v) is float and v.is_integer():
+        body[name] = int(v)
+
+
 def _int_field(body: dict, name: str, lo: int, hi: int | None = None) -> None:
+    whole_number(body, name)
     v = body.get(name)
     if v is None:
         return
