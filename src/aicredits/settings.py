@@ -34,7 +34,7 @@ CONFIG_ENV = "AICREDITS_CONFIG"
 TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
 PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
-                         "razorpay_webhook_secret"})   # never echoed in an error
+                         "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
 PAYMENT_PROVIDERS = ("razorpay", "test")
 
 
@@ -87,6 +87,15 @@ def _url(value: Any) -> Any:
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _otlp_headers(value: Any) -> Any:
+    """'name=value,name2=value2' (the OTLP exporters' header list)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not all("=" in p and p.split("=", 1)[0].strip() for p in value.split(",")):
+        raise ValueError("must be name=value pairs separated by commas")
     return value
 
 
@@ -186,6 +195,13 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
+    # observability (docs/operations.md)
+    metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
+    otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
+    otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
+    otel_service_name: str = "aicredits"
+    otel_sample_ratio: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    otel_propagate_upstream: bool = False    # send the attempt's traceparent to providers
     # top-ups (docs/payments.md); amounts in rupees, percentages of 100
     payment_providers: Annotated[tuple[str, ...] | None, BeforeValidator(_names)] = None  # default: razorpay if keyed
     razorpay_key_id: str | None = None

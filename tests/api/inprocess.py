@@ -23,8 +23,8 @@ from tests.conftest import MARKUP, USD_INR
 
 
 class InProcessGateway:
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.url = f"sqlite:///{workdir}/aicredits.db"
+    def __init__(self, workdir: Path, env: dict[str, str], db_url: str | None = None) -> None:
+        self.url = db_url or f"sqlite:///{workdir}/aicredits.db"
         self.env = {"AICREDITS_DATABASE_URL": self.url, "AICREDITS_USD_INR": USD_INR, "AICREDITS_MARKUP": MARKUP,
                     "AICREDITS_RETRIES": "0", "AICREDITS_LOG_LEVEL": "WARNING", **env}
         self.loop = asyncio.new_event_loop()

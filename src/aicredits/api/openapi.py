@@ -148,6 +148,10 @@ OPERATIONS: list[Operation] = [
                                      "headers": {"retry-after": {"$ref": "#/components/headers/RetryAfter"}},
                                      "content": {"application/json": {
                                          "schema": {"$ref": REF.format(model="Readiness")}}}}}),
+    Operation("/metrics", "get", "metrics", "health", "Prometheus metrics",
+              "The Prometheus text format (docs/operations.md, \"Metrics\"). When AICREDITS_METRICS_TOKEN is set, "
+              "`Authorization: Bearer <that token>` is required (401 without it); it is not an API key.",
+              response=(Body("text/plain"),), security=None, errors=(401,)),
     Operation("/openapi.json", "get", "openapi", "health", "This document",
               response=(Body(schema={"type": "object"}),), security=None),
     Operation("/webhooks/razorpay", "post", "razorpayWebhook", "payments", "Razorpay's webhooks",
