@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
 import pytest
@@ -224,3 +225,32 @@ def test_connections_past_the_cap_get_503_at_once(start_gateway):
                              "type": "service_unavailable", "code": 503}
     assert b"retry-after: 1\r\n" in refused.answer.lower()
     assert httpx.get(gw.base_url + "/health", timeout=5).status_code == 200   # the places are free again
+
+
+def test_the_key_cap_holds_across_workers_through_redis(start_gateway, redis_url):
+    """Two worker processes sharing Redis: the key's one slot, taken by a request on either worker,
+    refuses the key's next request on whichever worker gets it."""
+    gw = start_gateway(workers=2, env={"AICREDITS_REDIS_URL": redis_url, "AICREDITS_KEY_MAX_CONCURRENT": "1",
+                                       "AICREDITS_REDIS_PREFIX": f"aicredits-test-{uuid.uuid4().hex[:10]}:",
+                                       "AICREDITS_BODY_TIMEOUT": "3"})
+    key = gw.create_key(credits="10")["key"]
+
+    async def go():
+        holder = asyncio.ensure_future(Conn().run(gw.port, chat_head(key, 2000), limit=8))
+        await asyncio.sleep(0.7)
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = {"model": "demo/echo", "messages": [{"role": "user", "content": "x"}]}
+            refused = []
+            for _ in range(6):   # new connections: the kernel spreads them over both workers
+                async with httpx.AsyncClient(timeout=10) as one:
+                    r = await one.post(gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                       json=body)
+                refused.append(r.status_code)
+            await holder
+            after = await client.post(gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                      json=body)
+        return refused, after
+
+    refused, after = asyncio.run(go())
+    assert refused == [429] * 6
+    assert after.status_code == 200, after.text
