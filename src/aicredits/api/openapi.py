@@ -64,9 +64,12 @@ HEADERS = {
                          ("INR charged for this call, 6 decimals. Not on streams (their usage chunk has "
                          "`usage.cost`).")),
     "x-aicredits-balance": ("XAicreditsBalance", {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$"},
-                            "Wallet balance after the charge, minus the holds still open, in INR. Not on streams."),
+                            ("Wallet balance after the charge, minus the holds still open, in INR. Not on streams, "
+                             "and absent on a free cache hit (no money moved).")),
     "x-aicredits-cache": ("XAicreditsCache", {"type": "string", "enum": ["hit", "miss", "bypass"]},
-                          "`hit`, `miss` or `bypass`."),
+                          ("`hit` (answered by the response cache), `miss` (looked up, not found) or `bypass` (not "
+                           "looked up: the caches are off, the default, or `no_cache` was set, or the request is one "
+                           "the cache never serves). See docs/caching.md.")),
     "x-aicredits-overhead-ms": ("XAicreditsOverheadMs", {"type": "string", "pattern": r"^[0-9]+\.[0-9]{3}$"},
                                 "Milliseconds spent in the gateway itself, upstream time excluded."),
     "retry-after": ("RetryAfter", {"type": "string", "pattern": "^[0-9]+$"}, "Seconds to wait before retrying."),

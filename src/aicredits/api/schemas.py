@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aicredits.services.validation import MAX_MESSAGES, ROLES
 
-ERROR_TYPES = ("invalid_request_error", "authentication_error", "insufficient_credits", "permission_denied",
-               "not_found_error", "request_too_large", "rate_limit_error", "internal_error", "upstream_error",
+ERROR_TYPES = ("invalid_request_error", "authentication_error", "insufficient_credits", "not_found_error", "request_too_large", "rate_limit_error", "internal_error", "upstream_error",
                "service_unavailable", "upstream_timeout")
 Model = Annotated[str, Field(min_length=1, description="`provider/model`, e.g. `openai/gpt-4o-mini` (a bare "
                                                           "OpenAI name resolves to its `openai/` entry); "
@@ -86,7 +85,9 @@ class ChatCompletionRequest(Open):
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     models: Fallbacks | None = None
-    no_cache: bool | None = Field(None, description="Skip the gateway's response cache (never forwarded).")
+    no_cache: bool | None = Field(None, description="Skip the gateway's response caches for this request: neither "
+                                                    "looked up nor stored (`x-aicredits-cache: bypass`). Never "
+                                                    "forwarded.")
 
 
 class Usage(Open):
@@ -228,6 +229,14 @@ class KeyCredits(BaseModel):
     held: float
 
 
+class CacheSavings(BaseModel):
+    """What response-cache hits saved this account; present when a cache is on (docs/caching.md)."""
+    model_config = ConfigDict(extra="forbid")
+    hits: int
+    tokens_saved: int = Field(description="Prompt and completion tokens the hits did not send upstream.")
+    saved: float = Field(description="INR not charged thanks to hits.")
+
+
 class Credits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     object: Literal["credits"]
@@ -237,6 +246,7 @@ class Credits(BaseModel):
     total_added: float = Field(description="INR added by grants and top-ups, ever (refunds taken off).")
     total_spent: float = Field(description="INR charged, ever.")
     key: KeyCredits | None
+    cache: CacheSavings | None = None
 
 
 class ModelObject(BaseModel):
