@@ -10,6 +10,9 @@ from aicredits.api.http import Request, send_bytes, until_answered, wait_disconn
 from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 
+# how long a stream cut at the end of the drain time may take to send its cut event (a client that
+# does not read it is dropped)
+STOP_GRACE_SECONDS = 5.0
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 
@@ -89,9 +92,16 @@ async def stream_response(send, receive, call, chunks, headers) -> None:
     try:
         await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
+        watch.cancel()
+        # only the server cancels this task (a client leaving is seen by `watch`): its drain time
+        # is up. The relay cuts the stream, settles it and sends the cut event, then the body ends.
+        if call.stop():
+            await asyncio.wait((pump_task,), timeout=STOP_GRACE_SECONDS)
+            if pump_task.done():
+                asyncio.current_task().uncancel()
+                return
         call.client_gone = True
         pump_task.cancel()
-        watch.cancel()
         raise
     if pump_task.done():
         watch.cancel()

@@ -296,7 +296,7 @@ class ResponsesService:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None or st.terminal == "response.failed":
             meter.end_state = "upstream_cut" if st.fragments else "zero_output_error"
-            meter.status = 504 if cut_timeout else 502
+            meter.status = 503 if meter.stopping else 504 if cut_timeout else 502
             meter.error = cut or st.failure
         charge = st.charge
         if charge is None:
@@ -304,5 +304,6 @@ class ResponsesService:
         await self._metering.settle(meter, charge)
         if cut is None or meter.client_gone:
             return b""
-        return sse("error", {"type": "error", "code": "upstream_timeout" if cut_timeout else "upstream_error",
+        code = "service_unavailable" if meter.stopping else "upstream_timeout" if cut_timeout else "upstream_error"
+        return sse("error", {"type": "error", "code": code,
                              "message": cut, "param": None, "sequence_number": st.seq + 1})
