@@ -16,7 +16,6 @@ output from message_delta's count if one came, else from the gateway's estimate 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -35,22 +34,11 @@ from aicredits.providers.anthropic_translate import (
     to_openai,
 )
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import map_status, post, read_all, scrub, split_events
+from aicredits.providers.http import map_status, post, read_all, scrub
+from aicredits.providers.sse import SSEReader, parse_event
 from aicredits.settings import ProviderSettings
 
 API_VERSION = "2023-06-01"
-
-
-def parse_event(ev: bytes) -> tuple[str | None, bytes | None]:
-    """(event name, data) of one SSE event; comments give (None, None)."""
-    name, data = None, []
-    for line in ev.split(b"\n"):
-        if line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    return name, (b"\n".join(data) if data else None)
 
 
 class StreamTranslator:
@@ -153,25 +141,12 @@ class AnthropicStream:
     def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
                  translator: StreamTranslator) -> None:
         self._resp = resp
-        self._idle = idle_timeout
+        self._sse = SSEReader(resp, provider, idle_timeout)
         self._provider = provider
         self._tr = translator
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
-        content = self._resp.content
-        rest = b""
-        while not self._tr.ended:
-            try:
-                async with asyncio.timeout(self._idle):
-                    data = await content.readany()
-            except TimeoutError as exc:
-                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
-                                  timeout=True) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
-            if not data:
-                return
-            events, rest = split_events(rest + data if rest else data)
+        while not self._tr.ended and (events := await self._sse.read()) is not None:
             out: list[StreamEvent] = []
             for ev in events:
                 name, payload = parse_event(ev)

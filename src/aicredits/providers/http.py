@@ -1,5 +1,5 @@
-"""The shared upstream HTTP client (aiohttp, pooled keep-alive), SSE splitting, and the one
-place upstream HTTP failures become our errors (secrets stripped)."""
+"""The shared upstream HTTP client (aiohttp, pooled keep-alive), and the one place upstream HTTP
+failures become our errors (secrets stripped). Streams are read by providers/sse.py."""
 
 from __future__ import annotations
 
@@ -155,27 +155,6 @@ def broken_off(provider: str) -> GatewayError:
     exc = UpstreamError(f"The connection to the {provider} provider broke off.")
     exc.provider_fault = True
     return exc
-
-
-def split_events(buf: bytes) -> tuple[list[bytes], bytes]:
-    """Complete SSE events (each ending with its blank line) and the unfinished rest."""
-    if b"\r" in buf:
-        buf = buf.replace(b"\r\n", b"\n")
-    parts = buf.split(b"\n\n")
-    rest = parts.pop()
-    return [p + b"\n\n" for p in parts if p.strip()], rest
-
-
-def event_data(event: bytes) -> bytes | None:
-    """The data of one SSE event (multi-line data joined by newlines), or None."""
-    if event.startswith(b"data: ") and b"\ndata:" not in event:
-        return event[6:].rstrip(b"\n")
-    lines = []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            value = line[5:]
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(lines) if lines else None
 
 
 async def post(session: aiohttp.ClientSession, provider: str, url: str, payload, headers: dict,

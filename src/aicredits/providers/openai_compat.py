@@ -17,7 +17,8 @@ from aicredits.errors import UpstreamError
 from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.audio_codec import conform
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import event_data, map_status, post, read_all, scrub, split_events
+from aicredits.providers.http import map_status, post, read_all, scrub
+from aicredits.providers.sse import SSEReader, event_data
 from aicredits.settings import ProviderSettings
 
 # ---------------------------------------------------------------- input formulas (docs/billing.md)
@@ -103,7 +104,7 @@ class OpenAIStream:
                  hidden_output: bool = False) -> None:
         self._secrets = secrets
         self._resp = resp
-        self._idle = idle_timeout
+        self._sse = SSEReader(resp, provider, idle_timeout)
         self._provider = provider
         # Azure opens every stream with a chunk that only carries prompt_filter_results
         # (choices [], id "", model ""): nothing an OpenAI client needs, so it is dropped
@@ -119,21 +120,8 @@ class OpenAIStream:
         return None
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
-        content = self._resp.content
-        rest = b""
         loads = orjson.loads
-        while True:
-            try:
-                async with asyncio.timeout(self._idle):
-                    data = await content.readany()
-            except TimeoutError as exc:
-                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
-                                  timeout=True) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
-            if not data:
-                return
-            events, rest = split_events(rest + data if rest else data)
+        while (events := await self._sse.read()) is not None:
             out = []
             for ev in events:
                 payload = event_data(ev)
