@@ -43,6 +43,11 @@ class Request:
         return raw.decode("latin-1") if raw is not None else None
 
     async def body(self, limit: int) -> bytes:
+        chunks = [chunk async for chunk in self.chunks(limit)]
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def chunks(self, limit: int):
+        """The body as it arrives: a 413 once it is (or says it will be) larger than `limit`."""
         declared = self.header(b"content-length")
         if declared is not None:
             try:
@@ -50,7 +55,6 @@ class Request:
                     raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
             except ValueError:
                 raise InvalidRequest("Invalid Content-Length header.") from None
-        chunks = []
         size = 0
         while True:
             message = await self.receive()
@@ -61,10 +65,9 @@ class Request:
                 size += len(chunk)
                 if size > limit:
                     raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-                chunks.append(chunk)
+                yield chunk
             if not message.get("more_body", False):
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json(self, limit: int) -> object:
         raw = await self.body(limit)

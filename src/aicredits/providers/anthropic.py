@@ -24,7 +24,6 @@ import orjson
 
 from aicredits.domain.media import InputCosts
 from aicredits.domain.usage import token_count
-from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
     anthropic_input_costs,
@@ -34,7 +33,7 @@ from aicredits.providers.anthropic_translate import (
     to_openai,
 )
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import map_status, post, read_all, scrub
+from aicredits.providers.http import UpstreamClient, scrub
 from aicredits.providers.sse import SSEReader, parse_event
 from aicredits.settings import ProviderSettings
 
@@ -179,19 +178,17 @@ class AnthropicProvider:
         self.name = settings.name
         self.kind = settings.kind
         self._base = settings.base_url.rstrip("/")
-        self._secrets = tuple(s for s in (settings.api_key,) if s)
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
                    "accept-encoding": "identity"}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         headers.update({k.lower(): v for k, v in settings.headers.items()})   # e.g. anthropic-beta
-        self._headers = headers
-        # versions from 2026-10-21 on refuse sampling parameters (protocols.md §4.1)
+        # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "Anthropic")
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
+        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
+                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
+        self._secrets = self._http.secrets
         self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
-        self._idle = idle_timeout
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         return anthropic_input_costs(upstream_id)
@@ -206,40 +203,20 @@ class AnthropicProvider:
                 payload.pop(k, None)
         return orjson.dumps(payload), json_mode, ttl
 
-    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
-        return await post(self._session, self.name, self.url(), payload, self._headers, self._timeout,
-                          self.first_byte_timeout)
-
-    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
-        return await read_all(resp, self.name, self._idle)
-
     async def chat(self, body: dict, target) -> ChatResult:
         payload, json_mode, ttl = self._payload(body, target, stream=False)
-        resp = await self._post(payload)
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        data, _ = await self._http.call_json(self.url(), payload)
+        if not isinstance(data.get("content"), list):
+            raise self._http.unexpected()
         try:
             return ChatResult(to_openai(data, json_mode, ttl))
         except (TypeError, ValueError) as exc:   # a tool input nested past orjson's limit
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.") from exc
+            raise self._http.unexpected() from exc
 
     async def stream(self, body: dict, target) -> AnthropicStream:
         payload, json_mode, ttl = self._payload(body, target, stream=True)
-        resp = await self._post(payload)
-        if resp.status != 200:
-            raw = await self._read_all(resp)
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        if "text/event-stream" not in resp.headers.get("content-type", ""):
-            await self._read_all(resp)
-            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return AnthropicStream(resp, self._idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
+        resp = await self._http.open_stream(self.url(), payload)
+        return AnthropicStream(resp, self._http.idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
 
     async def close(self) -> None:
         return None
