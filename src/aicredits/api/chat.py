@@ -26,23 +26,39 @@ def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def chat_completions(gw, req: Request, send) -> None:
+async def json_call(gw, req: Request, send, create) -> None:
+    """A metered call with a JSON request and a JSON answer (embeddings, images): `create(body,
+    auth, request_id, started)` gives (the answer's bytes, its Meter), while the client is watched."""
     auth = await gw.keys.authenticate(req.authorization())
     body = await req.json(gw.settings.max_body_bytes)
-    chat = gw.chat
+    raw, meter = await until_answered(req.receive, create(body, auth, req.request_id, req.scope["aicredits.started"]))
+    await send_bytes(send, 200, raw, metered_headers(req.request_id, meter))
+
+
+async def opened_call(gw, req: Request, send, svc, meter_of, relay) -> None:
+    """A call that may stream (chat, responses): `svc.open` checks and holds, then the whole
+    answer (with the cost headers) or the stream (`relay(call, opened)` gives its bytes), while
+    the client is watched. `meter_of(call)` is the call's Meter."""
+    auth = await gw.keys.authenticate(req.authorization())
+    body = await req.json(gw.settings.max_body_bytes)
 
     async def answer():
         """The whole answer, or an opened stream (before its first byte)."""
-        call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
-        return call, await (chat.start_stream(call) if call.stream else chat.complete(call))
+        call = await svc.open(body, auth, req.request_id, req.scope["aicredits.started"])
+        return call, await (svc.start_stream(call) if call.stream else svc.complete(call))
 
     call, out = await until_answered(req.receive, answer())
+    meter = meter_of(call)
     if not call.stream:
-        await send_bytes(send, 200, out, metered_headers(req.request_id, call))
+        await send_bytes(send, 200, out, metered_headers(req.request_id, meter))
         return
     headers = call_headers(req.request_id)
-    headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
-    await stream_response(send, req.receive, call, chat.relay(call, out), headers)
+    headers.append((b"x-aicredits-overhead-ms", f"{meter.overhead_ms():.3f}".encode()))
+    await stream_response(send, req.receive, meter, relay(call, out), headers)
+
+
+async def chat_completions(gw, req: Request, send) -> None:
+    await opened_call(gw, req, send, gw.chat, lambda call: call, gw.chat.relay)
 
 
 async def stream_response(send, receive, call, chunks, headers) -> None:

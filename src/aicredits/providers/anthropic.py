@@ -33,7 +33,7 @@ from aicredits.providers.anthropic_translate import (
     to_openai,
 )
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import UpstreamClient, scrub
+from aicredits.providers.http import HTTPProvider, scrub
 from aicredits.providers.sse import SSEReader, parse_event
 from aicredits.settings import ProviderSettings
 
@@ -172,12 +172,8 @@ class AnthropicStream:
         self._resp.close()   # drops the connection, which cancels the upstream generation
 
 
-class AnthropicProvider:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
-        self._base = settings.base_url.rstrip("/")
+class AnthropicProvider(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
                    "accept-encoding": "identity"}
         if settings.api_key:
@@ -185,10 +181,7 @@ class AnthropicProvider:
         headers.update({k.lower(): v for k, v in settings.headers.items()})   # e.g. anthropic-beta
         # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "Anthropic")
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
-        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
-                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
-        self._secrets = self._http.secrets
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
+        super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         return anthropic_input_costs(upstream_id)
@@ -218,5 +211,3 @@ class AnthropicProvider:
         resp = await self._http.open_stream(self.url(), payload)
         return AnthropicStream(resp, self._http.idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
 
-    async def close(self) -> None:
-        return None

@@ -253,3 +253,21 @@ class UpstreamClient:
             await self.read(resp)
             raise UpstreamError(f"The {self.provider} provider did not answer with a stream.")
         return resp
+
+
+class HTTPProvider:
+    """What every provider spoken to over HTTP has: its name and kind, its base URL, and its
+    UpstreamClient with the gateway's (or its own) timeouts and its default headers."""
+
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, headers: dict, *,
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._base = settings.base_url.rstrip("/")
+        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
+                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
+        self._secrets = self._http.secrets
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
+
+    async def close(self) -> None:
+        return None   # the session is the gateway's

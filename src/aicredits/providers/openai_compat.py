@@ -16,7 +16,7 @@ from aicredits.domain.media import GeminiImages, InputCosts, PatchImages, TileIm
 from aicredits.errors import UpstreamError
 from aicredits.providers.audio_codec import conform
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import UpstreamClient, scrub, upload_form
+from aicredits.providers.http import HTTPProvider, scrub, upload_form
 from aicredits.providers.sse import SSEReader, event_data
 from aicredits.settings import ProviderSettings
 
@@ -173,12 +173,8 @@ class OpenAIStream:
         self._resp.close()
 
 
-class OpenAICompatible:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
-        self._base = settings.base_url.rstrip("/")
+class OpenAICompatible(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
         self._azure_version = settings.api_version if settings.kind == "azure" else None
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.api_key and self._azure_version:
@@ -186,10 +182,7 @@ class OpenAICompatible:
         elif settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
         headers.update(settings.headers)
-        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
-                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
-        self._secrets = self._http.secrets
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
+        super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         return openai_input_costs(self.kind, upstream_id)
@@ -293,5 +286,3 @@ class OpenAICompatible:
         payload = orjson.dumps({**body, "model": target.upstream_id, "stream": True})
         return self._stream(await self._http.open_stream(self._responses_url(), payload))
 
-    async def close(self) -> None:
-        return None

@@ -26,7 +26,7 @@ from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
 from aicredits.providers.audio_codec import conform, decode_pcm, encode_pcm, wav_bytes
 from aicredits.providers.base import AudioUpload, MediaResult
-from aicredits.providers.http import UpstreamClient, upload_form
+from aicredits.providers.http import HTTPProvider, upload_form
 from aicredits.settings import ProviderSettings
 
 MAX_CHARS = 1500             # bulbul:v2's limit per request
@@ -148,17 +148,11 @@ def render_transcript(text: str, language: str | None, duration: float, fmt: str
     return MediaResult(orjson.dumps(doc), "application/json")
 
 
-class SarvamProvider:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
-        self._base = settings.base_url.rstrip("/")
+class SarvamProvider(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
         headers = {"api-subscription-key": settings.api_key or "", "Content-Type": "application/json",
                    "Accept-Encoding": "identity", **settings.headers}
-        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
-                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
+        super().__init__(settings, session, headers, **timeouts)
 
     async def _call(self, path: str, payload) -> dict:
         """POST (JSON, or a form); the answer, a JSON object (an error status is our error, key and
@@ -239,5 +233,3 @@ class SarvamProvider:
         language = data.get("language_code") if isinstance(data.get("language_code"), str) else None
         return render_transcript(text, language, upload.duration, upload.response_format)
 
-    async def close(self) -> None:
-        return None
