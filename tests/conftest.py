@@ -59,7 +59,7 @@ def free_port() -> int:
 
 def expected_micros(entry: dict, prompt: int, completion: int, cached: int = 0,
                     usd_inr: str = USD_INR, markup: str = MARKUP) -> int:
-    """The charge the SPEC defines, computed independently from an /api/models entry."""
+    """The charge docs/billing.md defines ("The charge formula"), computed independently from an /api/models entry."""
     from decimal import Decimal
 
     for tier in entry.get("tiers") or ():   # a prompt above a tier's threshold: its prices

@@ -30,7 +30,7 @@ def micros(inr) -> int:
 
 
 def computed_hold() -> int:
-    """The hold SPEC §6 defines for BODY: prompt bound at the dearest input price + max_tokens of output."""
+    """The hold docs/billing.md ("What the hold covers") defines for BODY: prompt bound at the dearest input price + max_tokens of output."""
     spec = load_catalog().get(MODEL)
     prices = token_prices(spec, Rates(to_fraction(USD_INR), to_fraction(MARKUP)))
     return ceil_fraction(prompt_token_bound(BODY, spec.context_window) * prices.max_input

@@ -1,4 +1,4 @@
-"""SPEC §3's end-state table, one test per row: what the client sees and the exact charge.
+"""The end-state table of docs/billing.md ("How each way a call can end is billed"), one test per row: what the client sees and the exact charge.
 
 After every call: the wallet's `total_spent` (micro-INR), the usage row written for the call
 (`aicredits usage --json`: end_state, cost, tokens), `held` back to 0, and `ledger verify` exit 0.

@@ -1,5 +1,5 @@
 """Every bad input gets the reference's error shape {"error": {"message", "type", "code" == status}}
-with the SPEC's status and type, and never a 500; nothing bad is forwarded upstream."""
+with the status and type docs/errors.md gives, and never a 500; nothing bad is forwarded upstream."""
 
 from __future__ import annotations
 

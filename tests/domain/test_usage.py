@@ -107,7 +107,8 @@ def test_openai_usage_with_details():
 
 
 def test_anthropic_usage_normalised_by_the_adapter():
-    # input 100, cache read 1000, cache write 500 of which 200 with the 1-hour TTL (SPEC section 6)
+    # input 100, cache read 1000, cache write 500 of which 200 with the 1-hour TTL (docs/billing.md,
+    # "The charge formula")
     u = usage_from_openai({
         "prompt_tokens": 1600, "completion_tokens": 50,
         "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 500,

@@ -1,6 +1,6 @@
 """Anthropic's Messages API (`POST {base}/v1/messages`, `x-api-key`, `anthropic-version:
 2023-06-01`), translated at the edge to and from the gateway's OpenAI shape
-(anthropic_translate.py). Streams are translated event by event (protocols.md §4.7):
+(anthropic_translate.py). Streams are translated event by event:
 
   message_start        -> role chunk (id, model and input/cache usage kept)
   text_delta           -> content delta
@@ -179,7 +179,8 @@ class AnthropicProvider(HTTPProvider):
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         headers.update({k.lower(): v for k, v in settings.headers.items()})   # e.g. anthropic-beta
-        # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "Anthropic")
+        # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "What the gateway
+        # smooths over")
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
         super().__init__(settings, session, headers, **timeouts)
 

@@ -92,7 +92,7 @@ def _retry_after(headers) -> int | None:
 
 
 def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
-    """An upstream error status as the client should see it (SPEC §6), marked for the router
+    """An upstream error status as the client should see it (docs/errors.md), marked for the router
     (docs/errors.md, "Retries"): 429 and 5xx refusals cannot have been processed, so they may be
     retried and fall back; credentials, billing and unknown models may fall back; a 408/504 is a
     timeout behind the provider, after which the request may have been processed: neither."""
