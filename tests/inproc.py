@@ -92,11 +92,11 @@ async def running(db_url: str, upstream, state_dir, admin_url: str | None = None
 
 
 class InProcessGateway:
-    """An InProc on a private event loop, for sync tests; SQLite in `workdir`. `env` is added to
-    the base settings (name the upstreams there: `upstream_env(fake)`)."""
+    """An InProc on a private event loop, for sync tests; on `db_url` (SQLite in `workdir` when not
+    given). `env` is added to the base settings (name the upstreams there: `upstream_env(fake)`)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.url = f"sqlite:///{workdir}/aicredits.db"
+    def __init__(self, workdir: Path, env: dict[str, str], db_url: str | None = None) -> None:
+        self.url = db_url or f"sqlite:///{workdir}/aicredits.db"
         self.env = base_env(self.url, workdir, **env)
         self.loop = asyncio.new_event_loop()
         self.g: InProc | None = None

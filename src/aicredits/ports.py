@@ -87,6 +87,10 @@ class BillingStore(Protocol):
     async def credits(self, account_id: int, key_id: str | None) -> dict: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+    async def holds_outstanding(self) -> tuple[int, int]:
+        """(count, micro-INR) of the holds not yet settled, for /metrics."""
+    def pool_stats(self) -> dict:
+        """This process's connections: size, in_use, max, waiting (and acquires, wait_seconds)."""
 
 
 class Mailer(Protocol):

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from aicredits.domain.cache_rules import CACHE_ENV, CachePolicy, load_policy
 from aicredits.domain.catalog import ENDPOINTS
 from aicredits.domain.money import to_fraction
 from aicredits.domain.payments import TopupTerms, parse_inr, percent
@@ -34,7 +35,7 @@ CONFIG_ENV = "AICREDITS_CONFIG"
 TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
 PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
-                         "razorpay_webhook_secret"})   # never echoed in an error
+                         "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
 PAYMENT_PROVIDERS = ("razorpay", "test")
 
 
@@ -87,6 +88,15 @@ def _url(value: Any) -> Any:
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _otlp_headers(value: Any) -> Any:
+    """'name=value,name2=value2' (the OTLP exporters' header list)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not all("=" in p and p.split("=", 1)[0].strip() for p in value.split(",")):
+        raise ValueError("must be name=value pairs separated by commas")
     return value
 
 
@@ -179,6 +189,13 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
+    # observability (docs/operations.md)
+    metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
+    otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
+    otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
+    otel_service_name: str = "aicredits"
+    otel_sample_ratio: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    otel_propagate_upstream: bool = False    # send the attempt's traceparent to providers
     # top-ups (docs/payments.md); amounts in rupees, percentages of 100
     payment_providers: Annotated[tuple[str, ...] | None, BeforeValidator(_names)] = None  # default: razorpay if keyed
     razorpay_key_id: str | None = None
@@ -271,6 +288,7 @@ class Settings(GatewaySettings):
     config_path: str | None = None                              # AICREDITS_CONFIG
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
+    cache: Annotated[Any, Field(default_factory=CachePolicy)]   # response caches: AICREDITS_CACHE_*, [cache]
     key_cache_seconds: ClassVar[float] = 1.0   # a revoked key is refused within this (not a setting)
 
     @property
@@ -371,6 +389,7 @@ class ConfigFile(_Strict):
     gateway: dict[str, Any] = Field(default_factory=dict)     # checked as GatewaySettings
     providers: dict[str, ProviderTable] = Field(default_factory=dict)
     models: list[ModelRow] = Field(default_factory=list)
+    cache: dict[str, Any] = Field(default_factory=dict)       # checked by domain/cache_rules.load_policy
 
 
 # ------------------------------------------------------------------------------- loading
@@ -450,9 +469,9 @@ def _read_file(path: str) -> dict:
 
 def _check_env_names(env: Mapping[str, str]) -> None:
     unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in ENV_NAMES
-                     and n != CONFIG_ENV and n not in TOOL_ENV)
+                     and n != CONFIG_ENV and n not in TOOL_ENV and n not in CACHE_ENV)
     if unknown:
-        known = [*ENV_NAMES, CONFIG_ENV]
+        known = [*ENV_NAMES, CONFIG_ENV, *CACHE_ENV]
         raise SettingsError("; ".join(f"{n} (environment variable): unknown setting{_suggest(n, known)}"
                                       for n in unknown) + "; docs/configuration.md lists the settings")
 
@@ -517,8 +536,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("; ".join(errors))
     extra_models = tuple(row.model_dump(exclude_none=True) for row in cfg.models)
     _check_catalog(extra_models, path)
+    try:
+        cache = load_policy(env, cfg.cache)
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (docs/caching.md)") from None
     return Settings(**gateway.model_dump(), config_path=path, providers=_providers(env, cfg.providers, path),
-                    extra_models=extra_models)
+                    extra_models=extra_models, cache=cache)
 
 
 def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:

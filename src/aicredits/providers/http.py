@@ -21,6 +21,7 @@ from aicredits.errors import (
 )
 from aicredits.providers.base import AudioUpload
 from aicredits.settings import ProviderSettings
+from aicredits.telemetry import UPSTREAM_HEADERS
 
 # What never reaches a client in a provider's message (docs/errors.md, "Redaction"): keys and
 # tokens, and the operator's account identifiers. An id-shaped word needs a digit or a capital
@@ -187,13 +188,17 @@ class UpstreamClient:
         """POST and wait for the response head. A connection that could not be made (refused, reset
         or timed out while connecting, before the request was sent) may be retried; a timeout
         waiting for the head or a connection lost after the request went out may not. A form
-        (upload_form) brings its own Content-Type."""
+        (upload_form) brings its own Content-Type. Nothing of the client's request headers is
+        sent; the trace context only when AICREDITS_OTEL_PROPAGATE_UPSTREAM is on."""
+        headers = headers or self.headers
         if isinstance(payload, aiohttp.FormData):
-            headers = {k: v for k, v in (headers or self.headers).items() if k.lower() != "content-type"}
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        trace = UPSTREAM_HEADERS.get()
+        if trace:
+            headers = {**headers, **trace}
         try:
             async with asyncio.timeout(self.first_byte):
-                return await self.session.post(url, data=payload, headers=headers or self.headers,
-                                               timeout=self.timeout)
+                return await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise connect_error(self.provider) from exc
         except TimeoutError as exc:

@@ -24,6 +24,7 @@ from aicredits.errors import GatewayError, InternalError, InvalidRequest, RateLi
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
+from aicredits.telemetry import NO_METRICS, NO_TRACING, Metrics, Tracing, current_request
 
 log = logging.getLogger("aicredits.calls")
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Meter:
     end_state: str = "completed"
     error: str | None = None
     cache: str = "bypass"
+    cache_plan: Any = None      # services/cache.py's CachePlan when the cache looked the request up
     client_gone: bool = False
     usage: TokenUsage = field(default_factory=TokenUsage)
     units: int = 0
@@ -152,27 +154,58 @@ def remaining(meter: Meter, max_seconds: float) -> float:
     return meter.started + max_seconds - time.perf_counter()
 
 
+# gen_ai.operation.name of each endpoint's upstream call (the GenAI semantic conventions)
+OPERATIONS = {"chat": "chat", "responses": "chat", "embeddings": "embeddings"}
+
+
 class Metering:
     def __init__(self, billing: Billing, limiter: RateLimiter, rate_window_seconds: float = 60.0, *,
-                 max_seconds: float = 900.0) -> None:
+                 max_seconds: float = 900.0, metrics: Metrics = NO_METRICS, tracing: Tracing = NO_TRACING) -> None:
         self.billing = billing
         self.limiter = limiter
         self._window_ms = max(1, round(rate_window_seconds * 1000))
         self.max_seconds = max_seconds
+        self.metrics = metrics     # counted once per call, when it settles (telemetry.py)
+        self.tracing = tracing
 
     async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
         """Admit the call under its key's rate limits (429), then reserve its worst case (402 with
         what would fit). Every billable endpoint passes here, so no route skips either."""
-        auth = meter.auth
-        if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
-            refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
-            if refused is not None:
-                raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
+        with self.tracing.span("hold"):
+            return await self._hold(meter, planner)
+
+    async def _hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
+        await self.admit(meter)
         plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
         meter.plan = plan
         meter.hold = plan.amount
         self.billing.track(meter.call_id, lambda: 0, lambda: self._row(meter, lost=True))
         return plan
+
+    async def admit(self, meter: Meter) -> None:
+        """The key's rate limits (429). Alone only for a call that costs nothing and holds nothing
+        (a free cache hit, services/cache.py)."""
+        auth = meter.auth
+        if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
+            refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
+            if refused is not None:
+                self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
+                raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
+
+    def free_call(self, meter: Meter) -> dict:
+        """The usage record of a call that costs nothing and held nothing (a free cache hit),
+        counted and logged like any call; the caller writes it."""
+        row = dict(self._row(meter), cost=0, hold=0)
+        meter.settled = SettleResult(0, None, None)
+        u = meter.usage
+        self._count(meter, u)
+        log.info("call", extra={"fields": {
+            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
+            "model": meter.model, "cache": meter.cache,
+            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
+            "cost_micros": 0, "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"], "pending": False}})
+        return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
         """Reserve a known worst case (images, speech, audio, embeddings)."""
@@ -186,7 +219,9 @@ class Metering:
         504); if every attempt fails, the hold is released (nothing charged) and the error raised."""
         async def attempt(target):
             meter.served_by(target)
-            return await self.upstream(meter, call(target))
+            with self.tracing.attempt(OPERATIONS.get(meter.endpoint, meter.endpoint), target.spec.provider,
+                                      target.upstream_id, target.name):
+                return await self.upstream(meter, call(target))
         deadline = asyncio.timeout(remaining(meter, self.max_seconds))
         try:
             async with deadline:
@@ -274,7 +309,8 @@ class Metering:
 
     async def settle(self, meter: Meter, charge: int) -> SettleResult:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""
-        return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
+        with self.tracing.span("settle"):
+            return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
 
     async def fail(self, meter: Meter, exc, end_state: str = "upstream_error") -> SettleResult:
         meter.status, meter.error, meter.end_state = exc.status, exc.message, end_state
@@ -300,10 +336,29 @@ class Metering:
         tokens = u.prompt_tokens + u.completion_tokens
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
+        self._count(meter, u)
         log.info("call", extra={"fields": {
-            "request_id": meter.request_id, "endpoint": meter.endpoint, "model": meter.model,
+            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
+            "model": meter.model, "cache": meter.cache,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
             "cost_micros": meter.settled.charged, "latency_ms": row["latency_ms"],
             "overhead_ms": row["overhead_ms"], "pending": meter.settled.pending}})
         return meter.settled
+
+    def _count(self, meter: Meter, u: TokenUsage) -> None:
+        """The call's metrics and its span's usage, once, as it settles."""
+        state = current_request()
+        if state is not None:
+            state.settled = True
+        charged = meter.settled.charged
+        self.metrics.settled(state.route if state is not None else meter.endpoint, meter.model, meter.provider,
+                             meter.status, meter.cache, meter.overhead_ms() / 1000, meter.upstream_seconds,
+                             u.prompt_tokens, u.completion_tokens, charged)
+        self.tracing.call_done(meter.provider, meter.model, u.prompt_tokens, u.completion_tokens, charged,
+                               meter.request_id)
+
+
+def _route(meter: Meter) -> str:
+    state = current_request()
+    return state.route if state is not None else meter.endpoint

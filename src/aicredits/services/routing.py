@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
 from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, UpstreamTimeout
+from aicredits.telemetry import NO_METRICS, Metrics
 
 log = logging.getLogger("aicredits.routing")
 T = TypeVar("T")
@@ -78,12 +79,13 @@ class Breaker:
 
 class Router:
     def __init__(self, catalog: Catalog, providers: dict[str, object], policy: RoutePolicy | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics = NO_METRICS) -> None:
         self.catalog = catalog
         self.providers = providers
         self.policy = policy or RoutePolicy()
         self._rng = rng or random.Random()
         self._breakers: dict[str, Breaker] = {}
+        self.metrics = metrics   # counts failed attempts (telemetry.py)
 
     # ------------------------------------------------------------------ which models
     def _check(self, model: str, endpoint: str) -> ModelSpec:
@@ -143,6 +145,12 @@ class Router:
             pool.sort(key=lambda d: not self._breaker(d.name).closed(now))
         return [Target(spec, d, self.providers[d.provider]) for d in pool]
 
+    def breaker_states(self) -> dict[str, tuple[int, float]]:
+        """deployment name -> (consecutive failures, seconds its breaker stays open; 0: closed),
+        for the deployments that have been called."""
+        now = time.monotonic()
+        return {name: (b.failures, max(0.0, b.open_until - now)) for name, b in self._breakers.items()}
+
     def breaker_open(self, target: Target) -> bool:
         b = self._breakers.get(target.name)
         return b is not None and not b.closed(time.monotonic())
@@ -185,10 +193,12 @@ class Router:
                         if not bound.expired():
                             raise
                         breaker.failure(time.monotonic(), self.policy)
+                        self.metrics.upstream_failed(target.deployment.provider, target.name, UpstreamTimeout.status)
                         log.warning("attempt %d on %s passed the call's deadline", n + 1, target.name)
                         raise UpstreamTimeout(f"The {target.deployment.provider} provider did not answer in time.") \
                             from None
                     except GatewayError as exc:
+                        self.metrics.upstream_failed(target.deployment.provider, target.name, exc.status)
                         if exc.retryable or exc.provider_fault:
                             breaker.failure(time.monotonic(), self.policy)
                         if not (exc.retryable or exc.fallback):

@@ -62,6 +62,7 @@ class SqliteBilling:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.busy = False
         self._thread = threading.Thread(target=self._run, name="aicredits-sqlite-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -103,7 +104,9 @@ class SqliteBilling:
                     stop = True
                     break
                 batch.append(nxt)
+            self.busy = True   # pool_stats: the writer is in a transaction
             self._execute(conn, batch)
+            self.busy = False
             if stop:
                 break
         conn.close()
@@ -196,6 +199,15 @@ class SqliteBilling:
 
     async def ping(self) -> None:
         await self._submit(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def holds_outstanding(self) -> tuple[int, int]:
+        row = await self._submit(lambda conn: conn.execute(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM holds").fetchone())
+        return int(row[0]), int(row[1])
+
+    def pool_stats(self) -> dict:
+        """SQLite's "pool" is the one writer thread: operations queued for it are waiting."""
+        return {"size": 1, "in_use": int(self.busy), "max": 1, "waiting": self._queue.qsize()}
 
     async def close(self) -> None:
         self._queue.put(None)
