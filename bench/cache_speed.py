@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aicredits.domain.cache_rules import CachePolicy  # noqa: E402
-from aicredits.services.cache import CacheService  # noqa: E402
+from aicredits.domain.cache_rules import CachePolicy
+from aicredits.services.cache import CacheService
 
 
 def pct(xs, q):

@@ -143,7 +143,7 @@ def test_bad_variable_values_are_named(name, value, says):
     ("[gateway]\nmax_body_bytes = -1\n", "[gateway] max_body_bytes: input should be greater than or equal to 1"),
     ("[gateway]\nmax_body_bytes = true\n", "[gateway] max_body_bytes: must be a number, not true/false"),
     ("[providers.x]\nbase_url = 'http://x'\ntimeout = -1\n", "[providers.x] timeout: input should be greater than 0"),
-    ("[providers.x]\nbase_url = 'http://x'\nkind = 'grpc'\n", "[providers.x] kind: input should be 'openai'"),
+    ("[providers.x]\nbase_url = 'http://x'\nkind = 'grpc'\n", "[providers.x] kind: unknown provider kind 'grpc' (known: anthropic, azure, demo, gemini, openai, "),
     ("[providers.x]\nkind = 'azure'\nbase_url = 'http://x'\n", "[providers.x]: kind azure needs api_version"),
     ("[providers.x]\nkind = 'openai_compatible'\n", "[providers.x] base_url: is required"),
     ("[[models]]\nid = 'x/m'\ninput_cost_per_1m = -1\n", '[[models]] #1 (id "x/m") input_cost_per_1m: must not be negative'),

@@ -60,16 +60,16 @@ class InsufficientCredits(GatewayError):
     status, type = 402, "insufficient_credits"
 
 
-class PermissionDenied(GatewayError):
-    status, type = 403, "permission_denied"
-
-
 class NotFound(GatewayError):
     status, type = 404, "not_found_error"
 
 
 class MethodNotAllowed(GatewayError):
     status, type = 405, "invalid_request_error"
+
+
+class RequestTimeout(GatewayError):
+    status, type = 408, "invalid_request_error"
 
 
 class RequestTooLarge(GatewayError):

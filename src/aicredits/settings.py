@@ -33,7 +33,6 @@ ENV_PREFIX = "AICREDITS_"
 CONFIG_ENV = "AICREDITS_CONFIG"
 # AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
 TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
-PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
                          "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
 PAYMENT_PROVIDERS = ("razorpay", "test")
@@ -164,6 +163,13 @@ class GatewaySettings(_Strict):
     settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
     state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
     max_body_bytes: Count = 40 * 1024 * 1024
+    # hostile clients (docs/operations.md, "Hostile clients"): what one process lets bodies,
+    # keys and connections take
+    body_bytes_in_flight: Count = 256 * 1024 * 1024   # bodies being received and parsed at once
+    key_max_concurrent: Count | None = None          # requests in flight per API key (None: no cap)
+    header_timeout: Seconds = 10.0                   # a request's line and headers, from its first byte
+    body_timeout: Seconds = 60.0                     # a request's whole body, from its headers' end
+    max_connections: Count = 1000                    # open client connections per process
     retries: Annotated[int, BeforeValidator(_not_bool), Field(ge=0)] = 2
     retry_base_delay: Seconds = 0.2
     retry_max_delay: Seconds = 2.0
@@ -189,7 +195,7 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
-    # observability (docs/operations.md)
+    # observability settings, described in docs/operations.md
     metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
     otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
     otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
@@ -235,6 +241,14 @@ class GatewaySettings(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _body_budget(self):
+        if self.body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(f"AICREDITS_BODY_BYTES_IN_FLIGHT ({self.body_bytes_in_flight}) must be at least "
+                             f"AICREDITS_MAX_BODY_BYTES ({self.max_body_bytes}), or the largest body is never "
+                             "accepted")
+        return self
+
+    @model_validator(mode="after")
     def _dashboard_pairs(self):
         oidc = (self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret)
         if any(oidc) and not all(oidc):
@@ -274,7 +288,7 @@ class PaymentSettings:
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str
-    kind: str                      # openai | openai_compatible | anthropic | gemini | sarvam | azure | demo
+    kind: str                      # a kind registered in providers/registry.py (openai, anthropic, ...)
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -328,7 +342,7 @@ ENV_NAMES = {ENV_PREFIX + name.upper(): name for name in SCALARS}
 # ------------------------------------------------------------------------------- the TOML file
 class ProviderTable(_Strict):
     """[providers.NAME]"""
-    kind: Literal[PROVIDER_KINDS] | None = None   # default: a built-in name's own kind, else openai_compatible
+    kind: str | None = None   # a registered kind (providers/registry.py); default: a built-in name's own kind, else openai_compatible
     base_url: str | None = None
     api_key_env: str | None = None                 # the variable holding the key
     api_key: str | None = Field(default=None, repr=False)
@@ -337,12 +351,6 @@ class ProviderTable(_Strict):
     connect_timeout: Seconds | None = None
     timeout: Seconds | None = None
     stream_idle_timeout: Seconds | None = None
-
-    @model_validator(mode="after")
-    def _azure_needs_a_version(self):
-        if self.kind == "azure" and not self.api_version:
-            raise ValueError("kind azure needs api_version")
-        return self
 
 
 class TierRow(_Strict):
@@ -517,6 +525,15 @@ def _providers(env: Mapping[str, str], tables: Mapping[str, ProviderTable], path
     return providers
 
 
+def _check_kinds(providers: Mapping[str, ProviderSettings], path: str | None) -> None:
+    """Each provider's kind is registered (providers/registry.py) and its table suits that kind."""
+    from aicredits.providers.registry import config_problem
+    problems = [f"{path}: [providers.{name}]{'' if msg.startswith('kind:') else ':'} {msg}"
+                for name, p in providers.items() if (msg := config_problem(p))]
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (os.environ unless given) and the TOML file once; raise
     SettingsError, one line naming every bad variable or file key."""
@@ -540,8 +557,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache = load_policy(env, cfg.cache)
     except ValueError as exc:
         raise SettingsError(f"{exc} (docs/caching.md)") from None
-    return Settings(**gateway.model_dump(), config_path=path, providers=_providers(env, cfg.providers, path),
-                    extra_models=extra_models, cache=cache)
+    providers = _providers(env, cfg.providers, path)
+    _check_kinds(providers, path)
+    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models,
+                    cache=cache)
 
 
 def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:

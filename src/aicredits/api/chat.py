@@ -32,14 +32,14 @@ def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
 async def json_call(gw, req: Request, send, create) -> None:
     """A metered call with a JSON request and a JSON answer (embeddings, images): `create(body,
     auth, request_id, started)` gives (the answer's bytes, its Meter), while the client is watched."""
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     raw, meter = await until_answered(req.receive, create(body, auth, req.request_id, req.scope["aicredits.started"]))
     await send_bytes(send, 200, raw, metered_headers(req.request_id, meter))
 
 
 async def chat_completions(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
 

@@ -174,6 +174,7 @@ class AnthropicStream:
 
 class AnthropicProvider(HTTPProvider):
     def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
+        self.max_tokens_field = "max_tokens"
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
                    "accept-encoding": "identity"}
         if settings.api_key:

@@ -175,6 +175,10 @@ class OpenAIStream:
 
 class OpenAICompatible(HTTPProvider):
     def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
+        # OpenAI's own API takes max_completion_tokens (o-series refuse max_tokens); the rest max_tokens
+        self.max_tokens_field = "max_completion_tokens" if settings.kind == "openai" else "max_tokens"
+        # /v1/responses is forwarded as is to OpenAI and Azure; other servers get it translated to chat
+        self.native_responses = settings.kind in ("openai", "azure")
         self._azure_version = settings.api_version if settings.kind == "azure" else None
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.api_key and self._azure_version:

@@ -183,7 +183,8 @@ class AudioService(FixedPriceService):
         chain = self._router.chain(upstream["model"], "speech", body.get("models"))
         chars = len(upstream["input"])      # Unicode code points
         meter = Meter(request_id, auth, "speech", started, units=chars)
-        result = await self._priced(meter, chain, "speech", upstream, lambda s: chars_cost(s, self._rates, chars))
+        result = await self._priced(meter, chain, lambda t: t.provider.speech(upstream, t),
+                                    lambda s: chars_cost(s, self._rates, chars))
         return result, meter
 
     async def transcribe(self, req: TranscriptionRequest, auth: KeyAuth, request_id: str,
@@ -194,6 +195,6 @@ class AudioService(FixedPriceService):
         upload = AudioUpload(req.audio, f"audio.{info.ext}", info.content_type, info.duration, req.response_format,
                              req.fields)
         meter = Meter(request_id, auth, "transcription", started, units=seconds)
-        result = await self._priced(meter, chain, "transcribe", upload,
+        result = await self._priced(meter, chain, lambda t: t.provider.transcribe(upload, t),
                                     lambda s: audio_seconds_cost(s, self._rates, seconds))
         return result, meter

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import orjson
 
@@ -29,7 +30,7 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
 from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -126,17 +127,17 @@ class ChatService:
         if not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
-        key = "max_completion_tokens" if getattr(target.provider, "kind", "") == "openai" else "max_tokens"
-        body[key] = plan.max_tokens
+        body[cast(ChatProvider, target.provider).max_tokens_field] = plan.max_tokens
         return body
 
     def _cost(self, meter: Meter, usage: TokenUsage) -> int:
         meter.usage = usage
         return min(self.prices(meter.target.spec).cost(usage), meter.hold)
 
-    async def _route(self, meter: Meter, how: str):
+    async def _route(self, meter: Meter, stream: bool):
         def call(target: Target):
-            return getattr(target.provider, how)(self._upstream_body(meter, target), target)
+            provider = cast(ChatProvider, target.provider)   # a chat model's: checked at start-up
+            return (provider.stream if stream else provider.chat)(self._upstream_body(meter, target), target)
         result, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return result
 
@@ -144,7 +145,7 @@ class ChatService:
     async def complete(self, meter: Meter, render: Callable[[dict, TokenUsage], bytes] | None = None) -> bytes:
         """The answer's bytes: the provider's (or `render(data, usage)`, e.g. as a Response),
         made before the call is settled, so a failure to make them is never charged."""
-        result = await within_limit(self._route(meter, "chat"), self._max_seconds)
+        result = await within_limit(self._route(meter, False), self._max_seconds)
         data = result.data
         usage = reported = reported_usage(meter, data.get("usage"))
         # an unreadable answer is charged its reported usage, if valid, else nothing
@@ -179,7 +180,7 @@ class ChatService:
     # ------------------------------------------------------------------ streaming
     async def start_stream(self, meter: Meter):
         """Open the upstream stream (retries and fallbacks happen here, before any output)."""
-        return await self._route(meter, "stream")
+        return await self._route(meter, True)
 
     def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in

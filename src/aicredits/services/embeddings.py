@@ -19,6 +19,7 @@ from aicredits.ports import KeyAuth
 from aicredits.services.answers import reject_malformed, reported_prompt
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
+from aicredits.services.validation import whole_number
 
 MAX_INPUTS = 2048
 
@@ -56,6 +57,7 @@ def validate_embeddings(body: object) -> dict:
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    whole_number(body, "dimensions")
     dims = body.get("dimensions")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
         raise InvalidRequest("'dimensions' must be a positive integer.", param="dimensions")
@@ -82,7 +84,7 @@ class EmbeddingsService(FixedPriceService):
         worst = ceil_fraction(bound * hold_prices(prices, bound).input)   # the dearest tier it can reach
         meter = Meter(request_id, auth, "embeddings", started)
         upstream = {k: v for k, v in body.items() if k != "models"}
-        result, target = await self._call(meter, chain, worst, "embed", lambda t: upstream)
+        result, target = await self._call(meter, chain, worst, lambda t: t.provider.embed(upstream, t))
         data = result.data
         reported = reported_prompt(meter, data.get("usage"))
         prices = token_prices(target.spec, self._rates)

@@ -18,6 +18,7 @@ from aicredits.errors import GatewayError, InvalidRequest
 from aicredits.ports import KeyAuth
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
+from aicredits.services.validation import whole_number
 
 log = logging.getLogger("aicredits.images")
 
@@ -60,6 +61,7 @@ class ImagePlan:
 
 
 def _int(body: dict, key: str, default: int) -> int:
+    whole_number(body, key)
     value = body.get(key, default)
     if value is None:
         return default
@@ -160,8 +162,8 @@ class ImagesService(FixedPriceService):
         chain = [s for s in chain if s.id in plans]
         worst = max(images_cost(p.spec, self._rates, p.price, n) for p in plans.values())
         meter = Meter(request_id, auth, "images", started)
-        result, target = await self._call(meter, chain, worst, "images",
-                                          lambda t: upstream_body(body, plans[t.spec.id], n))
+        result, target = await self._call(meter, chain, worst,
+                                          lambda t: t.provider.images(upstream_body(body, plans[t.spec.id], n), t))
         data = result.data
         images = data.get("data") if isinstance(data.get("data"), list) else []
         meter.units = count = min(len(images), n)

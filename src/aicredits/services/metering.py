@@ -20,7 +20,7 @@ from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
 from aicredits.domain.usage import usage_row
-from aicredits.errors import GatewayError, InternalError, InvalidRequest, RateLimited, UpstreamTimeout
+from aicredits.errors import GatewayError, InternalError, RateLimited, UpstreamTimeout
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
@@ -114,14 +114,6 @@ async def within_limit(aw: Awaitable[T], max_seconds: float) -> T:
             return await aw
     except TimeoutError:
         raise UpstreamTimeout(too_long(max_seconds)) from None
-
-
-def capability(target, name: str):
-    """The provider method serving this endpoint, or a 400 naming the model."""
-    fn = getattr(target.provider, name, None)
-    if fn is None:
-        raise InvalidRequest(f"The provider of '{target.spec.id}' does not serve this endpoint.", param="model")
-    return fn
 
 
 class _Deadline:
