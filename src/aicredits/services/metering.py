@@ -191,12 +191,7 @@ class Metering:
         meter.settled = SettleResult(0, None, None)
         u = meter.usage
         self._count(meter, u)
-        log.info("call", extra={"fields": {
-            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
-            "model": meter.model, "cache": meter.cache,
-            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": 0, "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"], "pending": False}})
+        self._log_call(meter, row)
         return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
@@ -329,14 +324,20 @@ class Metering:
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
         self._count(meter, u)
+        self._log_call(meter, row)
+        return meter.settled
+
+    @staticmethod
+    def _log_call(meter: Meter, row: dict) -> None:
+        """The one log line of a settled call (docs/operations.md, "Logs")."""
+        u, settled = meter.usage, meter.settled
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
             "model": meter.model, "cache": meter.cache,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": meter.settled.charged, "latency_ms": row["latency_ms"],
-            "overhead_ms": row["overhead_ms"], "pending": meter.settled.pending}})
-        return meter.settled
+            "cost_micros": settled.charged, "latency_ms": row["latency_ms"],
+            "overhead_ms": row["overhead_ms"], "pending": settled.pending}})
 
     def _count(self, meter: Meter, u: TokenUsage) -> None:
         """The call's metrics and its span's usage, once, as it settles."""
