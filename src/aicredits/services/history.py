@@ -1,0 +1,215 @@
+"""One account's billing history and usage, for the dashboard and the admin API.
+
+Every read names the account; an id, cursor or key of another account finds nothing
+(NotFound), so no URL or form reaches another account's data.
+
+Pages are keysets on (created_at, id), newest first. Per-day sums (the usage charts, the
+billing history's charges per day, the range totals) come from daily rollups: a day that is
+over (CLOSE_MARGIN past its end, so no settle can still land in it) is summed once from the
+rows and kept (store/rollups.py); the days still open are summed from the rows on each read.
+Usage records and ledger entries are append-only, so a kept day never changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from aicredits.domain.days import day_start, local_day, segments
+from aicredits.domain.ledger import KINDS
+from aicredits.store import history as repo
+from aicredits.store import rollups
+from aicredits.store.history import Page, UsageFilter, Window
+
+CLOSE_MARGIN_MS = 5 * 60 * 1000
+BUILD_CHUNK_DAYS = 31
+MAX_PAGE = 200
+
+__all__ = ["History", "NotFound", "Page", "UsageFilter"]
+
+
+class NotFound(Exception):
+    """No such entry, call or key in this account."""
+
+
+class _Lost(Exception):
+    """Another process moved the rollup frontier first (the transaction is rolled back)."""
+
+
+@dataclass
+class DaySums:
+    """One local day: per model usage sums and per kind ledger sums."""
+    day: int
+    models: dict[str, dict] = field(default_factory=dict)
+    kinds: dict[str, dict] = field(default_factory=dict)
+
+    def usage_total(self, name: str) -> int:
+        return sum(m[name] for m in self.models.values())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _merge_usage(into: dict, rows) -> None:
+    for day, model, *sums in rows:
+        acc = into.setdefault(day, DaySums(day)).models.setdefault(model, dict.fromkeys(rollups.USAGE_SUMS, 0))
+        for name, v in zip(rollups.USAGE_SUMS, sums, strict=True):
+            acc[name] += int(v)
+
+
+def _merge_ledger(into: dict, rows) -> None:
+    for day, kind, entries, amount, last_id in rows:
+        acc = into.setdefault(day, DaySums(day)).kinds.setdefault(kind, {"entries": 0, "amount": 0, "last_id": 0})
+        acc["entries"] += int(entries)
+        acc["amount"] += int(amount)
+        acc["last_id"] = max(acc["last_id"], int(last_id))
+
+
+def _flatten(days: dict) -> tuple[list, list]:
+    usage = [(d.day, m, *(s[n] for n in rollups.USAGE_SUMS)) for d in days.values() for m, s in d.models.items()]
+    ledger = [(d.day, k, s["entries"], s["amount"], s["last_id"]) for d in days.values() for k, s in d.kinds.items()]
+    return usage, ledger
+
+
+class History:
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------ daily sums
+    async def _sum_rows(self, conn, account_id: int, lo: int, hi: int, tz: ZoneInfo) -> dict[int, DaySums]:
+        days: dict[int, DaySums] = {}
+        for seg in segments(lo, hi, tz):
+            _merge_usage(days, await rollups.usage_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
+            _merge_ledger(days, await rollups.ledger_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
+        return days
+
+    async def roll_up(self, account_id: int, tz: ZoneInfo, now: int | None = None) -> int:
+        """Keep the sums of every closed day not kept yet; returns the first day not closed.
+        Another process rolling up the same account at once: one of them keeps each day."""
+        closed = local_day((now or now_ms()) - CLOSE_MARGIN_MS, tz)
+        async with self._engine.connect() as conn:
+            end = await rollups.end_day(conn, account_id, tz.key)
+            if end is not None and end >= closed:
+                return closed
+            if end is None:
+                first = await rollups.earliest(conn, account_id)
+                start = min(local_day(first, tz), closed) if first is not None else closed
+            else:
+                start = end
+        cur, frontier = start, end
+        while cur < closed:
+            nxt = min(closed, cur + BUILD_CHUNK_DAYS)
+            async with self._engine.connect() as conn:
+                usage, ledger = _flatten(await self._sum_rows(conn, account_id, day_start(cur, tz),
+                                                              day_start(nxt, tz), tz))
+            try:
+                async with self._engine.begin() as conn:
+                    if not await rollups.advance(conn, account_id, tz.key, frontier, nxt):
+                        raise _Lost()
+                    await rollups.keep(conn, account_id, tz.key, usage, ledger)
+            except _Lost:
+                break          # another process keeps these days; reads sum what is not kept yet live
+            cur = frontier = nxt
+        return closed
+
+    async def daily(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> list[DaySums]:
+        """Sums for each local day in [first, last] that had anything, oldest first."""
+        await self.roll_up(account_id, tz)
+        days: dict[int, DaySums] = {}
+        async with self._engine.connect() as conn:
+            end = await rollups.end_day(conn, account_id, tz.key)
+            live_from = first if end is None else max(first, end)
+            if end is not None and first < end:
+                kept_last = min(last, end - 1)
+                _merge_usage(days, await rollups.kept_usage(conn, account_id, tz.key, first, kept_last))
+                _merge_ledger(days, await rollups.kept_ledger(conn, account_id, tz.key, first, kept_last))
+            if live_from <= last:
+                live = await self._sum_rows(conn, account_id, day_start(live_from, tz), day_start(last + 1, tz), tz)
+                for d, sums in live.items():
+                    _merge_usage(days, [(d, m, *(s[n] for n in rollups.USAGE_SUMS)) for m, s in sums.models.items()])
+                    _merge_ledger(days, [(d, k, s["entries"], s["amount"], s["last_id"])
+                                         for k, s in sums.kinds.items()])
+        return [days[d] for d in sorted(days)]
+
+    async def ledger_totals(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> dict[str, dict]:
+        """kind -> {"entries", "amount"} over the days [first, last]."""
+        out: dict[str, dict] = {}
+        for d in await self.daily(account_id, tz, first, last):
+            for kind, s in d.kinds.items():
+                acc = out.setdefault(kind, {"entries": 0, "amount": 0})
+                acc["entries"] += s["entries"]
+                acc["amount"] += s["amount"]
+        return out
+
+    # ------------------------------------------------------------ the ledger
+    async def ledger_page(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
+                          kinds: Sequence[str] = (), before: tuple[int, int] | None = None,
+                          after: tuple[int, int] | None = None, limit: int = 50) -> Page:
+        async with self._engine.connect() as conn:
+            return await repo.ledger_page(conn, Window(account_id, lo, hi), kinds=tuple(kinds),
+                                          limit=min(limit, MAX_PAGE), before=before, after=after)
+
+    async def charges_by_day(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> dict[int, dict]:
+        """day -> {"entries", "amount", "last_id", "balance_after", "at"} of the day's charges."""
+        out = {d.day: dict(d.kinds["charge"]) for d in await self.daily(account_id, tz, first, last)
+               if "charge" in d.kinds}
+        if out:
+            async with self._engine.connect() as conn:
+                found = await repo.balance_after(conn, account_id, [s["last_id"] for s in out.values()])
+            for s in out.values():
+                s["balance_after"], s["at"] = found.get(s["last_id"], (None, None))
+        return out
+
+    async def latest_before(self, account_id: int, t: int, kinds: Sequence[str] = ()) -> int | None:
+        async with self._engine.connect() as conn:
+            return await repo.latest_before(conn, account_id, t, tuple(kinds))
+
+    async def entry(self, account_id: int, entry_id: int) -> dict:
+        """The entry and, for a charge, its call's usage record."""
+        async with self._engine.connect() as conn:
+            e = await repo.ledger_entry(conn, account_id, entry_id)
+            if e is None:
+                raise NotFound(entry_id)
+            e["call"] = await repo.usage_by_call(conn, account_id, e["call_id"]) if e["call_id"] else None
+        return e
+
+    async def ledger_rows(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
+                          kinds: Sequence[str] = ()) -> AsyncIterator[dict]:
+        """Every entry in the window, oldest first, streamed from the database in batches."""
+        async with self._engine.connect() as conn:
+            async for row in repo.ledger_rows(conn, Window(account_id, lo, hi), tuple(kinds)):
+                yield row
+
+    async def ledger_sums(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
+                          kinds: Sequence[str] = ()) -> dict[str, tuple[int, int]]:
+        """kind -> (entries, amount) summed from the entries themselves."""
+        async with self._engine.connect() as conn:
+            return await repo.ledger_sums(conn, Window(account_id, lo, hi), tuple(kinds))
+
+    # ------------------------------------------------------------ usage records
+    async def check_key(self, account_id: int, key_id: str) -> None:
+        async with self._engine.connect() as conn:
+            if not await repo.owns_key(conn, account_id, key_id):
+                raise NotFound(key_id)
+
+    async def usage_page(self, account_id: int, f: UsageFilter, *, lo: int | None = None, hi: int | None = None,
+                         before: tuple[int, int] | None = None, after: tuple[int, int] | None = None,
+                         limit: int = 50) -> Page:
+        """The request log; each row with `entry_id`, its charge's ledger entry (None: nothing charged)."""
+        if f.key_id:
+            await self.check_key(account_id, f.key_id)
+        async with self._engine.connect() as conn:
+            page = await repo.usage_page(conn, Window(account_id, lo, hi), f, limit=min(limit, MAX_PAGE),
+                                         before=before, after=after)
+            ids = await repo.charge_ids(conn, account_id, [r["call_id"] for r in page.rows if r["cost"]])
+        for r in page.rows:
+            r["entry_id"] = ids.get(r["call_id"])
+        return page
+
+
+def known_kinds(values: Sequence[str]) -> tuple[str, ...]:
+    """Only ledger kinds domain/ledger.py knows (anything else filters nothing in)."""
+    return tuple(v for v in values if v in KINDS)
