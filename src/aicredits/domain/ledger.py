@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CREDIT_KINDS = ("topup", "grant", "refund")
-DEBIT_KINDS = ("charge",)
+DEBIT_KINDS = ("charge", "debit")    # debit: an operator takes credits back (never below zero)
 KINDS = CREDIT_KINDS + DEBIT_KINDS + ("adjustment",)
 
 

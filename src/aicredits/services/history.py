@@ -26,6 +26,7 @@ from aicredits.store.history import Page, UsageFilter, Window
 CLOSE_MARGIN_MS = 5 * 60 * 1000
 BUILD_CHUNK_DAYS = 31
 MAX_PAGE = 200
+MAX_ID = 2**31 - 1             # ids are INTEGER columns: a larger one is no row
 
 __all__ = ["History", "NotFound", "Page", "UsageFilter"]
 
@@ -169,6 +170,8 @@ class History:
 
     async def entry(self, account_id: int, entry_id: int) -> dict:
         """The entry and, for a charge, its call's usage record."""
+        if not 0 < entry_id <= MAX_ID:
+            raise NotFound(entry_id)
         async with self._engine.connect() as conn:
             e = await repo.ledger_entry(conn, account_id, entry_id)
             if e is None:
@@ -208,6 +211,46 @@ class History:
         for r in page.rows:
             r["entry_id"] = ids.get(r["call_id"])
         return page
+
+
+@dataclass(frozen=True)
+class BillingDays:
+    """One page of the billing history by day, newest first: a row per day of charges
+    ({"type": "charges", "day", "entries", "amount", "balance_after", "at", "last_id"}) and
+    every other entry as itself ({"type": "entry", ...the entry}). `older` / `newer`: the
+    last day of the page before / after (None: none)."""
+    rows: list[dict]
+    first: int
+    last: int
+    older: int | None
+    newer: int | None
+    truncated: bool          # more non-charge entries than one page shows
+
+
+async def billing_days(history: History, account_id: int, tz: ZoneInfo, *, first: int | None, last: int,
+                       page_last: int, kinds: Sequence[str] = (), span: int = 14,
+                       limit: int = MAX_PAGE) -> BillingDays:
+    """Days [page_last - span + 1, page_last] (not before `first`) of the range [first, last]."""
+    page_first = page_last - span + 1 if first is None else max(first, page_last - span + 1)
+    want = set(kinds) or set(KINDS)
+    rows: list[dict] = []
+    if "charge" in want:
+        for day, s in (await history.charges_by_day(account_id, tz, page_first, page_last)).items():
+            rows.append({"type": "charges", "day": day, **s, "id": s["last_id"]})
+    others = tuple(k for k in KINDS if k in want and k != "charge")
+    truncated = False
+    if others:
+        page = await history.ledger_page(account_id, lo=day_start(page_first, tz), hi=day_start(page_last + 1, tz),
+                                         kinds=others, limit=limit)
+        rows += [{"type": "entry", "at": r["created_at"], **r} for r in page.rows]
+        truncated = page.more
+    rows.sort(key=lambda r: (r["at"] or 0, r["id"]), reverse=True)
+    older = None
+    before = await history.latest_before(account_id, day_start(page_first, tz), tuple(kinds))
+    if before is not None and (first is None or local_day(before, tz) >= first):
+        older = local_day(before, tz)
+    newer = min(last, page_last + span) if page_last < last else None
+    return BillingDays(rows, page_first, page_last, older, newer, truncated)
 
 
 def known_kinds(values: Sequence[str]) -> tuple[str, ...]:

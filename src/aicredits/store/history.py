@@ -68,8 +68,10 @@ async def ledger_page(conn: AsyncConnection, w: Window, *, kinds: Sequence[str] 
     conds = _window(LE, w)
     if kinds:
         conds.append(LE.kind == kinds[0] if len(kinds) == 1 else LE.kind.in_(kinds))
-    q = select(ledger_entries, api_keys.c.name.label("key_name")).select_from(
-        ledger_entries.outerjoin(api_keys, api_keys.c.id == LE.key_id)).where(and_(*conds))
+    q = select(ledger_entries, api_keys.c.name.label("key_name"), UR.model.label("model")).select_from(
+        ledger_entries.outerjoin(api_keys, api_keys.c.id == LE.key_id)
+        .outerjoin(usage_records, and_(UR.call_id == LE.call_id, UR.account_id == LE.account_id))
+    ).where(and_(*conds))
     return await _keyset(conn, q, LE, limit, before, after)
 
 

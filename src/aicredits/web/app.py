@@ -23,9 +23,10 @@ from starlette.templating import Jinja2Templates
 from aicredits.services.account_keys import AccountKeys
 from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
+from aicredits.services.history import History
 from aicredits.services.overview import Overview
 from aicredits.settings import Settings
-from aicredits.web import auth_pages, formatting, home, keys_pages, oidc
+from aicredits.web import auth_pages, billing_pages, formatting, home, keys_pages, oidc, usage_pages
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
@@ -36,9 +37,12 @@ HERE = Path(__file__).parent
 NAV = [
     ("Overview", "home", "user"),
     ("API keys", "keys", "user"),
+    ("Billing", "billing", "user"),
+    ("Usage", "usage", "user"),
+    ("Requests", "requests", "user"),
     ("Account", "account", "user"),
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, billing_pages, usage_pages]
 
 
 @dataclass
@@ -50,6 +54,7 @@ class WebContext:
     keys: AccountKeys
     audit: Audit
     overview: Overview
+    history: History
     templates: Jinja2Templates
     oidc: oidc.OidcClient | None = None
     mailer: Any = None              # ports.Mailer when SMTP is configured
@@ -92,6 +97,7 @@ def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tu
         keys=AccountKeys(engine, on_revoked=on_key_revoked),
         audit=Audit(engine),
         overview=Overview(engine),
+        history=History(engine),
         templates=make_templates(),
         mailer=mailer,
         oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,

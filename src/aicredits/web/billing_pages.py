@@ -1,0 +1,127 @@
+"""Billing history: every ledger entry of the signed-in account with its balance after,
+filtered by date and kind, by day (a day's charges on one line, opened by a click) or entry
+by entry (keyset pages); one entry's page; the CSV export, streamed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aicredits.domain.days import local_day
+from aicredits.domain.ledger import KINDS
+from aicredits.domain.money import format_inr
+from aicredits.services.history import NotFound, billing_days
+from aicredits.web import params
+from aicredits.web.core import context, render, signed_in, tz
+from aicredits.web.formatting import iso
+
+PAGE = 50
+CSV_COLUMNS = ["entry_id", "time", "kind", "amount_inr", "balance_after_inr", "key_id", "call_id", "note"]
+CSV_BATCH = 500
+
+
+def _filters(request: Request, zone, now: int) -> dict:
+    first, last = params.date_range(request, zone, now, default_days=None, max_days=None)
+    kind = params.choice(request, "kind", KINDS)
+    view = params.choice(request, "view", ("days", "entries")) or "days"
+    return {"first": first, "last": last, "kind": kind, "view": view}
+
+
+def _query(f: dict, **more) -> dict:
+    """The filters as query parameters for links (empty ones left out)."""
+    q = {"from": params.iso_day(f["first"]), "to": params.iso_day(f["last"]), "kind": f["kind"] or "",
+         "view": f["view"]}
+    q.update(more)
+    return {k: v for k, v in q.items() if v not in ("", None)}
+
+
+@signed_in
+async def billing(request: Request) -> Response:
+    ctx, zone, now = context(request), tz(request), int(time.time() * 1000)
+    user = request.state.user
+    error, status = None, 200
+    try:
+        f = _filters(request, zone, now)
+        before, after = params.cursor(request, "before"), params.cursor(request, "after")
+        page_day = params.day(request, "day")
+    except params.BadParam as exc:
+        error, status = str(exc), 400
+        f = {"first": None, "last": local_day(now, zone), "kind": None, "view": "days"}
+        before = after = page_day = None
+    kinds = (f["kind"],) if f["kind"] else ()
+    summary = await ctx.overview.of(user.id)
+    first_for_totals = f["first"] if f["first"] is not None else local_day(0, zone)
+    totals = await ctx.history.ledger_totals(user.id, zone, first_for_totals, f["last"])
+    values = {"f": f, "q": _query(f), "summary": summary, "totals": totals, "kinds": KINDS,
+              "net": sum(t["amount"] for t in totals.values()), "iso_day": params.iso_day, "cursor": params.cursor_of}
+    if f["view"] == "days":
+        last = f["last"] if page_day is None else min(page_day, f["last"])
+        values["days"] = await billing_days(ctx.history, user.id, zone, first=f["first"], last=f["last"],
+                                            page_last=last, kinds=kinds)
+    else:
+        lo, hi = params.window(f["first"], f["last"], zone)
+        values["page"] = await ctx.history.ledger_page(user.id, lo=lo, hi=hi, kinds=kinds, before=before,
+                                                       after=after, limit=PAGE)
+        values["paged"] = before is not None or after is not None
+        values["reading_newer"] = after is not None
+    return await render(request, "billing.html", status_code=status, error=error, **values)
+
+
+@signed_in
+async def entry(request: Request) -> Response:
+    ctx = context(request)
+    try:
+        e = await ctx.history.entry(request.state.user.id, request.path_params["entry_id"])
+    except NotFound:
+        raise HTTPException(404) from None
+    return await render(request, "entry.html", e=e)
+
+
+def _safe(text: str | None) -> str:
+    """A text cell a spreadsheet will not run as a formula."""
+    text = text or ""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@signed_in
+async def billing_csv(request: Request) -> Response:
+    ctx, zone, now = context(request), tz(request), int(time.time() * 1000)
+    try:
+        f = _filters(request, zone, now)
+    except params.BadParam as exc:
+        raise HTTPException(400, str(exc)) from None
+    lo, hi = params.window(f["first"], f["last"], zone)
+    account_id = request.state.user.id
+    kinds = (f["kind"],) if f["kind"] else ()
+
+    async def rows():
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\r\n")
+        out.writerow(CSV_COLUMNS)
+        n = 0
+        async for r in ctx.history.ledger_rows(account_id, lo=lo, hi=hi, kinds=kinds):
+            out.writerow([r["id"], iso(r["created_at"], zone), r["kind"], format_inr(r["amount"]),
+                          format_inr(r["balance_after"]), r["key_id"] or "", r["call_id"] or "", _safe(r["note"])])
+            n += 1
+            if n % CSV_BATCH == 0:
+                yield buf.getvalue().encode()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue().encode()
+
+    name = f"aicredits-ledger-{params.iso_day(f['first']) or 'start'}-to-{params.iso_day(f['last'])}.csv"
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": f'attachment; filename="{name}"', "cache-control": "no-store"})
+
+
+routes = [
+    Route("/billing", billing, methods=["GET"], name="billing"),
+    Route("/billing.csv", billing_csv, methods=["GET"], name="billing_csv"),
+    Route("/billing/entries/{entry_id:int}", entry, methods=["GET"], name="billing_entry"),
+]
