@@ -12,7 +12,7 @@ from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses
 from aicredits.api import chat as chat_routes
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
-from aicredits.catalog import load_catalog
+from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
 from aicredits.providers.http import make_session
@@ -26,6 +26,7 @@ from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
+from aicredits.services.runtime import Runtime
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 
@@ -78,6 +79,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
 
     def _rate_limiter(self):
@@ -113,6 +115,7 @@ class Gateway:
                                           max_seconds=s.max_request_seconds)
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
+        self._served = served
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         self._start_dashboard()
@@ -124,12 +127,17 @@ class Gateway:
 
     def _start_dashboard(self) -> None:
         """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.api import admin_api
         from aicredits.infra.mail import SmtpMailer
         from aicredits.web.app import build
 
         self._web_engine = make_engine(self.settings.database_url)
-        self.web, _ = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
-                            mailer=SmtpMailer.from_settings(self.settings))
+        self.web, web_ctx = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                                  mailer=SmtpMailer.from_settings(self.settings))
+        web_ctx.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
+                                  builtin_ids=(e["id"] for e in builtin_entries()),
+                                  configured=(e["id"] for e in self.settings.extra_models))
+        self.admin_api = admin_api.build(self._web_engine, self.settings, on_key_revoked=self.keys.forget)
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -180,6 +188,9 @@ class Gateway:
             methods = ROUTES.get(scope["path"])
             if methods is None:
                 path = scope["path"]
+                if self.admin_api is not None and (path.startswith("/admin/api/") or path == "/admin/api"):
+                    await self.admin_api(scope, receive, tracking_send)
+                    return
                 if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
                     if path == "/":
                         await send_redirect(tracking_send, "/dashboard/")

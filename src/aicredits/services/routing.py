@@ -138,6 +138,12 @@ class Router:
             pool.sort(key=lambda d: not self._breaker(d.name).closed(now))
         return [Target(spec, d, self.providers[d.provider]) for d in pool]
 
+    def breaker_states(self) -> dict[str, tuple[int, float]]:
+        """deployment name -> (consecutive failures, seconds its breaker stays open; 0: closed),
+        for the deployments that have been called."""
+        now = time.monotonic()
+        return {name: (b.failures, max(0.0, b.open_until - now)) for name, b in self._breakers.items()}
+
     def breaker_open(self, target: Target) -> bool:
         b = self._breakers.get(target.name)
         return b is not None and not b.closed(time.monotonic())

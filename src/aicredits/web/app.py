@@ -24,9 +24,20 @@ from aicredits.services.account_keys import AccountKeys
 from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
 from aicredits.services.history import History
+from aicredits.services.operator import Operator
 from aicredits.services.overview import Overview
 from aicredits.settings import Settings
-from aicredits.web import auth_pages, billing_pages, formatting, home, keys_pages, oidc, usage_pages
+from aicredits.web import (
+    admin_pages,
+    admin_views,
+    auth_pages,
+    billing_pages,
+    formatting,
+    home,
+    keys_pages,
+    oidc,
+    usage_pages,
+)
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
@@ -41,8 +52,9 @@ NAV = [
     ("Usage", "usage", "user"),
     ("Requests", "requests", "user"),
     ("Account", "account", "user"),
+    ("Admin", "admin_users", "admin"),
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, billing_pages, usage_pages]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, billing_pages, usage_pages, admin_pages, admin_views]
 
 
 @dataclass
@@ -55,9 +67,11 @@ class WebContext:
     audit: Audit
     overview: Overview
     history: History
+    operator: Operator
     templates: Jinja2Templates
     oidc: oidc.OidcClient | None = None
     mailer: Any = None              # ports.Mailer when SMTP is configured
+    runtime: Any = None             # services.runtime.Runtime: the catalog and breakers (set by the Gateway)
     extra: dict = field(default_factory=dict)
 
     def nav(self, user) -> list[tuple[str, str]]:
@@ -98,6 +112,7 @@ def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tu
         audit=Audit(engine),
         overview=Overview(engine),
         history=History(engine),
+        operator=Operator(engine, on_key_revoked=on_key_revoked),
         templates=make_templates(),
         mailer=mailer,
         oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,

@@ -1,0 +1,106 @@
+"""Admin pages that read (admin role; anyone else gets 404): the model catalog with the INR
+prices in force and the operator's overrides, provider status (circuit breakers, recent
+error rate and latency), and the audit log (append-only; filter, keyset pages, CSV export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aicredits.services.operator import ACTIONS
+from aicredits.web.core import admin_only, context, render, tz
+from aicredits.web.formatting import iso
+
+PAGE = 100
+CSV_COLUMNS = ["id", "time", "actor_id", "actor", "action", "target", "ip", "detail"]
+
+
+@admin_only
+async def models(request: Request) -> Response:
+    runtime = context(request).runtime
+    rows = runtime.catalog_rows() if runtime else []
+    rates = None
+    if runtime:   # for reading only: money never passes through these floats
+        rates = {"usd_inr": f"{float(runtime.rates.usd_inr):g}", "markup": f"{float(runtime.rates.markup * 100):g}"}
+    return await render(request, "admin_models.html", rows=rows, rates=rates)
+
+
+@admin_only
+async def providers(request: Request) -> Response:
+    ctx = context(request)
+    rows = await ctx.runtime.provider_status(ctx.engine) if ctx.runtime else []
+    return await render(request, "admin_providers.html", rows=rows)
+
+
+async def _audit_filter(request: Request) -> tuple[str | None, str, int | None]:
+    """(action, actor email as typed, that actor's account id); 400 for an unknown action, and
+    an actor with no account matches nothing (-1)."""
+    action = request.query_params.get("action", "").strip() or None
+    if action is not None and action not in ACTIONS:
+        raise HTTPException(400, f"'{action}' is not an action the audit log records.")
+    who = request.query_params.get("actor", "").strip()[:320]
+    actor_id = None
+    if who:
+        actor_id = await context(request).operator.account_id_of(who) or -1
+    return action, who, actor_id
+
+
+@admin_only
+async def audit_log(request: Request) -> Response:
+    try:
+        action, who, actor_id = await _audit_filter(request)
+    except HTTPException as exc:
+        return await render(request, "admin_audit.html", status_code=400, error=exc.detail, rows=[], more=False,
+                            actions=ACTIONS, action=None, who="", q={}, paged=False)
+    before = request.query_params.get("before", "")
+    before_id = int(before) if before.isdigit() and len(before) < 10 else None
+    rows = await context(request).audit.recent(limit=PAGE + 1, before_id=before_id, action=action, actor_id=actor_id)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    q = {k: v for k, v in {"action": action or "", "actor": who}.items() if v}
+    return await render(request, "admin_audit.html", rows=rows, more=more, actions=ACTIONS, action=action, who=who,
+                        q=q, paged=before_id is not None)
+
+
+@admin_only
+async def audit_csv(request: Request) -> Response:
+    action, _, actor_id = await _audit_filter(request)
+    operator, zone = context(request).operator, tz(request)
+
+    async def lines():
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\r\n")
+        out.writerow(CSV_COLUMNS)
+        n = 0
+        async for r in operator.audit_rows(action=action, actor_id=actor_id):
+            out.writerow([r["id"], iso(r["created_at"], zone), r["actor_id"] or "", _safe(r["actor"]), r["action"],
+                          _safe(r["target"]), r["ip"] or "", _safe(r["detail"])])
+            n += 1
+            if n % 500 == 0:
+                yield buf.getvalue().encode()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue().encode()
+
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
+        "content-disposition": 'attachment; filename="aicredits-audit-log.csv"', "cache-control": "no-store"})
+
+
+def _safe(text) -> str:
+    """A text cell a spreadsheet will not run as a formula."""
+    text = text if isinstance(text, str) else json.dumps(text, separators=(",", ":"), sort_keys=True)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+routes = [
+    Route("/admin/models", models, methods=["GET"], name="admin_models"),
+    Route("/admin/providers", providers, methods=["GET"], name="admin_providers"),
+    Route("/admin/audit", audit_log, methods=["GET"], name="admin_audit"),
+    Route("/admin/audit.csv", audit_csv, methods=["GET"], name="admin_audit_csv"),
+]
