@@ -24,7 +24,7 @@ from aicredits.services.admin_keys import AdminKeyAuthenticator
 from aicredits.services.audit import Actor, Audit
 from aicredits.services.history import History, UsageFilter
 from aicredits.services.history import NotFound as HistoryNotFound
-from aicredits.services.operator import ACTIONS, Operator, OperatorError
+from aicredits.services.operator import ACTIONS, MAX_AMOUNT, Operator, OperatorError
 from aicredits.services.operator import NotFound as OperatorNotFound
 
 MAX_BODY = 64 * 1024
@@ -105,14 +105,15 @@ async def list_users(request: Request) -> Response:
 @admin
 async def create_user(request: Request) -> Response:
     b = await body(request)
+    credits = j.amount(b, "credits", required=False)      # checked before anything is created
+    reason = j.text(b, "reason", default="admin API: new user's credits")
+    if credits and credits > MAX_AMOUNT:
+        raise InvalidRequest("'credits' is at most 1000000000 INR.", param="credits")
     u = await services(request).operator.create_user(
         request.state.actor, j.text(b, "email", required=True), name=j.text(b, "name"),
-        role=j.text(b, "role", default="user"), password=b.get("password") if isinstance(b.get("password"), str)
-        else None)
-    credits = j.amount(b, "credits", required=False)
+        role=j.text(b, "role", default="user"), password=j.text(b, "password") or None)
     if credits:
-        await services(request).operator.adjust(request.state.actor, u["id"], "grant", credits,
-                                                j.text(b, "reason", default="admin API: new user's credits"))
+        await services(request).operator.adjust(request.state.actor, u["id"], "grant", credits, reason)
     return ok(j.user_json(await user_or_404(request, u["id"])), 201)
 
 
@@ -304,6 +305,10 @@ async def on_refusal(request: Request, exc: OperatorError) -> Response:
     return _error(InvalidRequest(str(exc)))
 
 
+async def on_missing(request: Request, exc: Exception) -> Response:
+    return _error(NotFound(f"Not found: {request.url.path}."))
+
+
 async def on_http(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 405:
         return _error(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
@@ -329,6 +334,7 @@ class AdminServices:
 
 def build(engine, settings, *, on_key_revoked=None) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers={
-        GatewayError: on_gateway_error, OperatorError: on_refusal, HTTPException: on_http, Exception: on_crash})
+        GatewayError: on_gateway_error, OperatorError: on_refusal, OperatorNotFound: on_missing,
+        HistoryNotFound: on_missing, HTTPException: on_http, Exception: on_crash})
     app.state.services = AdminServices(engine, settings, on_key_revoked)
     return app

@@ -43,6 +43,7 @@ ACTIONS = (audit.SIGNIN, audit.SIGNIN_FAILED, audit.SIGNOUT, audit.SIGNUP, audit
            audit.OIDC_LINKED, audit.ACCOUNT_DISABLED, audit.ACCOUNT_ENABLED, USER_CREATED, CREDITS_GRANTED,
            CREDITS_DEBITED, audit.TOPUP, ADMIN_KEY_CREATED, ADMIN_KEY_REVOKED)
 MAX_REASON = 500
+MAX_AMOUNT = 10**15            # micro-INR: ₹1,000,000,000 in one grant, debit or key limit
 MAX_ID = 2**31 - 1
 
 
@@ -62,8 +63,8 @@ def _name(name: str) -> str:
 
 
 def _limits(limit: int | None, rpm: int | None, tpm: int | None) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise OperatorError("A key's credit limit must be more than ₹0, or none.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_AMOUNT):
+        raise OperatorError("A key's credit limit must be more than ₹0 and at most ₹1,00,00,00,000, or none.")
     for label, v in (("rpm", rpm), ("tpm", tpm)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_LIMIT):
             raise OperatorError(f"{label} must be a whole number from 1 to {MAX_LIMIT}, or none.")
@@ -143,8 +144,8 @@ class Operator:
         reason = (reason or "").strip()
         if kind not in ("grant", "debit"):
             raise OperatorError("Choose grant or debit.")
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise OperatorError("The amount must be more than ₹0.")
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
+            raise OperatorError("The amount must be more than ₹0 and at most ₹1,00,00,00,000.")
         if not reason or len(reason) > MAX_REASON:
             raise OperatorError(f"Give a reason of 1 to {MAX_REASON} characters.")
         target = await self.user(account_id)
