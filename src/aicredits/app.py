@@ -79,6 +79,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
+        self.web_context = None  # its services (web.app.WebContext)
         self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
 
@@ -132,11 +133,11 @@ class Gateway:
         from aicredits.web.app import build
 
         self._web_engine = make_engine(self.settings.database_url)
-        self.web, web_ctx = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
-                                  mailer=SmtpMailer.from_settings(self.settings))
-        web_ctx.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
-                                  builtin_ids=(e["id"] for e in builtin_entries()),
-                                  configured=(e["id"] for e in self.settings.extra_models))
+        self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
+                                           mailer=SmtpMailer.from_settings(self.settings))
+        self.web_context.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
+                                           builtin_ids=(e["id"] for e in builtin_entries()),
+                                           configured=(e["id"] for e in self.settings.extra_models))
         self.admin_api = admin_api.build(self._web_engine, self.settings, on_key_revoked=self.keys.forget)
 
     async def shutdown(self) -> None:

@@ -524,7 +524,9 @@ def test_migrate_upgrades_a_0001_database_with_keys(url):
     sql(url, "INSERT INTO api_keys (id, account_id, name, key_hash, display, spent, held, created_at) "
              "VALUES ('key_old', 1, 'old', ?, 'sk-…', 0, 0, 1)", ("ab" * 32,))
     ok(url, "migrate")
-    assert sql(url, "SELECT version_num FROM alembic_version") == [("0002",)]
+    from alembic.script import ScriptDirectory
+    assert sql(url, "SELECT version_num FROM alembic_version") == [
+        (ScriptDirectory.from_config(cfg).get_current_head(),)]
     (row,) = one_json(ok(url, "keys", "list", "--json"))
     assert (row["id"], row["rpm"], row["tpm"]) == ("key_old", None, None)
     assert one_json(ok(url, "wallet", "show", "--email", "old@example.com", "--json"))["balance"] == 3

@@ -1,7 +1,7 @@
 """A fake Anthropic upstream for the aicredits test suite.
 
 A *real* HTTP server (aiohttp.web) bound to 127.0.0.1 on a free port, in a background thread with its own
-event loop, speaking the Messages API (see /work/shared/research/protocols.md §4):
+event loop, speaking Anthropic's Messages API as its docs describe it:
 
 * ``POST /v1/messages`` - JSON or SSE (``event: <name>`` + ``data: <json>`` frames whose JSON repeats the type:
   ``message_start``, ``content_block_start/delta/stop``, ``ping``, ``message_delta``, ``message_stop``; no

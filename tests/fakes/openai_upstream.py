@@ -1,7 +1,7 @@
 """A fake OpenAI upstream for the aicredits test suite.
 
 A *real* HTTP server (aiohttp.web) bound to 127.0.0.1 on a free port, running in a background thread with its
-own event loop, speaking OpenAI's wire protocol (see /work/shared/research/protocols.md §1 and §3):
+own event loop, speaking OpenAI's wire protocol, as OpenAI's API reference describes it:
 
 * ``POST /v1/chat/completions`` - JSON or SSE (``data: <json>\\n\\n`` frames, no ``event:`` lines, role chunk,
   content / tool-call deltas, finish chunk with an empty delta, a usage chunk with ``"choices":[]`` only when

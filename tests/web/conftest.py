@@ -62,9 +62,10 @@ async def web_gateway(tmp_path):
         await gw.shutdown()
 
 
-def client_for(gw, ip: str = "203.0.113.7") -> httpx.AsyncClient:
+def client_for(gw, ip: str = "203.0.113.7", base_url: str = "http://dash.test") -> httpx.AsyncClient:
+    """An in-process client of `gw` that comes from `ip`."""
     transport = httpx.ASGITransport(app=gw, client=(ip, 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://dash.test")
+    return httpx.AsyncClient(transport=transport, base_url=base_url)
 
 
 @pytest.fixture

@@ -126,3 +126,55 @@ def test_another_accounts_key_id_gives_404(page, browser, dashboard):
     assert by_form.status == 404
     owner_key = next(k for k in json.loads(dashboard.cli("keys", "list", "--json").stdout) if k["id"] == key_id)
     assert owner_key["revoked"] is False          # neither attempt touched it
+
+
+def test_repeated_wrong_passwords_get_a_clear_throttle_message(page, dashboard, shot):
+    email = unique_email("throttle")
+    sign_up(page, email)
+    page.get_by_role("button", name="Sign out").click()
+    for _ in range(5):
+        sign_in(page, email, "not the password")
+        expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+    sign_in(page, email, PASSWORD)          # even the right password waits now
+    expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-in attempts")
+    expect(page.get_by_role("alert")).to_contain_text("Try again in 15 minutes.")
+    shot(page, "signin-throttled")
+    # an email with no account is throttled the same way (no hint that it does not exist)
+    ghost = unique_email("ghost")
+    for _ in range(5):
+        sign_in(page, ghost, "whatever it is")
+        expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+    sign_in(page, ghost, "whatever it is")
+    expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-in attempts")
+
+
+def test_sign_in_with_openid_connect(page, dashboard, fake_issuer, shot):
+    fake_issuer.reset()
+    fake_issuer.user = {"sub": "kc-" + uuid.uuid4().hex[:6], "email": unique_email("sso"), "email_verified": True,
+                        "name": "Meera SSO"}
+    page.goto("/dashboard/signin")
+    page.get_by_role("button", name="Sign in with FakeID").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.get_by_text(fake_issuer.user["email"])).to_be_visible()
+    sent = fake_issuer.authorize_requests[-1]
+    assert sent["code_challenge_method"] == "S256" and sent["nonce"]
+    assert fake_issuer.token_requests[-1]["code_verifier"]
+
+    # the same identity again: the linked account, not a new one
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in with FakeID").click()
+    expect(page.get_by_text(fake_issuer.user["email"])).to_be_visible()
+
+
+def test_an_id_token_not_signed_by_the_issuers_keys_is_refused(page, dashboard, fake_issuer):
+    fake_issuer.reset()
+    fake_issuer.user = {"sub": "evil", "email": unique_email("forged"), "email_verified": True}
+    fake_issuer.sign_with_stranger_key = True
+    try:
+        page.goto("/dashboard/signin")
+        page.get_by_role("button", name="Sign in with FakeID").click()
+        expect(page.get_by_role("alert")).to_have_text("Sign-in with FakeID failed; try again.")
+        page.goto("/dashboard/")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    finally:
+        fake_issuer.reset()

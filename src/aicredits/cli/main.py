@@ -296,6 +296,10 @@ def ledger_verify() -> None:
     typer.echo("ledger verify: ok")
 
 
+# the dashboard's user commands live beside this module and register on users_app
+from aicredits.cli import users as _users  # noqa: F401 - imported for its commands
+
+
 def main() -> None:
     app()
 

@@ -36,6 +36,11 @@ class Admin:
     def __init__(self, engine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self):
+        """For the other operator services that share the CLI's transaction-per-command engine."""
+        return self._engine
+
     async def _account(self, conn, email: str, *, create: bool, role: str = "user"):
         acct = await accounts_repo.by_email(conn, email)
         if acct is None:

@@ -192,7 +192,7 @@ class Auth:
                                     "email it was sent to.")
                 if not await auth_repo.use_token(conn, token_hash(invite), now):
                     raise AuthError("This invitation has been used already.")
-            if await accounts_repo.by_email(conn, email) is not None:
+            if await auth_repo.principal_by_email(conn, email) is not None:
                 raise AuthError("An account with this email exists already: sign in, or reset its password.")
             acct = await accounts_repo.create(conn, email, name=name.strip()[:200], password_hash=hashed)
             principal = await auth_repo.principal_by_id(conn, acct.id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aicredits.store.db import now_ms
@@ -46,7 +46,9 @@ def _principal(r) -> Principal:
 
 # ---------------------------------------------------------------- accounts
 async def principal_by_email(conn: AsyncConnection, email: str) -> Principal | None:
-    r = (await conn.execute(select(accounts).where(accounts.c.email == email))).first()
+    """Case-insensitive (accounts made by the CLI keep the case they were typed in)."""
+    r = (await conn.execute(select(accounts).where(func.lower(accounts.c.email) == email.lower())
+                            .order_by(accounts.c.id))).first()
     return _principal(r) if r else None
 
 

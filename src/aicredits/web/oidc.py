@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth, OAuthError
+from joserfc.errors import JoseError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -29,6 +32,8 @@ from aicredits.web.core import (
 
 log = logging.getLogger("aicredits.web")
 FLOW_SECONDS = 600
+# what a provider that is down, misconfigured or sends a bad token raises
+PROVIDER_ERRORS = (AuthlibBaseError, JoseError, httpx.HTTPError, OSError, ValueError, KeyError)
 
 
 class OidcClient:
@@ -66,7 +71,7 @@ async def start(request: Request) -> Response:
         meta = await ctx.oidc.metadata()
         request.scope["session"] = {}
         redirect = await ctx.oidc.app.authorize_redirect(request, ctx.oidc.callback_url(request))
-    except (OAuthError, OSError, ValueError) as exc:
+    except PROVIDER_ERRORS as exc:
         log.warning("OpenID Connect provider unavailable: %s", exc)
         return await _failed(request, f"{ctx.oidc.label} is not answering; try again, or sign in with a password.")
     request.app.state.headers.refresh(meta.get("authorization_endpoint"))
@@ -86,7 +91,7 @@ async def callback(request: Request) -> Response:
     request.scope["session"] = json.loads(v.session.data or "{}")
     try:
         token = await ctx.oidc.app.authorize_access_token(request)
-    except (OAuthError, OSError, ValueError) as exc:
+    except PROVIDER_ERRORS as exc:
         log.warning("OpenID Connect sign-in failed: %s", exc)
         await ctx.auth.end_session(v.token)
         return await _failed(request, f"Sign-in with {ctx.oidc.label} failed; try again.")

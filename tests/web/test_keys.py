@@ -1,0 +1,85 @@
+"""The keys pages, in process: create (secret once), list, revoke; another account's key ids
+give 404 in every URL and form; revocation is immediate in this process; last use is shown."""
+
+from __future__ import annotations
+
+import re
+
+from tests.web.conftest import client_for, signed_up
+
+
+async def create(client, csrf: str, **fields) -> tuple[str, str]:
+    r = await client.post("/dashboard/keys", data={"csrf_token": csrf, "name": "k", **fields})
+    assert r.status_code == 201, r.text
+    secret = re.search(r'value="(sk-[0-9a-f]{64})"', r.text).group(1)
+    key_id = re.findall(r'action="/dashboard/keys/(key_[0-9a-f]+)/revoke"', r.text)[0]
+    return secret, key_id
+
+
+async def test_the_secret_is_shown_once_and_never_again(web_client):
+    csrf = await signed_up(web_client, "once@example.in")
+    secret, key_id = await create(web_client, csrf, name="laptop", limit="1,23,456.78", rpm="60", tpm="")
+    listing = await web_client.get("/dashboard/keys")
+    assert secret not in listing.text and secret[-4:] in listing.text and "laptop" in listing.text
+    assert "₹1,23,456.78" in listing.text
+    keys = await web_client.gateway.web_context.keys.list(1)
+    assert (keys[0].limit, keys[0].rpm, keys[0].tpm) == (123_456_780_000, 60, None)
+    audit = await web_client.gateway.web_context.audit.recent(action="key.created")
+    assert audit[0]["target"] == key_id and secret not in str(audit[0])
+
+
+async def test_bad_fields_are_explained(web_client):
+    csrf = await signed_up(web_client, "fields@example.in")
+    for fields, message in (({"name": ""}, "name of 1 to 200"), ({"limit": "abc"}, "amount in rupees"),
+                            ({"limit": "1.234"}, "2 decimal places"), ({"rpm": "-3"}, "whole number"),
+                            ({"tpm": "0"}, "from 1 to")):
+        r = await web_client.post("/dashboard/keys", data={"csrf_token": csrf, "name": "k", **fields})
+        assert r.status_code == 400 and message in r.text, (fields, r.text[-600:])
+    assert await web_client.gateway.web_context.keys.list(1) == []
+
+
+async def test_another_accounts_key_is_404_everywhere(web_gateway):
+    gw = await web_gateway()
+    async with client_for(gw) as owner, client_for(gw) as other:
+        owner_csrf = await signed_up(owner, "owner@example.in")
+        secret, key_id = await create(owner, owner_csrf)
+        other_csrf = await signed_up(other, "other@example.in")
+        _, own_id = await create(other, other_csrf)
+        attempts = [
+            (f"/dashboard/keys/{key_id}/revoke", {"csrf_token": other_csrf}),
+            (f"/dashboard/keys/{own_id}/revoke", {"csrf_token": other_csrf, "key_id": key_id}),
+            ("/dashboard/keys/key_doesnotexist/revoke", {"csrf_token": other_csrf}),
+        ]
+        for path, form in attempts:
+            r = await other.post(path, data=form)
+            assert r.status_code == 404, path
+            assert key_id not in r.text and "owner@example.in" not in r.text
+        assert key_id not in (await other.get("/dashboard/keys")).text
+        # the owner's key still works
+        assert (await owner.get("/v1/credits", headers={"Authorization": f"Bearer {secret}"})).status_code == 200
+
+
+async def test_revoke_is_immediate_in_this_process_and_last_use_is_shown(web_client):
+    csrf = await signed_up(web_client, "revoke@example.in")
+    from aicredits.services.admin import Admin
+    await Admin(web_client.gateway.web_context.engine).grant("revoke@example.in", 5_000_000)
+    secret, key_id = await create(web_client, csrf)
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert "never" in (await web_client.get("/dashboard/keys")).text
+    call = await web_client.post("/v1/chat/completions", headers=auth, json={
+        "model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]})
+    assert call.status_code == 200, call.text
+    listing = (await web_client.get("/dashboard/keys")).text
+    assert "never" not in listing.split("<tbody>")[1]
+    r = await web_client.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf_token": csrf})
+    assert r.status_code == 303
+    assert (await web_client.get("/v1/credits", headers=auth)).status_code == 401     # no 1 s wait here
+    again = await web_client.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf_token": csrf})
+    assert again.status_code == 303
+    assert [e["action"] for e in await web_client.gateway.web_context.audit.recent()][:1] == ["key.revoked"]
+
+
+async def test_signed_out_visitors_are_sent_to_sign_in(web_client):
+    r = await web_client.get("/dashboard/keys")
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin?next=/dashboard/keys"
+    assert (await web_client.post("/dashboard/keys/key_x/revoke", data={})).status_code == 403
