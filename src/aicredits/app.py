@@ -106,7 +106,8 @@ class Gateway:
         self.keys = KeyAuthenticator(store, s.key_cache_seconds)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
-            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown))
+            s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown,
+            deadline=s.upstream_timeout))
         self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)

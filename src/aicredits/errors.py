@@ -12,10 +12,15 @@ import orjson
 class GatewayError(Exception):
     status = 500
     type = "internal_error"
-    # set at the provider edge: may the same deployment succeed if asked again (retry), or
-    # another deployment or fallback model (fallback)? Errors the client caused are neither.
+    # set at the provider edge (providers/http.py) for the router (services/routing.py). Only a
+    # request the provider cannot have processed is ever sent again (docs/errors.md, "Retries"):
+    # retryable: it may succeed on the same deployment (no connection, 429, 5xx before any body);
+    # fallback: another deployment or model may serve it (those, and refused credentials or model);
+    # provider_fault: counts against the deployment's circuit breaker (timeouts too).
+    # Errors the client caused are none of these.
     retryable = False
     fallback = False
+    provider_fault = False
     # the provider's own Retry-After, when it gave one: the router waits that long or moves on
     retry_hint: int | None = None
 

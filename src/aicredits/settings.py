@@ -1,26 +1,160 @@
-"""Settings: AICREDITS_* environment variables, provider variables named as their SDKs name
-them, and an optional TOML file (AICREDITS_CONFIG). Built once, passed in; nothing else
-reads the environment."""
+"""Settings: one typed schema (pydantic models, extra="forbid") for the AICREDITS_*
+environment variables, the provider variables named as their SDKs name them, and the TOML
+file at AICREDITS_CONFIG. Built once at start and passed in; nothing else reads the
+environment. docs/configuration.md is the reference.
+
+A bad setting stops the start with one SettingsError line naming the variable, or the file
+and its key. pydantic-settings' BaseSettings is not used: it reads os.environ on its own,
+ignores unknown AICREDITS_* variables (we refuse them) and cannot say which source a bad
+value came from; here the environment is one Mapping, read once, and every error names its
+source.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from aicredits.domain.catalog import ENDPOINTS
 from aicredits.domain.money import to_fraction
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
 DEFAULT_DB_URL = "sqlite:///aicredits.db"
+ENV_PREFIX = "AICREDITS_"
+CONFIG_ENV = "AICREDITS_CONFIG"
+# AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
+TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
+PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
+SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url"})   # never echoed in an error
+
+
+class SettingsError(ValueError):
+    """A bad setting: one line naming the variable, or the file and the key."""
+
+
+# ------------------------------------------------------------------------------- value types
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")   # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+def _decimal(minimum: Literal["positive", "non-negative"]):
+    def check(value: Any) -> str:
+        _not_bool(value)
+        try:
+            frac = to_fraction(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("must be a decimal number") from exc
+        if frac < 0 or (minimum == "positive" and frac == 0):
+            raise ValueError(f"must be {minimum}")
+        return repr(value) if isinstance(value, float) else str(value)
+    return BeforeValidator(check)
+
+
+def _price(value: Any) -> Any:
+    _not_bool(value)
+    try:
+        frac = to_fraction(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("must be a price (a number)") from exc
+    if frac < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _zone(value: Any) -> Any:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError("must be a time zone name such as Asia/Kolkata") from exc
+    return value
+
+
+def _url(value: Any) -> Any:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
+Price = Annotated[int | float | str, BeforeValidator(_price)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+Currency = Annotated[Literal["USD", "INR"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------- the settings
+class GatewaySettings(_Strict):
+    """Every scalar setting: AICREDITS_<NAME> in the environment, or <name> in the TOML file's
+    [gateway] table (a set, non-empty variable wins)."""
+    database_url: str = DEFAULT_DB_URL
+    redis_url: str | None = None
+    redis_prefix: str = "aicredits:"             # every Redis key the gateway writes starts with this
+    redis_timeout: Seconds = 0.5                 # seconds to connect to Redis or wait for an answer
+    rate_window_seconds: Annotated[Seconds, Field(le=MAX_WINDOW_SECONDS)] = 60.0   # per-key rpm/tpm window
+    usd_inr: Annotated[str, _decimal("positive")] = "88"
+    markup: Annotated[str, _decimal("non-negative")] = "0"
+    upstream_connect_timeout: Seconds = 5.0
+    upstream_timeout: Seconds = 120.0
+    stream_idle_timeout: Seconds = 60.0
+    max_request_seconds: Seconds = 900.0
+    max_body_bytes: Count = 40 * 1024 * 1024
+    retries: Annotated[int, BeforeValidator(_not_bool), Field(ge=0)] = 2
+    retry_base_delay: Seconds = 0.2
+    retry_max_delay: Seconds = 2.0
+    breaker_failures: Count = 5
+    breaker_cooldown: Seconds = 30.0
+    log_level: LogLevel = "INFO"
+    access_log: bool = True
+    # the dashboard (docs/dashboard.md)
+    signup: Annotated[Literal["open", "invite", "closed"],
+                      BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "open"
+    timezone: Annotated[str, BeforeValidator(_zone)] = "Asia/Kolkata"   # dates on the dashboard
+    public_url: Annotated[str | None, BeforeValidator(_url)] = None      # links in mails, Secure cookies
+    session_hours: Seconds = 24 * 7          # a dashboard session expires this long after sign-in
+    oidc_issuer: str | None = None           # OpenID Connect sign-in (any issuer with discovery)
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = Field(default=None, repr=False)
+    oidc_name: str = "single sign-on"        # the button says "Sign in with <oidc_name>"
+    smtp_host: str | None = None             # password-reset mails; without it, `users reset-link`
+    smtp_port: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=65535)] = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_from: str | None = None
+    smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
+                        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
+    trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
+
+    @model_validator(mode="after")
+    def _dashboard_pairs(self):
+        oidc = (self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret)
+        if any(oidc) and not all(oidc):
+            raise ValueError("OpenID Connect needs AICREDITS_OIDC_ISSUER, AICREDITS_OIDC_CLIENT_ID and "
+                             "AICREDITS_OIDC_CLIENT_SECRET together")
+        if self.smtp_host and not self.smtp_from:
+            raise ValueError("AICREDITS_SMTP_HOST needs AICREDITS_SMTP_FROM (the sender address)")
+        return self
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str
-    kind: str                      # openai | openai_compatible | anthropic | gemini | sarvam | demo
+    kind: str                      # openai | openai_compatible | anthropic | gemini | sarvam | azure | demo
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -30,47 +164,11 @@ class ProviderSettings:
     stream_idle_timeout: float | None = None  # longest gap between stream chunks
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = DEFAULT_DB_URL
-    redis_url: str | None = None
-    redis_prefix: str = "aicredits:"     # every Redis key the gateway writes starts with this
-    redis_timeout: float = 0.5           # seconds to connect to Redis or wait for an answer
-    rate_window_seconds: float = 60.0    # the window of per-key rpm/tpm (60: per minute)
-    usd_inr: Any = "88"
-    markup: Any = "0"
-    upstream_connect_timeout: float = 5.0
-    upstream_timeout: float = 120.0
-    stream_idle_timeout: float = 60.0
-    max_request_seconds: float = 900.0
-    max_body_bytes: int = 40 * 1024 * 1024
-    retries: int = 2
-    retry_base_delay: float = 0.2
-    retry_max_delay: float = 2.0
-    breaker_failures: int = 5
-    breaker_cooldown: float = 30.0
-    key_cache_seconds: float = 1.0
-    log_level: str = "INFO"
-    access_log: bool = True
-    config_path: str | None = None
-    # the dashboard (docs/dashboard.md)
-    signup: str = "open"                 # open | invite | closed
-    timezone: str = "Asia/Kolkata"       # dates on the dashboard (a user may choose their own)
-    public_url: str | None = None        # https://credits.example.com: links in mails, Secure cookies
-    session_hours: float = 24 * 7        # a dashboard session expires this long after sign-in
-    oidc_issuer: str | None = None       # OpenID Connect sign-in (any issuer with discovery)
-    oidc_client_id: str | None = None
-    oidc_client_secret: str | None = field(default=None, repr=False)
-    oidc_name: str = "single sign-on"    # the button says "Sign in with <oidc_name>"
-    smtp_host: str | None = None         # password-reset mails; without it, `users reset-link`
-    smtp_port: int = 587
-    smtp_user: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_from: str | None = None
-    smtp_tls: str = "starttls"           # starttls | ssl | none
-    trust_proxy: bool = False            # client IP from X-Forwarded-For (behind your own proxy only)
-    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
-    extra_models: tuple[dict, ...] = ()
+class Settings(GatewaySettings):
+    config_path: str | None = None                              # AICREDITS_CONFIG
+    providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
+    extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
+    key_cache_seconds: ClassVar[float] = 1.0   # a revoked key is refused within this (not a setting)
 
     @property
     def usd_inr_fraction(self):
@@ -86,169 +184,228 @@ class Settings:
         return self.max_request_seconds + 60.0
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive")
-    return value
+SCALARS = tuple(GatewaySettings.model_fields)
+ENV_NAMES = {ENV_PREFIX + name.upper(): name for name in SCALARS}
 
 
+# ------------------------------------------------------------------------------- the TOML file
+class ProviderTable(_Strict):
+    """[providers.NAME]"""
+    kind: Literal[PROVIDER_KINDS] | None = None   # default: a built-in name's own kind, else openai_compatible
+    base_url: str | None = None
+    api_key_env: str | None = None                 # the variable holding the key
+    api_key: str | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    api_version: str | None = None
+    connect_timeout: Seconds | None = None
+    timeout: Seconds | None = None
+    stream_idle_timeout: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _azure_needs_a_version(self):
+        if self.kind == "azure" and not self.api_version:
+            raise ValueError("kind azure needs api_version")
+        return self
+
+
+class TierRow(_Strict):
+    above_prompt_tokens: Count
+    input_cost_per_1m: Price | None = None
+    output_cost_per_1m: Price | None = None
+    cache_read_cost_per_1m: Price | None = None
+    cache_write_cost_per_1m: Price | None = None
+    cache_write_1h_cost_per_1m: Price | None = None
+
+
+class DeploymentRow(_Strict):
+    provider: str
+    upstream_id: str | None = None
+    weight: Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)] = 1.0
+
+
+class ModelRow(_Strict):
+    """[[models]]: the fields of catalog/models.toml (domain/catalog.py ENTRY_KEYS; a test keeps
+    the two the same)."""
+    id: str
+    name: str | None = None
+    provider: str | None = None
+    upstream_id: str | None = None
+    endpoint: Literal[ENDPOINTS] | None = None
+    currency: Currency | None = None
+    context_window: Count | None = None
+    max_output_tokens: Count | None = None
+    modalities: list[str] | None = None
+    input_cost_per_1m: Price | None = None
+    output_cost_per_1m: Price | None = None
+    cache_read_cost_per_1m: Price | None = None
+    cache_write_cost_per_1m: Price | None = None
+    cache_write_1h_cost_per_1m: Price | None = None
+    cost_per_1m_chars: Price | None = None
+    cost_per_minute: Price | None = None
+    cost_per_image: dict[str, dict[str, Price]] | None = None
+    tiers: list[TierRow] | None = None
+    fallbacks: list[str] | None = None
+    deployments: list[DeploymentRow] | None = None
+
+
+class ConfigFile(_Strict):
+    gateway: dict[str, Any] = Field(default_factory=dict)     # checked as GatewaySettings
+    providers: dict[str, ProviderTable] = Field(default_factory=dict)
+    models: list[ModelRow] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- loading
 def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSettings]:
-    out = {
-        "openai": ProviderSettings("openai", "openai",
-                                   env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
-                                   env.get("OPENAI_API_KEY") or None),
+    def var(name: str) -> str | None:
+        return env.get(name) or None
+    return {
+        "openai": ProviderSettings("openai", "openai", var("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                                   var("OPENAI_API_KEY")),
         "anthropic": ProviderSettings("anthropic", "anthropic",
-                                      env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
-                                      env.get("ANTHROPIC_API_KEY") or None),
+                                      var("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                                      var("ANTHROPIC_API_KEY")),
         "gemini": ProviderSettings("gemini", "gemini",
-                                   env.get("GEMINI_BASE_URL")
-                                   or "https://generativelanguage.googleapis.com/v1beta/openai",
-                                   env.get("GEMINI_API_KEY") or None),
-        "sarvam": ProviderSettings("sarvam", "sarvam",
-                                   env.get("SARVAM_BASE_URL") or "https://api.sarvam.ai",
-                                   env.get("SARVAM_API_KEY") or None),
+                                   var("GEMINI_BASE_URL") or "https://generativelanguage.googleapis.com/v1beta/openai",
+                                   var("GEMINI_API_KEY")),
+        "sarvam": ProviderSettings("sarvam", "sarvam", var("SARVAM_BASE_URL") or "https://api.sarvam.ai",
+                                   var("SARVAM_API_KEY")),
         "demo": ProviderSettings("demo", "demo", "builtin:demo", None),
     }
-    return out
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.7)
+    if not close:
+        return ""
+    return f" (did you mean {next(k for k in known if k.lower() == close[0])}?)"
+
+
+def _message(err: dict, key: str, known=()) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key" + _suggest(key, known)
+    if err["type"] == "missing":
+        return "is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = msg[:1].lower() + msg[1:]
+    if not SECRET_KEYS.intersection(err["loc"]) and isinstance(err.get("input"), (str, int, float)):
+        msg += f", got {err['input']!r}"
+    return msg
+
+
+def _toml_where(loc: tuple, doc: dict) -> tuple[str, str, tuple]:
+    """('[[models]] #2 (id "x/y")', 'tiers[0].input_cost_per_1m', known keys there) for a pydantic loc."""
+    head, rest = loc[0], list(loc[1:])
+    known: tuple = ()
+    if head == "models" and rest and isinstance(rest[0], int):
+        rows = doc.get("models") or []
+        row = rows[rest[0]] if rest[0] < len(rows) else None
+        ident = row.get("id") if isinstance(row, dict) else None
+        where = f"[[models]] #{rest[0] + 1}" + (f' (id "{ident}")' if isinstance(ident, str) else "")
+        rest = rest[1:]
+        known = tuple(TierRow.model_fields) if rest[:1] == ["tiers"] else tuple(ModelRow.model_fields)
+        if rest[:1] == ["deployments"]:
+            known = tuple(DeploymentRow.model_fields)
+    elif head == "providers" and rest:
+        where, rest, known = f"[providers.{rest[0]}]", rest[1:], tuple(ProviderTable.model_fields)
+    else:
+        where, rest, known = "", [head, *rest], tuple(ConfigFile.model_fields)
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest).lstrip(".")
+    return where, key, known
+
+
+def _read_file(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{CONFIG_ENV}={path}: no such file") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{CONFIG_ENV}={path}: is a directory, not a TOML file") from None
+    except PermissionError:
+        raise SettingsError(f"{CONFIG_ENV}={path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not valid TOML (not UTF-8 text)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in ENV_NAMES
+                     and n != CONFIG_ENV and n not in TOOL_ENV)
+    if unknown:
+        known = [*ENV_NAMES, CONFIG_ENV]
+        raise SettingsError("; ".join(f"{n} (environment variable): unknown setting{_suggest(n, known)}"
+                                      for n in unknown) + "; docs/configuration.md lists the settings")
+
+
+def _gateway(env: Mapping[str, str], table: Any, path: str | None) -> tuple[GatewaySettings | None, list[str]]:
+    from_env = {name: env[var] for var, name in ENV_NAMES.items() if env.get(var)}
+    try:
+        return GatewaySettings.model_validate({**(table if isinstance(table, dict) else {}), **from_env}), []
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            key = str(err["loc"][0]) if err["loc"] else ""
+            if not key:   # a rule across settings (model_validator): its message names them
+                lines.append(err["msg"].removeprefix("Value error, "))
+            elif key in from_env:
+                lines.append(f"{ENV_PREFIX}{key.upper()} (environment variable): {_message(err, key)}")
+            else:
+                lines.append(f"{path}: [gateway] {key}: {_message(err, key, SCALARS)}")
+        return None, lines
+
+
+def _file_errors(exc: ValidationError, doc: dict, path: str | None) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        where, key, known = _toml_where(err["loc"], doc)
+        leaf = next((p for p in reversed(err["loc"]) if isinstance(p, str)), key)
+        lines.append(f"{path}: {' '.join(filter(None, (where, key)))}: {_message(err, leaf, known)}")
+    return lines
+
+
+def _providers(env: Mapping[str, str], tables: Mapping[str, ProviderTable], path: str | None):
+    providers = _builtin_providers(env)
+    for name, p in tables.items():
+        base = providers.get(name)
+        kind = p.kind or (base.kind if base else "openai_compatible")
+        base_url = p.base_url or (base.base_url if base else None)
+        if not base_url:
+            raise SettingsError(f"{path}: [providers.{name}] base_url: is required")
+        api_key = (env.get(p.api_key_env) or None) if p.api_key_env else p.api_key
+        providers[name] = ProviderSettings(name, kind, base_url.rstrip("/"),
+                                           api_key or (base.api_key if base else None), dict(p.headers),
+                                           p.api_version, p.connect_timeout, p.timeout, p.stream_idle_timeout)
+    return providers
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment (os.environ unless given) and the TOML file once; raise
+    SettingsError, one line naming every bad variable or file key."""
     env = os.environ if env is None else env
-    cfg: dict = {}
-    config_path = env.get("AICREDITS_CONFIG") or None
-    if config_path:
-        try:
-            with open(config_path, "rb") as fh:
-                cfg = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ValueError(f"AICREDITS_CONFIG points at a missing file: {config_path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"AICREDITS_CONFIG is not valid TOML: {exc}") from exc
-    gw = cfg.get("gateway", {})
-
-    def pick(name: str, key: str, default):
-        return env.get(name) or gw.get(key, default)
-
-    providers = _builtin_providers(env)
-    for name, p in (cfg.get("providers") or {}).items():
-        kind = p.get("kind", "openai_compatible")
-        if kind not in {"openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam"}:
-            raise ValueError(f"provider {name}: unknown kind {kind!r}")
-        key_env = p.get("api_key_env")
-        api_key = env.get(key_env) if key_env else p.get("api_key")
-        base = providers.get(name)
-        base_url = p.get("base_url") or (base.base_url if base else None)
-        if not base_url:
-            raise ValueError(f"provider {name}: base_url is required")
-        def secs(key: str, p=p, name=name) -> float | None:
-            v = p.get(key)
-            if v is None:
-                return None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ValueError(f"provider {name}: {key} must be a positive number of seconds")
-            return float(v)
-
-        if kind == "azure" and not p.get("api_version"):
-            raise ValueError(f"provider {name}: kind azure needs api_version")
-        providers[name] = ProviderSettings(name, kind, base_url.rstrip("/"),
-                                           api_key or (base.api_key if base else None),
-                                           dict(p.get("headers") or {}), p.get("api_version"),
-                                           secs("connect_timeout"), secs("timeout"), secs("stream_idle_timeout"))
-
-    max_body = pick("AICREDITS_MAX_BODY_BYTES", "max_body_bytes", 40 * 1024 * 1024)
+    _check_env_names(env)
+    path = env.get(CONFIG_ENV) or None
+    doc = _read_file(path) if path else {}
+    errors: list[str] = []
     try:
-        max_body = int(max_body)
+        cfg = ConfigFile.model_validate(doc)
+    except ValidationError as exc:
+        cfg = None
+        errors += _file_errors(exc, doc, path)
+    gateway, gateway_errors = _gateway(env, doc.get("gateway", {}), path)
+    errors += gateway_errors
+    if cfg is None or gateway is None:
+        raise SettingsError("; ".join(errors))
+    extra_models = tuple(row.model_dump(exclude_none=True) for row in cfg.models)
+    _check_catalog(extra_models, path)
+    return Settings(**gateway.model_dump(), config_path=path, providers=_providers(env, cfg.providers, path),
+                    extra_models=extra_models)
+
+
+def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:
+    """Build the catalog once now, so a bad [[models]] row stops the start, not a call."""
+    from aicredits.catalog import load_catalog
+    try:
+        load_catalog(extra_models)
     except ValueError as exc:
-        raise ValueError("AICREDITS_MAX_BODY_BYTES must be an integer") from exc
-
-    db_url = pick("AICREDITS_DATABASE_URL", "database_url", DEFAULT_DB_URL)
-    settings = Settings(
-        database_url=db_url,
-        redis_url=pick("AICREDITS_REDIS_URL", "redis_url", None),
-        redis_prefix=str(pick("AICREDITS_REDIS_PREFIX", "redis_prefix", "aicredits:")),
-        redis_timeout=_float(env, "AICREDITS_REDIS_TIMEOUT", float(gw.get("redis_timeout", 0.5))),
-        rate_window_seconds=_float(env, "AICREDITS_RATE_WINDOW_SECONDS",
-                                   float(gw.get("rate_window_seconds", 60))),
-        usd_inr=str(pick("AICREDITS_USD_INR", "usd_inr", "88")),
-        markup=str(pick("AICREDITS_MARKUP", "markup", "0")),
-        upstream_connect_timeout=_float(env, "AICREDITS_UPSTREAM_CONNECT_TIMEOUT",
-                                        float(gw.get("upstream_connect_timeout", 5))),
-        upstream_timeout=_float(env, "AICREDITS_UPSTREAM_TIMEOUT", float(gw.get("upstream_timeout", 120))),
-        stream_idle_timeout=_float(env, "AICREDITS_STREAM_IDLE_TIMEOUT",
-                                   float(gw.get("stream_idle_timeout", 60))),
-        max_request_seconds=_float(env, "AICREDITS_MAX_REQUEST_SECONDS",
-                                   float(gw.get("max_request_seconds", 900))),
-        max_body_bytes=max_body,
-        retries=int(pick("AICREDITS_RETRIES", "retries", 2)),
-        retry_base_delay=_float(env, "AICREDITS_RETRY_BASE_DELAY", float(gw.get("retry_base_delay", 0.2))),
-        retry_max_delay=_float(env, "AICREDITS_RETRY_MAX_DELAY", float(gw.get("retry_max_delay", 2.0))),
-        breaker_failures=int(pick("AICREDITS_BREAKER_FAILURES", "breaker_failures", 5)),
-        breaker_cooldown=_float(env, "AICREDITS_BREAKER_COOLDOWN", float(gw.get("breaker_cooldown", 30))),
-        log_level=str(pick("AICREDITS_LOG_LEVEL", "log_level", "INFO")).upper(),
-        access_log=str(pick("AICREDITS_ACCESS_LOG", "access_log", "true")).lower() not in {"0", "false", "no"},
-        config_path=config_path,
-        signup=str(pick("AICREDITS_SIGNUP", "signup", "open")).lower(),
-        timezone=str(pick("AICREDITS_TIMEZONE", "timezone", "Asia/Kolkata")),
-        public_url=(pick("AICREDITS_PUBLIC_URL", "public_url", None) or None),
-        session_hours=_float(env, "AICREDITS_SESSION_HOURS", float(gw.get("session_hours", 24 * 7))),
-        oidc_issuer=pick("AICREDITS_OIDC_ISSUER", "oidc_issuer", None) or None,
-        oidc_client_id=pick("AICREDITS_OIDC_CLIENT_ID", "oidc_client_id", None) or None,
-        oidc_client_secret=pick("AICREDITS_OIDC_CLIENT_SECRET", "oidc_client_secret", None) or None,
-        oidc_name=str(pick("AICREDITS_OIDC_NAME", "oidc_name", "single sign-on")),
-        smtp_host=pick("AICREDITS_SMTP_HOST", "smtp_host", None) or None,
-        smtp_port=int(pick("AICREDITS_SMTP_PORT", "smtp_port", 587)),
-        smtp_user=pick("AICREDITS_SMTP_USER", "smtp_user", None) or None,
-        smtp_password=pick("AICREDITS_SMTP_PASSWORD", "smtp_password", None) or None,
-        smtp_from=pick("AICREDITS_SMTP_FROM", "smtp_from", None) or None,
-        smtp_tls=str(pick("AICREDITS_SMTP_TLS", "smtp_tls", "starttls")).lower(),
-        trust_proxy=str(pick("AICREDITS_TRUST_PROXY", "trust_proxy", "false")).lower() in {"1", "true", "yes"},
-        providers=providers,
-        extra_models=tuple(cfg.get("models") or ()),
-    )
-    if settings.rate_window_seconds > MAX_WINDOW_SECONDS:
-        raise ValueError(f"AICREDITS_RATE_WINDOW_SECONDS must be at most {MAX_WINDOW_SECONDS}")
-    if settings.retries < 0 or settings.breaker_failures < 1:
-        raise ValueError("AICREDITS_RETRIES must be >= 0 and AICREDITS_BREAKER_FAILURES >= 1")
-    _check_dashboard(settings)
-    # validate the money settings now, not on the first call
-    if settings.usd_inr_fraction <= 0:
-        raise ValueError("AICREDITS_USD_INR must be positive")
-    if settings.markup_fraction < 0:
-        raise ValueError("AICREDITS_MARKUP must not be negative")
-    return settings
-
-
-def _check_dashboard(s: Settings) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if s.signup not in {"open", "invite", "closed"}:
-        raise ValueError(f"AICREDITS_SIGNUP must be open, invite or closed, got {s.signup!r}")
-    try:
-        ZoneInfo(s.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"AICREDITS_TIMEZONE is not a time zone name: {s.timezone!r}") from exc
-    if s.public_url and not s.public_url.startswith(("http://", "https://")):
-        raise ValueError("AICREDITS_PUBLIC_URL must start with http:// or https://")
-    oidc = (s.oidc_issuer, s.oidc_client_id, s.oidc_client_secret)
-    if any(oidc) and not all(oidc):
-        raise ValueError("OpenID Connect needs AICREDITS_OIDC_ISSUER, AICREDITS_OIDC_CLIENT_ID and "
-                         "AICREDITS_OIDC_CLIENT_SECRET together")
-    if s.smtp_tls not in {"starttls", "ssl", "none"}:
-        raise ValueError("AICREDITS_SMTP_TLS must be starttls, ssl or none")
-    if s.smtp_host and not s.smtp_from:
-        raise ValueError("AICREDITS_SMTP_HOST needs AICREDITS_SMTP_FROM (the sender address)")
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL (relative to the working directory), or None."""
-    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
-        if url.startswith(prefix):
-            return Path(url[len(prefix):])
-    return None
+        raise SettingsError(f"{path}: [[models]]: {exc}" if extra_models else f"built-in catalog: {exc}") from None

@@ -12,13 +12,26 @@ import openai
 import pytest
 
 from tests.api.media_helpers import inr, make_mp3, make_wav, speech_micros, spent, transcription_micros
-from tests.fakes.openai_media import TRANSCRIPT, speech_bytes
+from tests.fakes.audio_files import decode, encode, mp3_with_frame_count, tone
+from tests.fakes.openai_media import TRANSCRIPT, speech_seconds
 from tests.fakes.openai_upstream import Scenario
-from tests.fakes.sarvam_upstream import MAX_CHARS, FakeSarvam, tts_frames
+from tests.fakes.sarvam_upstream import MAX_CHARS, MS_PER_CHAR, FakeSarvam, tts_frames
 
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg; codecs=opus", "aac": "audio/aac", "flac": "audio/flac",
                  "wav": "audio/wav", "pcm": "audio/pcm"}
 HINDI = "नमस्ते, आप कैसे हैं? मैं ठीक हूँ। "
+CODEC_NAMES = {"mp3": "mp3", "opus": "opus", "aac": "aac", "flac": "flac", "wav": "pcm_s16le"}
+
+
+def assert_audio(content: bytes, fmt: str, seconds: float, rate: int = 24000) -> None:
+    """The bytes decode, with the demuxer of `fmt`, to about `seconds` of audio in that codec (pcm:
+    24 kHz 16-bit mono frames). Lossy codecs add an encoder delay of some ms."""
+    if fmt == "pcm":
+        assert len(content) == 2 * round(seconds * rate)
+        return
+    codec, got, _ = decode(content, fmt)
+    assert CODEC_NAMES[fmt] in codec, codec     # the decoder FFmpeg picked: mp3float, opus, ...
+    assert seconds - 0.01 <= got <= seconds + 0.1, (fmt, got, seconds)
 TAMIL = "வணக்கம், நீங்கள் எப்படி இருக்கிறீர்கள்?"
 
 
@@ -64,7 +77,8 @@ def test_speech_formats_content_types_and_exact_charges(gw, upstream, fresh):
         text = f"Hello in {fmt}, from the gateway."
         raw = client(gw, key).audio.speech.with_raw_response.create(
             model="openai/tts-1", voice="alloy", input=text, response_format=fmt)
-        assert raw.content == speech_bytes(fmt)
+        assert raw.content == upstream.speech_sent[text]    # OpenAI's own audio, passed through
+        assert_audio(raw.content, fmt, speech_seconds(text))
         assert raw.headers["content-type"] == ctype
         want = speech_micros(entry, len(text))
         assert raw.headers["x-aicredits-cost"] == inr(want)
@@ -75,7 +89,18 @@ def test_speech_formats_content_types_and_exact_charges(gw, upstream, fresh):
     assert spent(gw, key) == total
     # the default format is mp3
     raw = client(gw, key).audio.speech.with_raw_response.create(model="tts-1", voice="nova", input="Hi")
-    assert raw.content == speech_bytes("mp3") and raw.headers["content-type"] == "audio/mpeg"
+    assert raw.content == upstream.speech_sent["Hi"] and raw.headers["content-type"] == "audio/mpeg"
+    assert_audio(raw.content, "mp3", speech_seconds("Hi"))
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac"])
+def test_speech_from_a_server_that_ignores_the_format_is_converted(gw, upstream, wallet, fmt):
+    upstream.speech_format = "wav"           # an OpenAI-compatible server that always answers WAV
+    text = f"Converted to {fmt} by the gateway."
+    raw = client(gw, wallet).audio.speech.with_raw_response.create(
+        model="openai/tts-1", voice="alloy", input=text, response_format=fmt)
+    assert raw.headers["content-type"] == CONTENT_TYPES[fmt]
+    assert_audio(raw.content, fmt, speech_seconds(text))
 
 
 def test_speech_counts_code_points(gw, upstream, wallet):
@@ -129,12 +154,11 @@ def test_sarvam_long_input_is_split_and_joined_into_one_wav(gw, fresh):
     for c in calls:
         assert c.headers["api-subscription-key"] == fresh.api_key
         assert (c.body["language_code"], c.body["speaker"], c.body["model"]) == ("hi-IN", "vidya", "bulbul:v2")
-    # mp3 cannot be made without external tools: the answer is WAV, labelled so
-    assert raw.headers["content-type"] == "audio/wav"
-    w = _wav(raw.content)
-    rate = w.getframerate()
-    assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
-    assert w.getnframes() == sum(tts_frames(p, rate) for p in pieces)
+    # mp3 by default: the pieces' WAVs joined, then encoded (Sarvam cannot join them)
+    assert all("output_audio_codec" not in c.body for c in calls)
+    assert raw.headers["content-type"] == "audio/mpeg"
+    rate = calls[0].body["speech_sample_rate"]
+    assert_audio(raw.content, "mp3", sum(tts_frames(p, rate) for p in pieces) / rate, rate)
     want = speech_micros(gw.catalog()["sarvam/bulbul-v2"], len(text))   # INR price x 1.15, no rate
     assert raw.headers["x-aicredits-cost"] == inr(want)
     assert spent(gw, key) == want
@@ -162,6 +186,23 @@ def test_sarvam_language_from_script_or_request(gw, fresh, wallet, text, extra, 
     assert fresh.tts_requests()[-1].body["language_code"] == lang
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+@pytest.mark.parametrize("honoured", [True, False])
+def test_sarvam_speech_in_every_format(gw, fresh, wallet, fmt, honoured):
+    """One request's worth of text: Sarvam is asked for the codec; a server that answers WAV
+    whatever it is asked (honoured=False) is converted by the gateway."""
+    if not honoured:
+        fresh.codecs = ("wav",)
+    text = "Namaste, this is Bulbul speaking."
+    raw = client(gw, wallet).audio.speech.with_raw_response.create(
+        model="sarvam/bulbul-v2", voice="alloy", input=text, response_format=fmt)
+    sent = fresh.tts_requests()[-1].body
+    assert sent.get("output_audio_codec", "wav") == (fmt if fmt in ("mp3", "opus", "aac", "flac") else "wav")
+    assert raw.headers["content-type"] == CONTENT_TYPES[fmt]
+    rate = sent["speech_sample_rate"]
+    assert_audio(raw.content, fmt, len(text) * MS_PER_CHAR / 1000, rate)
+
+
 def test_sarvam_pcm_is_raw_frames_and_unsupported_language_is_400(gw, fresh, wallet):
     raw = client(gw, wallet).audio.speech.with_raw_response.create(
         model="sarvam/bulbul-v2", voice="alloy", input="One two three.", response_format="pcm", speed=0.25)
@@ -180,6 +221,36 @@ def test_sarvam_upstream_error_charges_nothing(gw, fresh):
     with pytest.raises(openai.BadRequestError) as exc:
         client(gw, key).audio.speech.create(model="sarvam/bulbul-v2", voice="alloy", input="Hello.")
     assert "could not be processed" in exc.value.body["message"]
+    assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
+
+
+def test_sarvam_messages_reach_the_client_without_account_ids(gw, fresh):
+    """Sarvam's own words pass; the operator's account ids and keys in them do not."""
+    key = gw.create_key(credits="5")
+    org, sub = "7c9e6679-7425-40de-944b-e07fc1f90ae7", "sk_live_Ab12Cd34Ef56"
+    fresh.fail_next(429, f"Rate limit exceeded for subscription {org} (key {sub}); retry in 2 s.")
+    with pytest.raises(openai.RateLimitError) as exc:
+        client(gw, key).audio.speech.create(model="sarvam/bulbul-v2", voice="alloy", input="Hello.")
+    msg = exc.value.body["message"]
+    assert "Rate limit exceeded for subscription [redacted]" in msg and "retry in 2 s" in msg, msg
+    assert org not in msg and sub not in msg
+    fresh.fail_next(500, f"Internal error in workspace wrkspc_01HZX9K2 for org {org}.")
+    with pytest.raises(openai.InternalServerError) as exc:
+        client(gw, key).audio.transcriptions.create(model="sarvam/saarika-v2", file=("a.wav", make_wav(1.0)))
+    msg = exc.value.body["message"]
+    assert "Internal error in workspace [redacted] for org [redacted]." in msg, msg
+    assert len(fresh.stt_requests()) == 1     # retries are off in this gateway
+    assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
+
+
+def test_sarvam_speech_whose_client_gives_up_is_cancelled_and_free(gw, fresh):
+    key = gw.create_key(credits="5")
+    fresh.hang_next()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.v1 + "/audio/speech", json={"model": "sarvam/bulbul-v2", "voice": "alloy", "input": "Hello."},
+                   headers={"Authorization": f"Bearer {key['key']}"}, timeout=httpx.Timeout(10, read=1.0))
+    assert fresh.disconnected(timeout=2.0), "the Sarvam request was left running"
+    assert len(fresh.tts_requests()) == 1
     assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
 
 
@@ -241,8 +312,36 @@ def test_unreadable_audio_is_400_and_free(gw, upstream, wallet, name, data):
     before = spent(gw, wallet)
     with pytest.raises(openai.BadRequestError) as exc:
         client(gw, wallet).audio.transcriptions.create(model="whisper-1", file=(name, data))
-    assert "duration" in exc.value.body["message"] and "could not be read" in exc.value.body["message"]
+    assert exc.value.body == {"message": exc.value.body["message"], "type": "invalid_request_error",
+                              "code": 400, "param": "file"}
+    assert "could not be measured" in exc.value.body["message"]
     assert paths(upstream, "/v1/audio/transcriptions") == [] and spent(gw, wallet) == before
+
+
+def test_an_mp3_whose_header_lies_is_billed_by_its_real_length(gw, upstream):
+    """23,000-frame-class lie in small: a 30 s MP3 whose Xing/Info header claims 40 frames
+    (about 1.9 s at 24 kHz) is billed 30 s, as both ways of sending it."""
+    key = gw.create_key(credits="5")
+    audio = mp3_with_frame_count(30.0, 40)
+    entry = gw.catalog()["openai/whisper-1"]
+    raw = client(gw, key).audio.transcriptions.with_raw_response.create(model="whisper-1", file=("short.mp3", audio))
+    assert raw.headers["x-aicredits-cost"] == inr(transcription_micros(entry, 30))
+    r = httpx.post(gw.v1 + "/audio/transcriptions", headers={"Authorization": f"Bearer {key['key']}"},
+                   json={"model": "whisper-1", "input_audio": {"data": base64.b64encode(audio).decode(),
+                                                               "format": "mp3"}})
+    assert r.status_code == 200 and r.headers["x-aicredits-cost"] == inr(transcription_micros(entry, 30))
+    assert spent(gw, key) == 2 * transcription_micros(entry, 30)
+
+
+@pytest.mark.parametrize("kind, rate", [("mp3", 24000), ("wav", 16000), ("flac", 16000), ("ogg", 48000),
+                                        ("m4a", 24000), ("webm", 48000), ("aac", 24000)])
+def test_every_accepted_format_is_measured_from_its_frames(gw, upstream, wallet, kind, rate):
+    audio = encode(kind, tone(4.2, rate), rate)
+    raw = client(gw, wallet).audio.transcriptions.with_raw_response.create(model="whisper-1",
+                                                                           file=(f"clip.{kind}", audio))
+    assert raw.headers["x-aicredits-cost"] == inr(transcription_micros(gw.catalog()["openai/whisper-1"], 5))
+    sent = paths(upstream, "/v1/audio/transcriptions")[-1].body["file"]
+    assert sent["data"] == audio
 
 
 def test_transcription_bad_requests(gw, upstream, wallet):

@@ -187,6 +187,26 @@ def test_native_response_failed(gateway, upstream, key):
     assert settled(gateway, key)["total_spent"] == pytest.approx(want / 1e6, abs=1e-9)
 
 
+def test_native_failures_reach_the_client_without_account_ids(gateway, upstream, key):
+    """A failed Response (streamed or not) and an `error` event carry the provider's words, never
+    the operator's organization or project id."""
+    org, proj = "org-8bKzPvQ3xR1mN2jL5tY7wC9a", "proj_Ab12Cd34Ef56Gh78Ij90Kl"
+    leaky = f"Quota exceeded for organization {org} in project {proj}."
+    seen = "Quota exceeded for organization [redacted] in project [redacted]."
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    texts = []
+    for stream, scenario in [(True, Scenario(content="ab", finish_reason="failed", error_message=leaky)),
+                             (True, Scenario(content="never sent", error_after=0, error_message=leaky)),
+                             (False, Scenario(content="ab", finish_reason="failed", error_message=leaky))]:
+        upstream.enqueue(scenario)
+        r = httpx.post(gateway.v1 + "/responses", json={"model": "gpt-4o-mini", "input": "x", "stream": stream},
+                       headers=headers, timeout=20)
+        assert r.status_code == 200, r.text
+        texts.append(r.text)
+    for text in texts:
+        assert seen in text and org not in text and proj not in text, text
+
+
 def test_native_stateful_request_holds_the_context_window(gateway, upstream):
     """previous_response_id brings context the body does not show: the hold covers the window."""
     poor = gateway.create_key(credits="0.5")

@@ -20,6 +20,7 @@ MODEL = "openai/gpt-4o-mini"
 HELLO = [{"role": "user", "content": "Hello"}]
 PASSWORD = "S3cret-pass-123"
 KEY_RE = re.compile(r"sk-[0-9a-f]{64}")
+ACCOUNT_IDS = ("org-8bKzPvQ3xR1mN2jL5tY7wC9a", "proj_Ab12Cd34Ef56Gh78Ij90Kl", "5f1c2a3b-4d5e-6f70-8192-a3b4c5d6e7f8")
 
 
 def bearer(key: str) -> dict:
@@ -101,8 +102,10 @@ def run(start_gateway, fake_openai):
     r.record("credits", httpx.get(gw.v1 + "/credits", headers=bearer(a["key"]), timeout=10))
     r.record("models", httpx.get(gw.v1 + "/models", headers=bearer(a["key"]), timeout=10))
 
-    # upstream errors whose messages carry the upstream key, before output and mid-stream
-    leaky = f"Incorrect API key provided: {upkey}. You can find your API key at https://platform.openai.com."
+    # upstream errors whose messages carry the upstream key and the operator's account ids, before
+    # output and mid-stream
+    leaky = (f"Incorrect API key provided: {upkey}. You can find your API key at https://platform.openai.com. "
+             f"Organization {ACCOUNT_IDS[0]}, project {ACCOUNT_IDS[1]}, account {ACCOUNT_IDS[2]}.")
     for status in (401, 403, 400, 422, 404, 429, 500):
         for stream in (False, True):
             up.enqueue(Scenario(status=status, error_type="invalid_request_error",
@@ -184,3 +187,12 @@ def test_no_response_holds_the_upstream_key(run):
     for what, text in errors:
         assert "Bearer sk-fake" not in text, what
         assert upkey[3:] not in text, what
+
+
+def test_no_response_holds_an_operator_account_id(run):
+    errors = [(what, text) for what, status, text in run.responses if status >= 400 or '"error"' in text]
+    leaks = [(what, i) for what, text in errors for i in ACCOUNT_IDS if i in text]
+    assert not leaks, f"operator account ids reached the client in: {leaks}"
+    # the provider's words around them still did, where its message is passed on
+    passed = [text for what, status, text in run.responses if what.startswith(("upstream 400", "upstream 429"))]
+    assert passed and all("Organization [redacted], project [redacted], account [redacted]" in t for t in passed)

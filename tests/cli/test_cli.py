@@ -300,6 +300,42 @@ def test_ledger_verify_finds_a_corrupted_wallet(url):
     assert bad.returncode == 1 and made["id"] in bad.stdout + bad.stderr
 
 
+def _db(url: str, statement: str) -> list:
+    """Run one SQL statement on a SQLite or PostgreSQL database (as a tamperer would)."""
+    from sqlalchemy import text
+
+    from aicredits.store.db import make_engine
+
+    async def go():
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement))
+                return result.all() if result.returns_rows else []
+        finally:
+            await engine.dispose()
+    return asyncio.run(go())
+
+
+def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url):
+    ok(db_url, "keys", "create", "--email", "chain@example.com", "--credits", "5", "--limit", "1", "--json")
+    for amount in ("1.5", "2"):
+        ok(db_url, "wallet", "grant", amount, "--email", "chain@example.com")
+    assert ok(db_url, "ledger", "verify").stdout.strip() == "ledger verify: ok"
+    [(account_id, key_id)] = _db(db_url, "SELECT account_id, id FROM api_keys")
+    ids = [r[0] for r in _db(db_url, "SELECT id FROM ledger_entries ORDER BY id")]
+    _db(db_url, f"UPDATE ledger_entries SET balance_after = 123 WHERE id = {ids[1]}")   # the middle entry
+    _db(db_url, "UPDATE api_keys SET spent = 2000000")
+    bad = run(db_url, "ledger", "verify")
+    assert bad.returncode == 1 and "ok" not in bad.stdout
+    assert bad.stderr.splitlines() == [
+        (f"ledger chain: entry {ids[1]} (account {account_id}, grant): balance_after 123 != previous "
+         "balance_after 5000000 + amount 1500000 = 6500000 (and 1 more)"),
+        f"key spent: key {key_id} (account {account_id}): spent 2000000 != sum of its charges 0",
+        f"key limit: key {key_id} (account {account_id}): spent 2000000 is above its limit 1000000",
+        "ledger verify: 3 check(s) failed"]
+
+
 def test_migrate_creates_the_schema_and_is_idempotent(url, tmp_path):
     proc = ok(url, "migrate")
     assert proc.stdout.strip()
@@ -325,6 +361,42 @@ def test_help_lists_every_command(url):
     serve = ok(url, "serve", "--help").stdout
     for opt in ("--host", "--port", "--workers"):
         assert opt in serve
+
+
+BAD_SETTINGS = {   # name -> (variables, TOML file text or None, what the one error line says)
+    "unknown variable": ({"AICREDITS_STREAM_IDLE_TIMEOUTS": "5"}, None,
+                         ("AICREDITS_STREAM_IDLE_TIMEOUTS (environment variable): unknown setting "
+                         "(did you mean AICREDITS_STREAM_IDLE_TIMEOUT?)")),
+    "unknown file key": ({}, "[gateway]\nmarkupp = 0.1\n", "{file}: [gateway] markupp: unknown key"),
+    "negative timeout": ({"AICREDITS_UPSTREAM_TIMEOUT": "-1"}, None,
+                         "AICREDITS_UPSTREAM_TIMEOUT (environment variable): input should be greater than 0, got '-1'"),
+    "negative timeout in the file": ({}, "[providers.local]\nbase_url = 'http://127.0.0.1:9/v1'\ntimeout = -3\n",
+                                     "{file}: [providers.local] timeout: input should be greater than 0, got -3"),
+    "misspelt model price key": ({}, "[[models]]\nid = 'local/m'\ninput_cost_per_1M = 0.5\noutput_cost_per_1m = 1\n",
+                                 ('{file}: [[models]] #1 (id "local/m") input_cost_per_1M: unknown key '
+                                 "(did you mean input_cost_per_1m?)")),
+    "bad value": ({"AICREDITS_MAX_BODY_BYTES": "40MB"}, None,
+                  "AICREDITS_MAX_BODY_BYTES (environment variable): input should be a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, case, command):
+    variables, toml, says = BAD_SETTINGS[case]
+    env = dict(variables)
+    if toml is not None:
+        cfg = tmp_path / "gateway.toml"
+        cfg.write_text(toml)
+        env["AICREDITS_CONFIG"] = str(cfg)
+        says = says.format(file=cfg)
+    db = tmp_path / "aicredits.db"
+    args = [command] + (["--port", "9"] if command == "serve" else [])
+    proc = run(f"sqlite:///{db}", *args, env=env)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), proc.stderr
+    assert proc.stdout == "" and not db.exists()      # nothing started, nothing migrated
 
 
 def test_bad_database_url_is_a_clear_error(tmp_path):
@@ -445,6 +517,55 @@ def test_first_serve_creates_the_admin_and_a_private_credentials_file(start_gate
     assert path.stat().st_mtime_ns == mtime
     assert not (again.workdir / "aicredits-first-admin.txt").exists()
     again.stop()
+
+
+def _serve_refused(tmp_path: Path) -> subprocess.CompletedProcess:
+    """`aicredits serve` on an empty database in tmp_path whose credentials file cannot be made
+    (stdout is a pipe, not a terminal): it must stop by itself."""
+    from tests.conftest import free_port
+    url = f"sqlite:///{tmp_path}/aicredits.db"
+    proc = subprocess.run([sys.executable, "-m", "aicredits", "serve", "--port", str(free_port())],
+                          env=_env(url), cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sql(url, "SELECT COUNT(*) FROM accounts") == [(0,)]     # no admin nobody can sign in as
+    assert not ANY_SECRET.search(proc.stdout + proc.stderr) and "password:" not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_first_serve_refuses_an_existing_credentials_file(tmp_path, start_gateway):
+    path = tmp_path / "aicredits-first-admin.txt"
+    path.write_text("someone else's file\n")
+    path.chmod(0o644)
+    proc = _serve_refused(tmp_path)
+    assert f"{path} already exists (a file)" in proc.stderr
+    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
+    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    path.unlink()     # moved away: the next start creates the admin and a new private file
+    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = _parse_first_admin(path.read_text())
+    assert gw.credits(first["key"])["balance"] == 100
+    gw.stop()
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exists):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "target.txt"
+    if target_exists:
+        target.write_text("")
+        target.chmod(0o644)
+    path = tmp_path / "aicredits-first-admin.txt"
+    path.symlink_to(target)
+    proc = _serve_refused(tmp_path)
+    assert f"{path} already exists (a symlink)" in proc.stderr
+    assert path.is_symlink()
+    if target_exists:   # the target is untouched: still empty, still 0644
+        assert target.read_text() == "" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in elsewhere.iterdir()) == (["target.txt"] if target_exists else [])
 
 
 # ---------------------------------------------------------------------------- rate limits

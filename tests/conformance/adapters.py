@@ -34,6 +34,7 @@ class Adapter:
     def json_reply(self, obj: dict, prompt: int, completion: int) -> None: ...
     def fail(self, status: int, message: str, retry_after: str | None = None) -> None: ...
     def cut(self, text: str, after: int, prompt: int) -> None: ...
+    def fail_in_stream(self, message: str) -> None: ...   # the stream opens, then an error event comes first
     def bodies(self) -> list[dict]: ...
     def json_mode_sent(self, body: dict) -> bool: ...
     def tool_result_sent(self, body: dict, call_id: str, content: str) -> bool: ...
@@ -70,6 +71,9 @@ class OpenAIShaped(Adapter):
 
     def cut(self, text, after, prompt):
         self.fake.enqueue(oai.Scenario(content=text, prompt_tokens=prompt, cut_after=after))
+
+    def fail_in_stream(self, message):
+        self.fake.enqueue(oai.Scenario(content="never sent", error_after=0, error_message=message))
 
     def bodies(self):
         return [r.body for r in self.fake.chat_requests()]
@@ -111,6 +115,10 @@ class Anthropic(Adapter):
 
     def cut(self, text, after, prompt):
         self.fake.enqueue(anth.Scenario(text=text, input_tokens=prompt, cut_after=after))
+
+    def fail_in_stream(self, message):
+        self.fake.enqueue(anth.Scenario(text="never sent", error_after=0, error_type="rate_limit_error",
+                                        error_message=message))
 
     def bodies(self):
         return [r.body for r in self.fake.message_requests()]

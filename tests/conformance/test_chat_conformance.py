@@ -324,6 +324,42 @@ def test_error_on_stream_open_is_a_plain_http_error(ad, gw, account, bill):
     assert bill() == 0
 
 
+# the operator's account ids, as OpenAI (organization, project) and Anthropic (organization UUID)
+# put them in their messages; none may reach a client
+ACCOUNT_IDS = ("org-8bKzPvQ3xR1mN2jL5tY7wC9a", "proj_Ab12Cd34Ef56Gh78Ij90Kl", "5f1c2a3b-4d5e-6f70-8192-a3b4c5d6e7f8")
+LEAKY = (f"Rate limit reached in organization {ACCOUNT_IDS[0]} (project {ACCOUNT_IDS[1]}, account "
+         f"{ACCOUNT_IDS[2]}) on tokens per min. Please try again in 1s.")
+SEEN = "Rate limit reached in organization [redacted] (project [redacted], account [redacted]) on tokens per min."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [404, 429, 500, "overloaded"])
+def test_provider_messages_reach_the_client_without_account_ids(ad, gw, account, bill, status, stream):
+    status = OVERLOADED[ad.name] if status == "overloaded" else status
+    ad.fail(status, LEAKY)
+    r = httpx.post(gw.v1 + "/chat/completions", timeout=20,
+                   json={"model": ad.model, "messages": HI, "max_tokens": 64, "stream": stream},
+                   headers={"Authorization": f"Bearer {account['key']}"})
+    assert r.status_code == {404: 404, 429: 429, 500: 502}.get(status, 503), r.text
+    assert SEEN in r.json()["error"]["message"]          # the provider's words still reach the client
+    assert not any(i in r.text for i in ACCOUNT_IDS), r.text
+    assert bill() == 0
+
+
+def test_an_error_event_before_the_first_byte_carries_no_account_ids(ad, gw, account, bill):
+    ad.fail_in_stream(LEAKY)
+    with httpx.stream("POST", gw.v1 + "/chat/completions", timeout=20,
+                      json={"model": ad.model, "messages": HI, "max_tokens": 64, "stream": True},
+                      headers={"Authorization": f"Bearer {account['key']}"}) as r:
+        assert r.status_code == 200
+        body = r.read().decode()
+    errors = [json.loads(line[6:]) for line in body.splitlines()
+              if line.startswith("data: {") and '"error"' in line]
+    assert len(errors) == 1 and SEEN in errors[0]["error"]["message"], body
+    assert not any(i in body for i in ACCOUNT_IDS), body
+    assert bill() == 0
+
+
 # ---------------------------------------------------------------------------- a cut stream
 def test_cut_stream_ends_with_an_error_event_and_bills_what_was_delivered(ad, gw, account, catalog, bill):
     ad.cut("alpha beta gamma delta epsilon zeta eta theta", after=3, prompt=50)
@@ -487,7 +523,8 @@ MEDIA = {"openai": ("openai/dall-e-3", "openai/tts-1", "openai/whisper-1", "/v1/
 @pytest.mark.parametrize("name", list(MEDIA))
 def test_images_speech_and_transcription(name, fakes, client, catalog, bill):
     from tests.api.media_helpers import image_micros, make_wav, speech_micros, transcription_micros
-    from tests.fakes.openai_media import TRANSCRIPT, speech_bytes
+    from tests.fakes.audio_files import decode
+    from tests.fakes.openai_media import TRANSCRIPT, speech_seconds
     image_model, tts_model, stt_model, path = MEDIA[name]
     fake = fakes[name]
     fake.reset()
@@ -500,7 +537,8 @@ def test_images_speech_and_transcription(name, fakes, client, catalog, bill):
 
     text = "Good morning from the gateway."
     audio = client.audio.speech.create(model=tts_model, voice="alloy", input=text, response_format="wav")
-    assert audio.content == speech_bytes("wav")
+    codec, seconds, _ = decode(audio.content, "wav")      # a WAV as long as the fake spoke the text
+    assert codec == "pcm_s16le" and seconds == speech_seconds(text)
     want += speech_micros(catalog[tts_model], len(text))
     assert bill() == want
 

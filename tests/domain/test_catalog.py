@@ -324,3 +324,12 @@ def test_api_models_shows_complete_tiers_with_the_catalog_key_names():
     assert _document(catalog)["x/m"]["tiers"] == [
         {"above_prompt_tokens": 10, "input_cost_per_1m": 3, "output_cost_per_1m": 2,
          "cache_write_cost_per_1m": 1.5}]
+
+
+def test_an_unknown_entry_key_is_refused_naming_the_likely_one():
+    """A misspelt price key would otherwise leave the model silently unpriced."""
+    with pytest.raises(ValueError, match=r"model x/m: unknown key\(s\) input_cost_per_1M "
+                                         r"\(did you mean input_cost_per_1m\?\)"):
+        spec_from_entry({"id": "x/m", "input_cost_per_1M": 1, "output_cost_per_1m": 2})
+    with pytest.raises(ValueError, match="unknown key"):
+        Catalog.from_entries(BUILTIN, [{"id": "openai/gpt-4o-mini", "outputcost": 1}])

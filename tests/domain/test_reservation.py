@@ -12,11 +12,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from aicredits.domain.catalog import spec_from_entry
+from aicredits.domain.media import InputCosts, PixelImages
 from aicredits.domain.money import MICROS_PER_INR
 from aicredits.domain.pricing import Rates, TokenUsage, max_prices, token_prices
 from aicredits.domain.reservation import (
     DEFAULT_MAX_OUTPUT,
-    IMAGE_TOKEN_BOUND,
+    UNKNOWN_WINDOW,
     HoldPlan,
     Refusal,
     hold_prices,
@@ -344,20 +345,26 @@ def test_prompt_bound_covers_every_utf8_byte_of_the_text(messages):
     body = {"model": "m", "messages": messages}
     bound = prompt_token_bound(body, None)
     # a BPE token is at least one byte, so the bytes bound any tokenizer's count
-    assert bound >= _content_bytes(messages) + IMAGE_TOKEN_BOUND * _images(messages)
-    assert bound >= _text_bytes(messages) + IMAGE_TOKEN_BOUND * _images(messages)
+    assert bound >= _content_bytes(messages)
+    assert bound >= _text_bytes(messages)
     assert bound >= estimate_prompt_tokens(body)     # the fallback estimate stays under the hold
+    if _images(messages):
+        # no formula given: an image could be anything, so the bound assumes a whole window
+        assert bound >= UNKNOWN_WINDOW
+    costs = InputCosts(image=PixelImages())
+    assert prompt_token_bound(body, None, costs) >= _text_bytes(messages) + _images(messages)
 
 
 @SETTINGS
 @given(messages_st, st.integers(min_value=1, max_value=10_000))
 def test_prompt_bound_is_capped_by_the_context_window(messages, context_window):
     body = {"messages": messages}
-    images = _images(messages)
     bound = prompt_token_bound(body, context_window)
-    assert bound <= context_window + images * IMAGE_TOKEN_BOUND
-    assert bound >= min(_content_bytes(messages), context_window) + images * IMAGE_TOKEN_BOUND
+    assert bound <= context_window
+    assert bound >= min(_content_bytes(messages), context_window)
     assert bound <= prompt_token_bound(body, None)
+    if _images(messages):
+        assert bound == context_window     # an image no formula bounds: the whole window
 
 
 @SETTINGS
@@ -395,8 +402,10 @@ def test_prompt_bound_counts_lone_surrogates():
 def test_prompt_bound_ignores_image_url_length_but_bounds_each_image():
     img = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 1_000_000}}
     body = {"messages": [{"role": "user", "content": [img, img]}]}
-    bound = prompt_token_bound(body, 128_000)
-    assert 2 * IMAGE_TOKEN_BOUND <= bound < 2 * IMAGE_TOKEN_BOUND + 1000
+    costs = InputCosts(image=PixelImages(750, 1600))
+    bound = prompt_token_bound(body, 128_000, costs)
+    assert 2 * 1600 <= bound < 2 * 1600 + 1000       # unreadable images: each the formula's largest
+    assert prompt_token_bound(body, 128_000) == 128_000   # no formula: the window
 
 
 def test_prompt_bound_of_an_empty_body():

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aicredits.domain.pricing import TokenUsage
-from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
+from aicredits.domain.usage import (
+    IMAGE_ESTIMATE,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    usage_from_openai,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -140,9 +145,13 @@ def test_prompt_estimate_follows_the_documented_formula(texts):
     assert estimate_prompt_tokens(body) == math.ceil(n / 4) + 4 * len(texts) + 3
 
 
-def test_prompt_estimate_skips_images_and_counts_tools():
+def test_prompt_estimate_counts_an_image_not_its_base64_and_counts_tools():
     img = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
     body = {"messages": [{"role": "user", "content": [img]}]}
-    assert estimate_prompt_tokens(body) < 100
+    # an unreadable image: its typical size, never 100k bytes of base64 as text
+    assert IMAGE_ESTIMATE <= estimate_prompt_tokens(body) < IMAGE_ESTIMATE + 100
+    pdf = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + "A" * 100_000}}
+    audio = {"type": "input_audio", "input_audio": {"data": "A" * 100_000, "format": "wav"}}
+    assert estimate_prompt_tokens({"messages": [{"role": "user", "content": [pdf, audio]}]}) < 100
     tools = [{"type": "function", "function": {"name": "f", "description": "d" * 4000}}]
     assert estimate_prompt_tokens({"messages": [], "tools": tools}) >= 1000

@@ -37,7 +37,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-__all__ = ["ERROR_TYPES", "FakeAnthropic", "Recorded", "Scenario", "split_text"]
+__all__ = ["ERROR_TYPES", "FakeAnthropic", "Recorded", "Scenario", "org_rate_limit_message", "split_text"]
 
 VERSIONS = ("2023-06-01", "2026-10-21")
 SAMPLING = ("temperature", "top_p", "top_k")
@@ -79,6 +79,7 @@ class Scenario:
     error_after: int | None = None  # stream: after this many deltas send `event: error` and end
     omit_stop: bool = False  # stream: message_delta but no message_stop, then a clean end
     hang: bool = False  # never answer (until the client goes away / stop())
+    drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
 
 
 @dataclass
@@ -88,6 +89,14 @@ class Recorded:
     headers: dict[str, str]  # lower-case names
     body: dict | None
     raw: bytes
+
+
+def org_rate_limit_message(org: str) -> str:
+    """Anthropic's 429 message, which names the operator's organization id (a UUID)."""
+    return (f"This request would exceed the rate limit for your organization ({org}) of 50,000 input tokens per "
+            "minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response "
+            "headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try "
+            "again later.")
 
 
 def split_text(text: str) -> list[str]:
@@ -309,7 +318,18 @@ class FakeAnthropic:
             msg = {"id": mid, "type": "message", "role": "assistant", "model": body["model"],
                    "content": self._blocks(s), "stop_reason": stop_reason, "stop_sequence": s.stop_sequence,
                    "usage": self._usage(s, s.output_tokens)}
-            return web.Response(text=_dumps(msg), content_type="application/json", headers=headers)
+            if s.drip is None:
+                return web.Response(text=_dumps(msg), content_type="application/json", headers=headers)
+            raw = _dumps(msg).encode()
+            resp = web.StreamResponse(status=200, headers={**headers, "content-type": "application/json",
+                                                           "content-length": str(len(raw))})
+            await resp.prepare(request)
+            for i in range(len(raw)):
+                self._check(request)
+                await resp.write(raw[i:i + 1])
+                await self._sleep(request, s.drip)
+            await resp.write_eof()
+            return resp
         except (_ClientGone, ConnectionError):
             with self._lock:
                 self.disconnects.append(mid)

@@ -3,7 +3,11 @@
 * ``POST /v1/images/generations`` - ``n`` images as ``url`` or ``b64_json`` (gpt-image-*: always
   ``b64_json``, plus the ``quality``/``size`` it "chose": the requested ones, ``auto`` becoming
   ``medium`` / ``1024x1024``). A prompt containing ``[return:K]`` makes it return K images.
-* ``POST /v1/audio/speech`` - :func:`speech_bytes` of the requested ``response_format``.
+* ``POST /v1/audio/speech`` - :func:`speech_bytes`: real audio in the requested ``response_format``
+  (FFmpeg's codecs through PyAV; pcm is 24 kHz 16-bit mono), :data:`SPEECH_MS_PER_CHAR` ms a character.
+  :attr:`FakeOpenAI.speech_format` set (e.g. ``"wav"``) makes it answer that format whatever is asked, like
+  an OpenAI-compatible server that ignores ``response_format``; the bytes sent are kept in
+  :attr:`FakeOpenAI.speech_sent` by input text (Ogg streams carry a random serial number).
 * ``POST /v1/audio/transcriptions`` - multipart/form-data; the parsed form (the ``file`` part as
   ``{"filename", "content_type", "data"}``) is stored as the request's ``Recorded.body``; answers
   :data:`TRANSCRIPT` as ``json`` / ``verbose_json`` / ``text`` / ``srt`` / ``vtt``.
@@ -20,6 +24,8 @@ import time
 
 from aiohttp import web
 
+from tests.fakes.audio_files import encode, tone
+
 TRANSCRIPT = "Hello from the fake transcription."
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -28,9 +34,18 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "s
           "marin", "cedar")
 
 
-def speech_bytes(fmt: str) -> bytes:
-    """The fixed bytes the fake answers /audio/speech with for one response_format."""
-    return f"fake-{fmt}-audio:".encode() + bytes(range(16))
+SPEECH_MS_PER_CHAR = 20
+SPEECH_RATE = 24000
+
+
+def speech_seconds(text: str) -> float:
+    return len(text) * SPEECH_MS_PER_CHAR / 1000
+
+
+def speech_bytes(fmt: str, text: str = "hello") -> bytes:
+    """The audio the fake answers /audio/speech with: a tone as long as the text, in `fmt`."""
+    pcm = tone(speech_seconds(text), SPEECH_RATE)
+    return pcm if fmt == "pcm" else encode(fmt, pcm, SPEECH_RATE)
 
 
 def _dumps(obj) -> str:
@@ -127,8 +142,11 @@ async def speech(fake, request: web.Request, rec) -> web.Response:
     _, err = await _scenario(fake, request)
     if err is not None:
         return err
+    fmt = getattr(fake, "speech_format", None) or fmt
     ctype = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}.get(fmt, "application/octet-stream")
-    return web.Response(body=speech_bytes(fmt), content_type=ctype)
+    audio = speech_bytes(fmt, body["input"])
+    fake.speech_sent[body["input"]] = audio
+    return web.Response(body=audio, content_type=ctype)
 
 
 async def transcriptions(fake, request: web.Request, rec) -> web.Response:

@@ -64,7 +64,7 @@ from aiohttp import web
 from tests.fakes import openai_media as _media  # /v1/images/generations, /v1/audio/* routes
 
 __all__ = ["FLAVORS", "GEMINI_MODELS", "MODELS", "FakeOpenAI", "Recorded", "Scenario", "embedding_vector",
-           "split_content"]
+           "org_rate_limit_message", "split_content"]
 
 FLAVORS = ("openai", "gemini", "azure")
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
@@ -113,6 +113,7 @@ class Scenario:
     omit_usage: bool = False  # stream: never send the usage chunk; non-stream: no "usage" key
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
+    drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
 
 
@@ -124,6 +125,14 @@ class Recorded:
     body: dict | None  # parsed JSON object, else None
     raw: bytes
     query: dict[str, str] = field(default_factory=dict)
+
+
+def org_rate_limit_message(org: str, project: str | None = None, model: str = "gpt-4o-mini") -> str:
+    """OpenAI's 429 message, which names the operator's organization (and project) id."""
+    where = f"in organization {org}" + (f" (project {project})" if project else "")
+    return (f"Rate limit reached for {model} {where} on tokens per min (TPM): Limit 30000, Used 29850, "
+            "Requested 512. Please try again in 1.2s. Visit https://platform.openai.com/account/rate-limits "
+            "to learn more.")
 
 
 def split_content(content: str) -> list[str]:
@@ -224,6 +233,8 @@ class FakeOpenAI:
         self.port: int = 0
         self.base_url: str = ""
         self.requests: list[Recorded] = []
+        self.speech_format: str | None = None   # /audio/speech answers this format whatever is asked
+        self.speech_sent: dict[str, bytes] = {}  # input text -> the audio /audio/speech sent for it
         self.disconnects: list[str] = []
         self._queue: collections.deque[Scenario] = collections.deque()
         self._lock = threading.Lock()
@@ -310,6 +321,8 @@ class FakeOpenAI:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnects_seen = 0
+            self.speech_format = None
+            self.speech_sent.clear()
 
     @property
     def in_flight(self) -> int:
@@ -603,7 +616,10 @@ class FakeOpenAI:
                 return self._scenario_error(scenario, rid)
             if body.get("stream"):
                 return await self._chat_stream(request, body, scenario, rid, model, state)
-            return self._chat_json(scenario, rid, model)
+            answer = self._chat_json(scenario, rid, model)
+            if scenario.drip is not None:
+                return await self._drip(request, answer, scenario.drip, state)
+            return answer
         except asyncio.CancelledError:
             if not state["cut"]:
                 self._record_disconnect(rid)
@@ -617,6 +633,25 @@ class FakeOpenAI:
             return resp
         finally:
             self._adjust_in_flight(-1)
+
+    async def _drip(self, request: web.Request, answer: web.Response, every: float, state: dict) -> web.StreamResponse:
+        """Send `answer`'s status and headers at once, then its body one byte every `every` seconds
+        (an upstream that answered and then stalls)."""
+        body = answer.body
+        resp = web.StreamResponse(status=answer.status, headers={**answer.headers, "content-length": str(len(body))})
+        state["resp"] = resp
+        await resp.prepare(request)
+        for i in range(len(body)):
+            self._check(request)
+            await resp.write(body[i:i + 1])
+            await self._sleep(request, every)
+        await resp.write_eof()
+        return resp
+
+    def requests_to(self, suffix: str) -> list[Recorded]:
+        """The recorded requests whose path ends with `suffix` (how many times an endpoint was called)."""
+        with self._lock:
+            return [r for r in self.requests if r.path.rstrip("/").endswith(suffix)]
 
     def _chat_json(self, s: Scenario, rid: str, model: str) -> web.Response:
         build = self._gemini_completion if self.flavor == "gemini" else self._openai_completion
@@ -876,9 +911,17 @@ class FakeOpenAI:
                 "prompt_tokens": scenario.prompt_tokens,
                 "total_tokens": scenario.prompt_tokens,
             }
-        return web.Response(
+        answer = web.Response(
             text=_dumps(payload), content_type="application/json", headers=self._base_headers(rid, scenario)
         )
+        if scenario.drip is None:
+            return answer
+        state: dict[str, Any] = {"resp": None}
+        try:
+            return await self._drip(request, answer, scenario.drip, state)
+        except (_ClientGone, ConnectionError):
+            self._record_disconnect(rid)
+            return state["resp"] or web.Response(status=499)
 
 
 # ---------------------------------------------------------------------- /v1/responses (protocols.md §2)

@@ -9,9 +9,12 @@ Checked against Sarvam's own SDK, ``sarvamai`` 0.1.39, by tests/fakes/test_sarva
   (SDK >= 0.1.29) or ``target_language_code`` (older SDKs, docs); ``model`` (omitted means bulbul:v3
   on the real API, which this fake does not model: only ``bulbul:v2`` is served); the bulbul:v2
   speaker; ``pitch``/``pace``/``loudness`` within the API's bounds; ``speech_sample_rate``;
-  ``output_audio_codec`` ``wav`` only. A JSON ``null`` means "not given". More than 1500 characters
-  is a 400 like bulbul:v2. Answers ``{"request_id", "audios": [<base64 WAV>, ...]}``: real 16-bit
-  mono WAVs made with ``wave``, :data:`MS_PER_CHAR` milliseconds per character (see :func:`tts_wav`).
+  ``output_audio_codec`` (``wav`` by default; ``mp3``, ``opus``, ``aac``, ``flac`` encoded with FFmpeg's
+  codecs through PyAV; the API's other codecs - linear16, mulaw, alaw - are a 400 here). A JSON ``null``
+  means "not given". More than 1500 characters is a 400 like bulbul:v2. Answers ``{"request_id",
+  "audios": [<base64 audio>, ...]}``: real 16-bit mono audio, :data:`MS_PER_CHAR` milliseconds per
+  character (see :func:`tts_wav`). :attr:`FakeSarvam.codecs` narrows the codecs it honours: any other
+  is answered as WAV (a server that ignores the field).
 * ``POST /speech-to-text`` (multipart) - ``file``, ``model`` (omitted means saaras:v3 on the real API,
   not modelled: only ``saarika:v2``), ``language_code`` (or ``unknown``), ``with_timestamps``; other
   fields the SDK sends (``keyterms`` is always sent, as ``null``) are ignored. Answers
@@ -19,7 +22,8 @@ Checked against Sarvam's own SDK, ``sarvamai`` 0.1.39, by tests/fakes/test_sarva
   was ``unknown`` and ``timestamps`` (``words``/``start_time_seconds``/``end_time_seconds``) only
   when ``with_timestamps`` is true.
 
-:meth:`FakeSarvam.fail_next` queues error answers. Every request is recorded in ``requests``
+:meth:`FakeSarvam.fail_next` queues error answers, :meth:`FakeSarvam.hang_next` an answer that never
+comes (:meth:`FakeSarvam.disconnected` tells when its client went away). Every request is recorded in ``requests``
 (``body`` is the JSON object, or the parsed form with the file as ``{"filename", "content_type", "data"}``).
 A request carrying ``Authorization`` is refused (400): a tripwire so the gateway never sends a bearer key
 to Sarvam - the real API would ignore it.
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.fakes.audio_files import encode
 from tests.fakes.openai_media import parse_multipart
 
 MS_PER_CHAR = 10
@@ -54,6 +59,8 @@ STT_OTHER_MODELS = ("saaras:v3", "saaras:v4", "saarika:v2.5", "saarika:v1")
 SPEAKERS = ("anushka", "manisha", "vidya", "arya", "abhilash", "karun", "hitesh")
 LANGUAGES = ("bn-IN", "en-IN", "gu-IN", "hi-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN")
 RATES = (8000, 16000, 22050, 24000)
+CODECS = ("wav", "mp3", "opus", "aac", "flac")     # output_audio_codec values this fake encodes
+API_CODECS = CODECS + ("linear16", "mulaw", "alaw")
 TRANSCRIPTS = {"hi-IN": "नमस्ते दुनिया", "ta-IN": "வணக்கம் உலகம்", "en-IN": "hello world"}
 DETECTED_PROBABILITY = 0.98         # `language_probability` when the language was auto-detected
 # the API's bounds (schema ranges of the TTS reference): pitch -1..1, pace 0.3..3, loudness 0.1..3
@@ -64,6 +71,7 @@ ERROR_CODES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                429: "rate_limit_exceeded_error", 500: "internal_server_error",
                503: "rate_limit_exceeded_error", 504: "gateway_timeout_error"}
 _error_ids = itertools.count(1)
+_HANG = web.Response(status=599)   # marker: this request is never answered (FakeSarvam.hang_next)
 
 
 def tts_frames(text: str, rate: int) -> int:
@@ -82,6 +90,16 @@ def tts_wav(text: str, rate: int = 22050) -> bytes:
         w.setframerate(rate)
         w.writeframes(struct.pack(f"<{n}h", *samples))
     return out.getvalue()
+
+
+def tts_audio(text: str, rate: int, codec: str) -> bytes:
+    """What the fake speaks for `text`, in `codec`: the WAV of :func:`tts_wav`, or its PCM encoded."""
+    audio = tts_wav(text, rate)
+    if codec == "wav":
+        return audio
+    with wave.open(io.BytesIO(audio), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    return encode(codec, pcm, rate)
 
 
 @dataclass
@@ -118,7 +136,9 @@ class FakeSarvam:
         self.port = 0
         self.base_url = ""
         self.requests: list[SarvamRecorded] = []
+        self.codecs: tuple[str, ...] = CODECS     # the codecs honoured; any other is answered as WAV
         self._failures: collections.deque[tuple[int, str, str | None]] = collections.deque()
+        self._gone = threading.Event()   # a hung request's client went away
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,6 +189,8 @@ class FakeSarvam:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._gone.clear()
+            self.codecs = CODECS
 
     def fail_next(self, status: int, message: str = "The fake Sarvam upstream failed.",
                   code: str | None = None) -> None:
@@ -177,6 +199,15 @@ class FakeSarvam:
         ``insufficient_quota_error`` for an exhausted account)."""
         with self._lock:
             self._failures.append((status, message, code))
+
+    def hang_next(self) -> None:
+        """The next authenticated, valid request is never answered (until the client goes away)."""
+        with self._lock:
+            self._failures.append((0, "", None))
+
+    def disconnected(self, timeout: float = 5.0) -> bool:
+        """Wait until a hung request's client has gone away; True if it did."""
+        return self._gone.wait(timeout)
 
     def tts_requests(self) -> list[SarvamRecorded]:
         with self._lock:
@@ -192,7 +223,16 @@ class FakeSarvam:
             if not self._failures:
                 return None
             status, message, code = self._failures.popleft()
+        if status == 0:
+            return _HANG
         return _error(status, message, code)
+
+    async def _hang(self, request: web.Request) -> web.Response:
+        """Answer nothing until the client closes the connection (or the server stops)."""
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.02)
+        self._gone.set()
+        return web.Response(status=499)
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -208,7 +248,8 @@ class FakeSarvam:
             return _error(403, "Invalid API subscription key.")
         if "authorization" in rec.headers:
             return _error(400, "Unexpected Authorization header.")
-        return route(request, rec)
+        out = route(request, rec)
+        return await self._hang(request) if out is _HANG else out
 
     def _tts(self, request: web.Request, rec: SarvamRecorded) -> web.Response:
         try:
@@ -255,12 +296,18 @@ class FakeSarvam:
         if not isinstance(given.get("enable_preprocessing", False), bool):
             return _error(400, "enable_preprocessing must be a boolean")
         codec = given.get("output_audio_codec", "wav")
-        if codec != "wav":
-            return _error(400, f"The fake Sarvam upstream only produces wav, not {codec!r}")
+        if codec not in API_CODECS:
+            return _error(400, f"Invalid output_audio_codec: {codec!r}")
+        if codec not in CODECS:
+            return _error(400, f"The fake Sarvam upstream does not produce {codec!r}")
+        if codec == "opus" and int(rate) == 22050:
+            return _error(400, "opus takes speech_sample_rate 8000, 16000 or 24000")
         failed = self._failure()
         if failed is not None:
             return failed
-        audios = [base64.b64encode(tts_wav(t, int(rate))).decode() for t in texts]
+        if codec not in self.codecs:
+            codec = "wav"
+        audios = [base64.b64encode(tts_audio(t, int(rate), codec)).decode() for t in texts]
         return web.json_response({"request_id": f"req_{next(self._ids)}", "audios": audios})
 
     def _stt(self, request: web.Request, rec: SarvamRecorded) -> web.Response:

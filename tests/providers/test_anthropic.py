@@ -618,7 +618,7 @@ async def test_timeouts(up):
         up.enqueue(Scenario(first_byte_delay=2))
         with pytest.raises(UpstreamTimeout) as info:
             await provider.chat({"messages": HI}, TARGET)
-        assert info.value.retryable
+        assert not info.value.retryable and not info.value.fallback   # it may be working on it: no retry
         up.enqueue(Scenario(text="a b c", chunk_delay=1))
         stream = await provider.stream({"messages": HI}, TARGET)
         got = []

@@ -4,11 +4,13 @@ chains (configured and per request), circuit breakers; one charge at the answeri
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import openai
 import pytest
 
-from tests.conftest import expected_micros
+from tests.conftest import expected_micros, free_port
 from tests.fakes.openai_upstream import FakeOpenAI, Scenario
 
 CONFIG = """
@@ -203,3 +205,133 @@ def test_hold_covers_the_dearest_model_of_the_chain(routed, clean):
     a.enqueue(Scenario(prompt_tokens=5, completion_tokens=5))
     _client(routed, key).chat.completions.create(
         model="pool/solo", max_tokens=1000, messages=[{"role": "user", "content": "x"}])
+
+
+# ---------------------------------------------------------------- the retry rule and the deadline
+TIMED = """
+[providers.primary]
+kind = "openai_compatible"
+base_url = "{a}"
+api_key_env = "PRIMARY_KEY"
+
+[providers.secondary]
+kind = "openai_compatible"
+base_url = "{b}"
+api_key_env = "SECONDARY_KEY"
+
+[providers.dead]
+kind = "openai_compatible"
+base_url = "{dead}"
+api_key_env = "PRIMARY_KEY"
+
+[[models]]
+id = "pool/solo"
+provider = "primary"
+upstream_id = "gpt-4o-mini"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 0.15
+output_cost_per_1m = 0.60
+fallbacks = ["pool/backup"]
+
+[[models]]
+id = "pool/backup"
+provider = "secondary"
+upstream_id = "gpt-4o"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 2.5
+output_cost_per_1m = 10.0
+
+[[models]]
+id = "pool/dead"
+provider = "dead"
+upstream_id = "gpt-4o-mini"
+context_window = 128000
+max_output_tokens = 1000
+input_cost_per_1m = 0.15
+output_cost_per_1m = 0.60
+fallbacks = ["pool/backup"]
+"""
+DEADLINE = 2.0   # AICREDITS_UPSTREAM_TIMEOUT of the timed gateway: every attempt of a call within it
+
+
+@pytest.fixture(scope="module")
+def timed(start_gateway, fakes, tmp_path_factory):
+    """Retries on (3 more per deployment), a 2 s upstream timeout, a 1 s body-read limit; `pool/dead`
+    points at a closed port."""
+    a, b = fakes
+    path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
+    path.write_text(TIMED.format(a=a.base_url, b=b.base_url, dead=f"http://127.0.0.1:{free_port()}/v1"))
+    return start_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key, "SECONDARY_KEY": b.api_key,
+                              "AICREDITS_RETRIES": "3", "AICREDITS_RETRY_BASE_DELAY": "0.01",
+                              "AICREDITS_BREAKER_FAILURES": "1000", "AICREDITS_UPSTREAM_TIMEOUT": str(DEADLINE),
+                              "AICREDITS_STREAM_IDLE_TIMEOUT": "1"})
+
+
+def _post(gw, key, **body):
+    t = time.monotonic()
+    r = httpx.post(gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key['key']}"}, timeout=30,
+                   json={"model": "pool/solo", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}],
+                         **body})
+    return r, time.monotonic() - t
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_hangs_is_asked_once_and_never_again_elsewhere(timed, clean, stream):
+    a, b = clean
+    key = timed.create_key(credits="10")
+    a.enqueue(*[Scenario(hang=True) for _ in range(5)])
+    r, took = _post(timed, key, stream=stream)
+    assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_timeout", r.text
+    assert len(a.chat_requests()) == 1      # it may be working on it, and billing it: not sent again
+    assert len(b.chat_requests()) == 0      # nor to the fallback model
+    assert took < DEADLINE + 1.0
+    assert _spent(timed, key) == 0 and timed.credits(key["key"])["held"] == 0
+
+
+def test_an_answer_that_drips_after_its_200_is_not_asked_again(timed, clean):
+    a, b = clean
+    key = timed.create_key(credits="10")
+    a.enqueue(*[Scenario(drip=0.3) for _ in range(5)])
+    r, took = _post(timed, key)
+    assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_timeout", r.text
+    assert len(a.chat_requests()) == 1 and len(b.chat_requests()) == 0
+    assert took < DEADLINE + 1.0
+    assert _spent(timed, key) == 0 and _usage(timed, key)[0]["end_state"] == "upstream_error"
+
+
+def test_refusals_before_any_body_are_retried(timed, clean):
+    a, b = clean
+    key = timed.create_key(credits="10")
+    a.enqueue(Scenario(status=429, headers={"retry-after": "0"}), Scenario(status=503, headers={"retry-after": "0"}),
+              Scenario(status=500), Scenario(prompt_tokens=50, completion_tokens=5))
+    r, _ = _post(timed, key)
+    assert r.status_code == 200, r.text
+    assert len(a.chat_requests()) == 4 and len(b.chat_requests()) == 0
+    assert _spent(timed, key) == expected_micros(timed.catalog()["pool/solo"], 50, 5)
+
+
+def test_a_refused_connection_is_retried_then_falls_back(timed, clean):
+    _, b = clean
+    key = timed.create_key(credits="10")
+    b.enqueue(Scenario(prompt_tokens=30, completion_tokens=7))
+    r, _ = _post(timed, key, model="pool/dead")
+    assert r.status_code == 200, r.text
+    assert len(b.chat_requests()) == 1
+    row = _usage(timed, key)[0]
+    assert row["model"] == "pool/backup" and row["end_state"] == "completed"
+    assert "attempt 4 on dead:gpt-4o-mini failed: Could not reach the dead provider." in timed.log()
+
+
+def test_one_deadline_bounds_every_attempt(timed, clean):
+    """Slow refusals: each 503 takes 0.8 s, so the 4 attempts allowed would take 3.2 s; the third
+    attempt is cut at the call's 2 s deadline, and the fallback is never started."""
+    a, b = clean
+    key = timed.create_key(credits="10")
+    a.enqueue(*[Scenario(status=503, first_byte_delay=0.8, headers={"retry-after": "0"}) for _ in range(5)])
+    r, took = _post(timed, key)
+    assert r.status_code == 504, r.text
+    assert took < DEADLINE + 0.6
+    assert 2 <= len(a.chat_requests()) <= 3 and len(b.chat_requests()) == 0
+    assert _spent(timed, key) == 0

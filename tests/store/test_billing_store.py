@@ -151,7 +151,7 @@ async def test_reserve_then_settle_moves_money_exactly(db_url):
         u = rows[0]
         assert (u["call_id"], u["cost"], u["hold"], u["status"]) == (req.call_id, 7_321, HOLD, 200)
         assert (u["prompt_tokens"], u["completion_tokens"], u["key_id"]) == (3, 4, created["id"])
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_settle_caps_the_charge_at_the_hold(db_url):
@@ -165,7 +165,7 @@ async def test_settle_caps_the_charge_at_the_hold(db_url):
         assert (w["balance"], w["held"], w["total_spent"]) == (1_000_000 - HOLD, 0, HOLD)
         assert (await key_row(env, email, created["id"]))["spent"] == HOLD
         assert (await env.admin.usage(email, 1))[0]["cost"] == HOLD
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_zero_charge_releases_the_hold_without_a_ledger_entry(db_url):
@@ -179,7 +179,7 @@ async def test_zero_charge_releases_the_hold_without_a_ledger_entry(db_url):
         assert (w["balance"], w["held"], w["total_spent"]) == (1_000_000, 0, 0)
         assert [e["kind"] for e in w["entries"]] == ["grant"]
         assert (await env.admin.usage(email, 1))[0]["cost"] == 0
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_refusal_leaves_nothing_held(db_url):
@@ -192,7 +192,7 @@ async def test_refusal_leaves_nothing_held(db_url):
         w = await env.admin.wallet(email)
         assert (w["balance"], w["held"]) == (HOLD - 1, 0)
         assert (await key_row(env, email, created["id"]))["held"] == 0
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
         # the store still works after a refusal: a smaller hold fits
         plan = await env.store.reserve(hold_request(auth, plan=planner(9)))
         assert plan.amount == 9_000
@@ -235,15 +235,15 @@ async def test_sweep_releases_expired_holds_only(db_url):
         await env.store.reserve(stale)
         await env.store.reserve(fresh)
         assert (await env.admin.wallet(email))["held"] == HOLD + 7_000
-        problems = await env.admin.verify(60)
-        assert len(problems) == 1 and stale.call_id in problems[0]   # verify names the orphaned hold
+        problems = await env.admin.verify()
+        assert len(problems) == 1 and stale.call_id in str(problems[0])   # verify names the orphaned hold
 
         assert await env.store.sweep(int(time.time() * 1000)) == 1
         w = await env.admin.wallet(email)
         assert (w["balance"], w["held"]) == (1_000_000, 7_000)
         assert (await key_row(env, email, created["id"]))["held"] == 7_000
         assert await env.store.sweep(int(time.time() * 1000)) == 0   # nothing more to release
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
         # a late settle of the swept call never charges past the free money, and nothing leaks
         late = await env.store.settle(settlement(stale, 3_000))
@@ -254,7 +254,7 @@ async def test_sweep_releases_expired_holds_only(db_url):
         assert (w["balance"], w["held"], w["total_spent"]) == (1_000_000 - 8_000, 0, 8_000)
         k = await key_row(env, email, created["id"])
         assert (k["held"], k["spent"]) == (0, 8_000)
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_late_settle_after_sweep_never_goes_below_zero(db_url):
@@ -270,7 +270,7 @@ async def test_late_settle_after_sweep_never_goes_below_zero(db_url):
         await env.store.settle(settlement(other, 8_000))
         w = await env.admin.wallet(email)
         assert (w["balance"], w["held"]) == (0, 0)
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_concurrent_reserves_never_overspend(db_url):
@@ -286,7 +286,7 @@ async def test_concurrent_reserves_never_overspend(db_url):
         w = await env.admin.wallet(email)
         assert (w["balance"], w["held"], w["available"]) == (20 * HOLD, 20 * HOLD, 0)
         assert (await key_row(env, email, created["id"]))["held"] == 20 * HOLD
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
         settled = await asyncio.gather(*(env.store.settle(settlement(r, 6_001)) for r, _ in ok))
         assert all(s.charged == 6_001 for s in settled)
@@ -296,7 +296,7 @@ async def test_concurrent_reserves_never_overspend(db_url):
         k = await key_row(env, email, created["id"])
         assert (k["held"], k["spent"]) == (0, 20 * 6_001)
         assert len(await env.admin.usage(email, 100)) == 20
-        assert await env.admin.verify(60) == []
+        assert await env.admin.verify() == []
 
 
 async def test_ping_and_credits_view(db_url):
@@ -378,7 +378,7 @@ async def test_upgrade_from_0001_keeps_existing_keys_and_leaves_them_unlimited(d
         assert (row["id"], row["name"], row["limit"], row["rpm"], row["tpm"]) == ("key_old", "old", 2_000_000,
                                                                                    None, None)
         assert (await admin.wallet("old@example.com"))["balance"] == 5_000_000
-        assert await admin.verify(60) == []
+        assert await admin.verify() == []
         store = await open_billing_store(load_settings({"AICREDITS_DATABASE_URL": db_url}))
         try:
             auth = await store.find_key(hash_key(secret))

@@ -4,7 +4,7 @@ as the SDKs send it, or the reference's JSON body with base64 `input_audio`)."""
 from __future__ import annotations
 
 from aicredits.api.chat import metered_headers
-from aicredits.api.http import Request, send_bytes
+from aicredits.api.http import Request, send_bytes, until_answered
 from aicredits.errors import UnsupportedMediaType
 from aicredits.multipart import parse_form
 from aicredits.services.audio import transcription_from_form, transcription_from_json
@@ -13,7 +13,8 @@ from aicredits.services.audio import transcription_from_form, transcription_from
 async def speech(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
     body = await req.json(gw.settings.max_body_bytes)
-    result, meter = await gw.audio.speech(body, auth, req.request_id, req.scope["aicredits.started"])
+    result, meter = await until_answered(
+        req.receive, gw.audio.speech(body, auth, req.request_id, req.scope["aicredits.started"]))
     await send_bytes(send, 200, result.body, metered_headers(req.request_id, meter), result.content_type.encode())
 
 
@@ -29,5 +30,6 @@ async def transcriptions(gw, req: Request, send) -> None:
     else:
         raise UnsupportedMediaType(f"Send multipart/form-data (with a 'file') or application/json (with "
                                    f"'input_audio'), not {kind}.")
-    result, meter = await gw.audio.transcribe(call, auth, req.request_id, req.scope["aicredits.started"])
+    result, meter = await until_answered(
+        req.receive, gw.audio.transcribe(call, auth, req.request_id, req.scope["aicredits.started"]))
     await send_bytes(send, 200, result.body, metered_headers(req.request_id, meter), result.content_type.encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aicredits.api.http import Request, send_bytes
+from aicredits.api.http import Request, send_bytes, until_answered, wait_disconnect
 from aicredits.domain.money import format_inr
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -28,22 +28,19 @@ async def chat_completions(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
-    call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+
+    async def answer():
+        """The whole answer, or an opened stream (before its first byte)."""
+        call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+        return call, await (chat.start_stream(call) if call.stream else chat.complete(call))
+
+    call, out = await until_answered(req.receive, answer())
     if not call.stream:
-        raw = await chat.complete(call)
-        await send_bytes(send, 200, raw, metered_headers(req.request_id, call))
+        await send_bytes(send, 200, out, metered_headers(req.request_id, call))
         return
     headers = call_headers(req.request_id)
-    upstream = await chat.start_stream(call)
     headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
-    await stream_response(send, req.receive, call, chat.relay(call, upstream), headers)
-
-
-async def _wait_disconnect(receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+    await stream_response(send, req.receive, call, chat.relay(call, out), headers)
 
 
 async def stream_response(send, receive, call, chunks, headers) -> None:
@@ -60,7 +57,7 @@ async def stream_response(send, receive, call, chunks, headers) -> None:
             await chunks.aclose()
 
     pump_task = asyncio.ensure_future(pump())
-    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    watch = asyncio.ensure_future(wait_disconnect(receive))
     try:
         await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import orjson
 
 from aicredits.errors import GatewayError, InvalidRequest, RequestTooLarge
+from aicredits.services.metering import CLIENT_GONE
 
 JSON = b"application/json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+T = TypeVar("T")
 
 
 class Request:
@@ -71,7 +76,46 @@ class Request:
 
 
 class ClientGone(Exception):
-    """The client disconnected before the request was read."""
+    """The client disconnected before its answer: nothing is sent."""
+
+
+async def wait_disconnect(receive) -> None:
+    """Return when the client disconnects (call once the body has been read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_answered(receive, work: Awaitable[T]) -> T:
+    """Await a call up to its answer (or a stream's opening, before its first byte) while watching
+    the connection, as a stream is watched: if the client disconnects first, the call is cancelled
+    at once (its upstream request closed, its hold settled as `client_disconnect`, nothing
+    charged) and ClientGone raised. The call runs in this task, so a stream that opens is relayed
+    without a task switch; the watcher only cancels it."""
+    me = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await wait_disconnect(receive)
+        gone = True
+        me.cancel(CLIENT_GONE)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        result = await work
+    except BaseException as exc:
+        if not gone:
+            raise
+        if me.uncancel() > 0 and isinstance(exc, asyncio.CancelledError):
+            raise   # cancelled from elsewhere as well (the server stopping)
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
+    if gone:   # the call swallowed the cancel and answered: the answer goes to the closed connection
+        me.uncancel()
+    return result
 
 
 async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],

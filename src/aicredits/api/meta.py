@@ -3,56 +3,66 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import orjson
 
 from aicredits.api.chat import call_headers
 from aicredits.api.http import Request, send_bytes, send_json
-from aicredits.domain.catalog import TOKEN_PRICE_FIELDS, Catalog
+from aicredits.domain.catalog import TOKEN_PRICE_ATTRS, TOKEN_PRICE_FIELDS, Catalog, PriceTier
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates
 
-_PRICE_KEYS = ("input_cost_per_1m", "output_cost_per_1m", "cache_read_cost_per_1m", "cache_write_cost_per_1m",
-               "cache_write_1h_cost_per_1m", "cost_per_1m_chars", "cost_per_minute")
+
+def _number(price: Fraction | None) -> float:
+    """A catalog price as a JSON number; 0 where the model has no such cost."""
+    return float(price) if price is not None else 0.0
 
 
 def catalog_document(catalog: Catalog, rates: Rates, served: set[str]) -> bytes:
+    """GET /api/models. Every price field is a number: `input_cost_per_1m` and
+    `output_cost_per_1m` are in every entry (0 where the model bills no such unit, e.g. an
+    embedding model's output), the cache prices where the catalog gives them, and the price of
+    a speech, transcription or image model's own unit. `priced` is false for an entry missing a
+    price its endpoint needs (it is never served; its missing prices show as 0)."""
     data = []
     for spec in catalog:
-        raw = spec.raw
         entry = {"id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
                  "modalities": list(spec.modalities), "currency": spec.currency,
-                 "context_window": spec.context_window}
-        for k in _PRICE_KEYS:
-            if raw.get(k) is not None:
-                entry[k] = raw[k]
+                 "context_window": spec.context_window,
+                 "input_cost_per_1m": _number(spec.input), "output_cost_per_1m": _number(spec.output)}
+        for key, price in (("cache_read_cost_per_1m", spec.cache_read), ("cache_write_cost_per_1m", spec.cache_write),
+                           ("cache_write_1h_cost_per_1m", spec.cache_write_1h)):
+            if price is not None:
+                entry[key] = _number(price)
         if spec.endpoint == "chat":
-            entry.setdefault("input_cost_per_1m", None)
-            entry.setdefault("output_cost_per_1m", None)
             entry["max_output_tokens"] = spec.max_output_tokens
-        if raw.get("cost_per_image"):
-            entry["cost_per_image"] = raw["cost_per_image"]
+        elif spec.endpoint == "speech":
+            entry["cost_per_1m_chars"] = _number(spec.per_1m_chars)
+        elif spec.endpoint == "transcription":
+            entry["cost_per_minute"] = _number(spec.per_minute)
+        elif spec.endpoint == "images":
+            entry["cost_per_image"] = {size: {q: _number(p) for q, p in qualities.items()}
+                                       for size, qualities in spec.per_image.items()}
         if spec.tiers:
-            entry["tiers"] = _tiers(raw)
+            entry["tiers"] = [_tier(t) for t in spec.tiers]
+        entry["priced"] = spec.priced
         entry["available"] = spec.id in served
         data.append(entry)
     return orjson.dumps({"object": "list", "data": data, "usd_inr_rate": float(rates.usd_inr),
                          "markup": float(rates.markup)})
 
 
-def _tiers(raw: dict) -> list[dict]:
-    """Each prompt-size tier complete: its threshold and every token price of the entry, the
-    tier's own value or, where the catalog tier omits the key, the base value (a cache price
-    absent here, as at the base, bills at that tier's input price)."""
-    out = []
-    for tier in raw["tiers"]:
-        shown = {"above_prompt_tokens": tier["above_prompt_tokens"]}
-        for k in TOKEN_PRICE_FIELDS:
-            v = tier.get(k, raw.get(k))
-            if v is not None:
-                shown[k] = v
-        out.append(shown)
-    return out
+def _tier(tier: PriceTier) -> dict:
+    """A prompt-size tier complete: its threshold and every token price of the entry, the tier's
+    own value or, where the catalog tier omits the key, the base value (a cache price absent
+    here, as at the base, bills at that tier's input price)."""
+    shown: dict = {"above_prompt_tokens": tier.above_prompt_tokens}
+    for key in TOKEN_PRICE_FIELDS:
+        price = getattr(tier, TOKEN_PRICE_ATTRS[key])
+        if price is not None:
+            shown[key] = _number(price)
+    return shown
 
 
 def models_list(catalog: Catalog, served: set[str]) -> bytes:

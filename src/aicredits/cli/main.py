@@ -286,12 +286,15 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @ledger_app.command("verify")
 def ledger_verify() -> None:
-    """Exit 0 iff every wallet equals the sum of its entries and no hold is orphaned."""
-    problems = _run(lambda admin, s: admin.verify(s.hold_ttl_seconds))
-    if problems:
-        for p in problems:
-            typer.echo(p, err=True)
-        typer.echo(f"ledger verify: {len(problems)} problem(s)", err=True)
+    """Check the whole ledger: each entry's balance_after and sign, every wallet's balance,
+    held and totals against its entries and holds, every key's spent (within its limit) and
+    held, and that no hold outlived its call. Exit 0 when all hold; else print each failed
+    check with its first bad row on stderr and exit 1."""
+    findings = _run(lambda admin, s: admin.verify())
+    if findings:
+        for f in findings:
+            typer.echo(str(f), err=True)
+        typer.echo(f"ledger verify: {len(findings)} check(s) failed", err=True)
         raise typer.Exit(1)
     typer.echo("ledger verify: ok")
 

@@ -17,9 +17,17 @@ from aicredits.store.db import make_engine, migrate, redact_url, sqlite_file
 
 log = logging.getLogger("aicredits")
 WELCOME_CREDITS_MICROS = 100_000_000   # 100 INR on the first admin's wallet, so the demo call works
+CREDENTIALS_FILE = "aicredits-first-admin.txt"   # next to the SQLite file, else the working directory
 
 
-async def _prepare(settings: Settings) -> dict | None:
+class CredentialsFileError(Exception):
+    pass
+
+
+async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
+    """Migrate; on an empty database create the first admin and its key. With `credentials`
+    (not a terminal), the private file is created first, exclusively: when it cannot be, no
+    admin is created and nothing secret is written anywhere."""
     from aicredits.services.admin import ADMIN_EMAIL, Admin
 
     engine = make_engine(settings.database_url)
@@ -28,15 +36,47 @@ async def _prepare(settings: Settings) -> dict | None:
         admin = Admin(engine)
         if await admin.account_count() > 0:
             return None
-        password = secrets.token_urlsafe(12)
-        await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
-        key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
-        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"]}
+        fd = _create_private(credentials) if credentials else None
+        try:
+            password = secrets.token_urlsafe(12)
+            await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
+            key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+                credentials.unlink(missing_ok=True)
+            raise
+        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd}
     finally:
         await engine.dispose()
 
 
-def _announce(first: dict, settings: Settings, host: str, port: int) -> None:
+def _create_private(path: Path) -> int:
+    """A new file only this user can read: never an existing file (whatever its mode), never
+    through a symlink (O_EXCL refuses any existing name, a dangling symlink included; O_NOFOLLOW
+    refuses a symlink in the last component)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        what = "a symlink" if path.is_symlink() else "a file"
+        raise CredentialsFileError(
+            f"{path} already exists ({what}); the first admin's password and API key are written only to a "
+            "new private file, never into an existing one. Move it away and start again: no admin account "
+            "was created, and nothing secret was written.") from None
+    except OSError as exc:
+        raise CredentialsFileError(
+            f"cannot create {path} ({exc.strerror}); the first admin's password and API key are written "
+            "only to that new private file. No admin account was created, and nothing secret was "
+            "written.") from None
+
+
+def _credentials_path(settings: Settings) -> Path:
+    db_file = sqlite_file(settings.database_url)
+    where = Path(db_file).resolve().parent if db_file and db_file != ":memory:" else Path.cwd()
+    return where / CREDENTIALS_FILE
+
+
+def _announce(first: dict, host: str, port: int, credentials: Path | None) -> None:
     base = f"http://{host}:{port}"
     text = (
         "\n  aicredits: first start, an admin account was created.\n"
@@ -49,31 +89,30 @@ def _announce(first: dict, settings: Settings, host: str, port: int) -> None:
         "      -H 'Content-Type: application/json' \\\n"
         "      -d '{\"model\": \"demo/echo\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n\n"
         f"    curl {base}/v1/credits -H 'Authorization: Bearer {first['key']}'\n\n")
-    if sys.stdout.isatty():
+    if first["fd"] is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    # not a terminal (a service manager, a log file): secrets go to a private file, not the log
-    db_file = sqlite_file(settings.database_url)
-    where = Path(db_file).resolve().parent if db_file and db_file != ":memory:" else Path.cwd()
-    path = where / "aicredits-first-admin.txt"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    # not a terminal (a service manager, a log file): secrets go to the private file, not the log
+    with os.fdopen(first["fd"], "w") as fh:
         fh.write(text)
     log.warning("first start: admin account created; its password and first API key are in %s "
-                "(readable by this user only)", path)
+                "(readable by this user only)", credentials)
 
 
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     logs.configure(settings.log_level, settings.access_log)
+    credentials = None if sys.stdout.isatty() else _credentials_path(settings)
     try:
-        first = asyncio.run(_prepare(settings))
+        first = asyncio.run(_prepare(settings, credentials))
+    except CredentialsFileError as exc:
+        sys.exit(f"error: {exc}")
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     except (OSError, ConnectionError) as exc:
         sys.exit(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}")
     if first:
-        _announce(first, settings, host, port)
+        _announce(first, host, port, credentials)
     log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,
              redact_url(settings.database_url))
     if workers > 1 and not settings.redis_url:

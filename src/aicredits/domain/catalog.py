@@ -12,6 +12,7 @@ tier's prices; a key the tier omits keeps the entry's base value.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -50,8 +51,12 @@ class PriceTier:
 
 
 TIER_KEYS = ("above_prompt_tokens",) + TOKEN_PRICE_FIELDS
+# every key a catalog entry (models.toml, or the operator's [[models]]) may have
+ENTRY_KEYS = ("id", "name", "provider", "upstream_id", "endpoint", "currency", "context_window",
+              "max_output_tokens", "modalities") + TOKEN_PRICE_FIELDS + (
+              "cost_per_1m_chars", "cost_per_minute", "cost_per_image", "tiers", "fallbacks", "deployments")
 # models.toml key -> ModelSpec / PriceTier attribute
-_TOKEN_ATTRS = dict(zip(TOKEN_PRICE_FIELDS, ("input", "output", "cache_read", "cache_write", "cache_write_1h")))
+TOKEN_PRICE_ATTRS = dict(zip(TOKEN_PRICE_FIELDS, ("input", "output", "cache_read", "cache_write", "cache_write_1h")))
 
 
 @dataclass(frozen=True)
@@ -140,15 +145,23 @@ def _tiers(entry: Mapping[str, Any], model_id: str, endpoint: str) -> tuple[Pric
         prices = {}
         for key in TOKEN_PRICE_FIELDS:
             own = _price(tier, key, f"{model_id} tiers[{i}]") if key in tier else None
-            prices[_TOKEN_ATTRS[key]] = own if own is not None else base[key]
+            prices[TOKEN_PRICE_ATTRS[key]] = own if own is not None else base[key]
         tiers.append(PriceTier(above, **prices))
     return tuple(tiers)
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key.lower(), ENTRY_KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
     model_id = entry.get("id")
     if not isinstance(model_id, str) or "/" not in model_id:
         raise ValueError(f"catalog entry needs an id of the form provider/model: {entry!r}")
+    unknown = sorted(str(k) for k in entry if k not in ENTRY_KEYS)
+    if unknown:   # a misspelt price key would otherwise leave the model silently unpriced
+        raise ValueError(f"model {model_id}: unknown key(s) {', '.join(unknown)}{_did_you_mean(unknown[0])}")
     endpoint = entry.get("endpoint", "chat")
     if endpoint not in ENDPOINTS:
         raise ValueError(f"model {model_id}: endpoint must be one of {', '.join(ENDPOINTS)}")

@@ -2,9 +2,11 @@
 
 The hold is an upper bound of what the call can cost, so a charge never exceeds its hold and
 concurrent calls never spend a wallet below zero:
-  prompt bound  = min(context window, text bytes + 8 per message + 16) tokens
-                  + IMAGE_TOKEN_BOUND per image part, priced at the dearest input bucket
-                  (a BPE token is at least one byte of text, so bytes bound tokens)
+  prompt bound  = min(context window, text bytes + 8 per message + 16 + each image, PDF and
+                  audio part by the model's documented formula + the provider's hidden tool
+                  prompt) tokens, priced at the dearest input bucket (a BPE token is at least
+                  one byte of text, so bytes bound tokens); the whole window when a part's size
+                  is not in the request (prompt_token_bound)
   output bound  = max_tokens (or max_completion_tokens) x n, at the output price
 When the client gives no max_tokens, the largest affordable value (up to the model's
 max_output_tokens) is sent upstream instead. For a model priced by prompt-size tiers, both
@@ -14,55 +16,55 @@ can reach.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from aicredits.domain.media import NO_FORMULA, InputCosts, PromptFacts, read_prompt
 from aicredits.domain.money import MICROS_PER_INR, Micros, ceil_fraction, format_inr
 from aicredits.domain.pricing import TokenPrices
 
-IMAGE_TOKEN_BOUND = 50_000
 PER_MESSAGE_TOKENS = 8
 DEFAULT_MAX_OUTPUT = 4096
+# the window assumed for a model whose catalog entry gives none, when a part's size is unknown
+UNKNOWN_WINDOW = 1_048_576
 
 
-def _text_bytes(value) -> tuple[int, int]:
-    """(utf-8 bytes of every string inside value, image parts)"""
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass")), 0
-    if isinstance(value, dict):
-        total, images = 0, 0
-        if value.get("type") in ("image_url", "input_image", "image"):
-            images += 1
-        for k, v in value.items():
-            if k in ("image_url",) and isinstance(v, (dict, str)):
-                continue   # the image is bounded per part, not by its URL's length
-            b, i = _text_bytes(v)
-            total += b + (len(k.encode("utf-8", "surrogatepass")) if isinstance(k, str) else 0)
-            images += i
-        return total, images
-    if isinstance(value, (list, tuple)):
-        total, images = 0, 0
-        for v in value:
-            b, i = _text_bytes(v)
-            total += b
-            images += i
-        return total, images
-    if value is None or isinstance(value, bool):
-        return 4, 0
-    return len(str(value)), 0
+def prompt_token_bound(body: dict | PromptFacts, context_window: int | None,
+                       costs: InputCosts | None = None) -> int:
+    """Upper bound of the prompt tokens a chat request can be billed for by one model.
 
-
-def prompt_token_bound(body: dict, context_window: int | None) -> int:
-    """Upper bound of the prompt tokens a chat request can be billed for."""
-    messages = body.get("messages") or []
-    text, images = _text_bytes(messages)
-    extra, extra_images = _text_bytes([body.get("tools"), body.get("response_format"),
-                                       body.get("tool_choice"), body.get("functions")])
-    bound = text + extra + PER_MESSAGE_TOKENS * len(messages) + 16
-    images += extra_images
-    if context_window:
-        bound = min(bound, context_window)
-    return bound + IMAGE_TOKEN_BOUND * images
+    text     UTF-8 bytes of every string (a BPE token is at least one byte) + 8 per message + 16
+    media    each image, PDF and audio part by the model's documented formula (`costs`, from
+             its provider adapter), plus the system prompt its provider adds when tools are sent
+    Capped by the context window (a provider refuses a longer prompt). A part whose size the
+    request does not carry (a file id or URL, an item reference), or that no formula bounds,
+    makes the bound the whole window (UNKNOWN_WINDOW more when the model has none)."""
+    facts = body if isinstance(body, PromptFacts) else read_prompt(body)
+    costs = costs or NO_FORMULA
+    total = facts.text_bytes + PER_MESSAGE_TOKENS * facts.messages + 16
+    unknown = facts.unknown > 0
+    for size, detail in facts.images:
+        tokens = costs.image.tokens(size, detail) if costs.image is not None else None
+        if tokens is None:
+            unknown = True
+        else:
+            total += tokens
+    for pages in facts.pdf_pages:
+        if pages is None or costs.pdf_page is None:
+            unknown = True
+        else:
+            total += pages * costs.pdf_page
+    for seconds in facts.audio_seconds:
+        if seconds is None or costs.audio_per_second is None:
+            unknown = True
+        else:
+            total += math.ceil(seconds) * costs.audio_per_second
+    if facts.tools:
+        total += costs.tool_prompt
+    if unknown:
+        return context_window if context_window else total + UNKNOWN_WINDOW
+    return min(total, context_window) if context_window else total
 
 
 def hold_prices(prices: TokenPrices, prompt_bound: int) -> TokenPrices:
@@ -78,7 +80,7 @@ def hold_prices(prices: TokenPrices, prompt_bound: int) -> TokenPrices:
     token is between one byte and many, so non-English text, base64 or emoji can come out at
     up to 4x the estimate, and no fixed margin around the threshold would be safe. The one
     upper bound the hold already rests on is prompt_token_bound (a token is at least one byte
-    of text, plus per-message overhead and IMAGE_TOKEN_BOUND per image), so the tier is chosen
+    of text, plus per-message overhead and each media part by its formula), so the tier is chosen
     from that bound. If the bound does not exceed a threshold, no prompt it covers can be
     billed above it; if it does, the hold assumes the dearer tier.
 

@@ -4,11 +4,13 @@ when no usage arrives (a cut stream, an upstream that omits it).
 Estimator: a text's tokens are max(fragments, ceil(utf-8 bytes / 4)), where a fragment is
 one streamed delta that carried text or tool-call arguments (OpenAI streams about one token
 per delta; ~4 bytes per token is the usual English average). A prompt is estimated as
-ceil(bytes of its text / 4) + 4 per message + 3.
+ceil(bytes of its text / 4) + 4 per message + 3, plus an estimate of its images and PDF pages
+(estimate_prompt_tokens); base64 payloads are not text.
 """
 
 from __future__ import annotations
 
+from aicredits.domain.media import read_prompt
 from aicredits.domain.pricing import TokenUsage
 
 
@@ -45,17 +47,38 @@ def estimate_text_tokens(n_bytes: int, fragments: int = 0) -> int:
     return max(fragments, -(-n_bytes // 4))
 
 
+MEDIA_KEYS = ("image_url", "file_data", "file_url")   # payloads, not text
+IMAGE_ESTIMATE = 765        # an image whose size is not in the request: a 1024x1024 one at OpenAI's rates
+PDF_PAGE_ESTIMATE = 1500    # a PDF page: the low end of Anthropic's 1,500-3,000 text tokens a page
+
+
 def _strings(value) -> int:
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, dict):
-        return sum(_strings(v) for k, v in value.items() if k != "image_url")
+        audio = "format" in value and "data" in value     # an input_audio payload
+        return sum(_strings(v) for k, v in value.items() if k not in MEDIA_KEYS and not (audio and k == "data"))
     if isinstance(value, list):
         return sum(_strings(v) for v in value)
     return 0
 
 
+def _media_estimate(body: dict) -> int:
+    facts = read_prompt(body)
+    images = sum(IMAGE_ESTIMATE if size is None else min(1600, -(-size[0] * size[1] // 750))
+                 for size, _ in facts.images)
+    return images + PDF_PAGE_ESTIMATE * sum(p or 0 for p in facts.pdf_pages)
+
+
 def estimate_prompt_tokens(body: dict) -> int:
+    """ceil(text bytes / 4) + 4 per message + 3, plus each image (w x h / 750, at most 1,600; 765
+    when its size is not in the request) and 1,500 per PDF page. Audio is not estimated."""
     messages = body.get("messages") or []
     n = _strings(messages) + _strings(body.get("tools"))
-    return -(-n // 4) + 4 * len(messages) + 3
+    media = _media_estimate(body) if _has_media(messages) else 0
+    return -(-n // 4) + 4 * len(messages) + 3 + media
+
+
+def _has_media(messages) -> bool:
+    return isinstance(messages, list) and any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages)

@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
+from aicredits.domain.media import InputCosts
 from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
+    anthropic_input_costs,
     finish_reason,
     openai_usage,
     to_anthropic,
@@ -212,8 +214,11 @@ class AnthropicProvider:
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        return anthropic_input_costs(upstream_id)
 
     def url(self, path: str = "/v1/messages") -> str:
         return self._base + path
@@ -227,7 +232,7 @@ class AnthropicProvider:
 
     async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
         return await post(self._session, self.name, self.url(), payload, self._headers, self._timeout,
-                          self._first_byte)
+                          self.first_byte_timeout)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_all(resp, self.name, self._idle)

@@ -17,6 +17,7 @@ import time
 
 import orjson
 
+from aicredits.domain.media import InputCosts, PixelImages
 from aicredits.errors import InvalidRequest
 
 JSON_TOOL = "json_tool_call"
@@ -25,6 +26,36 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "
           "refusal": "content_filter", "model_context_window_exceeded": "length", "pause_turn": "stop"}
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,(.*)", re.DOTALL)
 _EMAIL_OR_PHONE = re.compile(r"@|^\+?[\d\s().-]{7,}$")
+
+
+# ---------------------------------------------------------------------------- input formulas
+# The system prompt Anthropic adds when tools are sent, in tokens (its tool-use docs, "tool use
+# system prompt token count"), by model id prefix: the larger of the tool_choice auto/none and
+# any/tool rows, and the largest any revision of that table gave (the counts changed between them).
+TOOL_PROMPT_TOKENS = {
+    "claude-opus-4-8": 410, "claude-opus-4-7": 804, "claude-opus-4-6": 589, "claude-opus-4-5": 588,
+    "claude-opus-4-1": 346, "claude-opus-4": 346, "claude-sonnet-5": 474, "claude-sonnet-4-6": 589,
+    "claude-sonnet-4-5": 588, "claude-sonnet-4": 346, "claude-3-7-sonnet": 346, "claude-haiku-4-5": 588,
+    "claude-3-5-haiku": 355, "claude-3-5-sonnet": 346, "claude-3-opus": 530, "claude-3-sonnet": 235,
+    "claude-3-haiku": 340,
+}
+# JSON mode is emulated with one more tool (name, description and a default schema): its bytes
+JSON_TOOL_BYTES = 160
+PDF_PAGE_TEXT = 6000      # tokens of text per PDF page: twice the 3,000 Anthropic gives for dense pages
+IMAGE_MAX_TOKENS = 1600   # an image is scaled down to at most about 1,600 tokens (w x h / 750)
+
+
+def tool_prompt_tokens(upstream_id: str) -> int:
+    model = upstream_id.lower()
+    keys = [k for k in TOOL_PROMPT_TOKENS if model == k or model.startswith(k + "-")]
+    return TOOL_PROMPT_TOKENS[max(keys, key=len)] if keys else max(TOOL_PROMPT_TOKENS.values())
+
+
+def anthropic_input_costs(upstream_id: str) -> InputCosts:
+    """Images by pixels (w x h / 750, at most ~1,600 tokens), PDF pages as text plus a page image,
+    the hidden tool prompt (and the JSON-mode tool). Audio is refused before any cost (0)."""
+    return InputCosts(image=PixelImages(750, IMAGE_MAX_TOKENS), pdf_page=PDF_PAGE_TEXT + IMAGE_MAX_TOKENS,
+                      audio_per_second=0, tool_prompt=tool_prompt_tokens(upstream_id) + JSON_TOOL_BYTES)
 
 
 def _bad(message: str, param: str) -> InvalidRequest:

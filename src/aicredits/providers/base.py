@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from aicredits.domain.media import InputCosts
+
 DONE = object()   # the stream's end marker ([DONE] / message_stop)
 
 
@@ -53,6 +55,10 @@ class ChatProvider(Protocol):
     async def chat(self, body: dict, target) -> ChatResult: ...
     async def stream(self, body: dict, target) -> ChatStream: ...
     async def close(self) -> None: ...
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        """How the model bills image, PDF and audio input and the tool prompt the provider adds:
+        its documented formulas, for the hold's prompt bound (domain/reservation.py)."""
 
 
 @dataclass

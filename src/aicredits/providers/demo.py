@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from aicredits.domain.media import InputCosts
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.providers.base import DONE, ChatResult, StreamEvent
 
@@ -74,6 +75,10 @@ class DemoStream:
 class DemoProvider:
     name = "demo"
     kind = "demo"
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        """It bills the estimator's count of the text (media parts are not read): no formula."""
+        return InputCosts()
 
     async def chat(self, body: dict, target) -> ChatResult:
         text, reason = _reply(body, _limit(body))

@@ -20,7 +20,19 @@ from aicredits.errors import (
     UpstreamTimeout,
 )
 
-SECRET_RE = re.compile(r"(sk|pk|rk|key|sess)-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+")
+# What never reaches a client in a provider's message (docs/errors.md, "Redaction"): keys and
+# tokens, and the operator's account identifiers. An id-shaped word needs a digit or a capital
+# after its prefix, so that words such as "org-wide" or "user-provided" stay.
+_ID = r"(?=[a-z_\-]*[A-Z0-9])[A-Za-z0-9_\-]{6,}"
+SECRET_RE = re.compile("|".join((
+    r"\b(?:(?:sk|pk|rk)[-_]|(?:key|sess)-)[A-Za-z0-9_\-]{6,}",   # keys: sk-…, sk-ant-…, sk_…, sess-…
+    r"AIza[0-9A-Za-z_\-]{20,}",                          # Google API keys
+    r"\bBearer\s+\S+",
+    r"\b(?:org|user|proj|project|wrkspc|workspace|apikey|acct|account)[-_]" + _ID,   # org-…, proj_…, wrkspc_…
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",   # UUIDs (Anthropic orgs)
+    r"(?:(?<=projects/)|(?<=project_number:))[^/\s'\"`,;)]+",   # Google: projects/<id>, project_number:<n>
+    r"(?<=project )\d{6,}",                                # Google: "used in project 123456789012"
+)))
 
 
 def make_session(connect_timeout: float) -> aiohttp.ClientSession:
@@ -78,8 +90,10 @@ def _retry_after(headers) -> int | None:
 
 
 def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
-    """An upstream error status as the client should see it (SPEC §6), marked for the router:
-    429/5xx/529/timeouts may be retried; credentials and unknown models may fall back."""
+    """An upstream error status as the client should see it (SPEC §6), marked for the router
+    (docs/errors.md, "Retries"): 429 and 5xx refusals cannot have been processed, so they may be
+    retried and fall back; credentials, billing and unknown models may fall back; a 408/504 is a
+    timeout behind the provider, after which the request may have been processed: neither."""
     msg = upstream_message(raw, secrets)
     if status in (400, 422):
         return InvalidRequest(msg or f"{provider} rejected the request")
@@ -101,6 +115,10 @@ def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[s
         exc = NotFound(msg or f"{provider} does not know this model or path")
         exc.fallback = True
         return exc
+    if status in (408, 504):
+        exc = UpstreamTimeout(f"The {provider} provider timed out.")
+        exc.provider_fault = True
+        return exc
     if status == 429:
         exc = RateLimited(f"The {provider} provider is rate limiting requests: {msg}".rstrip(": "),
                           retry_after=_retry_after(headers) or 1)
@@ -109,27 +127,34 @@ def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[s
         exc = ServiceUnavailable(f"The {provider} provider is overloaded{': ' + msg if msg else ''}.",
                                  retry_after=_retry_after(headers) or 5)
         exc.retry_hint = _retry_after(headers)
-    elif status in (408, 504):
-        exc = UpstreamTimeout(f"The {provider} provider timed out.")
     else:
         exc = UpstreamError(f"The {provider} provider failed (HTTP {status}){': ' + msg if msg else ''}.")
         if status < 500:
             return exc
-    exc.retryable = exc.fallback = True
-    return exc
-
-
-def _transient(exc: GatewayError) -> GatewayError:
-    exc.retryable = exc.fallback = True
+    exc.retryable = exc.fallback = exc.provider_fault = True
     return exc
 
 
 def connect_error(provider: str) -> GatewayError:
-    return _transient(UpstreamError(f"Could not reach the {provider} provider."))
+    """No connection could be made: the request was never sent, so it may be retried."""
+    exc = UpstreamError(f"Could not reach the {provider} provider.")
+    exc.retryable = exc.fallback = exc.provider_fault = True
+    return exc
 
 
-def first_byte_timeout(provider: str) -> GatewayError:
-    return _transient(UpstreamTimeout(f"The {provider} provider did not answer in time."))
+def no_answer(provider: str) -> GatewayError:
+    """The request was sent and no (whole) answer came in time: it may have been processed (and
+    billed by the provider), so it is never sent again."""
+    exc = UpstreamTimeout(f"The {provider} provider did not answer in time.")
+    exc.provider_fault = True
+    return exc
+
+
+def broken_off(provider: str) -> GatewayError:
+    """The connection failed after the request went out: it may have been processed; no retry."""
+    exc = UpstreamError(f"The connection to the {provider} provider broke off.")
+    exc.provider_fault = True
+    return exc
 
 
 def split_events(buf: bytes) -> tuple[list[bytes], bytes]:
@@ -155,24 +180,33 @@ def event_data(event: bytes) -> bytes | None:
 
 async def post(session: aiohttp.ClientSession, provider: str, url: str, payload, headers: dict,
                timeout: aiohttp.ClientTimeout, first_byte: float) -> aiohttp.ClientResponse:
-    """POST and wait for the response head; a timeout or connect failure becomes our error."""
+    """POST and wait for the response head. A connection that could not be made (refused, reset or
+    timed out while connecting, before the request was sent) may be retried; a timeout waiting for
+    the head or a connection lost after the request went out may not."""
     try:
         async with asyncio.timeout(first_byte):
             return await session.post(url, data=payload, headers=headers, timeout=timeout)
-    except TimeoutError as exc:
-        raise first_byte_timeout(provider) from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise connect_error(provider) from exc
+    except TimeoutError as exc:
+        raise no_answer(provider) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise broken_off(provider) from exc
 
 
 async def read_all(resp: aiohttp.ClientResponse, provider: str, idle: float) -> bytes:
-    """The whole response body, bounded by the stream-idle timeout."""
+    """The whole response body, within the stream-idle timeout. Whatever stops the read (a timeout,
+    a broken connection, the call cancelled because its client left) closes the connection, which
+    tells the provider to stop; a partly read answer is never retried."""
     try:
         async with asyncio.timeout(idle):
             return await resp.read()
     except TimeoutError as exc:
         resp.close()
-        raise first_byte_timeout(provider) from exc
+        raise no_answer(provider) from exc
     except (aiohttp.ClientError, OSError) as exc:
         resp.close()
-        raise UpstreamError(f"The connection to the {provider} provider broke off.") from exc
+        raise broken_off(provider) from exc
+    except BaseException:
+        resp.close()
+        raise

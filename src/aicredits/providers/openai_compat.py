@@ -6,16 +6,56 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from fractions import Fraction
 
 import aiohttp
 import orjson
 
-from aicredits.domain.audio import SPEECH_CONTENT_TYPES
+from aicredits.domain.audio import SPEECH_CONTENT_TYPES, is_speech_format
+from aicredits.domain.media import GeminiImages, InputCosts, PatchImages, TileImages
 from aicredits.errors import UpstreamError
 from aicredits.multipart import FilePart, encode_form
+from aicredits.providers.audio_codec import conform
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
 from aicredits.providers.http import event_data, map_status, post, read_all, scrub, split_events
 from aicredits.settings import ProviderSettings
+
+# ---------------------------------------------------------------- input formulas (docs/billing.md)
+# OpenAI's vision pricing ("Calculating costs" in its images and vision guide), by model id prefix
+# (the longest that matches): a tile formula (base, per 512px tile) or a patch multiplier
+OPENAI_IMAGES = {
+    "gpt-4o": TileImages(85, 170), "chatgpt-4o": TileImages(85, 170), "gpt-4-turbo": TileImages(85, 170),
+    "gpt-4-vision": TileImages(85, 170), "gpt-4.1": TileImages(85, 170), "gpt-4.5": TileImages(85, 170),
+    "gpt-4o-mini": TileImages(2833, 5667), "gpt-5": TileImages(70, 140), "o1": TileImages(75, 150),
+    "o3": TileImages(75, 150), "computer-use-preview": TileImages(65, 129),
+    "gpt-4.1-mini": PatchImages(Fraction("1.62")), "gpt-4.1-nano": PatchImages(Fraction("2.46")),
+    "o4-mini": PatchImages(Fraction("1.72")), "gpt-5-mini": PatchImages(Fraction("1.62")),
+    "gpt-5-nano": PatchImages(Fraction("2.46")),
+}
+PDF_PAGE_TEXT = 6000        # tokens of extracted text per PDF page (2x the 3,000 a dense page reaches)
+OPENAI_AUDIO_PER_SECOND = 20   # ~10 audio tokens a second are reported; doubled for the transcript tokens
+GEMINI_PER_ITEM = 258          # Gemini: tokens per small image, per image tile, per PDF page
+GEMINI_AUDIO_PER_SECOND = 32
+
+
+def _longest_prefix(table: dict, model: str):
+    best = max((k for k in table if model == k or model.startswith((k + "-", k + "."))),
+               key=len, default=None)
+    return table[best] if best is not None else None
+
+
+def openai_input_costs(kind: str, upstream_id: str) -> InputCosts:
+    """The documented formulas of the model behind an OpenAI-shaped provider: OpenAI's own
+    models by id (an Azure deployment is named by its operator: matched the same way), Gemini's;
+    any other server documents none (its media parts hold the whole context window)."""
+    if kind == "gemini":
+        return InputCosts(image=GeminiImages(GEMINI_PER_ITEM), pdf_page=GEMINI_PER_ITEM,
+                          audio_per_second=GEMINI_AUDIO_PER_SECOND)
+    if kind not in ("openai", "azure"):
+        return InputCosts()
+    image = _longest_prefix(OPENAI_IMAGES, upstream_id.lower())
+    return InputCosts(image=image, audio_per_second=OPENAI_AUDIO_PER_SECOND,
+                      pdf_page=PDF_PAGE_TEXT + image.tokens(None, "high") if image is not None else None)
 
 
 def count_hidden_output(usage) -> bool:
@@ -37,6 +77,24 @@ def count_hidden_output(usage) -> bool:
     details["reasoning_tokens"] = (seen if isinstance(seen, int) and not isinstance(seen, bool) else 0) + hidden
     usage["completion_tokens_details"] = details
     return True
+
+
+def scrub_failure(obj: dict, secrets: tuple[str, ...]) -> dict:
+    """A Responses API `error` event or failed Response, its provider message stripped of keys and
+    account ids (the message sits at the top of an `error` event, in `response.error` or `error`
+    of a failed Response)."""
+    out = dict(obj)
+    if isinstance(out.get("message"), str):
+        out["message"] = scrub(out["message"], secrets)
+    holder = out.get("response") if isinstance(out.get("response"), dict) else out
+    err = holder.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        err = {**err, "message": scrub(err["message"], secrets)}
+        if holder is out:
+            out["error"] = err
+        else:
+            out["response"] = {**holder, "error": err}
+    return out
 
 
 class OpenAIStream:
@@ -93,8 +151,12 @@ class OpenAIStream:
                     err = obj.get("error")
                     if err is not None:   # mid-stream error: keep the message, never a secret in it
                         msg = err.get("message") if isinstance(err, dict) else err
-                        obj = {"error": {"message": scrub(str(msg or ""), self._secrets)}}
-                    elif self._azure and not obj.get("choices") and not obj.get("usage"):
+                        out.append(StreamEvent({"error": {"message": scrub(str(msg or ""), self._secrets)}}))
+                        continue
+                    if obj.get("type") in ("error", "response.failed"):   # the Responses API's failures
+                        out.append(StreamEvent(scrub_failure(obj, self._secrets)))
+                        continue
+                    if self._azure and not obj.get("choices") and not obj.get("usage"):
                         continue
                     else:
                         changed = self._index_tools and b'"tool_calls"' in payload and self._number_tools(obj)
@@ -141,8 +203,11 @@ class OpenAICompatible:
         self._headers = headers
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
+
+    def input_costs(self, upstream_id: str) -> InputCosts:
+        return openai_input_costs(self.kind, upstream_id)
 
     def url(self, path: str, upstream_id: str) -> str:
         """`path` like '/chat/completions'; Azure puts the deployment in the path and wants its
@@ -163,7 +228,7 @@ class OpenAICompatible:
 
     async def _post(self, url: str, payload: bytes, headers: dict | None = None) -> aiohttp.ClientResponse:
         return await post(self._session, self.name, url, payload, headers or self._headers, self._timeout,
-                          self._first_byte)
+                          self.first_byte_timeout)
 
     async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_all(resp, self.name, self._idle)
@@ -221,7 +286,8 @@ class OpenAICompatible:
         return await self.post_json("/images/generations", body, target)
 
     async def speech(self, body: dict, target) -> MediaResult:
-        """Raw audio bytes in the requested format (`language` is our extension: not sent)."""
+        """Raw audio bytes in the requested format (`language` is our extension: not sent); bytes
+        that are not in it (a compatible server that answers WAV whatever it is asked) are converted."""
         out = {k: v for k, v in body.items() if k != "language"}
         out["model"] = target.upstream_id
         fmt = out.get("response_format") or "mp3"
@@ -231,7 +297,9 @@ class OpenAICompatible:
             raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
         if not raw:
             raise UpstreamError(f"The {self.name} provider sent no audio.")
-        return MediaResult(raw, SPEECH_CONTENT_TYPES.get(fmt, "application/octet-stream"))
+        if not is_speech_format(raw, fmt):    # a server that ignored response_format: converted here
+            raw = await asyncio.to_thread(conform, raw, fmt, self.name)
+        return MediaResult(raw, SPEECH_CONTENT_TYPES[fmt])
 
     async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
         """multipart/form-data as OpenAI takes it; JSON formats come back as JSON, the others as text."""
@@ -275,6 +343,8 @@ class OpenAICompatible:
             raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
         if not isinstance(data, dict) or data.get("object") != "response":
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        if isinstance(data.get("error"), dict):   # a failed Response: its message reaches the client
+            return ChatResult(scrub_failure(data, self._secrets))
         return ChatResult(data, raw)
 
     async def responses_stream(self, body: dict, target) -> OpenAIStream:

@@ -4,8 +4,10 @@ to in Sarvam's own protocol and answered in OpenAI's shapes.
 Speech: OpenAI voice names become default bulbul:v2 speakers (Sarvam speaker names pass
 through); the language is the request's `language` or the text's script; text longer than
 Sarvam's 1500 characters is cut at sentence (else word) boundaries, one request a piece, and
-the WAVs joined into one. Sarvam answers WAV only, so `wav` and `pcm` are exact and every
-other `response_format` is answered as WAV (Content-Type audio/wav): see docs/providers.md.
+the WAVs joined into one. Every `response_format` is honoured: a text that fits one request
+asks Sarvam for the codec itself (`output_audio_codec`: mp3, opus, aac, flac, wav), and what
+comes back is checked and, if it is not that format, converted; joined pieces are encoded
+here (providers/audio_codec.py); pcm is the WAV's frames. See docs/providers.md.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import wave
 import aiohttp
 import orjson
 
+from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
 from aicredits.multipart import FilePart, encode_form
+from aicredits.providers.audio_codec import conform, decode_pcm, encode_pcm, wav_bytes
 from aicredits.providers.base import AudioUpload, MediaResult
-from aicredits.providers.http import connect_error, first_byte_timeout, map_status
+from aicredits.providers.http import map_status, post, read_all
 from aicredits.settings import ProviderSettings
 
 MAX_CHARS = 1500             # bulbul:v2's limit per request
 SAMPLE_RATE = 24000          # Hz; OpenAI's `pcm` is 24 kHz 16-bit mono, so ask Sarvam for the same
+CODECS = ("mp3", "opus", "aac", "flac", "wav")   # response_formats Sarvam's output_audio_codec makes
 DEFAULT_SPEAKER = "anushka"
 OPENAI_VOICES = {"alloy": "anushka", "echo": "abhilash", "fable": "manisha", "onyx": "karun", "nova": "vidya",
                  "shimmer": "arya", "ash": DEFAULT_SPEAKER, "ballad": DEFAULT_SPEAKER, "coral": DEFAULT_SPEAKER,
@@ -115,16 +120,6 @@ def join_wavs(blobs: list[bytes], provider: str) -> tuple[tuple[int, int, int], 
     return params, b"".join(frames)
 
 
-def wav_bytes(params: tuple[int, int, int], frames: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(params[0])
-        w.setsampwidth(params[1])
-        w.setframerate(params[2])
-        w.writeframes(frames)
-    return out.getvalue()
-
-
 def _timestamp(seconds: float, sep: str) -> str:
     ms = round(seconds * 1000)
     h, rem = divmod(ms, 3_600_000)
@@ -165,29 +160,16 @@ class SarvamProvider:
         self._headers = {"api-subscription-key": self._key, "Accept-Encoding": "identity", **settings.headers}
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self._first_byte = first_byte_timeout
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
         self._idle = idle_timeout
 
     async def _call(self, path: str, payload: bytes, content_type: str) -> bytes:
-        """POST and read the whole answer; an error status becomes our error (key stripped)."""
+        """POST and read the whole answer; an error status becomes our error (key and account ids
+        stripped)."""
         headers = {**self._headers, "Content-Type": content_type}
-        try:
-            async with asyncio.timeout(self._first_byte):
-                resp = await self._session.post(self._base + path, data=payload, headers=headers,
-                                                timeout=self._timeout)
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise connect_error(self.name) from exc
-        try:
-            async with asyncio.timeout(self._idle):
-                raw = await resp.read()
-        except TimeoutError as exc:
-            raise first_byte_timeout(self.name) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(f"The connection to the {self.name} provider broke off.") from exc
-        finally:
-            resp.release()
+        resp = await post(self._session, self.name, self._base + path, payload, headers, self._timeout,
+                          self.first_byte_timeout)
+        raw = await read_all(resp, self.name, self._idle)
         if resp.status != 200:
             raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
         return raw
@@ -201,9 +183,12 @@ class SarvamProvider:
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
         return data
 
-    async def _speak(self, piece: str, lang: str, speaker: str, pace: float | None, model: str) -> list[bytes]:
+    async def _speak(self, piece: str, lang: str, speaker: str, pace: float | None, model: str,
+                     codec: str = "wav") -> list[bytes]:
         req = {"text": piece, "language_code": lang, "speaker": speaker, "model": model,
                "speech_sample_rate": SAMPLE_RATE}
+        if codec != "wav":
+            req["output_audio_codec"] = codec
         if pace is not None:
             req["pace"] = pace
         data = self._json(await self._call("/text-to-speech", orjson.dumps(req), "application/json"))
@@ -221,18 +206,44 @@ class SarvamProvider:
         speaker = speaker_for(body.get("voice"))
         speed = body.get("speed")
         pace = min(3.0, max(0.3, float(speed))) if isinstance(speed, (int, float)) else None
+        fmt = body.get("response_format") or "mp3"
         pieces = split_text(text) or [text]
-        results = await asyncio.gather(*(self._speak(p, lang, speaker, pace, target.upstream_id) for p in pieces),
-                                       return_exceptions=True)
+        codec = fmt if len(pieces) == 1 and fmt in CODECS else "wav"   # one piece: Sarvam encodes it
+        results = await asyncio.gather(
+            *(self._speak(p, lang, speaker, pace, target.upstream_id, codec) for p in pieces), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 if isinstance(r, (GatewayError, asyncio.CancelledError)):
                     raise r
                 raise UpstreamError(f"The {self.name} provider call failed.") from r
-        params, frames = join_wavs([blob for r in results for blob in r], self.name)
-        if body.get("response_format") == "pcm":
-            return MediaResult(frames, "audio/pcm")
-        return MediaResult(wav_bytes(params, frames), "audio/wav")
+        blobs = [blob for r in results for blob in r]
+        if codec != "wav" and len(blobs) == 1:
+            audio = await asyncio.to_thread(conform, blobs[0], fmt, self.name)
+            return MediaResult(audio, SPEECH_CONTENT_TYPES[fmt])
+        if codec != "wav":      # several audios for one text: joined as PCM, then encoded
+            params, frames = await asyncio.to_thread(self._join_any, blobs)
+        else:
+            params, frames = join_wavs(blobs, self.name)
+        if fmt == "pcm":
+            return MediaResult(frames, SPEECH_CONTENT_TYPES["pcm"])
+        if fmt == "wav":
+            return MediaResult(wav_bytes(params, frames), SPEECH_CONTENT_TYPES["wav"])
+        if params[1] != 2:
+            raise UpstreamError(f"The {self.name} provider sent audio of an unexpected sample width.")
+        audio = await asyncio.to_thread(encode_pcm, frames, params[2], params[0], fmt)
+        return MediaResult(audio, SPEECH_CONTENT_TYPES[fmt])
+
+    def _join_any(self, blobs: list[bytes]) -> tuple[tuple[int, int, int], bytes]:
+        decoded = []
+        for blob in blobs:
+            try:
+                decoded.append(decode_pcm(blob))
+            except Exception as exc:
+                raise UpstreamError(f"The {self.name} provider sent unreadable audio.") from exc
+        if len({(rate, ch) for _, rate, ch in decoded}) != 1:
+            raise UpstreamError(f"The {self.name} provider sent audio pieces in different formats.")
+        _, rate, channels = decoded[0]
+        return (channels, 2, rate), b"".join(pcm for pcm, _, _ in decoded)
 
     async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
         given = upload.fields.get("language")

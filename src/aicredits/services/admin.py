@@ -8,11 +8,12 @@ import time
 
 from argon2 import PasswordHasher
 
+from aicredits.domain import ledger
 from aicredits.domain.keys import display_form, generate_key, generate_key_id, hash_key
-from aicredits.domain.ledger import wallet_problems
 from aicredits.domain.ratelimit import MAX_LIMIT
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import api_keys as keys_repo
+from aicredits.store import ledger_audit as audit
 from aicredits.store import usage as usage_repo
 
 DEFAULT_EMAIL = "default@aicredits.local"
@@ -127,14 +128,14 @@ class Admin:
             account_id = (await self._account(conn, email, create=False)).id if email else None
             return await usage_repo.recent(conn, account_id=account_id, limit=limit)
 
-    async def verify(self, hold_ttl_seconds: float) -> list[str]:
+    async def verify(self) -> list[ledger.Finding]:
+        """Every check of docs/billing.md "Checking the ledger", over one snapshot of the
+        database; each failed check once, naming its first bad row. Empty: the ledger is sound."""
         now = int(time.time() * 1000)
-        async with self._engine.connect() as conn:
-            problems = []
-            for facts in await accounts_repo.wallet_facts(conn):
-                problems += wallet_problems(facts)
-            problems += await accounts_repo.key_hold_problems(conn)
-            for h in await accounts_repo.expired_holds(conn, now):
-                problems.append(f"hold {h['call_id']} of account {h['account_id']} ({h['amount']} micro-INR) is "
-                                "orphaned: older than the longest request and never settled")
-        return problems
+        async with audit.snapshot(self._engine) as conn:
+            found = ledger.chain_finding(*await audit.chain_breaks(conn))
+            found += ledger.sign_finding(*await audit.sign_violations(conn))
+            found += ledger.wallet_findings(await audit.wallet_facts(conn))
+            found += ledger.key_findings(await audit.key_facts(conn))
+            found += ledger.hold_findings(await audit.settled_holds(conn), await audit.expired_holds(conn, now))
+        return found

@@ -1,10 +1,11 @@
 """POST /v1/audio/speech (per input character) and /v1/audio/transcriptions (per second of
-audio, read from the file and rounded up once). Both holds are exact: the price is known
+audio, measured by decoding every frame of the file, and rounded up once). Both holds are exact: the price is known
 before the call, so hold = charge for the model that answers (the hold covers the dearest
 model of the fallback chain)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import math
@@ -181,7 +182,7 @@ class AudioService:
     async def transcribe(self, req: TranscriptionRequest, auth: KeyAuth, request_id: str,
                          started: float) -> tuple[MediaResult, Meter]:
         chain = self._router.chain(req.model, "transcription", req.models)
-        info = probe(req.audio, req.hint)
+        info = await asyncio.to_thread(probe, req.audio, req.hint)   # decodes every frame: CPU work
         seconds = info.seconds
         upload = AudioUpload(req.audio, f"audio.{info.ext}", info.content_type, info.duration, req.response_format,
                              req.fields)

@@ -1,5 +1,11 @@
-"""The real duration of an uploaded audio file, read with mutagen (never guessed): what a
-transcription is billed by."""
+"""The real duration of an audio file, measured from the audio itself: every frame is decoded
+(PyAV, FFmpeg's libraries) and its samples counted, so a container or header that lies about
+the length (an MP3 Xing/VBRI frame count, a WAV or MP4 header, Ogg granule positions) changes
+nothing. What a transcription is billed by, and what bounds an input_audio part of a prompt.
+
+The container is recognised from its first bytes (never from the name the client gives), and
+only the formats the API accepts are opened, each with its own demuxer: a file that is none of
+them, or whose audio cannot be decoded, cannot be priced and is refused (400)."""
 
 from __future__ import annotations
 
@@ -7,14 +13,17 @@ import io
 import math
 from dataclasses import dataclass
 
-from aicredits.domain.audio import SPEECH_CONTENT_TYPES  # noqa: F401  (re-exported)
+from aicredits.domain.audio import container_of
 from aicredits.errors import InvalidRequest
+
+ACCEPTED = "mp3, mp4, mpeg, mpga, m4a, wav, webm, flac, ogg/opus, aac"
+MAX_DECODE_ERRORS = 16     # bad packets skipped before the file counts as undecodable
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    duration: float     # seconds, as the container says
-    ext: str            # the extension the format is known by upstream (mp3, wav, flac, ogg, m4a, aac)
+    duration: float     # seconds of decoded audio
+    ext: str            # the extension the format is known by upstream (mp3, wav, flac, ogg, m4a, webm, ...)
     content_type: str
 
     @property
@@ -23,23 +32,10 @@ class AudioInfo:
         return max(1, math.ceil(round(self.duration, 6)))
 
 
-def _classes():
-    from mutagen.aac import AAC
-    from mutagen.flac import FLAC
-    from mutagen.mp3 import MP3
-    from mutagen.mp4 import MP4
-    from mutagen.oggflac import OggFLAC
-    from mutagen.oggopus import OggOpus
-    from mutagen.oggspeex import OggSpeex
-    from mutagen.oggvorbis import OggVorbis
-    from mutagen.wave import WAVE
-    kinds = {MP3: ("mp3", "audio/mpeg"), WAVE: ("wav", "audio/wav"), FLAC: ("flac", "audio/flac"),
-             OggOpus: ("ogg", "audio/ogg"), OggVorbis: ("ogg", "audio/ogg"), OggFLAC: ("ogg", "audio/ogg"),
-             OggSpeex: ("ogg", "audio/ogg"), MP4: ("m4a", "audio/mp4"), AAC: ("aac", "audio/aac")}
-    hints = {"mp3": [MP3], "mpga": [MP3], "mpeg": [MP3], "wav": [WAVE], "wave": [WAVE], "flac": [FLAC],
-             "ogg": [OggOpus, OggVorbis, OggFLAC, OggSpeex], "oga": [OggOpus, OggVorbis, OggFLAC],
-             "opus": [OggOpus], "m4a": [MP4], "mp4": [MP4], "m4b": [MP4], "aac": [AAC, MP4]}
-    return kinds, hints
+# demuxer -> (extension, content type) for each accepted container
+KINDS = {"mp3": ("mp3", "audio/mpeg"), "wav": ("wav", "audio/wav"), "flac": ("flac", "audio/flac"),
+         "ogg": ("ogg", "audio/ogg"), "mp4": ("m4a", "audio/mp4"), "matroska": ("webm", "audio/webm"),
+         "aac": ("aac", "audio/aac"), "mpeg": ("mpeg", "audio/mpeg")}
 
 
 def format_hint(name: str | None, *, filename: bool = False) -> str:
@@ -52,30 +48,69 @@ def format_hint(name: str | None, *, filename: bool = False) -> str:
     return name.strip().lower()
 
 
+def _decoded_seconds(data: bytes, demuxer: str) -> float:
+    """Seconds of audio in every frame of the first audio stream that decodes (0.0 when none)."""
+    import av  # FFmpeg's libraries: imported on first use (not needed by the rest of the gateway)
+
+    samples, rate, errors = 0, 0, 0
+    with av.open(io.BytesIO(data), mode="r", format=demuxer) as container:
+        streams = container.streams.audio
+        if not streams:
+            return 0.0
+        stream = streams[0]
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                errors += 1
+                if errors > MAX_DECODE_ERRORS:
+                    break
+                continue
+            for frame in frames:
+                if frame.sample_rate:
+                    rate = frame.sample_rate
+                    samples += frame.samples
+    return samples / rate if rate else 0.0
+
+
+def measure(data: bytes) -> tuple[str, float] | None:
+    """(demuxer, seconds of decoded audio), or None when the data is not accepted audio or holds
+    none that decodes."""
+    demuxer = container_of(data)
+    if demuxer is None:
+        return None
+    try:
+        import av
+        try:
+            seconds = _decoded_seconds(data, demuxer)
+        except (av.FFmpegError, ValueError, OSError):
+            return None
+    except ImportError:   # pragma: no cover - av is a dependency
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return demuxer, seconds
+
+
+def measured_seconds(data: bytes, fmt: str = "") -> float | None:
+    """Seconds of an input_audio part, or None when they cannot be measured (its prompt bound then
+    takes the whole context window)."""
+    found = measure(data)
+    return found[1] if found else None
+
+
 def probe(data: bytes, hint: str = "") -> AudioInfo:
-    """The audio's duration and format; a 400 when mutagen cannot read it (mp3, wav, flac,
-    ogg/opus, m4a/mp4 and aac are readable; webm is not)."""
+    """The audio's measured duration and format; a 400 when it cannot be measured."""
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file")
-    kinds, hints = _classes()
-    import mutagen
-    found = None
-    for cls in hints.get(hint, ()):
-        try:
-            found = cls(io.BytesIO(data))
-            break
-        except Exception:   # noqa: BLE001, S112 - mutagen raises many types on foreign data: next reader
-            continue
+    found = measure(data)
     if found is None:
-        try:
-            found = mutagen.File(io.BytesIO(data), options=list(kinds))
-        except Exception:   # noqa: BLE001 - unreadable, whatever the reason: a 400 below
-            found = None
-    length = getattr(getattr(found, "info", None), "length", None)
-    if found is None or not isinstance(length, (int, float)) or not math.isfinite(length) or length <= 0:
         named = f" ({hint})" if hint else ""
         raise InvalidRequest(
-            f"The duration of the audio{named} could not be read, so the call cannot be priced. Send mp3, "
-            "wav, flac, ogg/opus or m4a/mp4 audio.", param="file")
-    ext, ctype = kinds[type(found)]
-    return AudioInfo(float(length), ext, ctype)
+            f"The length of the audio{named} could not be measured (it is not audio in an accepted format, or its "
+            f"frames do not decode), so the call cannot be priced. Send {ACCEPTED}.", param="file")
+    demuxer, seconds = found
+    ext, ctype = KINDS[demuxer]
+    if demuxer == "mp4" and hint == "mp4":
+        ext = "mp4"
+    return AudioInfo(seconds, ext, ctype)

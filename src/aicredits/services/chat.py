@@ -21,13 +21,14 @@ import orjson
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices, token_prices
-from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold, prompt_token_bound
+from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, UpstreamCut
 from aicredits.services.metering import Meter, Metering, within_limit
+from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
 
@@ -53,12 +54,12 @@ class ChatService:
         body = validate_chat(body)
         chain = self._router.chain(body["model"], "chat", body.get("models"))
         prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
-        window = max((s.context_window or 0) for s in chain) or None
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
         cap = min(caps) if caps else None
         n = body.get("n") or 1
         requested = body.get("max_completion_tokens") or body.get("max_tokens")
-        bound = prompt_token_bound(body, window)
+        # text bytes, and every image, PDF and audio part by each model's formula (docs/billing.md)
+        bound = chain_bound(self._router, chain, await prompt_facts(body))
         held = hold_prices(prices, bound)   # the dearest price tier a prompt this long can reach
         prompt_cost = bound * held.max_input
 

@@ -25,6 +25,8 @@ from aicredits.services.billing import Billing
 
 log = logging.getLogger("aicredits.calls")
 T = TypeVar("T")
+# the message a call's task is cancelled with when its client disconnects before the answer
+CLIENT_GONE = "client disconnected"
 
 
 @dataclass
@@ -139,6 +141,16 @@ class Metering:
             result, meter.target = await router.run(chain, attempt)
         except GatewayError as exc:
             await self.fail(meter, exc)
+            raise
+        except asyncio.CancelledError as exc:
+            if CLIENT_GONE not in exc.args:
+                await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
+                raise
+            # the client left before the answer (api/http.py cancelled the call): the upstream
+            # request is already closed; nothing was delivered, so nothing is charged
+            meter.client_gone = True
+            meter.status, meter.end_state = 499, "client_disconnect"
+            await self.settle(meter, 0)
             raise
         except BaseException:
             await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")

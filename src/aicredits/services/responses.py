@@ -29,7 +29,7 @@ import orjson
 
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage, max_prices
-from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold, prompt_token_bound
+from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
@@ -37,6 +37,7 @@ from aicredits.providers.base import DONE
 from aicredits.providers.http import event_data, scrub, split_events
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, capability, within_limit
+from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.responses_stream import ResponsesEvents, sse
 from aicredits.services.responses_translate import (
     GATEWAY_FIELDS,
@@ -142,12 +143,11 @@ class ResponsesService:
             return ResponsesCall(meter, body, False, stream)
         check_native(body)
         prices = max_prices([self._chat.prices(s) for s in chain])
-        window = max((s.context_window or 0) for s in chain) or None
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
         cap = min(caps) if caps else None
-        bound = prompt_token_bound(as_chat_view(body), window)
-        if window and unbounded_prompt(body):
-            bound = max(bound, window)
+        facts = await prompt_facts(as_chat_view(body))
+        facts.unknown += unbounded_prompt(body)   # a stored response, conversation or prompt
+        bound = chain_bound(self._router, chain, facts)
         held = hold_prices(prices, bound)   # the dearest price tier a prompt this long can reach
         prompt_cost = bound * held.max_input
         requested = body.get("max_output_tokens")

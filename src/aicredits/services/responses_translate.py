@@ -56,21 +56,11 @@ def validate_responses(body: object) -> dict:
     return body
 
 
-def _references(value) -> bool:
-    if isinstance(value, dict):
-        if value.get("type") == "item_reference" or value.get("file_id") is not None:
-            return True
-        return any(_references(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_references(v) for v in value)
-    return False
-
-
 def unbounded_prompt(body: dict) -> bool:
     """True when the prompt holds context the request does not carry (a stored response or
-    conversation, a stored prompt, uploaded files, item references): its size bounds nothing,
-    so the hold takes the whole context window."""
-    return any(body.get(k) for k in STATEFUL) or _references(body.get("input"))
+    conversation, a stored prompt): its size bounds nothing, so the hold takes the whole context
+    window. (Files and item references in `input` are read with the rest of the prompt.)"""
+    return any(body.get(k) for k in STATEFUL)
 
 
 def check_native(body: dict) -> None:
@@ -87,8 +77,8 @@ def check_native(body: dict) -> None:
 
 def as_chat_view(body: dict) -> dict:
     """The request as prompt_token_bound / estimate_prompt_tokens read a chat body: every input
-    item counts as a message (all its strings, images bounded per part), plus tools and the
-    text format."""
+    item counts as a message (all its strings; images, files and audio bounded per part), plus
+    tools and the text format."""
     inp = body.get("input")
     messages: list = [{"role": "user", "content": inp}] if isinstance(inp, str) else list(inp or ())
     if body.get("instructions") is not None:

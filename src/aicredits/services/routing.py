@@ -1,12 +1,16 @@
 """Routing: which deployments serve a call, in which order, with retries, fallbacks and a
 circuit breaker per deployment.
 
-A model may be served by several deployments (weighted at random); when one fails with an
-error another attempt may cure (connect error, 429, 5xx, timeout before the first byte), the
-same deployment is retried with exponential backoff and jitter, then the next deployment,
-then the next model of the chain: the request's `models` list (OpenRouter's convention),
-then the model's configured `fallbacks`. Nothing is retried once a byte reached the client:
-the router only wraps what happens before.
+A model may be served by several deployments (weighted at random). Only a request the provider
+cannot have processed is sent again (docs/errors.md, "Retries"): after no connection, or a 429 or
+5xx answered before any body, the same deployment is retried with exponential backoff and jitter,
+then the next deployment, then the next model of the chain: the request's `models` list
+(OpenRouter's convention), then the model's configured `fallbacks` (refused credentials and
+unknown models move on without a retry). A timeout, a connection lost after the request went out,
+or a partly read answer ends the call: the provider may be working on it, and may bill it.
+All attempts share one deadline, so retries never make a client wait longer than one attempt
+could. Nothing is retried once a byte reached the client: the router only wraps what happens
+before.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
-from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, UpstreamTimeout
 
 log = logging.getLogger("aicredits.routing")
 T = TypeVar("T")
@@ -49,6 +53,7 @@ class RoutePolicy:
     max_delay: float = 2.0           # a longer Retry-After moves on instead of waiting
     breaker_failures: int = 5        # consecutive failures that open a deployment's breaker
     breaker_cooldown: float = 30.0   # seconds a breaker stays open before one trial call
+    deadline: float = 120.0          # seconds all attempts share (a provider's longer first-byte timeout wins)
 
 
 class Breaker:
@@ -155,29 +160,51 @@ class Router:
             return float(retry_after) if retry_after <= p.max_delay else None
         return min(p.max_delay, p.base_delay * (2 ** attempt)) * self._rng.uniform(0.5, 1.5)
 
+    def _budget(self, chain: list[ModelSpec]) -> float:
+        """Seconds all attempts of a call share: the longest first-byte timeout among the chain's
+        providers (each provider's own `timeout`, else AICREDITS_UPSTREAM_TIMEOUT)."""
+        budget = self.policy.deadline
+        for spec in chain:
+            for d in spec.deployments:
+                t = getattr(self.providers.get(d.provider), "first_byte_timeout", None)
+                if isinstance(t, (int, float)) and t > budget:
+                    budget = float(t)
+        return budget
+
     async def run(self, chain: list[ModelSpec], attempt: Callable[[Target], Awaitable[T]]) -> tuple[T, Target]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget(chain)
         last: GatewayError | None = None
-        skipped_open = 0
         for spec in chain:
             for target in self.targets(spec):
                 breaker = self._breaker(target.name)
                 if not breaker.closed(time.monotonic()) and last is not None:
-                    skipped_open += 1
                     continue
                 for n in range(self.policy.retries + 1):
+                    if last is not None and loop.time() >= deadline:
+                        raise last
+                    bound = asyncio.timeout_at(deadline)
                     try:
-                        result = await attempt(target)
+                        async with bound:
+                            result = await attempt(target)
+                    except TimeoutError:
+                        if not bound.expired():
+                            raise
+                        breaker.failure(time.monotonic(), self.policy)
+                        log.warning("attempt %d on %s passed the call's deadline", n + 1, target.name)
+                        raise UpstreamTimeout(f"The {target.deployment.provider} provider did not answer in time.") \
+                            from None
                     except GatewayError as exc:
+                        if exc.retryable or exc.provider_fault:
+                            breaker.failure(time.monotonic(), self.policy)
                         if not (exc.retryable or exc.fallback):
                             raise
                         last = exc
-                        if exc.retryable:
-                            breaker.failure(time.monotonic(), self.policy)
                         log.warning("attempt %d on %s failed: %s", n + 1, target.name, exc.message)
                         if not exc.retryable or n == self.policy.retries:
                             break
                         delay = self._delay(n, exc.retry_hint)
-                        if delay is None:
+                        if delay is None or loop.time() + delay >= deadline:
                             break
                         await asyncio.sleep(delay)
                     else:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aicredits.domain.ledger import WalletFacts
+from aicredits.domain.ledger import KIND_RULES, adds_to_total_added
 from aicredits.store.db import now_ms, row_dict
-from aicredits.store.tables import accounts, api_keys, holds, ledger_entries, wallets
+from aicredits.store.tables import accounts, ledger_entries, wallets
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,16 @@ async def wallet(conn: AsyncConnection, account_id: int) -> Wallet | None:
 
 async def credit(conn: AsyncConnection, account_id: int, amount: int, *, kind: str, note: str = "",
                  call_id: str | None = None) -> int:
-    """Add money (grant, top-up, refund, positive adjustment); returns the balance after.
+    """Add money (a kind domain/ledger.py lets be positive: grant, topup, refund, adjustment);
+    returns the balance after.
     The UPDATE ... RETURNING takes the row lock, so balance_after is exact under concurrency."""
+    rule = KIND_RULES.get(kind)
+    if rule is None or rule.sign == -1:
+        raise ValueError(f"{kind!r} is not a kind of ledger entry that adds money")
     if amount <= 0:
         raise ValueError("a credit must be positive")
     ts = now_ms()
-    added = amount if kind in ("grant", "topup") else 0
+    added = amount if adds_to_total_added(kind) else 0
     result = await conn.execute(
         update(wallets).where(wallets.c.account_id == account_id)
         .values(balance=wallets.c.balance + amount, total_added=wallets.c.total_added + added, updated_at=ts)
@@ -103,40 +107,4 @@ async def credit(conn: AsyncConnection, account_id: int, amount: int, *, kind: s
 async def entries(conn: AsyncConnection, account_id: int, limit: int = 50) -> list[dict]:
     rows = (await conn.execute(select(ledger_entries).where(ledger_entries.c.account_id == account_id)
                                .order_by(ledger_entries.c.id.desc()).limit(limit))).all()
-    return [row_dict(r) for r in rows]
-
-
-async def wallet_facts(conn: AsyncConnection) -> list[WalletFacts]:
-    sums = (select(ledger_entries.c.account_id, func.coalesce(func.sum(ledger_entries.c.amount), 0).label("s"),
-                   func.max(ledger_entries.c.id).label("last_id"))
-            .group_by(ledger_entries.c.account_id).subquery())
-    hsum = (select(holds.c.account_id, func.coalesce(func.sum(holds.c.amount), 0).label("h"))
-            .group_by(holds.c.account_id).subquery())
-    q = (select(wallets.c.account_id, wallets.c.balance, wallets.c.held, sums.c.s, sums.c.last_id, hsum.c.h)
-         .select_from(wallets.outerjoin(sums, sums.c.account_id == wallets.c.account_id)
-                      .outerjoin(hsum, hsum.c.account_id == wallets.c.account_id)))
-    out = []
-    for r in (await conn.execute(q)).all():
-        last = None
-        if r.last_id is not None:
-            last = (await conn.execute(select(ledger_entries.c.balance_after)
-                                       .where(ledger_entries.c.id == r.last_id))).scalar_one()
-        out.append(WalletFacts(r.account_id, r.balance, r.held, int(r.s or 0), last, int(r.h or 0)))
-    return out
-
-
-async def key_hold_problems(conn: AsyncConnection) -> list[str]:
-    hsum = (select(holds.c.key_id, func.sum(holds.c.amount).label("h")).where(holds.c.key_id.is_not(None))
-            .group_by(holds.c.key_id).subquery())
-    q = (select(api_keys.c.id, api_keys.c.held, hsum.c.h)
-         .select_from(api_keys.outerjoin(hsum, hsum.c.key_id == api_keys.c.id)))
-    out = []
-    for r in (await conn.execute(q)).all():
-        if int(r.held) != int(r.h or 0):
-            out.append(f"key {r.id}: held {r.held} != sum of its open holds {int(r.h or 0)}")
-    return out
-
-
-async def expired_holds(conn: AsyncConnection, now: int) -> list[dict]:
-    rows = (await conn.execute(select(holds).where(holds.c.expires_at < now))).all()
     return [row_dict(r) for r in rows]
