@@ -1,6 +1,7 @@
 """`aicredits admin-keys create|list|revoke` as a real subprocess: the key is printed once
 (sk-admin- + 64 hex), stored only as its hash, owned by an admin account (a user account is
-refused), listed without its secret, revoked; each step audited."""
+refused), listed without its secret, revoked; each step audited, as are the CLI's grants and
+key changes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ def test_create_list_revoke(url, tmp_path):
     assert "revoked" in ok(url, "admin-keys", "revoke", created["id"]).stdout
     assert "already revoked" in ok(url, "admin-keys", "revoke", created["id"]).stdout
     assert run(url, "admin-keys", "revoke", "adm_nope").returncode == 1
-    actions = [r[0] for r in db.execute("SELECT action FROM audit_log ORDER BY id")]
-    assert actions == ["admin_key.created", "admin_key.revoked"]
+    actions = [r[0] for r in db.execute("SELECT action, actor FROM audit_log ORDER BY id")]
+    assert actions == ["user.created", "user.created", "admin_key.created", "admin_key.revoked"]
+    assert {r[0] for r in db.execute("SELECT actor FROM audit_log")} == {"cli"}
     assert "deploy" in ok(url, "admin-keys", "list").stdout
+
+
+def test_the_clis_operator_actions_are_audited(url, tmp_path):
+    key = one_json(ok(url, "keys", "create", "--email", "dev@example.in", "--credits", "5", "--json"))
+    ok(url, "wallet", "grant", "2.5", "--email", "dev@example.in", "--note", "goodwill")
+    ok(url, "keys", "limit", key["id"], "--rpm", "10")
+    ok(url, "keys", "revoke", key["id"])
+    db = sqlite3.connect(tmp_path / "admin-keys.db")
+    rows = db.execute("SELECT actor, action, target, detail FROM audit_log ORDER BY id").fetchall()
+    assert [r[1] for r in rows] == ["credits.granted", "key.created", "credits.granted", "key.limits", "key.revoked"]
+    assert {r[0] for r in rows} == {"cli"}
+    assert json.loads(rows[2][3]) == {"id": 1, "amount": 2_500_000, "reason": "goodwill", "balance_after": 7_500_000}
+    assert key["key"] not in repr(rows)

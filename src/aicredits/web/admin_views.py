@@ -15,9 +15,10 @@ from starlette.routing import Route
 
 from aicredits.services.operator import ACTIONS
 from aicredits.web.core import admin_only, context, render, tz
-from aicredits.web.formatting import iso
+from aicredits.web.formatting import inr, iso
 
 PAGE = 100
+MONEY_KEYS = ("amount", "balance_after", "limit")     # micro-INR in audit details
 CSV_COLUMNS = ["id", "time", "actor_id", "actor", "action", "target", "ip", "detail"]
 
 
@@ -57,7 +58,7 @@ async def audit_log(request: Request) -> Response:
         action, who, actor_id = await _audit_filter(request)
     except HTTPException as exc:
         return await render(request, "admin_audit.html", status_code=400, error=exc.detail, rows=[], more=False,
-                            actions=ACTIONS, action=None, who="", q={}, paged=False)
+                            actions=ACTIONS, action=None, who="", q={}, paged=False, detail_items=detail_items)
     before = request.query_params.get("before", "")
     before_id = int(before) if before.isdigit() and len(before) < 10 else None
     rows = await context(request).audit.recent(limit=PAGE + 1, before_id=before_id, action=action, actor_id=actor_id)
@@ -65,7 +66,21 @@ async def audit_log(request: Request) -> Response:
     rows = rows[:PAGE]
     q = {k: v for k, v in {"action": action or "", "actor": who}.items() if v}
     return await render(request, "admin_audit.html", rows=rows, more=more, actions=ACTIONS, action=action, who=who,
-                        q=q, paged=before_id is not None)
+                        q=q, paged=before_id is not None, detail_items=detail_items)
+
+
+def detail_items(detail: dict) -> list[tuple[str, str]]:
+    """An audit row's detail for people: amounts in rupees, no value shown as 'none'."""
+    out = []
+    for k, v in sorted(detail.items()):
+        if v is None:
+            text = "none"
+        elif k in MONEY_KEYS and isinstance(v, int) and not isinstance(v, bool):
+            text = inr(v, exact=True)
+        else:
+            text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        out.append((k, text))
+    return out
 
 
 @admin_only
