@@ -21,14 +21,14 @@ from aicredits.domain.days import day_start, local_day, segments
 from aicredits.domain.ledger import KINDS
 from aicredits.store import history as repo
 from aicredits.store import rollups
-from aicredits.store.history import Page, UsageFilter, Window
+from aicredits.store.history import EXPORT_COLUMNS, Page, UsageFilter, Window
 
 CLOSE_MARGIN_MS = 5 * 60 * 1000
 BUILD_CHUNK_DAYS = 31
 MAX_PAGE = 200
 MAX_ID = 2**31 - 1             # ids are INTEGER columns: a larger one is no row
 
-__all__ = ["History", "NotFound", "Page", "UsageFilter"]
+__all__ = ["EXPORT_COLUMNS", "History", "NotFound", "Page", "UsageFilter"]
 
 
 class NotFound(Exception):
@@ -179,12 +179,19 @@ class History:
             e["call"] = await repo.usage_by_call(conn, account_id, e["call_id"]) if e["call_id"] else None
         return e
 
-    async def ledger_rows(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
-                          kinds: Sequence[str] = ()) -> AsyncIterator[dict]:
-        """Every entry in the window, oldest first, streamed from the database in batches."""
+    async def ledger_batches(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
+                             kinds: Sequence[str] = ()) -> AsyncIterator[list[tuple]]:
+        """Every entry in the window, oldest first, in batches of tuples (EXPORT_COLUMNS order)
+        streamed from the database."""
         async with self._engine.connect() as conn:
-            async for row in repo.ledger_rows(conn, Window(account_id, lo, hi), tuple(kinds)):
-                yield row
+            async for batch in repo.ledger_batches(conn, Window(account_id, lo, hi), tuple(kinds)):
+                yield batch
+
+    async def ledger_rows(self, account_id: int, **window) -> AsyncIterator[dict]:
+        """The same, one dict per entry."""
+        async for batch in self.ledger_batches(account_id, **window):
+            for row in batch:
+                yield dict(zip(EXPORT_COLUMNS, row, strict=True))
 
     async def ledger_sums(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
                           kinds: Sequence[str] = ()) -> dict[str, tuple[int, int]]:

@@ -250,10 +250,13 @@ class Operator:
         return done
 
     # ------------------------------------------------------------ the audit log
-    async def audit_rows(self, *, action: str | None = None, actor_id: int | None = None) -> AsyncIterator[dict]:
+    async def audit_batches(self, *, action: str | None = None,
+                            actor_id: int | None = None) -> AsyncIterator[list[tuple]]:
+        """Every audit row (filtered), oldest first, in batches of tuples (id, created_at,
+        actor_id, actor, action, target, ip, detail as JSON text)."""
         async with self._engine.connect() as conn:
-            async for row in repo.audit_rows(conn, action=action, actor_id=actor_id):
-                yield row
+            async for batch in repo.audit_batches(conn, action=action, actor_id=actor_id):
+                yield batch
 
     async def account_id_of(self, email: str) -> int | None:
         async with self._engine.connect() as conn:

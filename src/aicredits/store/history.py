@@ -92,18 +92,21 @@ async def ledger_sums(conn: AsyncConnection, w: Window, kinds: Sequence[str] = (
     return {r[0]: (int(r[1]), int(r[2])) for r in (await conn.execute(q)).all()}
 
 
-async def ledger_rows(conn: AsyncConnection, w: Window, kinds: Sequence[str] = ()) -> AsyncIterator[dict]:
-    """Every entry of the window, oldest first, read in batches (the CSV export streams these;
-    the whole ledger is never in memory)."""
+EXPORT_COLUMNS = ("id", "created_at", "kind", "amount", "balance_after", "key_id", "call_id", "note")
+
+
+async def ledger_batches(conn: AsyncConnection, w: Window, kinds: Sequence[str] = ()) -> AsyncIterator[list[tuple]]:
+    """Every entry of the window, oldest first, as lists of up to STREAM_BATCH tuples in
+    EXPORT_COLUMNS order, read from a server-side cursor (the CSV export streams these; the
+    whole ledger is never in memory)."""
     conds = _window(LE, w)
     if kinds:
         conds.append(LE.kind.in_(kinds))
-    q = (select(LE.id, LE.created_at, LE.kind, LE.amount, LE.balance_after, LE.key_id, LE.call_id, LE.note)
-         .where(and_(*conds)).order_by(LE.created_at.asc(), LE.id.asc())
+    q = (select(*(LE[c] for c in EXPORT_COLUMNS)).where(and_(*conds)).order_by(LE.created_at.asc(), LE.id.asc())
          .execution_options(yield_per=STREAM_BATCH))
     result = await conn.stream(q)
-    async for r in result:
-        yield row_dict(r)
+    async for batch in result.partitions(STREAM_BATCH):
+        yield [tuple(r) for r in batch]
 
 
 async def balance_after(conn: AsyncConnection, account_id: int,

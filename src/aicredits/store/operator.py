@@ -19,6 +19,9 @@ ACCOUNT_COLUMNS = (A.id, A.email, A.name, A.role, A.created_at, A.disabled_at, A
                    W.balance, W.held, W.total_added, W.total_spent)
 
 
+AUDIT_COLUMNS = ("id", "created_at", "actor_id", "actor", "action", "target", "ip", "detail")
+
+
 class DebitRefused(Exception):
     """The debit is more than the wallet's available balance (balance minus holds)."""
     def __init__(self, available: int) -> None:
@@ -116,14 +119,15 @@ async def admin_key_used(conn: AsyncConnection, key_id: str, at: int) -> None:
 
 
 # ---------------------------------------------------------------- the audit log, for its export
-async def audit_rows(conn: AsyncConnection, *, action: str | None = None, actor_id: int | None = None):
-    """Every audit row (filtered), oldest first, read in batches."""
-    q = select(audit_log).order_by(audit_log.c.id.asc()).execution_options(yield_per=2000)
+async def audit_batches(conn: AsyncConnection, *, action: str | None = None, actor_id: int | None = None):
+    """Every audit row (filtered), oldest first, as lists of tuples in AUDIT_COLUMNS order read
+    from a server-side cursor."""
+    q = (select(*(audit_log.c[c] for c in AUDIT_COLUMNS)).order_by(audit_log.c.id.asc())
+         .execution_options(yield_per=2000))
     if action is not None:
         q = q.where(audit_log.c.action == action)
     if actor_id is not None:
         q = q.where(audit_log.c.actor_id == actor_id)
     result = await conn.stream(q)
-    async for r in result:
-        yield row_dict(r)
-
+    async for batch in result.partitions(2000):
+        yield [tuple(r) for r in batch]

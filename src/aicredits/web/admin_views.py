@@ -92,16 +92,13 @@ async def audit_csv(request: Request) -> Response:
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\r\n")
         out.writerow(CSV_COLUMNS)
-        n = 0
-        async for r in operator.audit_rows(action=action, actor_id=actor_id):
-            out.writerow([r["id"], iso(r["created_at"], zone), r["actor_id"] or "", _safe(r["actor"]), r["action"],
-                          _safe(r["target"]), r["ip"] or "", _safe(r["detail"])])
-            n += 1
-            if n % 500 == 0:
-                yield buf.getvalue().encode()
-                buf.seek(0)
-                buf.truncate()
         yield buf.getvalue().encode()
+        async for batch in operator.audit_batches(action=action, actor_id=actor_id):
+            buf.seek(0)
+            buf.truncate()
+            out.writerows([row_id, iso(at, zone), who_id or "", _safe(who), act, _safe(target), ip or "", _safe(detail)]
+                          for row_id, at, who_id, who, act, target, ip, detail in batch)
+            yield buf.getvalue().encode()
 
     return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
         "content-disposition": 'attachment; filename="aicredits-audit-log.csv"', "cache-control": "no-store"})

@@ -23,7 +23,6 @@ from aicredits.web.formatting import iso
 
 PAGE = 50
 CSV_COLUMNS = ["entry_id", "time", "kind", "amount_inr", "balance_after_inr", "key_id", "call_id", "note"]
-CSV_BATCH = 500
 
 
 def _filters(request: Request, zone, now: int) -> dict:
@@ -104,16 +103,14 @@ async def billing_csv(request: Request) -> Response:
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\r\n")
         out.writerow(CSV_COLUMNS)
-        n = 0
-        async for r in ctx.history.ledger_rows(account_id, lo=lo, hi=hi, kinds=kinds):
-            out.writerow([r["id"], iso(r["created_at"], zone), r["kind"], format_inr(r["amount"]),
-                          format_inr(r["balance_after"]), r["key_id"] or "", r["call_id"] or "", _safe(r["note"])])
-            n += 1
-            if n % CSV_BATCH == 0:
-                yield buf.getvalue().encode()
-                buf.seek(0)
-                buf.truncate()
         yield buf.getvalue().encode()
+        async for batch in ctx.history.ledger_batches(account_id, lo=lo, hi=hi, kinds=kinds):
+            buf.seek(0)
+            buf.truncate()
+            out.writerows([entry_id, iso(at, zone), kind, format_inr(amount), format_inr(after), key_id or "",
+                           call_id or "", _safe(note)]
+                          for entry_id, at, kind, amount, after, key_id, call_id, note in batch)
+            yield buf.getvalue().encode()
 
     name = f"aicredits-ledger-{params.iso_day(f['first']) or 'start'}-to-{params.iso_day(f['last'])}.csv"
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
