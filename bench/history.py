@@ -49,7 +49,7 @@ USAGE_COLUMNS = ("call_id", "request_id", "account_id", "key_id", "model", "prov
                  "cache_write_1h_tokens", "reasoning_tokens", "units", "cost", "hold", "latency_ms", "overhead_ms",
                  "status", "cache", "end_state", "error", "created_at")
 LEDGER_COLUMNS = ("account_id", "kind", "amount", "balance_after", "call_id", "key_id", "note", "created_at")
-GRANT = 50_000_000_000          # ₹50,000 every 30 days
+GRANT = 100_000_000_000         # ₹1,00,000 every 30 days
 
 
 def generate(account_id: int, key_id: str, rows: int, days: int, now: int):

@@ -27,6 +27,7 @@ CLOSE_MARGIN_MS = 5 * 60 * 1000
 BUILD_CHUNK_DAYS = 31
 MAX_PAGE = 200
 MAX_ID = 2**31 - 1             # ids are INTEGER columns: a larger one is no row
+PARTS = ("usage", "ledger")
 
 __all__ = ["EXPORT_COLUMNS", "History", "NotFound", "Page", "UsageFilter"]
 
@@ -80,11 +81,14 @@ class History:
         self._engine = engine
 
     # ------------------------------------------------------------ daily sums
-    async def _sum_rows(self, conn, account_id: int, lo: int, hi: int, tz: ZoneInfo) -> dict[int, DaySums]:
+    async def _sum_rows(self, conn, account_id: int, lo: int, hi: int, tz: ZoneInfo,
+                        parts: Sequence[str] = PARTS) -> dict[int, DaySums]:
         days: dict[int, DaySums] = {}
         for seg in segments(lo, hi, tz):
-            _merge_usage(days, await rollups.usage_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
-            _merge_ledger(days, await rollups.ledger_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
+            if "usage" in parts:
+                _merge_usage(days, await rollups.usage_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
+            if "ledger" in parts:
+                _merge_ledger(days, await rollups.ledger_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
         return days
 
     async def roll_up(self, account_id: int, tz: ZoneInfo, now: int | None = None) -> int:
@@ -116,8 +120,10 @@ class History:
             cur = frontier = nxt
         return closed
 
-    async def daily(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> list[DaySums]:
-        """Sums for each local day in [first, last] that had anything, oldest first."""
+    async def daily(self, account_id: int, tz: ZoneInfo, first: int, last: int,
+                    parts: Sequence[str] = PARTS) -> list[DaySums]:
+        """Sums for each local day in [first, last] that had anything, oldest first: of the
+        usage records and / or the ledger entries (`parts`)."""
         await self.roll_up(account_id, tz)
         days: dict[int, DaySums] = {}
         async with self._engine.connect() as conn:
@@ -125,20 +131,27 @@ class History:
             live_from = first if end is None else max(first, end)
             if end is not None and first < end:
                 kept_last = min(last, end - 1)
-                _merge_usage(days, await rollups.kept_usage(conn, account_id, tz.key, first, kept_last))
-                _merge_ledger(days, await rollups.kept_ledger(conn, account_id, tz.key, first, kept_last))
+                if "usage" in parts:
+                    _merge_usage(days, await rollups.kept_usage(conn, account_id, tz.key, first, kept_last))
+                if "ledger" in parts:
+                    _merge_ledger(days, await rollups.kept_ledger(conn, account_id, tz.key, first, kept_last))
             if live_from <= last:
-                live = await self._sum_rows(conn, account_id, day_start(live_from, tz), day_start(last + 1, tz), tz)
+                live = await self._sum_rows(conn, account_id, day_start(live_from, tz), day_start(last + 1, tz), tz,
+                                            parts)
                 for d, sums in live.items():
                     _merge_usage(days, [(d, m, *(s[n] for n in rollups.USAGE_SUMS)) for m, s in sums.models.items()])
                     _merge_ledger(days, [(d, k, s["entries"], s["amount"], s["last_id"])
                                          for k, s in sums.kinds.items()])
         return [days[d] for d in sorted(days)]
 
-    async def ledger_totals(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> dict[str, dict]:
-        """kind -> {"entries", "amount"} over the days [first, last]."""
+    async def ledger_daily(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> list[DaySums]:
+        return await self.daily(account_id, tz, first, last, parts=("ledger",))
+
+    async def ledger_totals(self, account_id: int, tz: ZoneInfo, first: int, last: int,
+                            days: Sequence[DaySums] | None = None) -> dict[str, dict]:
+        """kind -> {"entries", "amount"} over the days [first, last] (of `days` when given)."""
         out: dict[str, dict] = {}
-        for d in await self.daily(account_id, tz, first, last):
+        for d in days if days is not None else await self.ledger_daily(account_id, tz, first, last):
             for kind, s in d.kinds.items():
                 acc = out.setdefault(kind, {"entries": 0, "amount": 0})
                 acc["entries"] += s["entries"]
@@ -153,10 +166,13 @@ class History:
             return await repo.ledger_page(conn, Window(account_id, lo, hi), kinds=tuple(kinds),
                                           limit=min(limit, MAX_PAGE), before=before, after=after)
 
-    async def charges_by_day(self, account_id: int, tz: ZoneInfo, first: int, last: int) -> dict[int, dict]:
-        """day -> {"entries", "amount", "last_id", "balance_after", "at"} of the day's charges."""
-        out = {d.day: dict(d.kinds["charge"]) for d in await self.daily(account_id, tz, first, last)
-               if "charge" in d.kinds}
+    async def charges_by_day(self, account_id: int, tz: ZoneInfo, first: int, last: int,
+                             days: Sequence[DaySums] | None = None) -> dict[int, dict]:
+        """day -> {"entries", "amount", "last_id", "balance_after", "at"} of the day's charges
+        (from `days`, the ledger's daily sums, when given)."""
+        if days is None:
+            days = await self.ledger_daily(account_id, tz, first, last)
+        out = {d.day: dict(d.kinds["charge"]) for d in days if "charge" in d.kinds and first <= d.day <= last}
         if out:
             async with self._engine.connect() as conn:
                 found = await repo.balance_after(conn, account_id, [s["last_id"] for s in out.values()])
@@ -235,14 +251,15 @@ class BillingDays:
 
 
 async def billing_days(history: History, account_id: int, tz: ZoneInfo, *, first: int | None, last: int,
-                       page_last: int, kinds: Sequence[str] = (), span: int = 14,
-                       limit: int = MAX_PAGE) -> BillingDays:
-    """Days [page_last - span + 1, page_last] (not before `first`) of the range [first, last]."""
+                       page_last: int, kinds: Sequence[str] = (), span: int = 14, limit: int = MAX_PAGE,
+                       days: Sequence[DaySums] | None = None) -> BillingDays:
+    """Days [page_last - span + 1, page_last] (not before `first`) of the range [first, last];
+    `days`: the ledger's daily sums over them, when the caller has them already."""
     page_first = page_last - span + 1 if first is None else max(first, page_last - span + 1)
     want = set(kinds) or set(KINDS)
     rows: list[dict] = []
     if "charge" in want:
-        for day, s in (await history.charges_by_day(account_id, tz, page_first, page_last)).items():
+        for day, s in (await history.charges_by_day(account_id, tz, page_first, page_last, days)).items():
             rows.append({"type": "charges", "day": day, **s, "id": s["last_id"]})
     others = tuple(k for k in KINDS if k in want and k != "charge")
     truncated = False

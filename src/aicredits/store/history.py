@@ -49,14 +49,17 @@ def _window(cols, w: Window) -> list:
 
 async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[int, int] | None,
                   after: tuple[int, int] | None) -> Page:
+    # the row-value comparison is exact; the plain bound on created_at beside it is what lets
+    # SQLite's planner seek in the (account_id, created_at, id) index instead of scanning it
     key = tuple_(cols.created_at, cols.id)
     if after is not None:            # the page newer than `after`, read oldest first then turned
-        q = query.where(key > tuple_(*after)).order_by(cols.created_at.asc(), cols.id.asc()).limit(limit + 1)
+        q = (query.where(cols.created_at >= after[0], key > tuple_(*after))
+             .order_by(cols.created_at.asc(), cols.id.asc()).limit(limit + 1))
         rows = [row_dict(r) for r in (await conn.execute(q)).all()]
         more = len(rows) > limit
         return Page(list(reversed(rows[:limit])), more)
     if before is not None:
-        query = query.where(key < tuple_(*before))
+        query = query.where(cols.created_at <= before[0], key < tuple_(*before))
     q = query.order_by(cols.created_at.desc(), cols.id.desc()).limit(limit + 1)
     rows = [row_dict(r) for r in (await conn.execute(q)).all()]
     return Page(rows[:limit], len(rows) > limit)

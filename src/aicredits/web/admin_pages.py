@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import NoMatchFound, Route
 
 from aicredits.domain.money import inr_to_micros
 from aicredits.services.history import UsageFilter
@@ -30,6 +30,25 @@ def _amount(value) -> int:
     return micros
 
 
+ADMIN_LINKS = [("Users", "admin_users"), ("Top-ups and refunds", "admin_payments"), ("Models", "admin_models"),
+               ("Providers", "admin_providers"), ("Audit log", "admin_audit"), ("Admin API keys", "admin_keys")]
+
+
+def admin_links(request: Request) -> list[tuple[str, str]]:
+    """(label, path) of the admin pages this build has (the payments page comes with payments)."""
+    out = []
+    for label, name in ADMIN_LINKS:
+        try:
+            out.append((label, str(request.app.url_path_for(name))))
+        except NoMatchFound:
+            continue
+    return out
+
+
+async def render_admin(request: Request, template: str, status_code: int = 200, **values) -> Response:
+    return await render(request, template, status_code=status_code, admin_links=admin_links(request), **values)
+
+
 def _plain_inr(micros: int) -> str:
     """For a flash notice (a cookie: Latin-1 only, so no ₹ sign)."""
     return inr(micros, exact=True).replace("₹", "INR ")
@@ -43,7 +62,7 @@ async def users(request: Request) -> Response:
     rows = await context(request).operator.users(q, after_id=after_id, limit=PAGE + 1)
     more = len(rows) > PAGE
     rows = rows[:PAGE]
-    return await render(request, "admin_users.html", rows=rows, q=q, more=more,
+    return await render_admin(request, "admin_users.html", rows=rows, q=q, more=more,
                         next_after=rows[-1]["id"] if more else None, paged=after_id is not None)
 
 
@@ -56,7 +75,7 @@ async def _user_page(request: Request, account_id: int, status_code: int = 200, 
     entries = await ctx.history.ledger_page(account_id, limit=10)
     calls = await ctx.history.usage_page(account_id, UsageFilter(), limit=10)
     values.setdefault("form", {})
-    return await render(request, "admin_user.html", status_code=status_code, u=u, entries=entries.rows,
+    return await render_admin(request, "admin_user.html", status_code=status_code, u=u, entries=entries.rows,
                         calls=calls.rows, **values)
 
 
@@ -127,7 +146,7 @@ async def revoke_user_key(request: Request) -> Response:
 async def _keys_page(request: Request, status_code: int = 200, **values) -> Response:
     values.setdefault("secret", None)
     values.setdefault("created", None)
-    return await render(request, "admin_keys.html", status_code=status_code,
+    return await render_admin(request, "admin_keys.html", status_code=status_code,
                         keys=await context(request).operator.admin_keys(), **values)
 
 

@@ -14,7 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aicredits.services.operator import ACTIONS
-from aicredits.web.core import admin_only, context, render, tz
+from aicredits.web.admin_pages import render_admin
+from aicredits.web.core import admin_only, context, tz
 from aicredits.web.formatting import inr, iso
 
 PAGE = 100
@@ -29,14 +30,14 @@ async def models(request: Request) -> Response:
     rates = None
     if runtime:   # for reading only: money never passes through these floats
         rates = {"usd_inr": f"{float(runtime.rates.usd_inr):g}", "markup": f"{float(runtime.rates.markup * 100):g}"}
-    return await render(request, "admin_models.html", rows=rows, rates=rates)
+    return await render_admin(request, "admin_models.html", rows=rows, rates=rates)
 
 
 @admin_only
 async def providers(request: Request) -> Response:
     ctx = context(request)
     rows = await ctx.runtime.provider_status(ctx.engine) if ctx.runtime else []
-    return await render(request, "admin_providers.html", rows=rows)
+    return await render_admin(request, "admin_providers.html", rows=rows)
 
 
 async def _audit_filter(request: Request) -> tuple[str | None, str, int | None]:
@@ -57,7 +58,7 @@ async def audit_log(request: Request) -> Response:
     try:
         action, who, actor_id = await _audit_filter(request)
     except HTTPException as exc:
-        return await render(request, "admin_audit.html", status_code=400, error=exc.detail, rows=[], more=False,
+        return await render_admin(request, "admin_audit.html", status_code=400, error=exc.detail, rows=[], more=False,
                             actions=ACTIONS, action=None, who="", q={}, paged=False, detail_items=detail_items)
     before = request.query_params.get("before", "")
     before_id = int(before) if before.isdigit() and len(before) < 10 else None
@@ -65,7 +66,7 @@ async def audit_log(request: Request) -> Response:
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     q = {k: v for k, v in {"action": action or "", "actor": who}.items() if v}
-    return await render(request, "admin_audit.html", rows=rows, more=more, actions=ACTIONS, action=action, who=who,
+    return await render_admin(request, "admin_audit.html", rows=rows, more=more, actions=ACTIONS, action=action, who=who,
                         q=q, paged=before_id is not None, detail_items=detail_items)
 
 

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aicredits.domain.days import local_day
-from aicredits.domain.ledger import KINDS
+from aicredits.domain.ledger import KINDS, kinds_in_total
 from aicredits.domain.money import format_inr
 from aicredits.services.history import NotFound, billing_days
 from aicredits.web import params
@@ -55,14 +55,20 @@ async def billing(request: Request) -> Response:
         before = after = page_day = None
     kinds = (f["kind"],) if f["kind"] else ()
     summary = await ctx.overview.of(user.id)
-    first_for_totals = f["first"] if f["first"] is not None else local_day(0, zone)
-    totals = await ctx.history.ledger_totals(user.id, zone, first_for_totals, f["last"])
+    # one read of the ledger's daily sums serves the range totals and the page's days
+    days = await ctx.history.ledger_daily(user.id, zone, f["first"] if f["first"] is not None else 0, f["last"])
+    totals = await ctx.history.ledger_totals(user.id, zone, 0, f["last"], days)
     values = {"f": f, "q": _query(f), "summary": summary, "totals": totals, "kinds": KINDS,
-              "net": sum(t["amount"] for t in totals.values()), "iso_day": params.iso_day, "cursor": params.cursor_of}
+              "net": sum(t["amount"] for t in totals.values()), "iso_day": params.iso_day, "cursor": params.cursor_of,
+              # the wallet's own totals, by domain/ledger.py's rules: what counts as added, as spent
+              "added": sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("added")),
+              "spent": -sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("spent")),
+              "calls": sum(totals.get(k, {}).get("entries", 0) for k in kinds_in_total("spent")),
+              "added_kinds": " and ".join(kinds_in_total("added"))}
     if f["view"] == "days":
         last = f["last"] if page_day is None else min(page_day, f["last"])
         values["days"] = await billing_days(ctx.history, user.id, zone, first=f["first"], last=f["last"],
-                                            page_last=last, kinds=kinds)
+                                            page_last=last, kinds=kinds, days=days)
     else:
         lo, hi = params.window(f["first"], f["last"], zone)
         values["page"] = await ctx.history.ledger_page(user.id, lo=lo, hi=hi, kinds=kinds, before=before,
