@@ -71,6 +71,19 @@ async def test_ledger_pages_visit_every_entry_once_both_ways(engine):
     # kinds and a time window
     charges = await walk(history, a, kinds=("charge",), lo=t0 + 3000, hi=t0 + 6000)
     assert [r["amount"] for r in charges] == [-(1000 + i) for i in range(17, 8, -1)]
+    # several kinds are read kind by kind and merged: the same pages, both ways
+    await add(engine, a, [("refund", t0 + 2000, 5), ("grant", t0 + 9000, 7)])
+    everything = await walk(history, a)
+    assert await walk(history, a, kinds=("grant", "refund", "charge")) == everything
+    assert [r["kind"] for r in await walk(history, a, kinds=("refund", "grant"))] == ["grant", "refund", "grant"]
+    cursor, back = (everything[-1]["created_at"], everything[-1]["id"]), []
+    while True:
+        page = await history.ledger_page(a, kinds=("charge", "refund", "grant"), limit=7, after=cursor)
+        back = page.rows + back
+        if not page.more:
+            break
+        cursor = (page.rows[0]["created_at"], page.rows[0]["id"])
+    assert back == everything[:-1]
 
 
 async def test_another_accounts_ids_find_nothing(engine):

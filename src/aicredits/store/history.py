@@ -47,19 +47,29 @@ def _window(cols, w: Window) -> list:
     return conds
 
 
+def _narrowed(w: Window, before: tuple[int, int] | None, after: tuple[int, int] | None) -> Window:
+    """The window with the cursor's time as one more bound. The row-value comparison in
+    _keyset is the exact condition; this one plain bound per side is what SQLite's planner can
+    seek with in the (account_id, created_at, id) index (given two upper bounds it may take the
+    looser one and scan half the account)."""
+    lo, hi = w.lo, w.hi
+    if before is not None:
+        hi = before[0] + 1 if hi is None else min(hi, before[0] + 1)
+    if after is not None:
+        lo = after[0] if lo is None else max(lo, after[0])
+    return Window(w.account_id, lo, hi)
+
+
 async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[int, int] | None,
                   after: tuple[int, int] | None) -> Page:
-    # the row-value comparison is exact; the plain bound on created_at beside it is what lets
-    # SQLite's planner seek in the (account_id, created_at, id) index instead of scanning it
     key = tuple_(cols.created_at, cols.id)
     if after is not None:            # the page newer than `after`, read oldest first then turned
-        q = (query.where(cols.created_at >= after[0], key > tuple_(*after))
-             .order_by(cols.created_at.asc(), cols.id.asc()).limit(limit + 1))
+        q = query.where(key > tuple_(*after)).order_by(cols.created_at.asc(), cols.id.asc()).limit(limit + 1)
         rows = [row_dict(r) for r in (await conn.execute(q)).all()]
         more = len(rows) > limit
         return Page(list(reversed(rows[:limit])), more)
     if before is not None:
-        query = query.where(cols.created_at <= before[0], key < tuple_(*before))
+        query = query.where(key < tuple_(*before))
     q = query.order_by(cols.created_at.desc(), cols.id.desc()).limit(limit + 1)
     rows = [row_dict(r) for r in (await conn.execute(q)).all()]
     return Page(rows[:limit], len(rows) > limit)
@@ -68,9 +78,18 @@ async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[
 # ---------------------------------------------------------------- the ledger
 async def ledger_page(conn: AsyncConnection, w: Window, *, kinds: Sequence[str] = (), limit: int = 50,
                       before: tuple[int, int] | None = None, after: tuple[int, int] | None = None) -> Page:
-    conds = _window(LE, w)
+    if len(kinds) > 1:
+        # one keyset read per kind, merged: each seeks in (account_id, kind, created_at, id); an
+        # IN list would have SQLite walk the time index through every charge in the window
+        pages = [await ledger_page(conn, w, kinds=(k,), limit=limit, before=before, after=after) for k in kinds]
+        rows = sorted((r for p in pages for r in p.rows), key=lambda r: (r["created_at"], r["id"]),
+                      reverse=True)
+        more = any(p.more for p in pages) or len(rows) > limit
+        rows = rows[-limit:] if after is not None else rows[:limit]
+        return Page(rows, more)
+    conds = _window(LE, _narrowed(w, before, after))
     if kinds:
-        conds.append(LE.kind == kinds[0] if len(kinds) == 1 else LE.kind.in_(kinds))
+        conds.append(LE.kind == kinds[0])
     q = select(ledger_entries, api_keys.c.name.label("key_name"), UR.model.label("model")).select_from(
         ledger_entries.outerjoin(api_keys, api_keys.c.id == LE.key_id)
         .outerjoin(usage_records, and_(UR.call_id == LE.call_id, UR.account_id == LE.account_id))
@@ -167,7 +186,8 @@ def _usage_conds(w: Window, f: UsageFilter) -> list:
 async def usage_page(conn: AsyncConnection, w: Window, f: UsageFilter, *, limit: int = 50,
                      before: tuple[int, int] | None = None, after: tuple[int, int] | None = None) -> Page:
     q = select(*REQUEST_LOG_COLUMNS, api_keys.c.name.label("key_name")).select_from(
-        usage_records.outerjoin(api_keys, api_keys.c.id == UR.key_id)).where(and_(*_usage_conds(w, f)))
+        usage_records.outerjoin(api_keys, api_keys.c.id == UR.key_id)).where(
+        and_(*_usage_conds(_narrowed(w, before, after), f)))
     return await _keyset(conn, q, UR, limit, before, after)
 
 
