@@ -15,8 +15,9 @@ What it does, per database:
 3. starts the gateway in-process, signs in through the form, and renders each page through
    httpx.ASGITransport (the whole dashboard stack, no network): first once "cold" (the first
    visit rolls the closed days up, services/history.py), then `--renders` times each; prints
-   p50 / p95 / max in milliseconds, and streams the whole CSV export once (time, rows, the
-   process's peak RSS before and after);
+   p50 / p95 / max wall milliseconds and the p50 of this process's CPU time per render (its
+   threads included; PostgreSQL's own work is not in it), and streams the whole CSV export once
+   (time, rows, the process's peak RSS before and after);
 4. writes bench/results/history-<db>.json.
 """
 
@@ -178,17 +179,19 @@ async def measure(url: str, renders: int, days: int) -> dict:
         for name, path in pages.items():
             r = await client.get(path)      # warm-up
             assert r.status_code == 200, (path, r.status_code, r.text[:500])
-            times = []
+            times, cpu = [], []
             for _ in range(renders):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 r = await client.get(path)
                 times.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
                 assert r.status_code == 200
             times.sort()
             results[name] = {"p50": round(statistics.median(times), 1),
                              "p95": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
-                             "max": round(times[-1], 1)}
-            print(f"  {name:36} p50 {results[name]['p50']:8.1f} ms   p95 {results[name]['p95']:8.1f} ms", flush=True)
+                             "max": round(times[-1], 1), "cpu_p50": round(statistics.median(cpu), 1)}
+            print(f"  {name:36} p50 {results[name]['p50']:8.1f} ms   p95 {results[name]['p95']:8.1f} ms   "
+                  f"this process's CPU p50 {results[name]['cpu_p50']:6.1f} ms", flush=True)
         before = rss_mb()
         t0 = time.perf_counter()
         size = lines = 0
@@ -228,7 +231,8 @@ def run(db: str, rows: int, days: int, renders: int) -> dict:
         loaded = asyncio.run(load(url, rows, days))
         print(f"  loaded {loaded}", flush=True)
         timings = asyncio.run(measure(url, renders, days))
-        return {"db": db, "rows": rows, "days": days, "renders": renders, "load": loaded, "pages": timings}
+        return {"db": db, "rows": rows, "days": days, "renders": renders, "load": loaded, "pages": timings,
+                "loadavg_after": [round(x, 1) for x in os.getloadavg()], "cpus": os.cpu_count()}
     finally:
         if cleanup:
             asyncio.run(pg_database(False, cleanup))
