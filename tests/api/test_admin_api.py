@@ -185,7 +185,7 @@ async def test_ids_of_one_user_never_reach_another_and_bad_input_is_400(web_gate
             ("GET", f"/admin/api/users/{uid}/usage?from=2026-02-30", None),
             ("GET", f"/admin/api/users/{uid}/usage/daily?from=2020-01-01&to=2026-01-01", None),
             ("GET", f"/admin/api/users/{uid}/usage/daily?tz=Mars/Olympus", None),
-            ("GET", "/admin/api/audit?action=drop", None),
+            ("GET", "/admin/api/audit?action=Drop%20table", None),
         ]:
             assert_error(await client.request(method, path, headers=h, json=body), 400, "invalid_request_error")
         assert (await client.get("/admin/api/users", headers=h, params={"q": "c@example"})).json()["data"] == []

@@ -102,7 +102,9 @@ async def test_grant_and_debit_with_a_reason_are_in_the_ledger_and_the_audit_log
             assert rows[0]["actor"] == ADMIN and rows[0]["ip"] == "192.0.2.50" and '"amount":500000' in rows[0]["detail"]
             only_granted = (await admin.get("/dashboard/admin/audit", params={"action": "credits.granted"})).text
             assert "credits.debited" not in only_granted.split("<tbody>")[1]
-            assert (await admin.get("/dashboard/admin/audit", params={"action": "drop.table"})).status_code == 400
+            assert (await admin.get("/dashboard/admin/audit", params={"action": "DROP TABLE"})).status_code == 400
+            assert "No events match" in (await admin.get("/dashboard/admin/audit",
+                                                          params={"action": "topup.refunded"})).text
 
 
 async def test_a_disabled_account_cannot_sign_in_and_its_keys_stop_at_once(web_gateway):

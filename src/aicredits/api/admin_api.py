@@ -24,7 +24,7 @@ from aicredits.services.admin_keys import AdminKeyAuthenticator
 from aicredits.services.audit import Actor, Audit
 from aicredits.services.history import History, UsageFilter
 from aicredits.services.history import NotFound as HistoryNotFound
-from aicredits.services.operator import ACTIONS, MAX_AMOUNT, Operator, OperatorError
+from aicredits.services.operator import ACTIONS, MAX_AMOUNT, Operator, OperatorError, action_name
 from aicredits.services.operator import NotFound as OperatorNotFound
 
 MAX_BODY = 64 * 1024
@@ -262,8 +262,8 @@ async def usage_daily(request: Request) -> Response:
 async def audit_log(request: Request) -> Response:
     s, q = services(request), request.query_params
     action = q.get("action") or None
-    if action is not None and action not in ACTIONS:
-        raise InvalidRequest(f"'action' is one of {', '.join(ACTIONS)}.", param="action")
+    if action is not None and not action_name(action):
+        raise InvalidRequest(f"'action' is an action's name, such as {', '.join(ACTIONS[:4])}.", param="action")
     limit = j.int_param(q.get("limit"), "limit", default=100, low=1, high=500)
     before = j.int_param(q.get("before"), "before", default=None, low=1, high=j.MAX_ID)
     actor_id = j.int_param(q.get("actor_id"), "actor_id", default=None, low=1, high=j.MAX_ID)

@@ -7,6 +7,7 @@ without the other."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 
 from argon2 import PasswordHasher
@@ -42,9 +43,15 @@ ACTIONS = (audit.SIGNIN, audit.SIGNIN_FAILED, audit.SIGNOUT, audit.SIGNUP, audit
            audit.PASSWORD_RESET, audit.RESET_LINK, audit.INVITE, audit.KEY_CREATED, audit.KEY_REVOKED, KEY_LIMITS,
            audit.OIDC_LINKED, audit.ACCOUNT_DISABLED, audit.ACCOUNT_ENABLED, USER_CREATED, CREDITS_GRANTED,
            CREDITS_DEBITED, audit.TOPUP, ADMIN_KEY_CREATED, ADMIN_KEY_REVOKED)
+ACTION_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")   # others (payments: topup.refunded) add their own
 MAX_REASON = 500
 MAX_AMOUNT = 10**15            # micro-INR: ₹1,000,000,000 in one grant, debit or key limit
 MAX_ID = 2**31 - 1
+
+
+def action_name(value: str) -> bool:
+    """Could this be an audit action's name (a dotted lower-case noun)?"""
+    return ACTION_RE.match(value) is not None
 
 
 class OperatorError(ValueError):
