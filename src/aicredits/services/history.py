@@ -51,6 +51,20 @@ class DaySums:
         return sum(m[name] for m in self.models.values())
 
 
+@dataclass(frozen=True)
+class BillingDays:
+    """One page of the billing history by day, newest first: a row per day of charges
+    ({"type": "charges", "day", "entries", "amount", "balance_after", "at", "last_id"}) and
+    every other entry as itself ({"type": "entry", ...the entry}). `older` / `newer`: the
+    last day of the page before / after (None: none)."""
+    rows: list[dict]
+    first: int
+    last: int
+    older: int | None
+    newer: int | None
+    truncated: bool          # more non-charge entries than one page shows
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -91,43 +105,48 @@ class History:
                 _merge_ledger(days, await rollups.ledger_by_day(conn, account_id, seg.lo, seg.hi, seg.offset))
         return days
 
-    async def roll_up(self, account_id: int, tz: ZoneInfo, now: int | None = None) -> int:
-        """Keep the sums of every closed day not kept yet; returns the first day not closed.
-        Another process rolling up the same account at once: one of them keeps each day."""
-        closed = local_day((now or now_ms()) - CLOSE_MARGIN_MS, tz)
+    async def roll_up(self, account_id: int, tz: ZoneInfo, now: int | None = None) -> int | None:
+        """Keep the sums of every closed day not kept yet; returns the rollup's frontier (days
+        before it are kept; None: nothing kept). Another process rolling up the same account at
+        once: one of them keeps each day, the other stops and reads the rest live."""
         async with self._engine.connect() as conn:
-            end = await rollups.end_day(conn, account_id, tz.key)
-            if end is not None and end >= closed:
-                return closed
-            if end is None:
-                first = await rollups.earliest(conn, account_id)
-                start = min(local_day(first, tz), closed) if first is not None else closed
-            else:
-                start = end
+            return await self._roll_up(conn, account_id, tz, now)
+
+    async def _roll_up(self, conn, account_id: int, tz: ZoneInfo, now: int | None = None) -> int | None:
+        """The frontier, read on `conn`; when closed days wait, they are kept first (on
+        connections of their own) and the new frontier returned."""
+        closed = local_day((now or now_ms()) - CLOSE_MARGIN_MS, tz)
+        end = await rollups.end_day(conn, account_id, tz.key)
+        if end is not None and end >= closed:
+            return end
+        if end is None:
+            first = await rollups.earliest(conn, account_id)
+            start = min(local_day(first, tz), closed) if first is not None else closed
+        else:
+            start = end
         cur, frontier = start, end
         while cur < closed:
             nxt = min(closed, cur + BUILD_CHUNK_DAYS)
-            async with self._engine.connect() as conn:
-                usage, ledger = _flatten(await self._sum_rows(conn, account_id, day_start(cur, tz),
+            async with self._engine.connect() as read:
+                usage, ledger = _flatten(await self._sum_rows(read, account_id, day_start(cur, tz),
                                                               day_start(nxt, tz), tz))
             try:
-                async with self._engine.begin() as conn:
-                    if not await rollups.advance(conn, account_id, tz.key, frontier, nxt):
+                async with self._engine.begin() as write:
+                    if not await rollups.advance(write, account_id, tz.key, frontier, nxt):
                         raise _Lost()
-                    await rollups.keep(conn, account_id, tz.key, usage, ledger)
+                    await rollups.keep(write, account_id, tz.key, usage, ledger)
             except _Lost:
                 break          # another process keeps these days; reads sum what is not kept yet live
             cur = frontier = nxt
-        return closed
+        return frontier
 
     async def daily(self, account_id: int, tz: ZoneInfo, first: int, last: int,
                     parts: Sequence[str] = PARTS) -> list[DaySums]:
         """Sums for each local day in [first, last] that had anything, oldest first: of the
         usage records and / or the ledger entries (`parts`)."""
-        await self.roll_up(account_id, tz)
         days: dict[int, DaySums] = {}
         async with self._engine.connect() as conn:
-            end = await rollups.end_day(conn, account_id, tz.key)
+            end = await self._roll_up(conn, account_id, tz)
             live_from = first if end is None else max(first, end)
             if end is not None and first < end:
                 kept_last = min(last, end - 1)
@@ -166,20 +185,6 @@ class History:
             return await repo.ledger_page(conn, Window(account_id, lo, hi), kinds=tuple(kinds),
                                           limit=min(limit, MAX_PAGE), before=before, after=after)
 
-    async def charges_by_day(self, account_id: int, tz: ZoneInfo, first: int, last: int,
-                             days: Sequence[DaySums] | None = None) -> dict[int, dict]:
-        """day -> {"entries", "amount", "last_id", "balance_after", "at"} of the day's charges
-        (from `days`, the ledger's daily sums, when given)."""
-        if days is None:
-            days = await self.ledger_daily(account_id, tz, first, last)
-        out = {d.day: dict(d.kinds["charge"]) for d in days if "charge" in d.kinds and first <= d.day <= last}
-        if out:
-            async with self._engine.connect() as conn:
-                found = await repo.balance_after(conn, account_id, [s["last_id"] for s in out.values()])
-            for s in out.values():
-                s["balance_after"], s["at"] = found.get(s["last_id"], (None, None))
-        return out
-
     async def latest_before(self, account_id: int, t: int, kinds: Sequence[str] = ()) -> int | None:
         async with self._engine.connect() as conn:
             return await repo.latest_before(conn, account_id, t, tuple(kinds))
@@ -215,6 +220,35 @@ class History:
         async with self._engine.connect() as conn:
             return await repo.ledger_sums(conn, Window(account_id, lo, hi), tuple(kinds))
 
+    async def billing_days(self, account_id: int, tz: ZoneInfo, *, first: int | None, last: int,
+                           page_last: int, days: Sequence[DaySums], kinds: Sequence[str] = (), span: int = 14,
+                           limit: int = MAX_PAGE) -> BillingDays:
+        """Days [page_last - span + 1, page_last] (not before `first`) of the range [first, last];
+        `days`: the ledger's daily sums (History.ledger_daily) covering them. One connection."""
+        page_first = page_last - span + 1 if first is None else max(first, page_last - span + 1)
+        want = set(kinds) or set(KINDS)
+        charges = {d.day: dict(d.kinds["charge"]) for d in days
+                   if "charge" in want and "charge" in d.kinds and page_first <= d.day <= page_last}
+        others = tuple(k for k in KINDS if k in want and k != "charge")
+        async with self._engine.connect() as conn:
+            found = await repo.balance_after(conn, account_id, [c["last_id"] for c in charges.values()])
+            page = None
+            if others:
+                page = await repo.ledger_page(conn, Window(account_id, day_start(page_first, tz),
+                                                           day_start(page_last + 1, tz)), kinds=others, limit=limit)
+            before = await repo.latest_before(conn, account_id, day_start(page_first, tz), tuple(kinds))
+        rows: list[dict] = []
+        for day, c in charges.items():
+            c["balance_after"], c["at"] = found.get(c["last_id"], (None, None))
+            rows.append({"type": "charges", "day": day, **c, "id": c["last_id"]})
+        if page is not None:
+            rows += [{"type": "entry", "at": r["created_at"], **r} for r in page.rows]
+        rows.sort(key=lambda r: (r["at"] or 0, r["id"]), reverse=True)
+        older = local_day(before, tz) if before is not None and (first is None or local_day(before, tz) >= first) \
+            else None
+        newer = min(last, page_last + span) if page_last < last else None
+        return BillingDays(rows, page_first, page_last, older, newer, page.more if page is not None else False)
+
     # ------------------------------------------------------------ usage records
     async def check_key(self, account_id: int, key_id: str) -> None:
         async with self._engine.connect() as conn:
@@ -234,47 +268,6 @@ class History:
         for r in page.rows:
             r["entry_id"] = ids.get(r["call_id"])
         return page
-
-
-@dataclass(frozen=True)
-class BillingDays:
-    """One page of the billing history by day, newest first: a row per day of charges
-    ({"type": "charges", "day", "entries", "amount", "balance_after", "at", "last_id"}) and
-    every other entry as itself ({"type": "entry", ...the entry}). `older` / `newer`: the
-    last day of the page before / after (None: none)."""
-    rows: list[dict]
-    first: int
-    last: int
-    older: int | None
-    newer: int | None
-    truncated: bool          # more non-charge entries than one page shows
-
-
-async def billing_days(history: History, account_id: int, tz: ZoneInfo, *, first: int | None, last: int,
-                       page_last: int, kinds: Sequence[str] = (), span: int = 14, limit: int = MAX_PAGE,
-                       days: Sequence[DaySums] | None = None) -> BillingDays:
-    """Days [page_last - span + 1, page_last] (not before `first`) of the range [first, last];
-    `days`: the ledger's daily sums over them, when the caller has them already."""
-    page_first = page_last - span + 1 if first is None else max(first, page_last - span + 1)
-    want = set(kinds) or set(KINDS)
-    rows: list[dict] = []
-    if "charge" in want:
-        for day, s in (await history.charges_by_day(account_id, tz, page_first, page_last, days)).items():
-            rows.append({"type": "charges", "day": day, **s, "id": s["last_id"]})
-    others = tuple(k for k in KINDS if k in want and k != "charge")
-    truncated = False
-    if others:
-        page = await history.ledger_page(account_id, lo=day_start(page_first, tz), hi=day_start(page_last + 1, tz),
-                                         kinds=others, limit=limit)
-        rows += [{"type": "entry", "at": r["created_at"], **r} for r in page.rows]
-        truncated = page.more
-    rows.sort(key=lambda r: (r["at"] or 0, r["id"]), reverse=True)
-    older = None
-    before = await history.latest_before(account_id, day_start(page_first, tz), tuple(kinds))
-    if before is not None and (first is None or local_day(before, tz) >= first):
-        older = local_day(before, tz)
-    newer = min(last, page_last + span) if page_last < last else None
-    return BillingDays(rows, page_first, page_last, older, newer, truncated)
 
 
 def known_kinds(values: Sequence[str]) -> tuple[str, ...]:

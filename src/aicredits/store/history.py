@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, func, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aicredits.store.db import row_dict
@@ -76,25 +76,40 @@ async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[
 
 
 # ---------------------------------------------------------------- the ledger
-async def ledger_page(conn: AsyncConnection, w: Window, *, kinds: Sequence[str] = (), limit: int = 50,
-                      before: tuple[int, int] | None = None, after: tuple[int, int] | None = None) -> Page:
-    if len(kinds) > 1:
-        # one keyset read per kind, merged: each seeks in (account_id, kind, created_at, id); an
-        # IN list would have SQLite walk the time index through every charge in the window
-        pages = [await ledger_page(conn, w, kinds=(k,), limit=limit, before=before, after=after) for k in kinds]
-        rows = sorted((r for p in pages for r in p.rows), key=lambda r: (r["created_at"], r["id"]),
-                      reverse=True)
-        more = any(p.more for p in pages) or len(rows) > limit
-        rows = rows[-limit:] if after is not None else rows[:limit]
-        return Page(rows, more)
-    conds = _window(LE, _narrowed(w, before, after))
-    if kinds:
-        conds.append(LE.kind == kinds[0])
-    q = select(ledger_entries, api_keys.c.name.label("key_name"), UR.model.label("model")).select_from(
+def _ledger_select(conds: list):
+    return select(ledger_entries, api_keys.c.name.label("key_name"), UR.model.label("model")).select_from(
         ledger_entries.outerjoin(api_keys, api_keys.c.id == LE.key_id)
         .outerjoin(usage_records, and_(UR.call_id == LE.call_id, UR.account_id == LE.account_id))
     ).where(and_(*conds))
-    return await _keyset(conn, q, LE, limit, before, after)
+
+
+async def ledger_page(conn: AsyncConnection, w: Window, *, kinds: Sequence[str] = (), limit: int = 50,
+                      before: tuple[int, int] | None = None, after: tuple[int, int] | None = None) -> Page:
+    conds = _window(LE, _narrowed(w, before, after))
+    if len(kinds) > 1:
+        # one keyset page per kind, each seeking in (account_id, kind, created_at, id), merged in
+        # one statement (UNION ALL): an IN list would have SQLite walk the time index through
+        # every charge in the window
+        key = tuple_(LE.created_at, LE.id)
+        parts = []
+        for k in kinds:
+            q = _ledger_select([*conds, LE.kind == k])
+            if after is not None:
+                q = q.where(key > tuple_(*after)).order_by(LE.created_at.asc(), LE.id.asc())
+            else:
+                q = q.where(key < tuple_(*before)) if before is not None else q
+                q = q.order_by(LE.created_at.desc(), LE.id.desc())
+            parts.append(select(q.limit(limit + 1).subquery()))
+        merged = union_all(*parts).subquery()
+        order = (merged.c.created_at.asc(), merged.c.id.asc()) if after is not None else \
+            (merged.c.created_at.desc(), merged.c.id.desc())
+        rows = [row_dict(r) for r in (await conn.execute(select(merged).order_by(*order).limit(limit + 1))).all()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(list(reversed(rows)) if after is not None else rows, more)
+    if kinds:
+        conds.append(LE.kind == kinds[0])
+    return await _keyset(conn, _ledger_select(conds), LE, limit, before, after)
 
 
 async def ledger_entry(conn: AsyncConnection, account_id: int, entry_id: int) -> dict | None:

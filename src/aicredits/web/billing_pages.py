@@ -16,7 +16,7 @@ from starlette.routing import Route
 from aicredits.domain.days import local_day
 from aicredits.domain.ledger import KINDS, kinds_in_total
 from aicredits.domain.money import format_inr
-from aicredits.services.history import NotFound, billing_days
+from aicredits.services.history import NotFound
 from aicredits.web import params
 from aicredits.web.core import context, render, signed_in, tz
 from aicredits.web.formatting import iso
@@ -67,8 +67,8 @@ async def billing(request: Request) -> Response:
               "added_kinds": " and ".join(kinds_in_total("added"))}
     if f["view"] == "days":
         last = f["last"] if page_day is None else min(page_day, f["last"])
-        values["days"] = await billing_days(ctx.history, user.id, zone, first=f["first"], last=f["last"],
-                                            page_last=last, kinds=kinds, days=days)
+        values["days"] = await ctx.history.billing_days(user.id, zone, first=f["first"], last=f["last"],
+                                                        page_last=last, kinds=kinds, days=days)
     else:
         lo, hi = params.window(f["first"], f["last"], zone)
         values["page"] = await ctx.history.ledger_page(user.id, lo=lo, hi=hi, kinds=kinds, before=before,
