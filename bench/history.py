@@ -209,6 +209,53 @@ async def measure(url: str, renders: int, days: int) -> dict:
         await gw.shutdown()
 
 
+def insert_cost(n: int = 50_000) -> dict:
+    """What 0004_history's indexes add to the settle path's inserts on SQLite: one usage record
+    and one charge entry per call, one statement each (as settle runs them), at revision
+    0003_dashboard and at 0004_history, into a table that already holds `n` calls."""
+    import sqlite3
+
+    from aicredits.store.db import make_engine
+    from tests.store.test_billing_store import _at_revision  # the same Alembic runner the tests use
+    out: dict[str, list] = {"0003_dashboard": [], "0004_history": []}
+    for revision in ["0003_dashboard", "0004_history"] * 3:     # alternated; the best of three is kept
+        tmp = tempfile.mkdtemp(prefix="aicredits-insert-")
+        url = f"sqlite:///{tmp}/i.db"
+
+        async def setup(url=url, revision=revision):
+            engine = make_engine(url)
+            await _at_revision(engine, url, revision)
+            await engine.dispose()
+        asyncio.run(setup())
+        db = sqlite3.connect(f"{tmp}/i.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("INSERT INTO accounts (id, email, name, role, created_at) VALUES (1, 'a@b.in', '', 'user', 1)")
+        usage, ledger, *_ = generate(1, None, 2 * n, 60, int(time.time() * 1000))
+        u_sql = (f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) VALUES "
+                 f"({', '.join('?' * len(USAGE_COLUMNS))})")
+        l_sql = (f"INSERT INTO ledger_entries ({', '.join(LEDGER_COLUMNS)}) VALUES "
+                 f"({', '.join('?' * len(LEDGER_COLUMNS))})")
+        db.execute("BEGIN")
+        db.executemany(u_sql, usage[:n])
+        db.executemany(l_sql, [r for r in ledger if r[4] is None or r[4] < usage[n][0]])
+        db.execute("COMMIT")
+        charges = {r[4]: r for r in ledger if r[4] is not None}
+        t0 = time.perf_counter()
+        for i in range(n, 2 * n, 100):                 # 100 calls per commit, as a settle batch
+            db.execute("BEGIN")
+            for u in usage[i:i + 100]:
+                db.execute(u_sql, u)
+                if u[0] in charges:
+                    db.execute(l_sql, charges[u[0]])
+            db.execute("COMMIT")
+        out[revision].append(round((time.perf_counter() - t0) / n * 1e6, 1))
+        db.close()
+    out = {k: min(v) for k, v in out.items()}
+    print(f"  insert cost per settled call (usage record + charge), microseconds: {out}", flush=True)
+    return out
+
+
 async def pg_database(create: bool, name: str) -> None:
     import asyncpg
     conn = await asyncpg.connect(PG_ADMIN)
@@ -244,7 +291,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--renders", type=int, default=30)
+    ap.add_argument("--insert-cost", action="store_true", help="only measure what the new indexes add to "
+                    "settle's inserts (SQLite)")
     args = ap.parse_args()
+    if args.insert_cost:
+        sys.path.insert(0, str(ROOT))
+        result = insert_cost()
+        (ROOT / "bench" / "results" / "history-insert-cost.json").write_text(json.dumps(result, indent=2) + "\n")
+        return
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     for db in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):

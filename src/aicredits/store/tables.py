@@ -118,7 +118,6 @@ usage_records = Table(
     Column("created_at", BigInteger, nullable=False),
     # the request log's keyset pages (0004_history replaced (account_id, created_at))
     Index("ix_usage_account_time_id", "account_id", "created_at", "id"),
-    Index("ix_usage_account_model_time", "account_id", "model", "created_at", "id"),
 )
 
 

@@ -19,7 +19,6 @@ def upgrade() -> None:
     op.create_index("ix_ledger_account_kind_time", "ledger_entries", ["account_id", "kind", "created_at", "id"])
     op.drop_index("ix_usage_account_time", table_name="usage_records")
     op.create_index("ix_usage_account_time_id", "usage_records", ["account_id", "created_at", "id"])
-    op.create_index("ix_usage_account_model_time", "usage_records", ["account_id", "model", "created_at", "id"])
 
     op.create_table(
         "admin_keys",
@@ -72,7 +71,6 @@ def downgrade() -> None:
     op.drop_table("usage_daily")
     op.drop_index("ix_admin_keys_account", table_name="admin_keys")
     op.drop_table("admin_keys")
-    op.drop_index("ix_usage_account_model_time", table_name="usage_records")
     op.drop_index("ix_usage_account_time_id", table_name="usage_records")
     op.create_index("ix_usage_account_time", "usage_records", ["account_id", "created_at"])
     op.drop_index("ix_ledger_account_kind_time", table_name="ledger_entries")
