@@ -268,8 +268,3 @@ class History:
         for r in page.rows:
             r["entry_id"] = ids.get(r["call_id"])
         return page
-
-
-def known_kinds(values: Sequence[str]) -> tuple[str, ...]:
-    """Only ledger kinds domain/ledger.py knows (anything else filters nothing in)."""
-    return tuple(v for v in values if v in KINDS)

@@ -211,13 +211,6 @@ async def usage_by_call(conn: AsyncConnection, account_id: int, call_id: str) ->
     return row_dict(r) if r else None
 
 
-async def models_used(conn: AsyncConnection, account_id: int, since: int) -> list[str]:
-    """Models the account called since `since` (for the filter's choices)."""
-    q = (select(UR.model).where(UR.account_id == account_id, UR.created_at >= since, UR.model != "")
-         .group_by(UR.model).order_by(UR.model))
-    return [r[0] for r in (await conn.execute(q)).all()]
-
-
 async def owns_key(conn: AsyncConnection, account_id: int, key_id: str) -> bool:
     q = select(api_keys.c.id).where(api_keys.c.id == key_id, api_keys.c.account_id == account_id)
     return (await conn.execute(q)).first() is not None
