@@ -16,7 +16,8 @@ import aicredits
 
 PACKAGE_ROOT = Path(aicredits.__file__).resolve().parent
 IO_LIBRARIES = {"sqlalchemy", "aiohttp", "httpx", "asyncpg", "aiosqlite", "redis", "starlette",
-                "uvicorn", "sqlite3"}
+                "uvicorn", "sqlite3", "prometheus_client", "opentelemetry"}
+TELEMETRY_LIBRARIES = {"prometheus_client", "opentelemetry"}
 DATABASE_LIBRARIES = {"sqlalchemy", "asyncpg", "sqlite3", "alembic", "aiosqlite"}
 
 
@@ -125,6 +126,15 @@ def test_services_use_infra_only_through_ports():
     assert layer("infra")
     bad = violations(layer("services") + layer("domain"), lambda n: is_module(n, "aicredits.infra"))
     assert bad == []
+
+
+def test_only_infra_imports_the_telemetry_libraries():
+    """Services count and trace through aicredits.telemetry's interfaces; prometheus-client and
+    OpenTelemetry stay in infra/metrics.py and infra/tracing.py (chosen in app.py)."""
+    others = [p for p in SOURCES if not in_layer(p, "infra")]
+    bad = violations(others, lambda n: top(n) in TELEMETRY_LIBRARIES)
+    assert bad == []
+    assert violations(layer("infra"), lambda n: top(n) in TELEMETRY_LIBRARIES)   # the check sees them
 
 
 def test_api_does_not_import_the_store():

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from importlib import resources
 
 from aicredits import logs
-from aicredits.api import audio, embeddings, images, meta, responses
+from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
+from aicredits.api import metrics as metrics_route
 from aicredits.api.http import ClientGone, Request, send_bytes, send_error
 from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from aicredits.infra.journal import FileJournal
 from aicredits.providers.http import make_session
+from aicredits.providers.payments import build_payment_providers
 from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
@@ -24,13 +28,16 @@ from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
+from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.services.runtime import Runtime
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
+from aicredits.telemetry import NO_TRACING, RequestState, begin_request
 
 log = logging.getLogger("aicredits")
+calls_log = logging.getLogger("aicredits.calls")
 
 
 async def send_redirect(send, location: str) -> None:
@@ -56,7 +63,20 @@ ROUTES = {
     "/health": {"GET": meta.health},
     "/health/ready": {"GET": meta.ready},
     "/openapi.json": {"GET": openapi},
+    "/webhooks/razorpay": {"POST": webhooks.razorpay},
+    "/metrics": {"GET": metrics_route.metrics},
 }
+UNTRACED = frozenset({"/health", "/health/ready", "/metrics"})   # no span for probes and scrapes
+
+
+def route_of(path: str) -> str:
+    """The `route` label of a request: its path when it is a route, else one of two words (so a
+    scan of made-up paths cannot grow the metrics)."""
+    if path in ROUTES:
+        return path
+    if path == "/" or path.startswith("/dashboard"):
+        return "/dashboard"
+    return "other"
 
 
 async def open_billing_store(settings: Settings):
@@ -70,8 +90,12 @@ async def open_billing_store(settings: Settings):
 class Gateway:
     """The ASGI application."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_dir: str | None = None) -> None:
         self.settings = settings
+        self.metrics_dir = metrics_dir   # prometheus-client's multi-process directory (serve --workers N)
+        self.metrics = None              # infra/metrics.py, from startup()
+        self.tracing = NO_TRACING        # infra/tracing.py when AICREDITS_OTEL_ENDPOINT is set
+        self._tracer = None
         self.catalog = load_catalog(settings.extra_models)
         self.rates = Rates(settings.usd_inr_fraction, settings.markup_fraction)
         self.openapi_json = resources.files("aicredits.api").joinpath("openapi.json").read_bytes()
@@ -82,6 +106,7 @@ class Gateway:
         self.web_context = None  # its services (web.app.WebContext)
         self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
+        self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -99,16 +124,21 @@ class Gateway:
 
     async def startup(self) -> None:
         s = self.settings
+        self._observe()
         store = await open_billing_store(s)
         self._session = make_session(s.upstream_connect_timeout)
         providers = build_providers(s, self._session)
-        self.billing = Billing(store, self.catalog, hold_ttl_seconds=s.hold_ttl_seconds)
-        self.keys = KeyAuthenticator(store, s.key_cache_seconds)
+        self.billing = Billing(store, self.catalog, lease_seconds=s.hold_lease_seconds,
+                               journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
+                               max_call_seconds=s.max_request_seconds)
+        self.keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=self.tracing)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
             s.retries, s.retry_base_delay, s.retry_max_delay, s.breaker_failures, s.breaker_cooldown,
-            deadline=s.upstream_timeout))
-        self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds)
+            deadline=s.upstream_timeout), metrics=self.metrics)
+        self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds,
+                                 max_seconds=s.max_request_seconds, metrics=self.metrics, tracing=self.tracing)
+        self.metrics.watch(holds=store.holds_outstanding, pool=store.pool_stats, breakers=self.router.breaker_states)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         self.images = ImagesService(self.router, self.rates, self.metering)
@@ -121,11 +151,31 @@ class Gateway:
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         self._start_dashboard()
+        try:   # settlements a previous run could not write (the sweeper keeps retrying them)
+            await self.billing.replay_journal()
+        except Exception:  # serving starts anyway; the sweeper replays the journal again
+            log.exception("replaying the settle journal at start failed")
+        self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
+        if self.metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
+            self._tasks.append(asyncio.create_task(self.metrics.sample_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
         gc.collect()
         gc.freeze()
+
+    def _observe(self) -> None:
+        """Metrics always (counted in memory, or in files under --workers N); traces only when a
+        collector is configured (docs/operations.md)."""
+        from aicredits.infra.metrics import PrometheusMetrics
+
+        s = self.settings
+        self.metrics = PrometheusMetrics(self.metrics_dir)
+        if s.otel_endpoint:
+            from aicredits.infra.tracing import OtelTracing
+            self.tracing = self._tracer = OtelTracing(
+                s.otel_endpoint, headers=s.otel_headers, service_name=s.otel_service_name,
+                sample_ratio=s.otel_sample_ratio, propagate_upstream=s.otel_propagate_upstream)
 
     def _start_dashboard(self) -> None:
         """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
@@ -134,8 +184,11 @@ class Gateway:
         from aicredits.web.app import build
 
         self._web_engine = make_engine(self.settings.database_url)
+        # top-ups share it: the wallet pages and POST /webhooks/razorpay (off the /v1 hot path)
+        self.payments = PaymentsService(self._web_engine, build_payment_providers(self.settings.payments),
+                                        self.settings.payments.terms)
         self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
-                                           mailer=SmtpMailer.from_settings(self.settings))
+                                           mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
         self.web_context.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
                                            builtin_ids=(e["id"] for e in builtin_entries()),
                                            configured=(e["id"] for e in self.settings.extra_models))
@@ -147,16 +200,25 @@ class Gateway:
         if self._web_engine is not None:
             await self._web_engine.dispose()
         await self.billing.drain()
+        if self.payments is not None:
+            await self.payments.close()
         if self._session is not None:
             await self._session.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.billing.store.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self._tracer is not None:
+            await asyncio.to_thread(self._tracer.shutdown)
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle(scope, receive, send)
+            if self._tracer is None or scope["path"] in UNTRACED:
+                await self.handle(scope, receive, send)
+            else:
+                await self._tracer.serve(scope, receive, send, self.handle, route_of(scope["path"]))
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -180,10 +242,14 @@ class Gateway:
         scope["aicredits.started"] = time.perf_counter()
         req = Request(scope, receive)
         started = False
+        status = 0
+        state = begin_request(route_of(scope["path"]))
 
         async def tracking_send(message) -> None:
-            nonlocal started
-            started = True
+            nonlocal started, status
+            if not started:
+                started = True
+                status = message.get("status", 0)
             await send(message)
 
         try:
@@ -206,9 +272,11 @@ class Gateway:
                                        f"use {', '.join(methods)}.")
             await handler(self, req, tracking_send)
         except ClientGone:
+            status = status or 499
             return
         except GatewayError as exc:
             if not started:
+                status = exc.status
                 extra = [(b"x-request-id", req.request_id.encode())]
                 if isinstance(exc, MethodNotAllowed):
                     extra.append((b"allow", ", ".join(ROUTES[scope["path"]]).encode()))
@@ -216,9 +284,23 @@ class Gateway:
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], req.request_id)
             if not started:
+                status = 500
                 await send_error(send, InternalError("The gateway failed to handle this request; it has been "
                                                      "logged with its request id."),
                                  [(b"x-request-id", req.request_id.encode())])
+        finally:
+            if not state.settled:   # a settled call was counted and logged by its settle
+                self._answered(state, req, status)
+
+    def _answered(self, state: RequestState, req: Request, status: int) -> None:
+        """Count (and, on /v1, log) a request that settled no call: refused, invalid, not billable."""
+        if self.metrics is not None:
+            self.metrics.answered(state.route, status)
+        path = req.scope["path"]
+        if path.startswith("/v1/"):
+            calls_log.info("request", extra={"fields": {
+                "request_id": req.request_id, "key_id": state.key_id, "route": path, "method": req.scope["method"],
+                "status": status, "latency_ms": int((time.perf_counter() - req.scope["aicredits.started"]) * 1000)}})
 
 
 def create_app(settings: Settings | None = None) -> Gateway:
@@ -226,4 +308,6 @@ def create_app(settings: Settings | None = None) -> Gateway:
     up here, as `serve` does for a single process."""
     settings = settings or load_settings()
     logs.configure(settings.log_level, settings.access_log)
-    return Gateway(settings)
+    # set by `serve` before the workers start: every worker writes its metrics there
+    from aicredits.infra.metrics import MULTIPROC_ENV
+    return Gateway(settings, metrics_dir=os.environ.get(MULTIPROC_ENV) or None)

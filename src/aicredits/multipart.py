@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from aicredits.errors import InvalidRequest
 
 MAX_PARTS = 256
+_CHARSETS = {"utf-8": "utf-8", "utf8": "utf-8", "iso-8859-1": "latin-1", "latin-1": "latin-1",
+             "latin1": "latin-1", "us-ascii": "ascii", "ascii": "ascii"}
 _PARAM_RE = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
@@ -31,6 +34,18 @@ class Form:
         return values[-1] if values else None
 
 
+def _extended_value(charset: str, encoded: str) -> str:
+    """An RFC 5987 value in one of the charsets it allows (UTF-8, ISO-8859-1; US-ASCII), or, in
+    any other charset or when it does not decode, as sent."""
+    codec = _CHARSETS.get(charset.strip().lower() or "utf-8")
+    if codec is None:
+        return encoded
+    try:
+        return unquote_to_bytes(encoded).decode(codec)
+    except UnicodeError:
+        return encoded
+
+
 def header_params(value: str) -> tuple[str, dict[str, str]]:
     """'form-data; name="file"; filename="a.wav"' -> ('form-data', {'name': 'file', ...})."""
     main, _, rest = value.partition(";")
@@ -40,13 +55,9 @@ def header_params(value: str) -> tuple[str, dict[str, str]]:
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
         if key.endswith("*"):   # RFC 5987: charset'lang'percent-encoded
-            from urllib.parse import unquote
             charset, _, encoded = raw.partition("'")
             _, _, encoded = encoded.partition("'")
-            try:
-                params[key[:-1]] = unquote(encoded, encoding=charset or "utf-8", errors="strict")
-            except (LookupError, UnicodeDecodeError):
-                params[key[:-1]] = encoded      # undecodable: keep it as sent
+            params[key[:-1]] = _extended_value(charset, encoded)
         else:
             params.setdefault(key, raw)
     return main.strip().lower(), params

@@ -43,12 +43,24 @@ class Settlement:
 @dataclass(frozen=True)
 class SettleResult:
     charged: int
-    balance: int         # wallet balance after the charge
-    available: int       # balance minus the holds still open
+    balance: int | None      # wallet balance after the charge (None: not known yet, see `pending`)
+    available: int | None    # balance minus the holds still open (None: not known yet)
+    pending: bool = False    # the database could not be reached: the settlement is in the journal
 
 
 class KeyRevoked(Exception):
     pass
+
+
+class SettleJournal(Protocol):
+    """Durable local storage of settlements the database did not take (infra/journal.py)."""
+
+    def write(self, s: Settlement) -> None:
+        """Store the settlement durably (fsync'd) before returning."""
+    def pending(self) -> list[Settlement]:
+        """Every settlement stored and not yet removed, by this process or any other."""
+    def remove(self, call_id: str) -> None: ...
+    def has(self, call_id: str) -> bool: ...
 
 
 class RateLimiter(Protocol):
@@ -65,11 +77,20 @@ class BillingStore(Protocol):
 
     async def find_key(self, key_hash: str) -> KeyAuth | None: ...
     async def reserve(self, req: HoldRequest) -> Any: ...
-    async def settle(self, s: Settlement) -> SettleResult: ...
-    async def sweep(self, now_ms: int) -> int: ...
+    async def settle(self, s: Settlement) -> SettleResult:
+        """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
+    async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
+        """Extend these holds' leases to `expires_at`; `progress`: (call id, accrued charge, usage row
+        JSON) of those whose progress changed."""
+    async def sweep(self, now_ms: int) -> int:
+        """Settle every hold whose lease expired from its recorded progress; how many."""
     async def credits(self, account_id: int, key_id: str | None) -> dict: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+    async def holds_outstanding(self) -> tuple[int, int]:
+        """(count, micro-INR) of the holds not yet settled, for /metrics."""
+    def pool_stats(self) -> dict:
+        """This process's connections: size, in_use, max, waiting (and acquires, wait_seconds)."""
 
 
 class Mailer(Protocol):

@@ -17,12 +17,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from aicredits.domain.catalog import ENDPOINTS
 from aicredits.domain.money import to_fraction
+from aicredits.domain.payments import TopupTerms, parse_inr, percent
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
 DEFAULT_DB_URL = "sqlite:///aicredits.db"
@@ -31,7 +33,9 @@ CONFIG_ENV = "AICREDITS_CONFIG"
 # AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
 TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
 PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
-SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url"})   # never echoed in an error
+SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
+                         "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
+PAYMENT_PROVIDERS = ("razorpay", "test")
 
 
 class SettingsError(ValueError):
@@ -86,6 +90,48 @@ def _url(value: Any) -> Any:
     return value
 
 
+def _otlp_headers(value: Any) -> Any:
+    """'name=value,name2=value2' (the OTLP exporters' header list)."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not all("=" in p and p.split("=", 1)[0].strip() for p in value.split(",")):
+        raise ValueError("must be name=value pairs separated by commas")
+    return value
+
+
+def _names(value: Any) -> Any:
+    """'razorpay, test' or ["razorpay", "test"] -> ("razorpay", "test") (lower case, no repeats)."""
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise ValueError("must be names separated by commas")
+    names = tuple(dict.fromkeys(x.strip().lower() for x in items if x.strip()))
+    unknown = [n for n in names if n not in PAYMENT_PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown payment provider {unknown[0]!r} (known: {', '.join(PAYMENT_PROVIDERS)})")
+    return names
+
+
+def _inr(value: Any) -> str:
+    _not_bool(value)
+    parse_inr(value)             # TopupRefused (a ValueError) names what is wrong
+    return str(value).strip()
+
+
+def _inr_list(value: Any) -> Any:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("must be amounts separated by commas")  # noqa: TRY004 - pydantic wants ValueError
+    return tuple(_inr(x) for x in items if str(x).strip())
+
+
+def _percent(value: Any) -> str:
+    _not_bool(value)
+    percent(value)               # 0..100
+    return str(value).strip()
+
+
 Seconds = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
 Price = Annotated[int | float | str, BeforeValidator(_price)]
@@ -112,7 +158,10 @@ class GatewaySettings(_Strict):
     upstream_connect_timeout: Seconds = 5.0
     upstream_timeout: Seconds = 120.0
     stream_idle_timeout: Seconds = 60.0
-    max_request_seconds: Seconds = 900.0
+    max_request_seconds: Seconds = 900.0         # the longest call, on every endpoint (a timer)
+    hold_lease_seconds: Seconds = 30.0           # a hold's lease; its process renews it every lease / 6
+    settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
+    state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
     max_body_bytes: Count = 40 * 1024 * 1024
     retries: Annotated[int, BeforeValidator(_not_bool), Field(ge=0)] = 2
     retry_base_delay: Seconds = 0.2
@@ -139,6 +188,50 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
+    # observability (docs/operations.md)
+    metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
+    otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
+    otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
+    otel_service_name: str = "aicredits"
+    otel_sample_ratio: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    otel_propagate_upstream: bool = False    # send the attempt's traceparent to providers
+    # top-ups (docs/payments.md); amounts in rupees, percentages of 100
+    payment_providers: Annotated[tuple[str, ...] | None, BeforeValidator(_names)] = None  # default: razorpay if keyed
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: str | None = Field(default=None, repr=False)
+    razorpay_webhook_secret: str | None = Field(default=None, repr=False)
+    razorpay_base_url: Annotated[str, BeforeValidator(_url)] = "https://api.razorpay.com"
+    razorpay_checkout_url: Annotated[str, BeforeValidator(_url)] = "https://checkout.razorpay.com/v1/checkout.js"
+    topup_min_inr: Annotated[str, BeforeValidator(_inr)] = "100"
+    topup_max_inr: Annotated[str, BeforeValidator(_inr)] = "100000"
+    topup_presets: Annotated[tuple[str, ...], BeforeValidator(_inr_list)] = ("500", "1000", "2000", "5000")
+    topup_fee_percent: Annotated[str, BeforeValidator(_percent)] = "0"    # of the credits, paid on top
+    topup_gst_percent: Annotated[str, BeforeValidator(_percent)] = "0"    # of credits + fee, paid on top
+    business_name: str = "aicredits"         # the seller on receipts and in Razorpay Checkout
+    gstin: str | None = None                 # printed on receipts when set
+
+    @property
+    def payments(self) -> PaymentSettings:
+        providers = self.payment_providers
+        if providers is None:
+            providers = ("razorpay",) if self.razorpay_key_id else ()
+        return PaymentSettings(
+            providers, self.razorpay_key_id, self.razorpay_key_secret, self.razorpay_webhook_secret,
+            self.razorpay_base_url.rstrip("/"), self.razorpay_checkout_url, self.topup_min_inr, self.topup_max_inr,
+            self.topup_presets, self.topup_fee_percent, self.topup_gst_percent, self.business_name, self.gstin)
+
+    @model_validator(mode="after")
+    def _payments(self):
+        p = self.payments
+        if "razorpay" in p.providers and not (p.razorpay_key_id and p.razorpay_key_secret
+                                              and p.razorpay_webhook_secret):
+            raise ValueError("the razorpay payment provider needs AICREDITS_RAZORPAY_KEY_ID, "
+                             "AICREDITS_RAZORPAY_KEY_SECRET and AICREDITS_RAZORPAY_WEBHOOK_SECRET")
+        try:
+            p.terms  # noqa: B018 - min <= max, presets within them: checked now, not on the first top-up
+        except ValueError as exc:
+            raise ValueError(f"top-up settings (AICREDITS_TOPUP_*): {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _dashboard_pairs(self):
@@ -149,6 +242,32 @@ class GatewaySettings(_Strict):
         if self.smtp_host and not self.smtp_from:
             raise ValueError("AICREDITS_SMTP_HOST needs AICREDITS_SMTP_FROM (the sender address)")
         return self
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    """The top-up settings as the payment providers and the wallet pages use them (built from
+    GatewaySettings.payments; docs/payments.md)."""
+
+    providers: tuple[str, ...] = ()            # enabled, in the wallet page's order
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: str | None = field(default=None, repr=False)
+    razorpay_webhook_secret: str | None = field(default=None, repr=False)
+    razorpay_base_url: str = "https://api.razorpay.com"
+    razorpay_checkout_url: str = "https://checkout.razorpay.com/v1/checkout.js"
+    min_inr: str = "100"
+    max_inr: str = "100000"
+    presets: tuple[str, ...] = ("500", "1000", "2000", "5000")
+    fee_percent: str = "0"
+    gst_percent: str = "0"
+    business_name: str = "aicredits"
+    gstin: str | None = None
+
+    @property
+    def terms(self) -> TopupTerms:
+        return TopupTerms(parse_inr(self.min_inr), parse_inr(self.max_inr),
+                          tuple(parse_inr(p) for p in self.presets),
+                          percent(self.fee_percent), percent(self.gst_percent))
 
 
 @dataclass(frozen=True)
@@ -180,8 +299,24 @@ class Settings(GatewaySettings):
 
     @property
     def hold_ttl_seconds(self) -> float:
-        """A hold older than this belongs to no running call: the sweeper releases it."""
-        return self.max_request_seconds + 60.0
+        """The longest a hold outlives the process that made it: its lease, plus the sweeper's
+        interval (lease / 6). A running process renews its holds, however long their calls run."""
+        return self.hold_lease_seconds * 7 / 6
+
+    @property
+    def journal_dir(self) -> Path:
+        """The settle journal's directory: <state_dir>/settle-journal. Without AICREDITS_STATE_DIR,
+        the state directory is the SQLite database's directory, or the working directory for
+        PostgreSQL."""
+        if self.state_dir:
+            return Path(self.state_dir) / "settle-journal"
+        base = Path(".")
+        for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+            if self.database_url.startswith(prefix):
+                db = self.database_url[len(prefix):].split("?", 1)[0]
+                if db and db != ":memory:":
+                    base = Path(db).parent
+        return base / "settle-journal"
 
 
 SCALARS = tuple(GatewaySettings.model_fields)

@@ -60,7 +60,7 @@ def ekey(gateway):
 
 
 # ---------------------------------------------------------------- routes and methods
-@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("POST", "/v1/chat/completion"), ("GET", "/"),
+@pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("POST", "/v1/chat/completion"), ("GET", "/nothing"),
                                          ("DELETE", "/api/nothing"), ("POST", "/v2/chat/completions")])
 def test_unknown_route_is_404(gateway, ekey, method, path):
     r = httpx.request(method, gateway.base_url + path, headers=bearer(ekey), timeout=10)

@@ -66,6 +66,32 @@ def test_tool_call_fragments_are_counted():
     assert m.finished == {0: "tool_calls"}
 
 
+def test_legacy_function_call_fragments_are_output():
+    """The pre-tools `function_call` delta: its name and argument fragments are delivered output."""
+    m = meter_of(chunk({"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": ""}}),
+                 chunk({"function_call": {"arguments": "{\"city\":"}}),
+                 chunk({"function_call": {"arguments": "\"Pune\"}"}}),
+                 chunk({"function_call": {"arguments": None}}))
+    assert m.fragments == 3
+    assert m.text_bytes == len("get_weather") + len('{"city":') + len('"Pune"}')
+    assert m.delivered_output
+
+
+def test_an_error_finish_is_seen_on_any_choice():
+    assert not meter_of(chunk({"content": "a"}), chunk(finish="stop"), done=True).error_finish
+    m = meter_of(chunk(finish="error"), done=True)
+    assert m.error_finish and not m.delivered_output
+    m = meter_of(chunk({"content": "a"}, index=0), chunk(index=0, finish="stop"), chunk(index=1, finish="error"),
+                 done=True)
+    assert m.error_finish and m.delivered_output
+
+
+def test_an_empty_usage_object_is_kept_as_sent():
+    """{} is usage that arrived incomplete (the services estimate and warn), unlike OpenAI's null."""
+    m = meter_of(chunk({"content": "hi"}, usage=None), {"id": "chatcmpl-1", "choices": [], "usage": {}})
+    assert m.usage == {}
+
+
 def test_reasoning_deltas_count_as_delivered_output():
     # OpenAI-compatible providers stream reasoning as `reasoning_content` (DeepSeek, vLLM) or
     # `reasoning` (OpenRouter); it is forwarded to the client and billed as completion tokens,
@@ -134,14 +160,18 @@ delta_st = st.one_of(
     st.builds(lambda t: {"refusal": t}, piece_st),
     st.builds(lambda n, a: {"tool_calls": [{"index": 0, "function": {"name": n, "arguments": a}}]},
               st.one_of(st.none(), piece_st), st.one_of(st.none(), piece_st)),
+    st.builds(lambda n, a: {"function_call": {"name": n, "arguments": a}},
+              st.one_of(st.none(), piece_st), st.one_of(st.none(), piece_st)),
     st.just({"role": "assistant"}),
 )
 
 
 def _delivered(delta: dict) -> list[str]:
     out = [delta.get("content") or "", delta.get("refusal") or ""]
-    for call in delta.get("tool_calls") or ():
-        fn = call["function"]
+    calls = [call["function"] for call in delta.get("tool_calls") or ()]
+    if delta.get("function_call"):
+        calls.append(delta["function_call"])
+    for fn in calls:
         out.append((fn["name"] or "") + (fn["arguments"] or ""))
     return [p for p in out if p]
 

@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.usage import (
     IMAGE_ESTIMATE,
+    estimate_input_tokens,
     estimate_prompt_tokens,
     estimate_text_tokens,
+    fill_usage,
+    prompt_from_openai,
+    token_count,
     usage_from_openai,
 )
 
@@ -41,8 +45,47 @@ def test_no_usage_object_is_none(value):
     assert usage_from_openai(value) is None
 
 
-def test_empty_usage_is_all_zero():
-    assert fields(usage_from_openai({})) == (0, 0, 0, 0, 0, 0)
+# a usage object without valid prompt and completion counts is no usage: the estimator bills the call
+INCOMPLETE = [
+    {},
+    {"prompt_tokens": None, "completion_tokens": None},
+    {"prompt_tokens": 10, "completion_tokens": None},
+    {"prompt_tokens": 10},
+    {"completion_tokens": 5},
+    {"prompt_tokens": -5, "completion_tokens": 3},
+    {"prompt_tokens": 5, "completion_tokens": -3},
+    {"prompt_tokens": "10", "completion_tokens": "3"},
+    {"prompt_tokens": True, "completion_tokens": 3},
+    {"prompt_tokens": float("nan"), "completion_tokens": 3},
+    {"prompt_tokens": 5, "completion_tokens": float("inf")},
+    {"prompt_tokens": -0.5, "completion_tokens": 3},
+    {"prompt_tokens": [5], "completion_tokens": {"n": 3}},
+    {"input_tokens": 12},
+]
+
+
+@pytest.mark.parametrize("usage", INCOMPLETE)
+def test_incomplete_usage_is_no_usage(usage):
+    assert usage_from_openai(usage) is None
+
+
+def test_float_counts_are_rounded_up():
+    u = usage_from_openai({"prompt_tokens": 1.5, "completion_tokens": 2.0001,
+                           "prompt_tokens_details": {"cached_tokens": 0.2}})
+    assert (u.prompt_tokens, u.completion_tokens, u.cache_read_tokens) == (2, 3, 1)
+    assert fields(usage_from_openai({"prompt_tokens": 7.0, "completion_tokens": 0.0})) == (7, 0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("value,count", [(0, 0), (7, 7), (10**12, 10**12), (0.0, 0), (0.1, 1), (3.0, 3),
+                                         (2.5, 3), (-1, None), (-0.1, None), (None, None), (True, None),
+                                         (False, None), ("5", None), (float("nan"), None),
+                                         (float("inf"), None), ([], None)])
+def test_token_count(value, count):
+    assert token_count(value) == count
+
+
+def test_zero_counts_are_valid_usage():
+    assert fields(usage_from_openai({"prompt_tokens": 0, "completion_tokens": 0})) == (0, 0, 0, 0, 0, 0)
 
 
 def test_plain_openai_usage():
@@ -75,11 +118,12 @@ def test_anthropic_usage_normalised_by_the_adapter():
 
 
 @pytest.mark.parametrize("usage", [
-    {"prompt_tokens": 10, "prompt_tokens_details": None, "completion_tokens_details": None},
-    {"prompt_tokens": 10, "prompt_tokens_details": {}, "completion_tokens_details": {}},
-    {"prompt_tokens": 10, "prompt_tokens_details": "x", "completion_tokens_details": [1]},
-    {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": None}},
-    {"prompt_tokens": 10, "completion_tokens": None},
+    {"prompt_tokens": 10, "completion_tokens": 0, "prompt_tokens_details": None, "completion_tokens_details": None},
+    {"prompt_tokens": 10, "completion_tokens": 0, "prompt_tokens_details": {}, "completion_tokens_details": {}},
+    {"prompt_tokens": 10, "completion_tokens": 0, "prompt_tokens_details": "x", "completion_tokens_details": [1]},
+    {"prompt_tokens": 10, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": None}},
+    {"prompt_tokens": 10, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": -4},
+     "completion_tokens_details": {"reasoning_tokens": "many"}},
 ])
 def test_missing_or_malformed_details_read_as_zero(usage):
     u = usage_from_openai(usage)
@@ -92,7 +136,7 @@ def test_responses_style_names_are_read():
 
 
 def test_cache_counts_are_clamped_to_the_prompt():
-    u = usage_from_openai({"prompt_tokens": 10, "prompt_tokens_details": {
+    u = usage_from_openai({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {
         "cached_tokens": 8, "cache_write_tokens": 50, "cache_write_1h_tokens": 70}})
     assert (u.cache_read_tokens, u.cache_write_tokens, u.cache_write_1h_tokens) == (8, 0, 2)
     assert u.uncached_prompt_tokens == 0
@@ -102,7 +146,13 @@ def test_cache_counts_are_clamped_to_the_prompt():
 @given(usage_st)
 def test_usage_is_never_negative_and_buckets_fit_in_the_prompt(usage):
     u = usage_from_openai(usage)
+    prompt = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
+    if prompt is None or completion is None:
+        assert u is None
+        return
     assert isinstance(u, TokenUsage)
+    assert (u.prompt_tokens, u.completion_tokens) == (prompt, completion)
     assert all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in fields(u))
     assert u.cache_read_tokens + u.cache_write_tokens + u.cache_write_1h_tokens <= u.prompt_tokens
     assert u.uncached_prompt_tokens == \
@@ -119,6 +169,32 @@ def test_well_formed_counts_are_read_as_given(prompt, completion, read, write, r
                            "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
                            "completion_tokens_details": {"reasoning_tokens": reasoning}})
     assert fields(u) == (prompt, completion, read, write, 0, reasoning)
+
+
+# ------------------------------------------------------------------ partial usage, embeddings usage
+def test_fill_usage_keeps_valid_counts_and_estimates_the_rest():
+    assert fields(fill_usage(None, 9, 4)) == (9, 4, 0, 0, 0, 0)
+    assert fields(fill_usage({}, 9, 4)) == (9, 4, 0, 0, 0, 0)
+    known = {"prompt_tokens": 60, "prompt_tokens_details": {"cached_tokens": 50}}
+    assert fields(fill_usage(known, 9, 4)) == (60, 4, 50, 0, 0, 0)
+    assert fields(fill_usage({**known, "completion_tokens": 7}, 9, 4)) == (60, 7, 50, 0, 0, 0)
+    # an invalid prompt is estimated, and then its cache details do not count
+    assert fields(fill_usage({**known, "prompt_tokens": -1, "completion_tokens": None}, 9, 4)) == (9, 4, 0, 0, 0, 0)
+
+
+def test_embeddings_usage_needs_only_a_valid_prompt_count():
+    assert prompt_from_openai({"prompt_tokens": 8, "total_tokens": 8}) == 8
+    assert prompt_from_openai({"prompt_tokens": 7.2}) == 8
+    for usage in (None, {}, {"prompt_tokens": None}, {"prompt_tokens": -3}, {"total_tokens": 8}, "8"):
+        assert prompt_from_openai(usage) is None
+
+
+def test_embeddings_input_estimate():
+    assert estimate_input_tokens("hello world") == 3                 # 11 bytes
+    assert estimate_input_tokens(["hi", "hello world", ""]) == 1 + 3 + 0
+    assert estimate_input_tokens([1, 2, 3]) == 3                      # one token array
+    assert estimate_input_tokens([[1, 2], [3, 4, 5]]) == 5
+    assert estimate_input_tokens("नमस्ते") == 5                         # 18 UTF-8 bytes
 
 
 # ------------------------------------------------------------------ estimator

@@ -62,8 +62,9 @@ class Scenario:
     tool_uses: list[dict] | None = None  # [{"id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]
     stop_reason: str | None = None  # default: "tool_use" with tool_uses, else "end_turn"
     stop_sequence: str | None = None  # the matched sequence (stop_reason "stop_sequence")
-    input_tokens: int = 21  # uncached input (excludes cache reads and writes)
-    output_tokens: int = 9
+    # uncached input (excludes cache reads and writes); sent as given, so None or a float makes odd usage
+    input_tokens: int | float | None = 21
+    output_tokens: int | float | None = 9  # message_delta's count (message_start always says 1)
     cache_read: int = 0  # cache_read_input_tokens
     cache_write_5m: int = 0  # cache_creation.ephemeral_5m_input_tokens
     cache_write_1h: int = 0  # cache_creation.ephemeral_1h_input_tokens

@@ -56,6 +56,7 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -67,6 +68,7 @@ __all__ = ["FLAVORS", "GEMINI_MODELS", "MODELS", "FakeOpenAI", "Recorded", "Scen
            "org_rate_limit_message", "split_content"]
 
 FLAVORS = ("openai", "gemini", "azure")
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()   # Scenario.usage not given
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
 GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embedding-001")
 EMBEDDING_DIMENSIONS = 3
@@ -114,7 +116,18 @@ class Scenario:
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
     drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
+    stall_after: int | None = None  # stream: after this many delta events, send nothing for stall_seconds
+    stall_seconds: float = 30.0
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
+    # the exact value sent as "usage" (chat JSON and stream usage chunk, embeddings, responses), e.g. {},
+    # {"prompt_tokens": None, ...}, float or negative counts; UNSET: the usage the counts above give
+    usage: Any = field(default_factory=lambda: UNSET)
+    # a JSON answer (chat, embeddings, responses; not a stream) as sent: mangle(payload), e.g.
+    # lambda p: {**p, "choices": {}}; what it returns is sent as the JSON body
+    mangle: Callable[[dict], Any] | None = None
+    # a legacy (pre-tools) function call {"name", "arguments"}: message.function_call, streamed as a
+    # function_call delta with the name then >= 2 argument fragments; finish_reason "function_call"
+    function_call: dict | None = None
 
 
 @dataclass
@@ -170,7 +183,11 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
 
 def _finish(s: Scenario) -> str:
     """The finish_reason a Scenario ends its choice with."""
-    return s.finish_reason or ("tool_calls" if s.tool_calls else "stop")
+    return s.finish_reason or ("tool_calls" if s.tool_calls else "function_call" if s.function_call else "stop")
+
+
+def _mangled(s: Scenario, payload: dict) -> Any:
+    return s.mangle(payload) if s.mangle is not None else payload
 
 
 def _sse(data: str) -> bytes:
@@ -576,7 +593,9 @@ class FakeOpenAI:
         )
 
     # ------------------------------------------------------------------ /v1/chat/completions
-    def _usage(self, s: Scenario) -> dict:
+    def _usage(self, s: Scenario) -> Any:
+        if s.usage is not UNSET:
+            return s.usage
         if self.flavor == "gemini":  # thinking tokens count in total_tokens only, as Gemini reports them
             return {
                 "completion_tokens": s.completion_tokens - s.reasoning_tokens,
@@ -656,7 +675,7 @@ class FakeOpenAI:
     def _chat_json(self, s: Scenario, rid: str, model: str) -> web.Response:
         build = self._gemini_completion if self.flavor == "gemini" else self._openai_completion
         return web.Response(
-            text=_dumps(build(s, rid, model, _finish(s))),
+            text=_dumps(_mangled(s, build(s, rid, model, _finish(s)))),
             content_type="application/json",
             headers=self._base_headers(rid, s),
         )
@@ -669,6 +688,10 @@ class FakeOpenAI:
             "refusal": None,
             "annotations": [],
         }
+        if s.function_call:
+            message["content"] = None
+            message["function_call"] = {"name": s.function_call["name"],
+                                        "arguments": s.function_call.get("arguments", "")}
         if s.tool_calls:
             message["content"] = None
             message["tool_calls"] = [
@@ -745,6 +768,12 @@ class FakeOpenAI:
                     deltas.append({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
             role["refusal"] = None
             return role, deltas, "tool_calls"
+        if s.function_call:
+            fc = s.function_call
+            role = {"role": "assistant", "content": None, "function_call": {"name": fc["name"], "arguments": ""},
+                    "refusal": None}
+            frags = _split_arguments(fc.get("arguments", ""))
+            return role, [{"function_call": {"arguments": frag}} for frag in frags if frag], "function_call"
         role = {"role": "assistant", "content": "", "refusal": None}
         return role, [{"content": piece} for piece in split_content(s.content)], "stop"
 
@@ -836,12 +865,16 @@ class FakeOpenAI:
             await resp.write(data)
 
         sent = 0
+        stalled = False
         for kind, data in frames:
             if kind != "open" and s.cut_after is not None and sent >= s.cut_after:
                 state["cut"] = True
                 if request.transport is not None:
                     request.transport.abort()
                 return resp
+            if kind != "open" and s.stall_after is not None and sent == s.stall_after and not stalled:
+                stalled = True
+                await self._sleep(request, s.stall_seconds)
             if kind != "open" and s.error_after is not None and sent >= s.error_after:
                 err = self._error_object(500, s.error_message, s.error_type, None, s.error_code)
                 await send(_sse(_dumps(err)))
@@ -906,13 +939,16 @@ class FakeOpenAI:
                 emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": index, "embedding": emb})
         payload: dict[str, Any] = {"object": "list", "data": data, "model": self._response_model(body, rec)}
-        if not scenario.omit_usage:
+        if scenario.usage is not UNSET:
+            payload["usage"] = scenario.usage
+        elif not scenario.omit_usage:
             payload["usage"] = {
                 "prompt_tokens": scenario.prompt_tokens,
                 "total_tokens": scenario.prompt_tokens,
             }
         answer = web.Response(
-            text=_dumps(payload), content_type="application/json", headers=self._base_headers(rid, scenario)
+            text=_dumps(_mangled(scenario, payload)), content_type="application/json",
+            headers=self._base_headers(rid, scenario)
         )
         if scenario.drip is None:
             return answer
@@ -925,7 +961,9 @@ class FakeOpenAI:
 
 
 # ---------------------------------------------------------------------- /v1/responses (protocols.md §2)
-def _responses_usage(s: Scenario) -> dict:
+def _responses_usage(s: Scenario) -> Any:
+    if s.usage is not UNSET:
+        return s.usage
     return {
         "input_tokens": s.prompt_tokens,
         "input_tokens_details": {"cached_tokens": s.cached_tokens},
@@ -983,9 +1021,10 @@ async def _responses(fake: FakeOpenAI, request: web.Request, rec: Recorded) -> w
                     "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": body.get("tools") or [],
                     "top_p": 1.0, "usage": usage, "metadata": {}}
 
-        usage = None if s.omit_usage else _responses_usage(s)
+        usage = None if s.omit_usage and s.usage is UNSET else _responses_usage(s)
         if not body.get("stream"):
-            return web.Response(text=_dumps(response(status, items, usage)), content_type="application/json",
+            return web.Response(text=_dumps(_mangled(s, response(status, items, usage))),
+                                content_type="application/json",
                                 headers=fake._base_headers(rid, s))
         resp = web.StreamResponse(status=200, headers=fake._base_headers(rid, s))
         resp.content_type = "text/event-stream"

@@ -573,6 +573,26 @@ def test_partial_usage_reports_only_what_anthropic_said():
     assert "completion_tokens" not in tr.partial_usage()   # output after the count: it no longer covers it
 
 
+def test_anthropic_counts_follow_the_usage_rule():
+    """Counts that are not counts leave prompt/completion null (the estimator bills them); fractions
+    round up; cache counts that are not counts read as 0; message_start's output is a placeholder."""
+    from aicredits.providers.anthropic import StreamTranslator
+    from aicredits.providers.anthropic_translate import openai_usage
+
+    u = openai_usage({"input_tokens": 10.5, "output_tokens": 2.1, "cache_read_input_tokens": -3})
+    assert (u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) == (11, 3, 14)
+    assert u["prompt_tokens_details"]["cached_tokens"] == 0
+    for bad in ({}, {"input_tokens": None, "output_tokens": None}, {"input_tokens": -1, "output_tokens": "5"}):
+        u = openai_usage(bad)
+        assert u["prompt_tokens"] is None and u["completion_tokens"] is None and u["total_tokens"] is None
+    tr = StreamTranslator(json_mode=False, ttl=None)
+    tr.feed("message_start", {"message": {"id": "m", "usage": {"input_tokens": None, "output_tokens": 1}}})
+    assert tr.partial_usage() is None
+    tr.feed("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": None}})
+    [chunk, _] = tr.feed("message_stop", {})
+    assert chunk["usage"]["completion_tokens"] is None   # the placeholder 1 is not a count
+
+
 def test_translation_rejects_unknown_tool_types():
     target = SimpleNamespace(upstream_id=UPSTREAM, spec=None)
     with pytest.raises(InvalidRequest):

@@ -139,8 +139,8 @@ async def test_a_wallets_totals_rewritten(db_url):
         assert set(found) == {"wallet totals"}
         text_ = found["wallet totals"].first
         assert text_.startswith(f"account {lg.account_id}: ")
-        assert "total_added 9000000 != sum of its grant/topup entries 6500000" in text_
-        assert "total_spent 0 != sum of its charge entries 5555" in text_
+        assert "total_added 9000000 != sum of its grant/topup/refund entries 6500000" in text_
+        assert "total_spent 0 != sum of its charge/correction entries 5555" in text_
 
 
 async def test_a_key_spent_above_its_limit(db_url):
@@ -189,7 +189,7 @@ async def test_an_unknown_kind_and_the_first_of_many(db_url):
 def test_sign_rules_cover_every_kind():
     assert set(KIND_RULES) >= {"grant", "topup", "refund", "charge", "debit", "adjustment"}
     assert sign_ok("topup", 5) and not sign_ok("topup", -5)
-    assert sign_ok("refund", 5) and not sign_ok("refund", -5)
+    assert sign_ok("refund", -5) and not sign_ok("refund", 5)      # a top-up refunded debits the wallet
     assert sign_ok("debit", -5) and not sign_ok("debit", 5)
     assert sign_ok("adjustment", 5) and sign_ok("adjustment", -5) and not sign_ok("adjustment", 0)
     assert not sign_ok("charge", 0) and not sign_ok("nonsense", 5)

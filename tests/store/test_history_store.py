@@ -1,4 +1,4 @@
-"""Migration 0004_history on SQLite and PostgreSQL: it upgrades a 0003 database with a ledger
+"""Migration 0004_history on SQLite and PostgreSQL: it upgrades a 0003_holds database with a ledger
 and usage in it (the new indexes, admin_keys and the rollup tables, nothing else touched) and
 downgrades again; a debit never takes more than the wallet has available."""
 
@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from aicredits.store import operator as operator_repo
 from aicredits.store.db import make_engine, migrate
 from tests.services.history_data import add, new_account
-from tests.store.test_billing_store import _alembic_config, _at_revision
+from tests.store.test_billing_store import _alembic_config, _at_revision, head_revision
 
 NEW_TABLES = {"admin_keys", "usage_daily", "ledger_daily", "rollup_state"}
 
@@ -22,7 +22,7 @@ def _indexes(sync_conn, table: str) -> set[str]:
 async def test_upgrade_from_0003_and_back(db_url):
     engine = make_engine(db_url)
     try:
-        await _at_revision(engine, db_url, "0003_dashboard")
+        await _at_revision(engine, db_url, "0003_holds")
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO accounts (id, email, name, role, created_at) "
                                     "VALUES (1, 'old@example.com', '', 'user', 1)"))
@@ -32,7 +32,7 @@ async def test_upgrade_from_0003_and_back(db_url):
                                     "created_at) VALUES (1, 'grant', 5, 5, 'before 0004', 1)"))
         await migrate(engine, db_url)
         async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0004_history"
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == head_revision()
             assert (await conn.execute(text("SELECT note FROM ledger_entries"))).scalar() == "before 0004"
             ledger_ix = await conn.run_sync(_indexes, "ledger_entries")
             usage_ix = await conn.run_sync(_indexes, "usage_records")
@@ -47,7 +47,7 @@ async def test_upgrade_from_0003_and_back(db_url):
 
         def down(connection) -> None:
             cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0003_dashboard")
+            command.downgrade(cfg, "0003_holds")
         async with engine.begin() as conn:
             await conn.run_sync(down)
         async with engine.connect() as conn:

@@ -100,8 +100,10 @@ def dashboard(start_gateway, fake_issuer):
                               "AICREDITS_OIDC_CLIENT_SECRET": CLIENT_SECRET, "AICREDITS_OIDC_NAME": "FakeID"})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module: sync Playwright keeps an event loop running in this thread while it is open, so it
+    must be closed before a later module's async tests (pytest-asyncio) start theirs."""
     if not Path(CHROMIUM).exists():
         unavailable(f"chromium at {CHROMIUM} (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright

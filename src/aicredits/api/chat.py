@@ -18,10 +18,12 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes,
 def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
     """The SPEC §2 headers of a settled, non-streaming call."""
     settled = meter.settled
-    return [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
-            (b"x-aicredits-cost", format_inr(settled.charged).encode()),
-            (b"x-aicredits-balance", format_inr(settled.available).encode()),
-            (b"x-aicredits-overhead-ms", f"{meter.overhead_ms():.3f}".encode())]
+    out = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
+           (b"x-aicredits-cost", format_inr(settled.charged).encode())]
+    if settled.available is not None:   # None: the charge waits in the settle journal (docs/billing.md)
+        out.append((b"x-aicredits-balance", format_inr(settled.available).encode()))
+    out.append((b"x-aicredits-overhead-ms", f"{meter.overhead_ms():.3f}".encode()))
+    return out
 
 
 async def chat_completions(gw, req: Request, send) -> None:

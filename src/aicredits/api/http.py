@@ -12,6 +12,7 @@ import orjson
 
 from aicredits.errors import GatewayError, InvalidRequest, RequestTooLarge
 from aicredits.services.metering import CLIENT_GONE
+from aicredits.services.validation import check_nesting, too_deep
 
 JSON = b"application/json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -70,9 +71,13 @@ class Request:
         if not raw:
             raise InvalidRequest("The request body is empty; send a JSON object.")
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            if "depth limit" in exc.msg:   # orjson's own limit, far past ours
+                raise too_deep() from None
             raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+        check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
+        return body
 
 
 class ClientGone(Exception):

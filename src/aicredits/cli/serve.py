@@ -6,7 +6,9 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -121,8 +123,18 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
               "access_log": False, "log_config": None, "server_header": False, "date_header": False,
               "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
+    from aicredits.infra.metrics import MULTIPROC_ENV
     if workers == 1:
         from aicredits.app import Gateway
+        os.environ.pop(MULTIPROC_ENV, None)   # one process: its metrics in memory
         uvicorn.run(Gateway(settings), **common)
-    else:
+        return
+    # N workers, one /metrics: each worker writes its metrics to files in a fresh directory (set
+    # before the workers start, so they inherit it) and a scrape reads them all; removed at exit
+    metrics_dir = tempfile.mkdtemp(prefix="aicredits-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    log.info("the %d workers' metrics are kept in %s while they run (GET /metrics sums them)", workers, metrics_dir)
+    try:
         uvicorn.run("aicredits.app:create_app", factory=True, workers=workers, **common)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -24,10 +24,11 @@ class KindRule:
 KIND_RULES: Mapping[str, KindRule] = {
     "grant": KindRule(1, "added"),        # an operator's gift of credits
     "topup": KindRule(1, "added"),        # a paid top-up
-    "refund": KindRule(1),                # money given back to the wallet
+    "refund": KindRule(-1, "added"),      # a paid top-up refunded: its credits taken back (net in total_added)
     "charge": KindRule(-1, "spent"),      # a call's cost
     "debit": KindRule(-1),                # an operator's removal of credits
     "adjustment": KindRule(0),            # an operator's correction, either way
+    "correction": KindRule(0, "spent"),   # a call's own settle after the sweeper charged it (settle_without_hold)
 }
 KINDS = tuple(KIND_RULES)
 
@@ -169,5 +170,38 @@ def hold_findings(settled: Iterable[Mapping], expired: Iterable[Mapping]) -> lis
                 f"hold {h['call_id']} (account {h['account_id']}, {h['amount']} micro-INR) is still open "
                 "but its call already has a usage record" for h in settled))
             + _collect("hold orphaned", (
-                f"hold {h['call_id']} (account {h['account_id']}, {h['amount']} micro-INR) is older than "
-                "the longest request and was never settled" for h in expired)))
+                f"hold {h['call_id']} (account {h['account_id']}, {h['amount']} micro-INR) is past its lease: "
+                "its process stopped renewing it and no sweeper has settled it yet" for h in expired)))
+
+
+# ---------------------------------------------------------------- settling without a hold
+SWEPT = "gateway_lost"   # the end state the sweeper records for a call whose process died
+
+
+@dataclass(frozen=True)
+class LateSettle:
+    move: int    # micro-INR taken from the wallet now (negative: given back)
+    cost: int    # the call's whole charge once this is done
+
+
+def settle_without_hold(charge: int, *, available: int, key_headroom: int | None,
+                        prior_cost: int | None, prior_end_state: str | None, end_state: str) -> LateSettle | None:
+    """The one rule for a settle whose hold is gone (both stores apply it, store/billing_sql.py).
+
+    - The call is settled already (its usage row exists and is not the sweeper's): None, nothing
+      happens; the settle is idempotent by call id.
+    - The sweeper settled it from its last recorded progress (`SWEPT`: its process was thought
+      dead) and now the call's own settle arrives (a retried or journaled one): the difference is
+      moved (a `correction` entry), so the call ends charged by its own end state. A refund is
+      always given; an extra charge is capped so that the wallet stays >= 0 and the key within
+      its limit.
+    - No usage row (a hold released without one): the charge (a `charge` entry), capped the same way.
+    """
+    if prior_end_state is not None and (prior_end_state != SWEPT or end_state == SWEPT):
+        return None
+    base = prior_cost or 0
+    move = max(0, charge) - base
+    if move > 0:
+        room = available if key_headroom is None else min(available, key_headroom)
+        move = max(0, min(move, room))
+    return LateSettle(move, base + move)

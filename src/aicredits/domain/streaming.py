@@ -1,4 +1,7 @@
-"""Following an OpenAI-shaped chat stream: what was delivered, how it ended, its usage."""
+"""Following an OpenAI-shaped chat stream: what was delivered, how it ended, its usage.
+
+Output delivered: content, reasoning and refusal deltas, and the name and argument fragments of
+tool calls and of legacy `function_call` deltas."""
 
 from __future__ import annotations
 
@@ -20,17 +23,17 @@ class StreamMeter:
         self.created: int | None = None
 
     def observe(self, chunk: dict) -> None:
+        if not isinstance(chunk, dict):
+            raise TypeError("a stream event must be a JSON object")
         if self.id is None:
             self.id = chunk.get("id")
             self.model = chunk.get("model")
             self.created = chunk.get("created")
-        if not isinstance(chunk, dict):
-            raise TypeError("a stream event must be a JSON object")
         err = chunk.get("error")
         if err is not None:
             self.error = err if isinstance(err, dict) else {"message": str(err)}
         usage = chunk.get("usage")
-        if usage:
+        if usage is not None:   # OpenAI sends "usage": null on every chunk but the last
             self.usage = usage
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
@@ -49,8 +52,11 @@ class StreamMeter:
             if refusal:
                 self.text_bytes += len(refusal.encode("utf-8", "surrogatepass"))
                 self.fragments += 1
-            for call in delta.get("tool_calls") or ():
-                fn = call.get("function") or {}
+            calls = [call.get("function") or {} for call in delta.get("tool_calls") or ()]
+            legacy = delta.get("function_call")   # the pre-tools form: {"name", "arguments"} fragments
+            if legacy is not None:
+                calls.append(legacy)
+            for fn in calls:
                 piece = (fn.get("name") or "") + (fn.get("arguments") or "")
                 if piece:
                     self.text_bytes += len(piece.encode("utf-8", "surrogatepass"))
@@ -62,6 +68,11 @@ class StreamMeter:
     @property
     def delivered_output(self) -> bool:
         return self.fragments > 0
+
+    @property
+    def error_finish(self) -> bool:
+        """A choice ended with finish_reason "error": the upstream failed, whatever followed."""
+        return "error" in self.finished.values()
 
     @property
     def complete(self) -> bool:

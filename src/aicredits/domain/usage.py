@@ -1,46 +1,99 @@
 """Reading usage from OpenAI-shaped responses, and the documented local estimator used
-when no usage arrives (a cut stream, an upstream that omits it).
+when no usage arrives (a cut stream, an upstream that omits it or sends it incomplete).
+
+The rule for a provider's usage (docs/billing.md): a token count is a non-negative integer, or
+a finite non-negative number with a fraction, rounded up. A usage object without such prompt
+and completion counts (`{}`, null counts, negative counts, strings) is no usage at all: the
+estimator bills the call. Cache and reasoning details that are not counts read as 0.
 
 Estimator: a text's tokens are max(fragments, ceil(utf-8 bytes / 4)), where a fragment is
 one streamed delta that carried text or tool-call arguments (OpenAI streams about one token
 per delta; ~4 bytes per token is the usual English average). A prompt is estimated as
-ceil(bytes of its text / 4) + 4 per message + 3, plus an estimate of its images and PDF pages
-(estimate_prompt_tokens); base64 payloads are not text.
+ceil(bytes of its text / 4) + 4 per message + 3 (its text: the strings of its messages, tools and
+legacy functions), plus an estimate of its images and PDF pages (estimate_prompt_tokens); base64
+payloads are not text. An embeddings input is ceil(bytes / 4) per string and the length of each
+token array.
 """
 
 from __future__ import annotations
+
+import math
 
 from aicredits.domain.media import read_prompt
 from aicredits.domain.pricing import TokenUsage
 
 
-def _int(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-
-
-def usage_from_openai(usage: dict | None) -> TokenUsage | None:
-    if not isinstance(usage, dict):
+def token_count(v) -> int | None:
+    """A provider's token count: a non-negative integer as is, a finite non-negative float
+    rounded up; None for anything else (null, a bool, a string, a negative number, NaN)."""
+    if isinstance(v, bool):
         return None
-    pd = usage.get("prompt_tokens_details") or {}
-    cd = usage.get("completion_tokens_details") or {}
-    if not isinstance(pd, dict):
-        pd = {}
-    if not isinstance(cd, dict):
-        cd = {}
-    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    read = min(prompt, _int(pd.get("cached_tokens")))
-    # cache_write_tokens counts every token written to the cache (SPEC §6); the 1-hour part
-    # of it, where a provider reports one, is cache_write_1h_tokens (ours)
-    written = min(prompt - read, _int(pd.get("cache_write_tokens")))
-    written_1h = min(written, _int(pd.get("cache_write_1h_tokens")))
+    if isinstance(v, int):
+        return v if v >= 0 else None
+    if isinstance(v, float) and math.isfinite(v) and v >= 0:
+        return math.ceil(v)
+    return None
+
+
+def _count0(v) -> int:
+    n = token_count(v)
+    return 0 if n is None else n
+
+
+def _prompt(usage: dict) -> int | None:
+    return token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+
+
+def _completion(usage: dict) -> int | None:
+    return token_count(usage.get("completion_tokens", usage.get("output_tokens")))
+
+
+def _with_details(usage: dict, prompt: int, completion: int, *, prompt_reported: bool = True) -> TokenUsage:
+    pd = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
+    cd = usage.get("completion_tokens_details", usage.get("output_tokens_details"))
+    pd = pd if isinstance(pd, dict) and prompt_reported else {}
+    cd = cd if isinstance(cd, dict) else {}
+    read = min(prompt, _count0(pd.get("cached_tokens")))
+    # cache_write_tokens counts every token written to the cache; the 1-hour part of it, where
+    # a provider reports one, is cache_write_1h_tokens (ours)
+    written = min(prompt - read, _count0(pd.get("cache_write_tokens")))
+    written_1h = min(written, _count0(pd.get("cache_write_1h_tokens")))
     return TokenUsage(
         prompt_tokens=prompt,
-        completion_tokens=_int(usage.get("completion_tokens", usage.get("output_tokens"))),
+        completion_tokens=completion,
         cache_read_tokens=read,
         cache_write_tokens=written - written_1h,
         cache_write_1h_tokens=written_1h,
-        reasoning_tokens=_int(cd.get("reasoning_tokens")),
+        reasoning_tokens=_count0(cd.get("reasoning_tokens")),
     )
+
+
+def usage_from_openai(usage: object) -> TokenUsage | None:
+    """A provider's usage object (OpenAI's names, or the Responses API's input/output names),
+    or None when it is not an object with valid prompt and completion counts."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = _prompt(usage), _completion(usage)
+    if prompt is None or completion is None:
+        return None
+    return _with_details(usage, prompt, completion)
+
+
+def prompt_from_openai(usage: object) -> int | None:
+    """An embeddings usage object's input count (it has no completion), or None when it is not
+    an object with a valid prompt count."""
+    return _prompt(usage) if isinstance(usage, dict) else None
+
+
+def fill_usage(usage: object, prompt_estimate: int, completion_estimate: int) -> TokenUsage:
+    """The counts a provider reported validly, the estimates for those it did not (the cache
+    buckets count only with a reported prompt)."""
+    if not isinstance(usage, dict):
+        return TokenUsage(prompt_tokens=prompt_estimate, completion_tokens=completion_estimate)
+    prompt, completion = _prompt(usage), _completion(usage)
+    return _with_details(usage, prompt_estimate if prompt is None else prompt,
+                         completion_estimate if completion is None else completion,
+                         prompt_reported=prompt is not None)
 
 
 def estimate_text_tokens(n_bytes: int, fragments: int = 0) -> int:
@@ -74,7 +127,7 @@ def estimate_prompt_tokens(body: dict) -> int:
     """ceil(text bytes / 4) + 4 per message + 3, plus each image (w x h / 750, at most 1,600; 765
     when its size is not in the request) and 1,500 per PDF page. Audio is not estimated."""
     messages = body.get("messages") or []
-    n = _strings(messages) + _strings(body.get("tools"))
+    n = _strings(messages) + _strings(body.get("tools")) + _strings(body.get("functions"))
     media = _media_estimate(body) if _has_media(messages) else 0
     return -(-n // 4) + 4 * len(messages) + 3 + media
 
@@ -82,3 +135,14 @@ def estimate_prompt_tokens(body: dict) -> int:
 def _has_media(messages) -> bool:
     return isinstance(messages, list) and any(
         isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages)
+
+
+def estimate_input_tokens(value) -> int:
+    """An embeddings input: ceil(utf-8 bytes / 4) per string, the length of each token array."""
+    if isinstance(value, str):
+        return estimate_text_tokens(len(value.encode("utf-8", "surrogatepass")))
+    if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        return len(value)
+    if isinstance(value, list):
+        return sum(estimate_input_tokens(v) for v in value)
+    return 0

@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 
 from aicredits.domain.media import InputCosts
+from aicredits.domain.usage import token_count
 from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
@@ -79,7 +80,9 @@ class StreamTranslator:
             msg = ev.get("message") or {}
             self.id = msg.get("id") or self.id
             self.model = msg.get("model")
-            self.usage.update(msg.get("usage") or {})
+            usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+            # its output_tokens is a placeholder, not a count: only message_delta's counts
+            self.usage.update({k: v for k, v in usage.items() if k != "output_tokens"})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             self.output_counted = False   # a count from before this block no longer covers the output
@@ -107,9 +110,9 @@ class StreamTranslator:
                                                          "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if kind == "message_delta":
-            usage = ev.get("usage") or {}
+            usage = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
             self.usage.update({k: v for k, v in usage.items() if v is not None})
-            if usage.get("output_tokens") is not None:
+            if token_count(usage.get("output_tokens")) is not None:
                 self.output_counted = True
             reason = (ev.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, finish_reason(reason, self.json_mode and not self.tools))]
@@ -131,12 +134,10 @@ class StreamTranslator:
         carried it; completion_tokens only when a message_delta's cumulative output_tokens came
         after the last content event, so it covers all output streamed (message_start's
         output_tokens is a placeholder, not a count)."""
-        u = self.usage
-        prompt_known = any(k in u for k in ("input_tokens", "cache_read_input_tokens",
-                                             "cache_creation_input_tokens"))
+        full = openai_usage(self.usage, self.ttl)
+        prompt_known = full["prompt_tokens"] is not None   # a valid input_tokens came
         if not prompt_known and not self.output_counted:
             return None
-        full = openai_usage(u, self.ttl)
         out: dict = {}
         if prompt_known:
             out["prompt_tokens"] = full["prompt_tokens"]
@@ -249,7 +250,10 @@ class AnthropicProvider:
             raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
-        return ChatResult(to_openai(data, json_mode, ttl))
+        try:
+            return ChatResult(to_openai(data, json_mode, ttl))
+        except (TypeError, ValueError) as exc:   # a tool input nested past orjson's limit
+            raise UpstreamError(f"The {self.name} provider sent an unexpected response.") from exc
 
     async def stream(self, body: dict, target) -> AnthropicStream:
         payload, json_mode, ttl = self._payload(body, target, stream=True)

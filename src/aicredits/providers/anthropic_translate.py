@@ -18,6 +18,7 @@ import time
 import orjson
 
 from aicredits.domain.media import InputCosts, PixelImages
+from aicredits.domain.usage import token_count
 from aicredits.errors import InvalidRequest
 
 JSON_TOOL = "json_tool_call"
@@ -338,21 +339,26 @@ def finish_reason(stop_reason: str | None, json_only: bool = False) -> str:
 
 
 def _n(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+    n = token_count(v)
+    return 0 if n is None else n
 
 
 def openai_usage(u: dict | None, ttl: str | None = None) -> dict:
-    """Anthropic usage in OpenAI's meaning (SPEC §6)."""
+    """Anthropic usage in OpenAI's meaning (SPEC §6). Counts follow the gateway's rule
+    (domain/usage.py): an `input_tokens` or `output_tokens` that is not a count gives null
+    `prompt_tokens` / `completion_tokens`, so the usage is incomplete and the estimator bills
+    what it lacks; cache counts that are not counts read as 0; fractions round up."""
     u = u if isinstance(u, dict) else {}
-    inp, out = _n(u.get("input_tokens")), _n(u.get("output_tokens"))
+    inp, out = token_count(u.get("input_tokens")), token_count(u.get("output_tokens"))
     read, write = _n(u.get("cache_read_input_tokens")), _n(u.get("cache_creation_input_tokens"))
     split = u.get("cache_creation")
     if isinstance(split, dict):
         write_1h = min(write, _n(split.get("ephemeral_1h_input_tokens")))
     else:   # no breakdown: the writes have the TTL the request asked for
         write_1h = write if ttl == "1h" else 0
-    prompt = inp + read + write
-    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+    prompt = None if inp is None else inp + read + write
+    total = None if prompt is None or out is None else prompt + out
+    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": total,
             "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write,
                                       "cache_write_1h_tokens": write_1h}}
 
@@ -374,8 +380,10 @@ def to_openai(data: dict, json_mode: bool, ttl: str | None = None) -> dict:
     message: dict = {"role": "assistant", "content": content, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    return {"id": data.get("id") or "msg", "object": "chat.completion", "created": int(time.time()),
-            "model": data.get("model"),
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish_reason(data.get("stop_reason"), json_mode and not calls)}],
-            "usage": openai_usage(data.get("usage"), ttl)}
+    out = {"id": data.get("id") or "msg", "object": "chat.completion", "created": int(time.time()),
+           "model": data.get("model"),
+           "choices": [{"index": 0, "message": message, "logprobs": None,
+                        "finish_reason": finish_reason(data.get("stop_reason"), json_mode and not calls)}]}
+    if data.get("usage") is not None:
+        out["usage"] = openai_usage(data["usage"], ttl)
+    return out

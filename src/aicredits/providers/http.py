@@ -19,6 +19,7 @@ from aicredits.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from aicredits.telemetry import UPSTREAM_HEADERS
 
 # What never reaches a client in a provider's message (docs/errors.md, "Redaction"): keys and
 # tokens, and the operator's account identifiers. An id-shaped word needs a digit or a capital
@@ -182,7 +183,11 @@ async def post(session: aiohttp.ClientSession, provider: str, url: str, payload,
                timeout: aiohttp.ClientTimeout, first_byte: float) -> aiohttp.ClientResponse:
     """POST and wait for the response head. A connection that could not be made (refused, reset or
     timed out while connecting, before the request was sent) may be retried; a timeout waiting for
-    the head or a connection lost after the request went out may not."""
+    the head or a connection lost after the request went out may not. Nothing of the client's
+    request headers is sent; the trace context only when AICREDITS_OTEL_PROPAGATE_UPSTREAM is on."""
+    trace = UPSTREAM_HEADERS.get()
+    if trace:
+        headers = {**headers, **trace}
     try:
         async with asyncio.timeout(first_byte):
             return await session.post(url, data=payload, headers=headers, timeout=timeout)

@@ -54,7 +54,7 @@ def validate_speech(body: object) -> dict:
         raise InvalidRequest("'voice' is required and must be a string (alloy, echo, fable, onyx, nova, "
                              "shimmer, ...).", param="voice")
     fmt = body.get("response_format") or "mp3"
-    if fmt not in SPEECH_CONTENT_TYPES:
+    if not isinstance(fmt, str) or fmt not in SPEECH_CONTENT_TYPES:
         raise InvalidRequest(f"'response_format' must be one of {', '.join(SPEECH_CONTENT_TYPES)}.",
                              param="response_format")
     speed = body.get("speed")

@@ -7,26 +7,29 @@ way a call can end (docs/billing.md):
                      (the prompt as the provider reported it where it did, e.g. Anthropic's
                      message_start; else both estimated)
   client_disconnect  the client left mid-stream; the upstream is cancelled at once: prompt + delivered
-  zero_output_error  an error finish with no output: nothing
+  zero_output_error  an error finish with no output (a stream's finish_reason "error" too): nothing
+  malformed_response a 200 answer the gateway cannot read: 502; the reported usage if valid, else nothing
+A stream whose choice finishes with "error" after output is an upstream_cut.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
+from aicredits.domain.answers import chat_answer_problem
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices, token_prices
 from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.streaming import StreamMeter
-from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
+from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.routing import Router, Target
@@ -96,23 +99,38 @@ class ChatService:
         return result
 
     # ------------------------------------------------------------------ non-streaming
-    async def complete(self, meter: Meter) -> bytes:
+    async def complete(self, meter: Meter, render: Callable[[dict, TokenUsage], bytes] | None = None) -> bytes:
+        """The answer's bytes: the provider's (or `render(data, usage)`, e.g. as a Response),
+        made before the call is settled, so a failure to make them is never charged."""
         result = await within_limit(self._route(meter, "chat"), self._max_seconds)
         data = result.data
-        usage = usage_from_openai(data.get("usage"))
-        choices = data.get("choices") or []
-        finish = choices[0].get("finish_reason") if choices and isinstance(choices[0], dict) else None
-        if usage is None:
-            text = orjson.dumps([c.get("message") for c in choices if isinstance(c, dict)])
-            usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body),
-                               completion_tokens=estimate_text_tokens(len(text)))
+        usage = reported = reported_usage(meter, data.get("usage"))
+        # an unreadable answer is charged its reported usage, if valid, else nothing
+        malformed = self._cost(meter, reported) if reported is not None else 0
+        problem = chat_answer_problem(data)
+        if problem is not None:
+            await reject_malformed(self._metering, meter, problem, malformed)
+        choices = data["choices"]
+        finish = choices[0].get("finish_reason")
+        try:
+            if usage is None:
+                text = orjson.dumps([c.get("message") for c in choices])
+                usage = TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body),
+                                   completion_tokens=estimate_text_tokens(len(text)))
+            if not (finish == "error" and usage.completion_tokens == 0):
+                if render is not None:
+                    out = render(data, usage)
+                else:
+                    out = result.raw if result.raw is not None else orjson.dumps(data)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError):   # e.g. nested past orjson's limit
+            await reject_malformed(self._metering, meter, "the answer cannot be passed on", malformed)
         if finish == "error" and usage.completion_tokens == 0:
             exc = UpstreamError("The upstream finished with an error and no output.")
             meter.usage = usage
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
         await self._metering.settle(meter, self._cost(meter, usage))
-        return result.raw if result.raw is not None else orjson.dumps(data)
+        return out
 
     # ------------------------------------------------------------------ streaming
     async def start_stream(self, meter: Meter):
@@ -124,33 +142,30 @@ class ChatService:
         `finally` whatever ends the stream (a cancelled task included)."""
         return self._metering.relay(meter, upstream, _ChatStream(self, meter, upstream), self._max_seconds)
 
-    def _usage_chunk(self, meter: Meter, obj: dict) -> bytes:
+    def _usage_chunk(self, meter: Meter, obj: dict, sm: StreamMeter, upstream) -> bytes:
         """OpenAI's usage chunk from a chunk carrying usage: same id, model and created,
-        `choices: []`, and the usage with its `cost` (INR)."""
-        usage = usage_from_openai(obj["usage"]) or TokenUsage()
-        obj = dict(obj, choices=[], usage=dict(obj["usage"], cost=micros_to_inr(self._cost(meter, usage))))
+        `choices: []`, and the usage with its `cost` (INR): what the call is charged if it ends
+        here (nothing after an error finish with no output). Usage without valid counts is
+        shown as the estimate that bills the call."""
+        usage = self._stream_usage(meter, sm, upstream)
+        charge = 0 if sm.error_finish and not sm.delivered_output else self._cost(meter, usage)
+        shown = obj["usage"] if usage_from_openai(obj["usage"]) is not None else {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+        obj = dict(obj, choices=[], usage=dict(shown, cost=micros_to_inr(charge)))
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     @staticmethod
     def _stream_usage(meter: Meter, sm: StreamMeter, upstream) -> TokenUsage:
-        """A stream's usage: the provider's usage chunk if it arrived. Else what the provider
-        reported so far (its `partial_usage()`: e.g. Anthropic's prompt and cache counts from
-        message_start), with the documented estimator filling in what it did not report: the
-        prompt, and the output the gateway relayed."""
+        """A stream's usage: the provider's usage chunk if it arrived with valid counts. Else
+        what the provider reported so far (its `partial_usage()`: e.g. Anthropic's prompt and
+        cache counts from message_start), with the documented estimator filling in what it did
+        not report: the prompt, and the output the gateway relayed."""
         usage = usage_from_openai(sm.usage)
         if usage is not None:
             return usage
-        completion = estimate_text_tokens(sm.text_bytes, sm.fragments)
-        known = upstream.partial_usage()
-        if not isinstance(known, dict) or not known:
-            return TokenUsage(prompt_tokens=estimate_prompt_tokens(meter.body), completion_tokens=completion)
-        usage = usage_from_openai(known)
-        if "prompt_tokens" not in known:
-            usage = dataclasses.replace(usage, prompt_tokens=estimate_prompt_tokens(meter.body),
-                                        cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
-        if "completion_tokens" not in known:
-            usage = dataclasses.replace(usage, completion_tokens=completion)
-        return usage
+        return fill_usage(upstream.partial_usage(), _prompt_estimate(meter),
+                          estimate_text_tokens(sm.text_bytes, sm.fragments))
 
     async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
                              upstream, pending: dict | None) -> bytes:
@@ -159,6 +174,8 @@ class ChatService:
         elif cut is not None:
             meter.end_state = "upstream_cut" if sm.delivered_output else "zero_output_error"
             meter.status, meter.error = (504 if cut_timeout else 502), cut
+        if sm.usage is not None and usage_from_openai(sm.usage) is None:
+            warn_incomplete(meter, sm.usage)
         usage = self._stream_usage(meter, sm, upstream)
         if meter.end_state != "completed" and not sm.delivered_output:
             meter.usage = usage
@@ -173,13 +190,17 @@ class ChatService:
                 and len(sm.finished) >= (meter.body.get("n") or 1):
             # every choice finished with its usage, then the stream broke before [DONE]: the
             # client is shown that usage (it is what was charged), as with OpenAI's usage chunk
-            head = self._usage_chunk(meter, pending)
+            head = self._usage_chunk(meter, pending, sm, upstream)
         err = (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
         chunk = {"id": sm.id or "chatcmpl-" + meter.call_id, "object": "chat.completion.chunk",
                  "created": sm.created or int(time.time()), "model": sm.model or meter.target.upstream_id,
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+
+
+def _prompt_estimate(meter: Meter) -> int:
+    return meter.estimated_prompt(lambda: estimate_prompt_tokens(meter.body))
 
 
 class _ChatStream:
@@ -203,8 +224,10 @@ class _ChatStream:
             if obj is DONE:
                 sm.done = True
                 if self.pending is not None and meter.include_usage:
-                    out.append(chat._usage_chunk(meter, self.pending))
-                out.append(b"data: [DONE]\n\n")
+                    out.append(chat._usage_chunk(meter, self.pending, sm, self.upstream))
+                    self.pending = None
+                if not sm.error_finish:   # else the error event comes first, then [DONE] (finish)
+                    out.append(b"data: [DONE]\n\n")
                 break
             if obj is None:
                 if ev.raw is not None:
@@ -216,7 +239,7 @@ class _ChatStream:
                 raise UpstreamCut("The upstream sent a malformed stream event.") from exc
             if sm.error is not None:
                 break
-            if obj.get("usage"):
+            if obj.get("usage") is not None:
                 # usage (the StreamMeter has it for billing) reaches the client only as
                 # OpenAI's own usage chunk (choices: [], with our `cost`), and only when
                 # the client asked for it
@@ -231,7 +254,7 @@ class _ChatStream:
                     continue
                 self.pending = None
                 if meter.include_usage:
-                    out.append(chat._usage_chunk(meter, obj))
+                    out.append(chat._usage_chunk(meter, obj, sm, self.upstream))
                 continue
             out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
         self.ended = sm.done or sm.error is not None
@@ -241,7 +264,15 @@ class _ChatStream:
         sm = self.sm
         if sm.error is not None:
             return str(sm.error.get("message") or "The upstream reported an error mid-stream.")
+        if sm.error_finish:
+            return "The upstream finished with an error."
         return None if sm.complete else "The upstream stream ended before it finished."
 
     def finish(self, cut: str | None, timeout: bool):
         return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending)
+
+    def accrued(self) -> int:
+        """The charge of a cut now: prompt + delivered output (nothing while none was delivered)."""
+        if not self.sm.delivered_output:
+            return 0
+        return self.chat._cost(self.meter, self.chat._stream_usage(self.meter, self.sm, self.upstream))

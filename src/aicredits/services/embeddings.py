@@ -1,4 +1,6 @@
-"""POST /v1/embeddings: priced by input tokens; the hold bounds them by the input's bytes."""
+"""POST /v1/embeddings: priced by input tokens; the hold bounds them by the input's bytes. Without
+a valid reported input count the estimator bills the call (domain/usage.py); an answer that is not
+an embeddings list is a 502, charged its reported input count if valid (services/answers.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ import struct
 
 import orjson
 
+from aicredits.domain.answers import embeddings_answer_problem
 from aicredits.domain.money import ceil_fraction
 from aicredits.domain.pricing import TokenUsage, max_prices, token_prices
 from aicredits.domain.reservation import hold_prices
-from aicredits.domain.usage import usage_from_openai
+from aicredits.domain.usage import estimate_input_tokens
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
+from aicredits.services.answers import reject_malformed, reported_prompt
 from aicredits.services.metering import Meter, Metering, capability
 from aicredits.services.routing import Router
 
@@ -89,11 +93,20 @@ class EmbeddingsService:
         result, target = await self._metering.route(
             meter, self._router, chain, lambda t: capability(t, "embed")(upstream, t))
         data = result.data
-        usage = usage_from_openai(data.get("usage")) or TokenUsage(prompt_tokens=bound)
-        meter.usage = TokenUsage(prompt_tokens=usage.prompt_tokens)
-        charge = token_prices(target.spec, self._rates).cost(meter.usage)
-        await self._metering.settle(meter, charge)
-        first = (data.get("data") or [{}])[0]
-        if want_b64 and isinstance(first.get("embedding"), list):
-            return orjson.dumps(encode_base64(data)), meter
-        return (result.raw if result.raw is not None else orjson.dumps(data)), meter
+        reported = reported_prompt(meter, data.get("usage"))
+        prices = token_prices(target.spec, self._rates)
+        problem = embeddings_answer_problem(data)
+        out = result.raw
+        if problem is None and want_b64 and isinstance(data["data"][0]["embedding"], list):
+            try:   # an upstream that only speaks float: encoded here, before the call is settled
+                out = orjson.dumps(encode_base64(data))
+            except (struct.error, OverflowError, TypeError):
+                problem = "an embedding cannot be encoded as float32"
+        if problem is not None:   # charged the reported input count if valid, else nothing
+            meter.usage = TokenUsage(prompt_tokens=reported or 0)
+            await reject_malformed(self._metering, meter, problem,
+                                   prices.cost(meter.usage) if reported is not None else 0)
+        prompt = reported if reported is not None else estimate_input_tokens(body["input"])
+        meter.usage = TokenUsage(prompt_tokens=prompt)
+        await self._metering.settle(meter, prices.cost(meter.usage))
+        return (out if out is not None else orjson.dumps(data)), meter

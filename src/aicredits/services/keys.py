@@ -9,17 +9,27 @@ import time
 from aicredits.domain.keys import ADMIN_PREFIX, hash_key, well_formed
 from aicredits.errors import AuthenticationFailed
 from aicredits.ports import BillingStore, KeyAuth
+from aicredits.telemetry import NO_TRACING, Tracing, current_request
 
 NEGATIVE_CACHE_MAX = 10_000
 
 
 class KeyAuthenticator:
-    def __init__(self, store: BillingStore, ttl: float = 1.0) -> None:
+    def __init__(self, store: BillingStore, ttl: float = 1.0, *, tracing: Tracing = NO_TRACING) -> None:
         self._store = store
         self._ttl = ttl
         self._cache: dict[str, tuple[KeyAuth | None, float]] = {}
+        self.tracing = tracing
 
     async def authenticate(self, authorization: str | None) -> KeyAuth:
+        with self.tracing.span("auth"):
+            auth = await self._authenticate(authorization)
+        state = current_request()
+        if state is not None:   # the request's log line and span name the key by its id
+            state.key_id = auth.key_id
+        return auth
+
+    async def _authenticate(self, authorization: str | None) -> KeyAuth:
         if not authorization:
             raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer sk-...'.")
         scheme, _, token = authorization.partition(" ")

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
@@ -22,6 +23,7 @@ from aicredits.errors import GatewayError, InternalError, InvalidRequest, RateLi
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
+from aicredits.telemetry import NO_METRICS, NO_TRACING, Metrics, Tracing, current_request
 
 log = logging.getLogger("aicredits.calls")
 T = TypeVar("T")
@@ -55,9 +57,17 @@ class Meter:
     chain: list = field(default_factory=list)   # candidate models, first = requested
     target: Any = None          # the routing Target that answered
     include_usage: bool = False
+    prompt_estimate: int | None = None   # the estimator's prompt tokens, once computed (see `estimated_prompt`)
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+
+    def estimated_prompt(self, estimate: Callable[[], int]) -> int:
+        """The estimator's prompt tokens, computed once: a stream's lease asks for its accrued charge
+        every few seconds, and the prompt does not change."""
+        if self.prompt_estimate is None:
+            self.prompt_estimate = estimate()
+        return self.prompt_estimate
 
     def served_by(self, target) -> None:
         self.model = target.spec.id
@@ -84,6 +94,12 @@ class StreamHandler(Protocol):
     def finish(self, cut: str | None, timeout: bool) -> Awaitable[bytes]:
         """Settle the call (run shielded); the client's last bytes (an error event, or b"")."""
 
+    def accrued(self) -> int:
+        """What the call would be charged if it were cut now (its end-state rule for a cut:
+        prompt + delivered output, 0 while nothing was delivered), capped at the hold; it may
+        set meter.usage to the usage that charge is for. Recorded with the hold's lease, so the
+        sweeper charges it if this process dies."""
+
 
 def too_long(max_seconds: float) -> str:
     return f"The call ran longer than the gateway's limit of {max_seconds:g} s."
@@ -106,23 +122,67 @@ def capability(target, name: str):
     return fn
 
 
+class _Deadline:
+    """A stream's deadline: one timer per stream (not a timeout context per batch, which costs
+    microseconds on every chunk). When it fires while the relay waits for the upstream, it cancels
+    that wait; otherwise the next wait does not start."""
+    __slots__ = ("expired", "fired", "handle", "waiting")
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = self.fired = False
+        self.waiting: asyncio.Task | None = None
+        self.handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.waiting is not None:
+            self.fired = True
+            self.waiting.cancel()
+
+    def caught(self, task: asyncio.Task) -> bool:
+        """Whether a cancellation out of the wait is this deadline's alone (then it is cleared)."""
+        if not self.fired:
+            return False
+        self.fired = False
+        return task.uncancel() == 0
+
+
+def remaining(meter: Meter, max_seconds: float) -> float:
+    """Seconds left before the call passes the gateway's limit (counted from the request's start)."""
+    return meter.started + max_seconds - time.perf_counter()
+
+
+# gen_ai.operation.name of each endpoint's upstream call (the GenAI semantic conventions)
+OPERATIONS = {"chat": "chat", "responses": "chat", "embeddings": "embeddings"}
+
+
 class Metering:
-    def __init__(self, billing: Billing, limiter: RateLimiter, rate_window_seconds: float = 60.0) -> None:
+    def __init__(self, billing: Billing, limiter: RateLimiter, rate_window_seconds: float = 60.0, *,
+                 max_seconds: float = 900.0, metrics: Metrics = NO_METRICS, tracing: Tracing = NO_TRACING) -> None:
         self.billing = billing
         self.limiter = limiter
         self._window_ms = max(1, round(rate_window_seconds * 1000))
+        self.max_seconds = max_seconds
+        self.metrics = metrics     # counted once per call, when it settles (telemetry.py)
+        self.tracing = tracing
 
     async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
         """Admit the call under its key's rate limits (429), then reserve its worst case (402 with
         what would fit). Every billable endpoint passes here, so no route skips either."""
+        with self.tracing.span("hold"):
+            return await self._hold(meter, planner)
+
+    async def _hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
         auth = meter.auth
         if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
             refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
             if refused is not None:
+                self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
         plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
         meter.plan = plan
         meter.hold = plan.amount
+        self.billing.track(meter.call_id, lambda: 0, lambda: self._row(meter, lost=True))
         return plan
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
@@ -132,13 +192,25 @@ class Metering:
         return meter.hold
 
     async def route(self, meter: Meter, router, chain: list, call: Callable[[Any], Awaitable[T]]) -> tuple[T, Any]:
-        """Run `call(target)` through the router's retries and fallbacks; if every attempt
-        fails, the hold is released (nothing charged) and the error raised."""
+        """Run `call(target)` through the router's retries and fallbacks, within the gateway's
+        limit of `max_seconds` from the request's start (a timer: past it the call is cancelled,
+        504); if every attempt fails, the hold is released (nothing charged) and the error raised."""
         async def attempt(target):
             meter.served_by(target)
-            return await self.upstream(meter, call(target))
+            with self.tracing.attempt(OPERATIONS.get(meter.endpoint, meter.endpoint), target.spec.provider,
+                                      target.upstream_id, target.name):
+                return await self.upstream(meter, call(target))
+        deadline = asyncio.timeout(remaining(meter, self.max_seconds))
         try:
-            result, meter.target = await router.run(chain, attempt)
+            async with deadline:
+                result, meter.target = await router.run(chain, attempt)
+        except TimeoutError:
+            if not deadline.expired():   # not ours: an unexpected error inside the gateway
+                await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
+                raise
+            exc = UpstreamTimeout(too_long(self.max_seconds))
+            await self.fail(meter, exc)
+            raise exc from None
         except GatewayError as exc:
             await self.fail(meter, exc)
             raise
@@ -167,25 +239,33 @@ class Metering:
 
     async def relay(self, meter: Meter, upstream, handler: StreamHandler, max_seconds: float) -> AsyncIterator[bytes]:
         """The client's bytes, batch by batch as the upstream sends them (`handler` turns each
-        batch into bytes). Time spent waiting on the upstream is counted out of the overhead;
-        a call past `max_seconds` is cut (504). Settles in `finally` whatever ends the stream
-        (a cancelled task included), shielded from cancellation."""
+        batch into bytes). Time spent waiting on the upstream is counted out of the overhead.
+        A timer cuts the call at `max_seconds` from the request's start (504), whether or not
+        a chunk is arriving. While it runs, the hold's lease records what the stream has
+        accrued. Settles in `finally` whatever ends the stream (a cancelled task included),
+        shielded from cancellation."""
         cut: str | None = None
         cut_timeout = False
-        deadline = meter.started + max_seconds
         batches = upstream.batches().__aiter__()
+        self.billing.track(meter.call_id, handler.accrued, lambda: self._row(meter, lost=True))
+        watch = _Deadline(remaining(meter, max_seconds))
         try:
             while True:
+                if watch.expired:
+                    raise UpstreamCut(too_long(max_seconds), timeout=True)
                 t = time.perf_counter()
+                watch.waiting = task = asyncio.current_task()
                 try:
                     batch = await batches.__anext__()
                 except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    if watch.caught(task):
+                        raise UpstreamCut(too_long(max_seconds), timeout=True) from None
+                    raise
                 finally:
-                    now = time.perf_counter()
-                    meter.upstream_seconds += now - t
-                if now > deadline:
-                    raise UpstreamCut(too_long(max_seconds), timeout=True)
+                    watch.waiting = None
+                    meter.upstream_seconds += time.perf_counter() - t
                 out = handler.batch(batch)
                 if out:
                     yield out
@@ -199,6 +279,7 @@ class Metering:
                 cut = "The gateway stopped during the call."
                 raise
         finally:
+            watch.handle.cancel()
             await upstream.aclose()
             tail = await self.billing.shielded(handler.finish(cut, cut_timeout))
         if tail:
@@ -206,35 +287,63 @@ class Metering:
 
     async def settle(self, meter: Meter, charge: int) -> SettleResult:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""
-        return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
+        with self.tracing.span("settle"):
+            return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
 
     async def fail(self, meter: Meter, exc, end_state: str = "upstream_error") -> SettleResult:
         meter.status, meter.error, meter.end_state = exc.status, exc.message, end_state
         return await self.settle(meter, 0)
 
-    async def _settle(self, meter: Meter, charge: int) -> SettleResult:
+    @staticmethod
+    def _row(meter: Meter, *, lost: bool = False) -> dict:
+        """The call's usage_records row (without cost and hold, which the store fills in). `lost`:
+        the row its lease records as progress, written by the sweeper if this process dies."""
         u = meter.usage
-        latency = int((time.perf_counter() - meter.started) * 1000)
-        overhead = int(meter.overhead_ms())
-        row = {
+        return {
             "call_id": meter.call_id, "request_id": meter.request_id, "account_id": meter.auth.account_id,
             "key_id": meter.auth.key_id, "model": meter.model, "provider": meter.provider,
             "deployment": meter.deployment, "endpoint": meter.endpoint, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
             "cache_write_1h_tokens": u.cache_write_1h_tokens, "reasoning_tokens": u.reasoning_tokens,
-            "units": meter.units or (u.prompt_tokens + u.completion_tokens), "latency_ms": latency,
-            "overhead_ms": overhead, "status": meter.status, "cache": meter.cache, "end_state": meter.end_state,
-            "error": meter.error, "created_at": int(time.time() * 1000),
+            "units": meter.units or (u.prompt_tokens + u.completion_tokens),
+            "latency_ms": int((time.perf_counter() - meter.started) * 1000), "overhead_ms": int(meter.overhead_ms()),
+            "status": 502 if lost else meter.status, "cache": meter.cache,
+            "end_state": SWEPT if lost else meter.end_state, "error": None if lost else meter.error,
+            "created_at": int(time.time() * 1000),
         }
+
+    async def _settle(self, meter: Meter, charge: int) -> SettleResult:
+        u = meter.usage
+        row = self._row(meter)
         meter.settled = await self.billing.settle(Settlement(
             meter.call_id, meter.auth.account_id, meter.auth.key_id, charge, row, note=meter.model))
         tokens = u.prompt_tokens + u.completion_tokens
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
+        self._count(meter, u)
         log.info("call", extra={"fields": {
-            "request_id": meter.request_id, "endpoint": meter.endpoint, "model": meter.model,
+            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
+            "model": meter.model, "cache": meter.cache,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": meter.settled.charged, "latency_ms": latency, "overhead_ms": overhead}})
+            "cost_micros": meter.settled.charged, "latency_ms": row["latency_ms"],
+            "overhead_ms": row["overhead_ms"], "pending": meter.settled.pending}})
         return meter.settled
+
+    def _count(self, meter: Meter, u: TokenUsage) -> None:
+        """The call's metrics and its span's usage, once, as it settles."""
+        state = current_request()
+        if state is not None:
+            state.settled = True
+        charged = meter.settled.charged
+        self.metrics.settled(state.route if state is not None else meter.endpoint, meter.model, meter.provider,
+                             meter.status, meter.cache, meter.overhead_ms() / 1000, meter.upstream_seconds,
+                             u.prompt_tokens, u.completion_tokens, charged)
+        self.tracing.call_done(meter.provider, meter.model, u.prompt_tokens, u.completion_tokens, charged,
+                               meter.request_id)
+
+
+def _route(meter: Meter) -> str:
+    state = current_request()
+    return state.route if state is not None else meter.endpoint

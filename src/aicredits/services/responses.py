@@ -27,14 +27,16 @@ from dataclasses import dataclass
 
 import orjson
 
+from aicredits.domain.answers import responses_answer_problem
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage, max_prices
 from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
-from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, usage_from_openai
+from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE
 from aicredits.providers.http import event_data, scrub, split_events
+from aicredits.services.answers import reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, capability, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -45,7 +47,6 @@ from aicredits.services.responses_translate import (
     chat_to_response,
     check_native,
     responses_to_chat,
-    responses_usage,
     unbounded_prompt,
     usage_block,
     validate_responses,
@@ -117,6 +118,13 @@ class _Native:
     def finish(self, cut: str | None, timeout: bool):
         return self.service._finish_native(self.call, self, cut, timeout)
 
+    def accrued(self) -> int:
+        """The charge of a cut now: its terminal event's charge once that came, else prompt +
+        delivered output (nothing while none was delivered)."""
+        if self.charge is not None:
+            return self.charge
+        return self.service._stream_charge(self.call, self, False)
+
 
 class ResponsesService:
     def __init__(self, router: Router, rates, metering: Metering, chat: ChatService, *,
@@ -177,7 +185,8 @@ class ResponsesService:
 
     def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
         """The documented estimator (domain/usage.py) when the upstream sent no usage."""
-        return TokenUsage(prompt_tokens=estimate_prompt_tokens(as_chat_view(call.body)),
+        prompt = call.meter.estimated_prompt(lambda: estimate_prompt_tokens(as_chat_view(call.body)))
+        return TokenUsage(prompt_tokens=prompt,
                           completion_tokens=estimate_text_tokens(out_bytes, fragments))
 
     async def _route(self, call: ResponsesCall, how: str):
@@ -190,13 +199,20 @@ class ResponsesService:
     async def complete(self, call: ResponsesCall) -> bytes:
         meter = call.meter
         if not call.native:
-            data = orjson.loads(await self._chat.complete(meter))
-            return orjson.dumps(chat_to_response(data, call.body, meter.usage))
+            return await self._chat.complete(
+                meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
         result = await within_limit(self._route(call, "responses"), self._max_seconds)
         data = result.data
-        usage = usage_from_openai(responses_usage(data.get("usage")))
-        if usage is None:
-            usage = self._estimate(call, len(orjson.dumps(data.get("output"))))
+        usage = reported_usage(meter, data.get("usage"))
+        problem = responses_answer_problem(data)
+        if problem is None and usage is None:
+            try:
+                usage = self._estimate(call, len(orjson.dumps(data.get("output"))))
+            except orjson.JSONEncodeError:   # nested past orjson's limit
+                problem = "the answer cannot be read"
+        if problem is not None:
+            await reject_malformed(self._metering, meter, problem,
+                                   self._charge(call, usage) if usage is not None else 0)
         if data.get("status") == "failed" and usage.completion_tokens == 0:
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
             exc = UpstreamError(scrub(str(err.get("message") or "The upstream response failed with no output.")))
@@ -256,14 +272,16 @@ class ResponsesService:
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind
         resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-        st.usage = usage_from_openai(responses_usage(resp.get("usage")))
+        st.usage = reported_usage(call.meter, resp.get("usage"))
         if kind == "response.failed":
             err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
             st.failure = scrub(str(err.get("message") or "The upstream response failed."))
         st.charge = self._stream_charge(call, st, kind != "response.failed")
-        if not isinstance(resp.get("usage"), dict):
+        if resp.get("usage") is None:
             return raw if raw is not None else sse(kind, obj)
-        usage = {**resp["usage"], "cost": micros_to_inr(st.charge)}
+        # usage without valid counts is shown as the estimate that bills the call
+        shown = resp["usage"] if st.usage is not None else usage_block(call.meter.usage)
+        usage = {**shown, "cost": micros_to_inr(st.charge)}
         return sse(kind, {**obj, "response": {**resp, "usage": usage}})
 
     def _stream_charge(self, call: ResponsesCall, st: _Native, finished: bool) -> int:

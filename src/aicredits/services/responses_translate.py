@@ -252,15 +252,6 @@ def responses_to_chat(body: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- response: chat -> Responses
-def responses_usage(usage: dict | None) -> dict | None:
-    """Responses usage as the chat usage dict usage_from_openai reads."""
-    if not isinstance(usage, dict):
-        return None
-    return {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens"),
-            "prompt_tokens_details": usage.get("input_tokens_details"),
-            "completion_tokens_details": usage.get("output_tokens_details")}
-
-
 def usage_block(u) -> dict:
     """A TokenUsage in the Responses shape."""
     return {"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cache_read_tokens},

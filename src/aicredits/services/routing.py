@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
 from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, UpstreamTimeout
+from aicredits.telemetry import NO_METRICS, Metrics
 
 log = logging.getLogger("aicredits.routing")
 T = TypeVar("T")
@@ -78,12 +79,13 @@ class Breaker:
 
 class Router:
     def __init__(self, catalog: Catalog, providers: dict[str, object], policy: RoutePolicy | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics = NO_METRICS) -> None:
         self.catalog = catalog
         self.providers = providers
         self.policy = policy or RoutePolicy()
         self._rng = rng or random.Random()
         self._breakers: dict[str, Breaker] = {}
+        self.metrics = metrics   # counts failed attempts (telemetry.py)
 
     # ------------------------------------------------------------------ which models
     def _check(self, model: str, endpoint: str) -> ModelSpec:
@@ -191,10 +193,12 @@ class Router:
                         if not bound.expired():
                             raise
                         breaker.failure(time.monotonic(), self.policy)
+                        self.metrics.upstream_failed(target.deployment.provider, target.name, UpstreamTimeout.status)
                         log.warning("attempt %d on %s passed the call's deadline", n + 1, target.name)
                         raise UpstreamTimeout(f"The {target.deployment.provider} provider did not answer in time.") \
                             from None
                     except GatewayError as exc:
+                        self.metrics.upstream_failed(target.deployment.provider, target.name, exc.status)
                         if exc.retryable or exc.provider_fault:
                             breaker.failure(time.monotonic(), self.policy)
                         if not (exc.retryable or exc.fallback):

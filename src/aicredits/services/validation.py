@@ -6,6 +6,31 @@ from __future__ import annotations
 from aicredits.errors import InvalidRequest
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# arrays and objects nested deeper than this are refused (400): the gateway re-encodes bodies
+# with orjson, whose limit is 254 levels, and walks them recursively; JSON schemas in real
+# requests stay far below
+MAX_NESTING = 100
+_BRANCHES = {dict, list}
+
+
+def too_deep(limit: int = MAX_NESTING) -> InvalidRequest:
+    return InvalidRequest(f"The request body is nested too deeply: arrays and objects may nest at most {limit} "
+                          f"levels.")
+
+
+def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
+    """A 400 when the parsed body nests arrays and objects more than `limit` levels deep (the
+    body itself is level 1). Walked level by level, without recursion."""
+    level = [body] if type(body) in _BRANCHES else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            raise too_deep(limit)
+        below = []
+        for node in level:
+            below.extend(v for v in (node.values() if type(node) is dict else node) if type(v) in _BRANCHES)
+        level = below
 
 
 def request_body(body: object) -> dict:

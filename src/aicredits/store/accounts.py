@@ -83,7 +83,7 @@ async def wallet(conn: AsyncConnection, account_id: int) -> Wallet | None:
 
 async def credit(conn: AsyncConnection, account_id: int, amount: int, *, kind: str, note: str = "",
                  call_id: str | None = None) -> int:
-    """Add money (a kind domain/ledger.py lets be positive: grant, topup, refund, adjustment);
+    """Add money (a kind domain/ledger.py lets be positive: grant, topup, adjustment);
     returns the balance after.
     The UPDATE ... RETURNING takes the row lock, so balance_after is exact under concurrency."""
     rule = KIND_RULES.get(kind)

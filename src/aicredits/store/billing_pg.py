@@ -4,6 +4,7 @@ the wallet row, then the key row (always in that order, so two calls never deadl
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -15,10 +16,61 @@ from aicredits.store.db import now_ms
 log = logging.getLogger("aicredits.store")
 
 N = {name: q.numbered(getattr(q, name)) for name in (
-    "FIND_KEY", "WALLET", "KEY_STATE", "HOLD_WALLET", "HOLD_KEY", "INSERT_HOLD", "DELETE_HOLD",
-    "CHARGE_WALLET", "CHARGE_KEY", "INSERT_CHARGE", "INSERT_USAGE", "EXPIRED_HOLDS", "CREDITS", "KEY_CREDITS")}
+    "FIND_KEY", "WALLET", "KEY_STATE", "HOLD_WALLET", "HOLD_KEY", "INSERT_HOLD", "EXPIRED_HOLDS", "CREDITS",
+    "KEY_CREDITS")}
 WALLET_FOR_UPDATE = N["WALLET"] + " FOR UPDATE"
 KEY_FOR_UPDATE = N["KEY_STATE"] + " FOR UPDATE"
+_SQL: dict[tuple[str, str], str] = {}
+
+
+def _sql(kind: str, sql: str) -> str:
+    out = _SQL.get((kind, sql))
+    if out is None:
+        out = _SQL[(kind, sql)] = q.numbered(sql) + (" FOR UPDATE" if kind == q.LOCK else "")
+    return out
+
+
+async def drive(conn: asyncpg.Connection, steps: q.Steps):
+    """Run a shared procedure (store/billing_sql.py) on this connection (in its transaction)."""
+    try:
+        step = next(steps)
+        while True:
+            kind, sql, args = step
+            text = _sql(kind, sql)
+            if kind == q.MANY:
+                await conn.executemany(text, args)
+                result = None
+            elif kind == q.EXEC:
+                await conn.execute(text, *args)
+                result = None
+            elif kind == q.ALL:
+                result = await conn.fetch(text, *args)
+            else:
+                result = await conn.fetchrow(text, *args)
+            step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+class TimedPool(asyncpg.Pool):
+    """asyncpg's pool, counting how long taking a connection waits (for /metrics: a pool too small
+    shows as waiting before it shows as slow calls). Two clock reads per connection taken."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquires = 0
+        self.waiting = 0
+        self.wait_seconds = 0.0
+
+    async def _acquire(self, timeout):
+        t = time.perf_counter()
+        self.waiting += 1
+        try:
+            return await super()._acquire(timeout)
+        finally:
+            self.waiting -= 1
+            self.acquires += 1
+            self.wait_seconds += time.perf_counter() - t
 
 
 class PostgresBilling:
@@ -27,7 +79,10 @@ class PostgresBilling:
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> PostgresBilling:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        # asyncpg.create_pool(...) with the pool class above (create_pool takes no class)
+        pool = await TimedPool(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
+                               max_inactive_connection_lifetime=300.0, loop=None,
+                               connection_class=asyncpg.Connection, record_class=asyncpg.Record)
         return cls(pool)
 
     async def find_key(self, key_hash: str) -> KeyAuth | None:
@@ -57,42 +112,19 @@ class PostgresBilling:
 
     async def settle(self, s: Settlement) -> SettleResult:
         async with self._pool.acquire() as conn, conn.transaction():
-            w = await conn.fetchrow(WALLET_FOR_UPDATE, s.account_id)
-            row = await conn.fetchrow(N["DELETE_HOLD"], s.call_id)
-            charge = s.charge
-            if row is None:
-                charge = max(0, min(charge, w[0] - w[1]))
-                held = 0
-                log.warning("settling call %s without its hold; charge capped at %d", s.call_id, charge)
-            else:
-                held = row[0]
-                charge = min(charge, held)
-            ts = now_ms()
-            r = await conn.fetchrow(N["CHARGE_WALLET"], held, charge, charge, ts, s.account_id)
-            bal, still_held = r[0], r[1]
-            if s.key_id is not None:
-                await conn.execute(N["CHARGE_KEY"], held, charge, ts, s.key_id)
-            if charge:
-                await conn.execute(N["INSERT_CHARGE"], s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts)
-            usage = dict(s.usage, cost=charge, hold=held)
-            await conn.execute(N["INSERT_USAGE"], *q.usage_values(usage))
-            return SettleResult(charge, bal, bal - still_held)
+            return await drive(conn, q.settle_steps(s, now_ms()))
+
+    async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await drive(conn, q.renew_steps(expires_at, call_ids, progress))
 
     async def sweep(self, now: int) -> int:
-        released = 0
+        swept = 0
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(N["EXPIRED_HOLDS"], now)
-            for call_id, account_id, key_id, amount in rows:
-                async with conn.transaction():
-                    await conn.fetchrow(WALLET_FOR_UPDATE, account_id)
-                    gone = await conn.fetchrow(N["DELETE_HOLD"], call_id)
-                    if gone is None:
-                        continue
-                    await conn.execute(N["HOLD_WALLET"], -gone[0], account_id)
-                    if key_id is not None:
-                        await conn.execute(N["HOLD_KEY"], -gone[0], key_id)
-                    released += 1
-        return released
+            for call_id, account_id in await conn.fetch(N["EXPIRED_HOLDS"], now):
+                async with conn.transaction():   # one hold per transaction: one wallet lock at a time
+                    swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
+        return swept
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:
         async with self._pool.acquire() as conn:
@@ -102,6 +134,17 @@ class PostgresBilling:
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
+
+    async def holds_outstanding(self) -> tuple[int, int]:
+        row = await self._pool.fetchrow("SELECT count(*), coalesce(sum(amount), 0) FROM holds")
+        return int(row[0]), int(row[1])
+
+    def pool_stats(self) -> dict:
+        p = self._pool
+        size = p.get_size()
+        return {"size": size, "in_use": size - p.get_idle_size(), "max": p.get_max_size(),
+                "waiting": getattr(p, "waiting", 0), "acquires": getattr(p, "acquires", 0),
+                "wait_seconds": getattr(p, "wait_seconds", 0.0)}
 
     async def close(self) -> None:
         await self._pool.close()

@@ -1,9 +1,26 @@
-"""SQL of the billing hot path, shared by the SQLite and PostgreSQL stores ('?' placeholders;
-the PostgreSQL store numbers them)."""
+"""SQL of the billing hot path, and the settle and sweep procedures, shared by the SQLite and
+PostgreSQL stores.
+
+A procedure is a generator: it yields steps `(kind, sql, args)` and receives each step's result,
+so the one procedure runs on SQLite's synchronous writer connection and on an asyncpg
+connection alike (each store drives it, inside its own transaction). SQL uses '?' placeholders
+(the PostgreSQL store numbers them); a LOCK step is a read that PostgreSQL makes `FOR UPDATE`
+(SQLite's BEGIN IMMEDIATE has locked the whole database already).
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Generator
+from typing import Any
+
+import orjson
+
+from aicredits.domain.ledger import SWEPT, settle_without_hold
+from aicredits.ports import Settlement, SettleResult
+
+log = logging.getLogger("aicredits.store")
 
 USAGE_COLUMNS = (
     "call_id", "request_id", "account_id", "key_id", "model", "provider", "deployment", "endpoint", "stream",
@@ -26,13 +43,27 @@ CHARGE_WALLET = ("UPDATE wallets SET held = held - ?, balance = balance - ?, tot
                  "updated_at = ? WHERE account_id = ? RETURNING balance, held")
 # last_used_at rides on the settle's own key update: no extra write on the hot path
 CHARGE_KEY = "UPDATE api_keys SET held = held - ?, spent = spent + ?, last_used_at = ? WHERE id = ?"
-INSERT_CHARGE = ("INSERT INTO ledger_entries (account_id, kind, amount, balance_after, call_id, key_id, note, "
-                 "created_at) VALUES (?, 'charge', ?, ?, ?, ?, ?, ?)")
+INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount, balance_after, call_id, key_id, note, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_USAGE = (f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) "
                 f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)})")
-EXPIRED_HOLDS = "SELECT call_id, account_id, key_id, amount FROM holds WHERE expires_at < ?"
+UPDATE_USAGE = (f"UPDATE usage_records SET {', '.join(c + ' = ?' for c in USAGE_COLUMNS if c != 'call_id')} "
+                "WHERE call_id = ?")
+USAGE_OF = "SELECT cost, end_state, hold FROM usage_records WHERE call_id = ?"
+EXPIRED_HOLDS = "SELECT call_id, account_id FROM holds WHERE expires_at < ? ORDER BY expires_at"
+TAKE_EXPIRED = ("DELETE FROM holds WHERE call_id = ? AND expires_at < ? "
+                "RETURNING amount, key_id, accrued, progress, created_at")
+RENEW = "UPDATE holds SET expires_at = ? WHERE call_id = ?"
+RECORD_PROGRESS = "UPDATE holds SET expires_at = ?, accrued = ?, progress = ? WHERE call_id = ?"
 CREDITS = ("SELECT w.balance, w.held, w.total_added, w.total_spent FROM wallets w WHERE w.account_id = ?")
 KEY_CREDITS = "SELECT name, limit_micros, spent, held FROM api_keys WHERE id = ?"
+
+# step kinds
+ONE, LOCK, ALL, EXEC, MANY = "one", "lock", "all", "exec", "many"
+Steps = Generator[tuple[str, str, Any], Any, Any]
+
+SWEPT_ERROR = ("The gateway process serving this call stopped before it settled; charged from the "
+               "progress it last recorded.")
 
 
 def numbered(sql: str) -> str:
@@ -56,3 +87,95 @@ def credits_view(wallet_row, key_row) -> dict:
         name, limit, kspent, kheld = key_row
         out["key"] = {"name": name, "limit": limit, "spent": kspent, "held": kheld}
     return out
+
+
+# ---------------------------------------------------------------- procedures
+def settle_steps(s: Settlement, now: int) -> Steps:
+    """Settle one call: with its hold, charge at most the hold and release it; without it,
+    `settle_without_hold` decides (an already settled call changes nothing). Idempotent by call id."""
+    w = yield LOCK, WALLET, (s.account_id,)
+    row = yield ONE, DELETE_HOLD, (s.call_id,)
+    if row is not None:
+        return (yield from _charge_hold(s, row[0], now))
+    return (yield from _without_hold(s, w, now))
+
+
+def _charge_hold(s: Settlement, held: int, now: int) -> Steps:
+    charge = min(max(s.charge, 0), held)
+    bal, still_held = yield ONE, CHARGE_WALLET, (held, charge, charge, now, s.account_id)
+    if s.key_id is not None:
+        yield EXEC, CHARGE_KEY, (held, charge, now, s.key_id)
+    if charge:
+        yield EXEC, INSERT_ENTRY, (s.account_id, "charge", -charge, bal, s.call_id, s.key_id, s.note, now)
+    yield EXEC, INSERT_USAGE, usage_values(dict(s.usage, cost=charge, hold=held))
+    return SettleResult(charge, bal, bal - still_held)
+
+
+def _without_hold(s: Settlement, wallet, now: int) -> Steps:
+    prior = yield ONE, USAGE_OF, (s.call_id,)
+    headroom = None
+    if s.key_id is not None:
+        k = yield LOCK, KEY_STATE, (s.key_id,)
+        if k is not None:
+            headroom = key_headroom(k[0], k[1], k[2])
+    available = wallet[0] - wallet[1]
+    plan = settle_without_hold(s.charge, available=available, key_headroom=headroom,
+                               prior_cost=prior[0] if prior else None, prior_end_state=prior[1] if prior else None,
+                               end_state=s.usage.get("end_state", ""))
+    if plan is None:    # settled already: the first result again
+        return SettleResult(prior[0], wallet[0], available)
+    log.warning("settling call %s without its hold (%s): %d micro-INR moved, %d charged in all",
+                s.call_id, "after the sweeper" if prior else "none left", plan.move, plan.cost)
+    bal, still_held = yield ONE, CHARGE_WALLET, (0, plan.move, plan.move, now, s.account_id)
+    if s.key_id is not None:
+        yield EXEC, CHARGE_KEY, (0, plan.move, now, s.key_id)
+    if plan.move:
+        kind = "correction" if prior else "charge"
+        yield EXEC, INSERT_ENTRY, (s.account_id, kind, -plan.move, bal, s.call_id, s.key_id, s.note, now)
+    usage = dict(s.usage, cost=plan.cost, hold=prior[2] if prior else 0)
+    if prior is None:
+        yield EXEC, INSERT_USAGE, usage_values(usage)
+    else:
+        values = usage_values(usage)
+        yield EXEC, UPDATE_USAGE, (*values[1:], s.call_id)
+    return SettleResult(plan.cost, bal, bal - still_held)
+
+
+def sweep_one_steps(call_id: str, account_id: int, now: int) -> Steps:
+    """Settle an expired hold (its process stopped renewing it) from the progress its process last
+    recorded: `accrued` charged, a usage row with end state SWEPT. False if it was renewed or
+    settled meanwhile."""
+    yield LOCK, WALLET, (account_id,)
+    row = yield ONE, TAKE_EXPIRED, (call_id, now)
+    if row is None:
+        return False
+    amount, key_id, accrued, progress, created_at = row
+    usage = swept_usage(call_id, account_id, key_id, progress, created_at, now)
+    yield from _charge_hold(Settlement(call_id, account_id, key_id, accrued, usage, note=usage["model"]), amount, now)
+    return True
+
+
+def swept_usage(call_id: str, account_id: int, key_id: str | None, progress: str | None, created_at: int,
+                now: int) -> dict:
+    base = {"call_id": call_id, "request_id": call_id, "account_id": account_id, "key_id": key_id, "model": "",
+            "provider": "", "deployment": "", "endpoint": "chat", "stream": False, "prompt_tokens": 0,
+            "completion_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0, "cache_write_1h_tokens": 0,
+            "reasoning_tokens": 0, "units": 0, "latency_ms": 0, "overhead_ms": 0, "cache": "bypass"}
+    if progress:
+        try:
+            recorded = orjson.loads(progress)
+        except orjson.JSONDecodeError:
+            recorded = None
+        if isinstance(recorded, dict):
+            base.update({k: v for k, v in recorded.items() if k in USAGE_COLUMNS})
+    base.update(call_id=call_id, account_id=account_id, key_id=key_id, status=502, end_state=SWEPT,
+                error=SWEPT_ERROR, latency_ms=max(0, now - created_at), created_at=now)
+    return base
+
+
+def renew_steps(expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> Steps:
+    """Extend the leases of a live process's holds; record the progress of those that changed."""
+    if call_ids:
+        yield MANY, RENEW, [(expires_at, c) for c in call_ids]
+    if progress:
+        yield MANY, RECORD_PROGRESS, [(expires_at, accrued, text, c) for c, accrued, text in progress]

@@ -25,6 +25,27 @@ log = logging.getLogger("aicredits.store")
 MAX_BATCH = 256
 
 
+def drive(conn: sqlite3.Connection, steps: q.Steps):
+    """Run a shared procedure (store/billing_sql.py) on the writer's connection."""
+    try:
+        step = next(steps)
+        while True:
+            kind, sql, args = step
+            if kind == q.MANY:
+                conn.executemany(sql, args)
+                result = None
+            elif kind == q.EXEC:
+                conn.execute(sql, args)
+                result = None
+            elif kind == q.ALL:
+                result = conn.execute(sql, args).fetchall()
+            else:
+                result = conn.execute(sql, args).fetchone()
+            step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
 def _resolve_all(results: list) -> None:
     for fut, value, exc in results:
         if fut.cancelled():
@@ -41,6 +62,7 @@ class SqliteBilling:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.busy = False
         self._thread = threading.Thread(target=self._run, name="aicredits-sqlite-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -82,7 +104,9 @@ class SqliteBilling:
                     stop = True
                     break
                 batch.append(nxt)
+            self.busy = True   # pool_stats: the writer is in a transaction
             self._execute(conn, batch)
+            self.busy = False
             if stop:
                 break
         conn.close()
@@ -155,38 +179,15 @@ class SqliteBilling:
         return await self._submit(op)
 
     async def settle(self, s: Settlement) -> SettleResult:
-        def op(conn):
-            row = conn.execute(q.DELETE_HOLD, (s.call_id,)).fetchone()
-            charge = s.charge
-            if row is None:
-                # the sweeper released this hold already: never charge past what is free
-                w = conn.execute(q.WALLET, (s.account_id,)).fetchone()
-                charge = max(0, min(charge, w[0] - w[1]))
-                held = 0
-                log.warning("settling call %s without its hold; charge capped at %d", s.call_id, charge)
-            else:
-                held = row[0]
-                charge = min(charge, held)
-            ts = now_ms()
-            bal, still_held = conn.execute(q.CHARGE_WALLET, (held, charge, charge, ts, s.account_id)).fetchone()
-            if s.key_id is not None:
-                conn.execute(q.CHARGE_KEY, (held, charge, ts, s.key_id))
-            if charge:
-                conn.execute(q.INSERT_CHARGE, (s.account_id, -charge, bal, s.call_id, s.key_id, s.note, ts))
-            usage = dict(s.usage, cost=charge, hold=held)
-            conn.execute(q.INSERT_USAGE, q.usage_values(usage))
-            return SettleResult(charge, bal, bal - still_held)
-        return await self._submit(op)
+        return await self._submit(lambda conn: drive(conn, q.settle_steps(s, now_ms())))
+
+    async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
+        await self._submit(lambda conn: drive(conn, q.renew_steps(expires_at, call_ids, progress)))
 
     async def sweep(self, now: int) -> int:
         def op(conn):
             rows = conn.execute(q.EXPIRED_HOLDS, (now,)).fetchall()
-            for call_id, account_id, key_id, amount in rows:
-                conn.execute("DELETE FROM holds WHERE call_id = ?", (call_id,))
-                conn.execute(q.HOLD_WALLET, (-amount, account_id))
-                if key_id is not None:
-                    conn.execute(q.HOLD_KEY, (-amount, key_id))
-            return len(rows)
+            return sum(1 for call_id, account_id in rows if drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return await self._submit(op)
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:
@@ -198,6 +199,15 @@ class SqliteBilling:
 
     async def ping(self) -> None:
         await self._submit(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def holds_outstanding(self) -> tuple[int, int]:
+        row = await self._submit(lambda conn: conn.execute(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM holds").fetchone())
+        return int(row[0]), int(row[1])
+
+    def pool_stats(self) -> dict:
+        """SQLite's "pool" is the one writer thread: operations queued for it are waiting."""
+        return {"size": 1, "in_use": int(self.busy), "max": 1, "waiting": self._queue.qsize()}
 
     async def close(self) -> None:
         self._queue.put(None)

@@ -83,7 +83,9 @@ holds = Table(
     Column("key_id", String(32), nullable=True),
     Column("amount", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),   # the lease: renewed while its process runs
+    Column("accrued", BigInteger, nullable=False, default=0, server_default="0"),  # charge delivered so far
+    Column("progress", Text, nullable=True),              # JSON usage row the sweeper writes with `accrued`
     Index("ix_holds_expires", "expires_at"),
     Index("ix_holds_account", "account_id"),
 )
@@ -174,6 +176,59 @@ oidc_identities = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("issuer", "subject", name="uq_oidc_issuer_subject"),
     Index("ix_oidc_account", "account_id"),
+)
+
+
+# ------------------------------------------------------------------ top-ups and payments (0003_payments)
+topups = Table(
+    "topups", metadata,
+    Column("id", String(32), primary_key=True),          # tu_<hex>: Razorpay's receipt and notes.topup_id
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=False),
+    Column("provider", String(16), nullable=False),      # razorpay | test
+    Column("status", String(16), nullable=False),        # created | paid | failed
+    Column("credit_micros", BigInteger, nullable=False),  # what the wallet receives
+    Column("fee_paise", BigInteger, nullable=False),
+    Column("gst_paise", BigInteger, nullable=False),
+    Column("amount_paise", BigInteger, nullable=False),  # what the customer pays: credits + fee + GST
+    Column("currency", String(3), nullable=False),
+    Column("order_id", String(64), nullable=True, unique=True),   # the provider's order (order_...)
+    Column("payment_id", String(64), nullable=True),     # the payment that paid it
+    Column("error", Text, nullable=True),                # the last failure or refusal, for the admin
+    Column("created_at", BigInteger, nullable=False),
+    Column("paid_at", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_topups_account", "account_id", "created_at"),
+)
+
+payments = Table(
+    "payments", metadata,
+    # the provider's payment id: inserting it is what credits a wallet, so a payment credits once
+    Column("id", String(64), primary_key=True),
+    Column("provider", String(16), nullable=False),
+    # one credited payment per top-up, whichever payment of the order arrives
+    Column("topup_id", String(32), ForeignKey("topups.id", ondelete="RESTRICT"), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=False),
+    Column("amount_paise", BigInteger, nullable=False),
+    Column("credit_micros", BigInteger, nullable=False),
+    Column("method", String(32), nullable=True),
+    Column("source", String(16), nullable=False),        # callback | webhook | checkout (test)
+    Column("refunded_paise", BigInteger, nullable=False, default=0),
+    Column("refund_claimed_micros", BigInteger, nullable=False, default=0),   # what refunds took back
+    Column("refund_shortfall_micros", BigInteger, nullable=False, default=0),  # of that, not in the wallet
+    Column("created_at", BigInteger, nullable=False),
+)
+
+refunds = Table(
+    "refunds", metadata,
+    Column("id", String(64), primary_key=True),          # the provider's refund id: debited once
+    Column("payment_id", String(64), ForeignKey("payments.id", ondelete="RESTRICT"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=False),
+    Column("amount_paise", BigInteger, nullable=False),
+    Column("claimed_micros", BigInteger, nullable=False),    # the credits this refund takes back
+    Column("debited_micros", BigInteger, nullable=False),    # what the wallet gave (ledger `refund` entry)
+    Column("shortfall_micros", BigInteger, nullable=False),  # what it could not (balance never below zero)
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_refunds_payment", "payment_id"),
 )
 
 

@@ -37,6 +37,7 @@ from aicredits.web import (
     keys_pages,
     oidc,
     usage_pages,
+    wallet_pages,
 )
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
@@ -48,13 +49,15 @@ HERE = Path(__file__).parent
 NAV = [
     ("Overview", "home", "user"),
     ("API keys", "keys", "user"),
+    ("Wallet", "wallet", "user"),
     ("Billing", "billing", "user"),
     ("Usage", "usage", "user"),
     ("Requests", "requests", "user"),
     ("Account", "account", "user"),
-    ("Admin", "admin_users", "admin"),
+    ("Admin", "admin_users", "admin"),       # its pages link each other, payments included
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, billing_pages, usage_pages, admin_pages, admin_views]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages, billing_pages, usage_pages, admin_pages,
+                 admin_views]
 
 
 @dataclass
@@ -72,6 +75,7 @@ class WebContext:
     oidc: oidc.OidcClient | None = None
     mailer: Any = None              # ports.Mailer when SMTP is configured
     runtime: Any = None             # services.runtime.Runtime: the catalog and breakers (set by the Gateway)
+    payments: Any = None            # services.payments.PaymentsService (the wallet pages)
     extra: dict = field(default_factory=dict)
 
     def nav(self, user) -> list[tuple[str, str]]:
@@ -102,7 +106,8 @@ async def server_error(request: Request, exc: Exception):
                   message="The server could not show this page; the error has been logged.")
 
 
-def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tuple[SecurityHeaders, WebContext]:
+def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None,
+          payments=None) -> tuple[SecurityHeaders, WebContext]:
     """The dashboard app (wrapped in its security headers) and its context. `on_key_revoked(key_id)`
     drops a revoked key from this process's key cache at once."""
     ctx = WebContext(
@@ -115,6 +120,7 @@ def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None) -> tu
         operator=Operator(engine, on_key_revoked=on_key_revoked),
         templates=make_templates(),
         mailer=mailer,
+        payments=payments,
         oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,
     )
     routes = [r for module in ROUTE_MODULES for r in module.routes]

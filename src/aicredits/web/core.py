@@ -20,6 +20,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -127,7 +128,8 @@ def url(request: Request, name: str, **params: Any) -> str:
 
 def flash(request: Request, response: Response, message: str) -> Response:
     """A one-line notice shown on the next page."""
-    set_cookie(request, response, FLASH_COOKIE, message.replace("\n", " ")[:300], 60)
+    # percent-encoded: a cookie is latin-1, and notices say ₹
+    set_cookie(request, response, FLASH_COOKIE, quote(message.replace("\n", " ")[:300]), 60)
     return response
 
 
@@ -141,7 +143,7 @@ async def render(request: Request, template: str, status_code: int = 200, **valu
     v = await visitor(request)
     ctx = context(request)
     zone = tz(request)
-    notice = request.cookies.get(FLASH_COOKIE)
+    notice = unquote(request.cookies.get(FLASH_COOKIE) or "") or None
     values.setdefault("error", None)
     response = ctx.templates.TemplateResponse(request, template, {
         "user": v.user, "csrf_token": v.csrf, "nav": ctx.nav(v.user),

@@ -40,7 +40,9 @@ class SecurityHeaders:
     async def __call__(self, scope, receive, send) -> None:
         async def with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + self._static
+                headers = list(message.get("headers", []))
+                # a page that sets one of these itself (the pay page: the checkout's origins) keeps its own
+                own = {k.lower() for k, _ in headers}
+                message["headers"] = headers + [h for h in self._static if h[0] not in own]
             await send(message)
         await self.app(scope, receive, with_headers)

@@ -2,13 +2,13 @@
 usage_records, admin API keys, daily rollups of closed days
 
 Revision ID: 0004_history
-Revises: 0003_dashboard
+Revises: 0003_holds
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_history"
-down_revision = "0003_dashboard"
+down_revision = "0003_holds"
 branch_labels = None
 depends_on = None
 

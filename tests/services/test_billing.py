@@ -1,0 +1,68 @@
+"""services/billing.py against real stores (SQLite and PostgreSQL): leases of calls that can no
+longer be running stop being renewed, and the settle journal replays once however many processes
+replay it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aicredits.catalog import load_catalog
+from aicredits.infra.journal import FileJournal
+from aicredits.ports import KeyAuth, Settlement
+from aicredits.services.billing import Billing
+from tests.store.test_billing_store import HOLD, new_key, opened, planner, usage_row
+
+
+async def test_a_hold_never_settled_is_left_to_the_sweeper(db_url):
+    """A hold whose call never settles (a bug) is renewed only while the call could still be running
+    (max_request_seconds + settle retries + 60 s), then swept, instead of held for as long as the
+    process lives."""
+    async with opened(db_url) as env:
+        email, _created, auth = await new_key(env, 1_000_000)
+        billing = Billing(env.store, load_catalog(), lease_seconds=0.6, max_call_seconds=0.0,
+                          settle_retry_seconds=0.0)
+        billing.max_lease_age = 1.0
+        live = Billing(env.store, load_catalog(), lease_seconds=0.6)
+        await billing.reserve("never-settled", auth, planner())
+        await live.reserve("still-running", auth, planner())
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            for b in (billing, live):
+                await b.renew()
+                await b.sweep()
+            await asyncio.sleep(0.1)
+        rows = {r["call_id"]: r for r in await env.admin.usage(email, 10)}
+        assert list(rows) == ["never-settled"] and rows["never-settled"]["end_state"] == "gateway_lost"
+        assert (await env.admin.wallet(email))["held"] == HOLD       # the running call's hold stays
+        assert await env.admin.verify() == []
+
+
+async def test_two_processes_replaying_one_journal_charge_once(db_url, tmp_path):
+    async with opened(db_url) as env:
+        email, _created, auth = await new_key(env, 1_000_000)
+        journal = FileJournal(tmp_path / "settle-journal")
+        first = Billing(env.store, load_catalog(), journal=journal)
+        second = Billing(env.store, load_catalog(), journal=FileJournal(tmp_path / "settle-journal"))
+        calls = []
+        for i in range(5):
+            call_id = f"journaled{i}"
+            await first.reserve(call_id, auth, planner())
+            req = _Req(call_id, auth)
+            calls.append(call_id)
+            journal.write(Settlement(call_id, auth.account_id, auth.key_id, 4_000, usage_row(req)))
+        assert len(journal.pending()) == 5
+        landed = await asyncio.gather(first.replay_journal(), second.replay_journal(), first.replay_journal())
+        assert sum(landed) >= 5 and journal.pending() == []
+        rows = await env.admin.usage(email, 10)
+        assert sorted(r["call_id"] for r in rows) == calls and {r["cost"] for r in rows} == {4_000}
+        w = await env.admin.wallet(email)
+        assert (w["balance"], w["held"], w["total_spent"]) == (1_000_000 - 20_000, 0, 20_000)
+        assert await env.admin.verify() == []
+
+
+class _Req:
+    """What usage_row reads of a hold request."""
+
+    def __init__(self, call_id: str, auth: KeyAuth) -> None:
+        self.call_id, self.account_id, self.key_id = call_id, auth.account_id, auth.key_id
