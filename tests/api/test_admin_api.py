@@ -105,6 +105,9 @@ async def test_a_script_provisions_a_user_key_and_credits_and_reads_them_back(we
         mine = next(a for a in audit["data"] if a["action"] == "credits.debited")
         assert mine["actor"].startswith(ADMIN + " (sk-admin-") and mine["ip"] == "198.51.100.20"
         assert mine["detail"]["reason"] == "rounding"
+        # grants, the charge and the debit leave a ledger that `aicredits ledger verify` passes
+        from aicredits.services.admin import Admin
+        assert await Admin(gw._web_engine).verify() == []
 
 
 async def test_each_endpoint_takes_only_its_own_kind_of_key(web_gateway):  # noqa: F811

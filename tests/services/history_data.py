@@ -8,6 +8,7 @@ import uuid
 
 from sqlalchemy import insert, select, update
 
+from aicredits.domain.ledger import adds_to_total_added
 from aicredits.store import accounts as accounts_repo
 from aicredits.store.db import make_engine, migrate
 from aicredits.store.tables import ledger_entries, usage_records, wallets
@@ -60,7 +61,7 @@ async def add(engine, account_id: int, events: list[tuple]) -> None:
                 continue
             amount = ev[2]
             balance += amount
-            if kind in ("grant", "topup"):
+            if adds_to_total_added(kind):
                 added += amount
             entries.append({"account_id": account_id, "kind": kind, "amount": amount, "balance_after": balance,
                             "call_id": None, "key_id": None, "note": f"{kind} note", "created_at": at})

@@ -72,7 +72,7 @@ async def test_ledger_pages_visit_every_entry_once_both_ways(engine):
     charges = await walk(history, a, kinds=("charge",), lo=t0 + 3000, hi=t0 + 6000)
     assert [r["amount"] for r in charges] == [-(1000 + i) for i in range(17, 8, -1)]
     # several kinds are read kind by kind and merged: the same pages, both ways
-    await add(engine, a, [("refund", t0 + 2000, 5), ("grant", t0 + 9000, 7)])
+    await add(engine, a, [("refund", t0 + 2000, -5), ("grant", t0 + 9000, 7)])
     everything = await walk(history, a)
     assert await walk(history, a, kinds=("grant", "refund", "charge")) == everything
     assert [r["kind"] for r in await walk(history, a, kinds=("refund", "grant"))] == ["grant", "refund", "grant"]
@@ -206,7 +206,7 @@ async def test_streamed_rows_sum_to_the_ledger_and_the_wallet(engine):
     a = await new_account(engine)
     events = [("grant", NOW_MS - 3 * DAY_MS, 50_000_000), ("topup", NOW_MS - 2 * DAY_MS, 1_234_567)]
     events += [("call", NOW_MS - 2 * DAY_MS + i * 1000, 999 + i) for i in range(4500)]
-    events += [("refund", NOW_MS - DAY_MS, 42), ("debit", NOW_MS - 1000, -1_000_001)]
+    events += [("refund", NOW_MS - DAY_MS, -42), ("debit", NOW_MS - 1000, -1_000_001)]
     await add(engine, a, events)
     n = total = 0
     last_balance = None

@@ -63,7 +63,7 @@ async def billing(request: Request) -> Response:
               # the wallet's own totals, by domain/ledger.py's rules: what counts as added, as spent
               "added": sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("added")),
               "spent": -sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("spent")),
-              "calls": sum(totals.get(k, {}).get("entries", 0) for k in kinds_in_total("spent")),
+              "calls": totals.get("charge", {}).get("entries", 0),
               "added_kinds": " and ".join(kinds_in_total("added"))}
     if f["view"] == "days":
         last = f["last"] if page_day is None else min(page_day, f["last"])
