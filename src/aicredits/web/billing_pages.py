@@ -22,6 +22,7 @@ from aicredits.web.core import context, render, signed_in, tz
 from aicredits.web.formatting import iso
 
 PAGE = 50
+KIND_WORDS = {"grant": "grants", "topup": "top-ups", "refund": "less refunds"}
 CSV_COLUMNS = ["entry_id", "time", "kind", "amount_inr", "balance_after_inr", "key_id", "call_id", "note"]
 
 
@@ -64,7 +65,7 @@ async def billing(request: Request) -> Response:
               "added": sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("added")),
               "spent": -sum(totals.get(k, {}).get("amount", 0) for k in kinds_in_total("spent")),
               "calls": totals.get("charge", {}).get("entries", 0),
-              "added_kinds": " and ".join(kinds_in_total("added"))}
+              "added_kinds": ", ".join(KIND_WORDS.get(k, k) for k in kinds_in_total("added"))}
     if f["view"] == "days":
         last = f["last"] if page_day is None else min(page_day, f["last"])
         values["days"] = await ctx.history.billing_days(user.id, zone, first=f["first"], last=f["last"],
