@@ -8,6 +8,7 @@ as the actor. openapi.json documents each route."""
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 import orjson
@@ -28,6 +29,7 @@ from aicredits.services.operator import ACTIONS, MAX_AMOUNT, Operator, OperatorE
 from aicredits.services.operator import NotFound as OperatorNotFound
 
 MAX_BODY = 64 * 1024
+log = logging.getLogger("aicredits.admin_api")
 
 
 def ok(obj, status: int = 200) -> Response:
@@ -316,9 +318,7 @@ async def on_http(request: Request, exc: HTTPException) -> Response:
 
 
 async def on_crash(request: Request, exc: Exception) -> Response:
-    import logging
-    logging.getLogger("aicredits.admin_api").exception("admin API error on %s %s", request.method,
-                                                        request.url.path, exc_info=exc)
+    log.exception("admin API error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(InternalError("The admin API failed to handle this request; it has been logged."))
 
 
