@@ -242,13 +242,13 @@ async def measure(url: str, renders: int, days: int) -> dict:
 def insert_cost(n: int = 50_000) -> dict:
     """What 0004_history's indexes add to the settle path's inserts on SQLite: one usage record
     and one charge entry per call, one statement each (as settle runs them), at revision
-    0003_holds (the revision before it) and at 0004_history, into a table that already holds `n` calls."""
+    0005_cache (the revision before it) and at 0004_history, into a table that already holds `n` calls."""
     import sqlite3
 
     from aicredits.store.db import make_engine
     from tests.store.test_billing_store import _at_revision  # the same Alembic runner the tests use
-    out: dict[str, list] = {"0003_holds": [], "0004_history": []}
-    for revision in ["0003_holds", "0004_history"] * 3:     # alternated; the best of three is kept
+    out: dict[str, list] = {"0005_cache": [], "0004_history": []}
+    for revision in ["0005_cache", "0004_history"] * 3:     # alternated; the best of three is kept
         tmp = tempfile.mkdtemp(prefix="aicredits-insert-")
         url = f"sqlite:///{tmp}/i.db"
 

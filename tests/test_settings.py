@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aicredits.domain.catalog import ENTRY_KEYS
-from aicredits.settings import ENV_NAMES, TOOL_ENV, ModelRow, SettingsError, load_settings
+from aicredits.settings import CACHE_ENV, ENV_NAMES, TOOL_ENV, ModelRow, SettingsError, load_settings
 
 
 def config(tmp_path: Path, text: str) -> dict[str, str]:
@@ -104,7 +104,8 @@ def test_every_documented_variable_is_known():
     for doc in ("README.md", "docs/configuration.md"):
         text = (root / doc).read_text()
         documented = set(re.findall(r"`(AICREDITS_[A-Z0-9_]+)`", text)) - TOOL_ENV
-        assert documented <= set(ENV_NAMES) | {"AICREDITS_CONFIG"}, (doc, documented - set(ENV_NAMES))
+        known = set(ENV_NAMES) | set(CACHE_ENV) | {"AICREDITS_CONFIG"}    # CACHE_ENV: docs/caching.md
+        assert documented <= known, (doc, documented - known)
         assert set(ENV_NAMES) <= documented, (doc, set(ENV_NAMES) - documented)
 
 
@@ -142,7 +143,7 @@ def test_bad_variable_values_are_named(name, value, says):
     ("[gateway]\nmax_body_bytes = -1\n", "[gateway] max_body_bytes: input should be greater than or equal to 1"),
     ("[gateway]\nmax_body_bytes = true\n", "[gateway] max_body_bytes: must be a number, not true/false"),
     ("[providers.x]\nbase_url = 'http://x'\ntimeout = -1\n", "[providers.x] timeout: input should be greater than 0"),
-    ("[providers.x]\nbase_url = 'http://x'\nkind = 'grpc'\n", "[providers.x] kind: input should be 'openai'"),
+    ("[providers.x]\nbase_url = 'http://x'\nkind = 'grpc'\n", "[providers.x] kind: unknown provider kind 'grpc' (known: anthropic, azure, demo, gemini, openai, "),
     ("[providers.x]\nkind = 'azure'\nbase_url = 'http://x'\n", "[providers.x]: kind azure needs api_version"),
     ("[providers.x]\nkind = 'openai_compatible'\n", "[providers.x] base_url: is required"),
     ("[[models]]\nid = 'x/m'\ninput_cost_per_1m = -1\n", '[[models]] #1 (id "x/m") input_cost_per_1m: must not be negative'),
@@ -179,3 +180,15 @@ def test_secrets_are_never_echoed(tmp_path):
     msg = error_of(env)
     assert "[providers.x] api_key" in msg and "[providers.x] headers.A" in msg
     assert "12345678" not in msg and "987654" not in msg
+
+
+def test_cache_settings_are_read_and_checked(tmp_path):
+    s = load_settings({"AICREDITS_CACHE_EXACT": "true", "AICREDITS_CACHE_THRESHOLD": "0.95"})
+    assert s.cache.exact and s.cache.threshold == 0.95 and not s.cache.semantic
+    assert not load_settings({}).cache.enabled
+    assert "AICREDITS_CACHE_THRESHOLD must be between 0 and 1" in error_of({"AICREDITS_CACHE_THRESHOLD": "2"})
+    assert "AICREDITS_CACHE_EXACTT (environment variable): unknown setting" in error_of({"AICREDITS_CACHE_EXACTT": "1"})
+    env = config(tmp_path, '[cache]\nsemantic = true\n[cache.keys."key_1"]\nscope = "key"\n')
+    s = load_settings(env)
+    assert s.cache.semantic and s.cache.keys["key_1"].scope == "key"
+    assert "[cache]: unknown setting(s) semantik" in error_of(config(tmp_path, "[cache]\nsemantik = true\n"))

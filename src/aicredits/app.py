@@ -106,6 +106,8 @@ class Gateway:
         self.web_context = None  # its services (web.app.WebContext)
         self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
+        self.cache = None        # the response caches (services/cache.py), None when off
+        self._cache_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
 
     def _rate_limiter(self):
@@ -127,8 +129,8 @@ class Gateway:
         self._observe()
         store = await open_billing_store(s)
         self._session = make_session(s.upstream_connect_timeout)
-        providers = build_providers(s, self._session)
-        self.billing = Billing(store, self.catalog, lease_seconds=s.hold_lease_seconds,
+        providers = build_providers(s, self._session, self.catalog)
+        self.billing = Billing(store, lease_seconds=s.hold_lease_seconds,
                                journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
                                max_call_seconds=s.max_request_seconds)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=self.tracing)
@@ -145,6 +147,7 @@ class Gateway:
         self.audio = AudioService(self.router, self.rates, self.metering)
         self.responses = ResponsesService(self.router, self.rates, self.metering, self.chat,
                                           max_seconds=s.max_request_seconds)
+        await self._start_cache()
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self._served = served
@@ -163,6 +166,17 @@ class Gateway:
         # (docs/performance.md: full collections were 12-17 % of wall time under load)
         gc.collect()
         gc.freeze()
+
+    async def _start_cache(self) -> None:
+        from aicredits.cache_wiring import build_cache
+        self.cache, self._cache_engine = await build_cache(self.settings, self)
+        self.chat.cache = self.cache
+        if self.cache is not None:
+            try:
+                await self.cache.refresh()      # what earlier runs and other processes stored
+            except Exception:
+                log.warning("cache: could not read the stored entries at start", exc_info=True)
+            self._tasks.append(asyncio.create_task(self.cache.follow_forever()))
 
     def _observe(self) -> None:
         """Metrics always (counted in memory, or in files under --workers N); traces only when a
@@ -200,6 +214,10 @@ class Gateway:
         if self._web_engine is not None:
             await self._web_engine.dispose()
         await self.billing.drain()
+        if self.cache is not None:
+            await self.cache.drain()
+        if self._cache_engine is not None:
+            await self._cache_engine.dispose()
         if self.payments is not None:
             await self.payments.close()
         if self._session is not None:

@@ -60,10 +60,6 @@ class InsufficientCredits(GatewayError):
     status, type = 402, "insufficient_credits"
 
 
-class PermissionDenied(GatewayError):
-    status, type = 403, "permission_denied"
-
-
 class NotFound(GatewayError):
     status, type = 404, "not_found_error"
 

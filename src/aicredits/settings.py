@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from aicredits.domain.cache_rules import CACHE_ENV, CachePolicy, load_policy
 from aicredits.domain.catalog import ENDPOINTS
 from aicredits.domain.money import to_fraction
 from aicredits.domain.payments import TopupTerms, parse_inr, percent
@@ -32,7 +33,6 @@ ENV_PREFIX = "AICREDITS_"
 CONFIG_ENV = "AICREDITS_CONFIG"
 # AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
 TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
-PROVIDER_KINDS = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "sarvam")
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
                          "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
 PAYMENT_PROVIDERS = ("razorpay", "test")
@@ -188,7 +188,7 @@ class GatewaySettings(_Strict):
     smtp_tls: Annotated[Literal["starttls", "ssl", "none"],
                         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "starttls"
     trust_proxy: bool = False                # client IP from X-Forwarded-For (behind your own proxy only)
-    # observability (docs/operations.md)
+    # observability settings, described in docs/operations.md
     metrics_token: str | None = Field(default=None, repr=False)   # GET /metrics needs it as a bearer token
     otel_endpoint: Annotated[str | None, BeforeValidator(_url)] = None   # OTLP/HTTP collector; traces off without
     otel_headers: Annotated[str | None, BeforeValidator(_otlp_headers), Field(repr=False)] = None
@@ -273,7 +273,7 @@ class PaymentSettings:
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str
-    kind: str                      # openai | openai_compatible | anthropic | gemini | sarvam | azure | demo
+    kind: str                      # a kind registered in providers/registry.py (openai, anthropic, ...)
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -287,6 +287,7 @@ class Settings(GatewaySettings):
     config_path: str | None = None                              # AICREDITS_CONFIG
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
+    cache: Annotated[Any, Field(default_factory=CachePolicy)]   # response caches: AICREDITS_CACHE_*, [cache]
     key_cache_seconds: ClassVar[float] = 1.0   # a revoked key is refused within this (not a setting)
 
     @property
@@ -326,7 +327,7 @@ ENV_NAMES = {ENV_PREFIX + name.upper(): name for name in SCALARS}
 # ------------------------------------------------------------------------------- the TOML file
 class ProviderTable(_Strict):
     """[providers.NAME]"""
-    kind: Literal[PROVIDER_KINDS] | None = None   # default: a built-in name's own kind, else openai_compatible
+    kind: str | None = None   # a registered kind (providers/registry.py); default: a built-in name's own kind, else openai_compatible
     base_url: str | None = None
     api_key_env: str | None = None                 # the variable holding the key
     api_key: str | None = Field(default=None, repr=False)
@@ -335,12 +336,6 @@ class ProviderTable(_Strict):
     connect_timeout: Seconds | None = None
     timeout: Seconds | None = None
     stream_idle_timeout: Seconds | None = None
-
-    @model_validator(mode="after")
-    def _azure_needs_a_version(self):
-        if self.kind == "azure" and not self.api_version:
-            raise ValueError("kind azure needs api_version")
-        return self
 
 
 class TierRow(_Strict):
@@ -387,6 +382,7 @@ class ConfigFile(_Strict):
     gateway: dict[str, Any] = Field(default_factory=dict)     # checked as GatewaySettings
     providers: dict[str, ProviderTable] = Field(default_factory=dict)
     models: list[ModelRow] = Field(default_factory=list)
+    cache: dict[str, Any] = Field(default_factory=dict)       # checked by domain/cache_rules.load_policy
 
 
 # ------------------------------------------------------------------------------- loading
@@ -466,9 +462,9 @@ def _read_file(path: str) -> dict:
 
 def _check_env_names(env: Mapping[str, str]) -> None:
     unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in ENV_NAMES
-                     and n != CONFIG_ENV and n not in TOOL_ENV)
+                     and n != CONFIG_ENV and n not in TOOL_ENV and n not in CACHE_ENV)
     if unknown:
-        known = [*ENV_NAMES, CONFIG_ENV]
+        known = [*ENV_NAMES, CONFIG_ENV, *CACHE_ENV]
         raise SettingsError("; ".join(f"{n} (environment variable): unknown setting{_suggest(n, known)}"
                                       for n in unknown) + "; docs/configuration.md lists the settings")
 
@@ -514,6 +510,15 @@ def _providers(env: Mapping[str, str], tables: Mapping[str, ProviderTable], path
     return providers
 
 
+def _check_kinds(providers: Mapping[str, ProviderSettings], path: str | None) -> None:
+    """Each provider's kind is registered (providers/registry.py) and its table suits that kind."""
+    from aicredits.providers.registry import config_problem
+    problems = [f"{path}: [providers.{name}]{'' if msg.startswith('kind:') else ':'} {msg}"
+                for name, p in providers.items() if (msg := config_problem(p))]
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (os.environ unless given) and the TOML file once; raise
     SettingsError, one line naming every bad variable or file key."""
@@ -533,8 +538,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("; ".join(errors))
     extra_models = tuple(row.model_dump(exclude_none=True) for row in cfg.models)
     _check_catalog(extra_models, path)
-    return Settings(**gateway.model_dump(), config_path=path, providers=_providers(env, cfg.providers, path),
-                    extra_models=extra_models)
+    try:
+        cache = load_policy(env, cfg.cache)
+    except ValueError as exc:
+        raise SettingsError(f"{exc} (docs/caching.md)") from None
+    providers = _providers(env, cfg.providers, path)
+    _check_kinds(providers, path)
+    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models,
+                    cache=cache)
 
 
 def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:

@@ -68,7 +68,7 @@ def paths(upstream, path):
     return [r for r in upstream.requests if r.path == path]
 
 
-# ---------------------------------------------------------------- speech (OpenAI)
+# ---------------------------------------------------------------- speech: OpenAI
 def test_speech_formats_content_types_and_exact_charges(gw, upstream, fresh):
     key = gw.create_key(credits="10")
     entry = gw.catalog()["openai/tts-1"]
@@ -135,7 +135,7 @@ def test_speech_upstream_error_charges_nothing(gw, upstream):
     assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
 
 
-# ---------------------------------------------------------------- speech (Sarvam)
+# ---------------------------------------------------------------- speech: Sarvam
 def _wav(content: bytes) -> wave.Wave_read:
     return wave.open(io.BytesIO(content), "rb")
 
@@ -254,7 +254,7 @@ def test_sarvam_speech_whose_client_gives_up_is_cancelled_and_free(gw, fresh):
     assert spent(gw, key) == 0 and gw.credits(key["key"])["held"] == 0
 
 
-# ---------------------------------------------------------------- transcription (OpenAI)
+# ---------------------------------------------------------------- transcription: OpenAI
 def test_transcription_multipart_wav_bills_rounded_up_seconds(gw, upstream):
     key = gw.create_key(credits="5")
     audio = make_wav(2.3)
@@ -375,7 +375,7 @@ def test_transcription_402_when_the_wallet_cannot_cover_the_audio(gw, upstream):
     assert ok.headers["x-aicredits-cost"] == inr(transcription_micros(entry, 2))
 
 
-# ---------------------------------------------------------------- transcription (Sarvam)
+# ---------------------------------------------------------------- transcription: Sarvam
 def test_sarvam_transcription_language_and_inr_price(gw, fresh):
     key = gw.create_key(credits="5")
     audio = make_wav(2.3)

@@ -148,7 +148,7 @@ def test_input_audio_is_held_by_its_measured_seconds(gw, key, upstream):
     assert row["hold"] < expected_micros(gw.catalog()[MINI], 1000, 5)   # seconds x 20, not its base64
 
 
-# ---------------------------------------------------------------- Anthropic (claude-sonnet-4.6)
+# ---------------------------------------------------------------- Anthropic: claude-sonnet-4.6
 def test_anthropic_tools_hold_the_hidden_tool_prompt(gw, key, anthropic):
     """A short prompt with one tool: Anthropic adds its tool-use system prompt (589 tokens on
     Sonnet 4.6 with tool_choice any), which the bytes of the request do not show."""

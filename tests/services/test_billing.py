@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aicredits.catalog import load_catalog
 from aicredits.infra.journal import FileJournal
 from aicredits.ports import KeyAuth, Settlement
 from aicredits.services.billing import Billing
@@ -20,10 +19,10 @@ async def test_a_hold_never_settled_is_left_to_the_sweeper(db_url):
     process lives."""
     async with opened(db_url) as env:
         email, _created, auth = await new_key(env, 1_000_000)
-        billing = Billing(env.store, load_catalog(), lease_seconds=0.6, max_call_seconds=0.0,
+        billing = Billing(env.store, lease_seconds=0.6, max_call_seconds=0.0,
                           settle_retry_seconds=0.0)
         billing.max_lease_age = 1.0
-        live = Billing(env.store, load_catalog(), lease_seconds=0.6)
+        live = Billing(env.store, lease_seconds=0.6)
         await billing.reserve("never-settled", auth, planner())
         await live.reserve("still-running", auth, planner())
         started = time.monotonic()
@@ -42,8 +41,8 @@ async def test_two_processes_replaying_one_journal_charge_once(db_url, tmp_path)
     async with opened(db_url) as env:
         email, _created, auth = await new_key(env, 1_000_000)
         journal = FileJournal(tmp_path / "settle-journal")
-        first = Billing(env.store, load_catalog(), journal=journal)
-        second = Billing(env.store, load_catalog(), journal=FileJournal(tmp_path / "settle-journal"))
+        first = Billing(env.store, journal=journal)
+        second = Billing(env.store, journal=FileJournal(tmp_path / "settle-journal"))
         calls = []
         for i in range(5):
             call_id = f"journaled{i}"

@@ -1,4 +1,4 @@
-"""Migration 0004_history on SQLite and PostgreSQL: it upgrades a 0003_holds database with a ledger
+"""Migration 0004_history on SQLite and PostgreSQL: it upgrades a 0005_cache database with a ledger
 and usage in it (the new indexes, admin_keys and the rollup tables, nothing else touched) and
 downgrades again; a debit never takes more than the wallet has available."""
 
@@ -19,10 +19,10 @@ def _indexes(sync_conn, table: str) -> set[str]:
     return {ix["name"] for ix in inspect(sync_conn).get_indexes(table)}
 
 
-async def test_upgrade_from_0003_and_back(db_url):
+async def test_upgrade_from_the_revision_before_and_back(db_url):
     engine = make_engine(db_url)
     try:
-        await _at_revision(engine, db_url, "0003_holds")
+        await _at_revision(engine, db_url, "0005_cache")
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO accounts (id, email, name, role, created_at) "
                                     "VALUES (1, 'old@example.com', '', 'user', 1)"))
@@ -47,7 +47,7 @@ async def test_upgrade_from_0003_and_back(db_url):
 
         def down(connection) -> None:
             cfg.attributes["connection"] = connection
-            command.downgrade(cfg, "0003_holds")
+            command.downgrade(cfg, "0005_cache")
         async with engine.begin() as conn:
             await conn.run_sync(down)
         async with engine.connect() as conn:

@@ -83,3 +83,19 @@ async def test_signed_out_visitors_are_sent_to_sign_in(web_client):
     r = await web_client.get("/dashboard/keys")
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin?next=/dashboard/keys"
     assert (await web_client.post("/dashboard/keys/key_x/revoke", data={})).status_code == 403
+
+
+async def test_the_overview_shows_what_the_cache_saved(web_client):
+    from sqlalchemy import insert
+
+    from aicredits.store.tables import cache_savings
+    await signed_up(web_client, "saver@example.in")
+    page = await web_client.get("/dashboard/")
+    assert "Saved by the cache" not in page.text
+    async with web_client.gateway.web_context.engine.begin() as conn:
+        await conn.execute(insert(cache_savings).values(account_id=1, hits=1234, prompt_tokens=100_000,
+                                                        completion_tokens=23_456, saved=12_345_670_000,
+                                                        updated_at=0))
+    page = await web_client.get("/dashboard/")
+    assert "Saved by the cache" in page.text and "₹12,345.67" in page.text
+    assert "1,234 answers from the cache, 1,23,456 tokens not sent" in page.text

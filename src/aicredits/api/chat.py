@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from aicredits.api.http import Request, send_bytes, until_answered, wait_disconnect
+from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -32,17 +35,40 @@ async def chat_completions(gw, req: Request, send) -> None:
     chat = gw.chat
 
     async def answer():
-        """The whole answer, or an opened stream (before its first byte)."""
-        call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"])
+        """The whole answer, or an opened stream (before its first byte); a cache hit's answer."""
+        call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"], cached=True)
+        if call.cache == "hit":
+            return call, await chat.serve_hit(call)
         return call, await (chat.start_stream(call) if call.stream else chat.complete(call))
 
     call, out = await until_answered(req.receive, answer())
+    if call.cache == "hit":
+        await send_hit(send, req.request_id, call, out)
+        return
     if not call.stream:
         await send_bytes(send, 200, out, metered_headers(req.request_id, call))
         return
-    headers = call_headers(req.request_id)
+    headers = call_headers(req.request_id, call.cache.encode())
     headers.append((b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode()))
     await stream_response(send, req.receive, call, chat.relay(call, out), headers)
+
+
+async def send_hit(send, request_id: str, call, data: dict) -> None:
+    """A cache hit: the stored answer as JSON, or replayed as a whole SSE stream. A free hit
+    moved no money: it has no x-aicredits-balance (GET /v1/credits has the balance)."""
+    if not call.stream and call.hold:
+        await send_bytes(send, 200, orjson.dumps(data), metered_headers(request_id, call))
+        return
+    charged = call.settled.charged if call.hold else 0
+    headers = [*call_headers(request_id, b"hit"), (b"x-aicredits-cost", format_inr(charged).encode()),
+               (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
+    if not call.stream:
+        await send_bytes(send, 200, orjson.dumps(data), headers)
+        return
+    headers = [*SSE_HEADERS, *headers]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": sse_chunks(data, call.include_usage), "more_body": False})
+
 
 
 async def stream_response(send, receive, call, chunks, headers) -> None:

@@ -91,6 +91,10 @@ async def v1_credits(gw, req: Request, send) -> None:
             "key": {"id": auth.key_id, "name": key["name"],
                     "limit": micros_to_inr(key["limit"]) if key["limit"] is not None else None,
                     "spent": micros_to_inr(key["spent"]), "held": micros_to_inr(key["held"])} if key else None}
+    if gw.cache is not None:    # what the response caches saved this account (docs/caching.md)
+        saved = await gw.cache.savings(auth.account_id)
+        body["cache"] = {"hits": saved["hits"], "tokens_saved": saved["prompt_tokens"] + saved["completion_tokens"],
+                         "saved": micros_to_inr(saved["saved"])}
     await send_json(send, 200, body, call_headers(req.request_id))
 
 

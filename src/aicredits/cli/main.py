@@ -300,6 +300,7 @@ def ledger_verify() -> None:
 
 
 # the dashboard's user commands live beside this module and register on users_app
+from aicredits.cli import cache as _cache  # noqa: F401 - imported for its commands
 from aicredits.cli import users as _users  # noqa: F401 - imported for its commands
 
 

@@ -160,13 +160,5 @@ def audio_seconds_cost(spec: ModelSpec, rates: Rates, seconds: int) -> Micros:
     return ceil_fraction(Fraction(seconds, 60) * per_minute * rates.factor(spec.currency) * 1_000_000)
 
 
-def image_price(spec: ModelSpec, size: str, quality: str) -> Fraction | None:
-    """The catalog price of one image of this size and quality (None when not priced)."""
-    by_quality = spec.per_image.get(size)
-    if not by_quality:
-        return None
-    return by_quality.get(quality)
-
-
 def images_cost(spec: ModelSpec, rates: Rates, price: Fraction, n: int) -> Micros:
     return ceil_fraction(n * price * rates.factor(spec.currency) * 1_000_000)

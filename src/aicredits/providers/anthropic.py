@@ -203,6 +203,7 @@ class AnthropicProvider:
                  connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
         self.name = settings.name
         self.kind = settings.kind
+        self.max_tokens_field = "max_tokens"
         self._base = settings.base_url.rstrip("/")
         self._secrets = tuple(s for s in (settings.api_key,) if s)
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,

@@ -5,8 +5,8 @@ dicts (the gateway's canonical form); an adapter for another protocol translates
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from aicredits.domain.media import InputCosts
 
@@ -46,19 +46,80 @@ class ChatStream(Protocol):
         streams). The services estimate what is missing."""
 
 
-class ChatProvider(Protocol):
+@runtime_checkable
+class Adapter(Protocol):
+    """What every adapter has, whatever it serves."""
     name: str
     kind: str
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChatProvider(Adapter, Protocol):
+    """`/v1/chat/completions` (and `/v1/responses` by translation)."""
+    # the request field its API takes for the output cap the gateway sets from the hold:
+    # "max_completion_tokens" (OpenAI) or "max_tokens" (everyone else)
+    max_tokens_field: str
 
     # `target` is the routing target: `.upstream_id` is the id this deployment takes,
     # `.spec` the catalog entry
     async def chat(self, body: dict, target) -> ChatResult: ...
     async def stream(self, body: dict, target) -> ChatStream: ...
-    async def close(self) -> None: ...
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         """How the model bills image, PDF and audio input and the tool prompt the provider adds:
         its documented formulas, for the hold's prompt bound (domain/reservation.py)."""
+
+
+@runtime_checkable
+class EmbeddingsProvider(Protocol):
+    async def embed(self, body: dict, target) -> ChatResult: ...
+
+
+@runtime_checkable
+class ImagesProvider(Protocol):
+    async def images(self, body: dict, target) -> ChatResult: ...
+
+
+@runtime_checkable
+class SpeechProvider(Protocol):
+    async def speech(self, body: dict, target) -> MediaResult: ...
+
+
+@runtime_checkable
+class TranscriptionProvider(Protocol):
+    async def transcribe(self, upload: AudioUpload, target) -> MediaResult: ...
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """`/v1/responses` forwarded as is (otherwise it is translated to chat). `native_responses`
+    says whether this instance's upstream speaks it (an OpenAI-shaped server may not)."""
+    native_responses: bool
+
+    async def responses(self, body: dict, target) -> ChatResult: ...
+    async def responses_stream(self, body: dict, target) -> ChatStream: ...
+
+
+# catalog endpoint (domain/catalog.py ENDPOINTS) -> the capability an adapter needs to serve it
+CAPABILITIES: dict[str, type] = {
+    "chat": ChatProvider,
+    "embeddings": EmbeddingsProvider,
+    "images": ImagesProvider,
+    "speech": SpeechProvider,
+    "transcription": TranscriptionProvider,
+}
+
+
+def serves(provider: object, endpoint: str) -> bool:
+    """Whether the adapter has the capability the catalog endpoint needs."""
+    proto = CAPABILITIES.get(endpoint)
+    return proto is not None and isinstance(provider, proto)
+
+
+def native_responses(provider: object) -> bool:
+    return isinstance(provider, ResponsesProvider) and provider.native_responses
 
 
 @dataclass
@@ -76,8 +137,4 @@ class AudioUpload:
     content_type: str
     duration: float             # seconds, read from the file
     response_format: str = "json"
-    fields: dict = None         # other form fields to forward: {name: str | [str]} (language, prompt, ...)
-
-    def __post_init__(self) -> None:
-        if self.fields is None:
-            self.fields = {}
+    fields: dict = field(default_factory=dict)   # other form fields to forward: {name: str | [str]} (language, prompt, ...)

@@ -75,6 +75,7 @@ class DemoStream:
 class DemoProvider:
     name = "demo"
     kind = "demo"
+    max_tokens_field = "max_tokens"
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         """It bills the estimator's count of the text (media parts are not read): no formula."""

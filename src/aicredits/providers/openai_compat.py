@@ -191,6 +191,10 @@ class OpenAICompatible:
                  connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
         self.name = settings.name
         self.kind = settings.kind
+        # OpenAI's own API takes max_completion_tokens (o-series refuse max_tokens); the rest max_tokens
+        self.max_tokens_field = "max_completion_tokens" if settings.kind == "openai" else "max_tokens"
+        # /v1/responses is forwarded as is to OpenAI and Azure; other servers get it translated to chat
+        self.native_responses = settings.kind in ("openai", "azure")
         self._base = settings.base_url.rstrip("/")
         self._azure_version = settings.api_version if settings.kind == "azure" else None
         self._secrets = tuple(s for s in (settings.api_key,) if s)

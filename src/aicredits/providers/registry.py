@@ -1,38 +1,91 @@
-"""Provider name -> adapter, built from settings. A native adapter adds one line here."""
+"""Provider kind -> adapter factory, and provider name -> adapter, built from settings.
+
+A kind registers itself with `register_kind` (the built-in ones below); `load_settings` rejects a
+`kind` nobody registered, and `build_providers` refuses to start when a catalog model's endpoint
+is not served by its provider's adapter (providers/base.py CAPABILITIES)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import aiohttp
 
 from aicredits.providers.anthropic import AnthropicProvider
-from aicredits.providers.base import ChatProvider
+from aicredits.providers.base import Adapter, serves
 from aicredits.providers.demo import DemoProvider
 from aicredits.providers.openai_compat import OpenAICompatible
 from aicredits.providers.sarvam import SarvamProvider
-from aicredits.settings import Settings
+from aicredits.settings import ProviderSettings, Settings, SettingsError
 
-OPENAI_SHAPED = {"openai", "openai_compatible", "gemini", "azure"}
-NEEDS_KEY = {"openai", "gemini", "anthropic", "sarvam", "azure"}
+# (its settings, the shared HTTP session, connect_timeout=, first_byte_timeout=, idle_timeout=)
+Factory = Callable[..., Adapter]
 
 
-def _timeouts(settings: Settings, p) -> dict:
+@dataclass(frozen=True)
+class ProviderKind:
+    build: Factory
+    needs_key: bool = True                                    # without a key its models are not served
+    check: Callable[[ProviderSettings], str | None] | None = None   # a configuration problem, or None
+
+
+KINDS: dict[str, ProviderKind] = {}
+
+
+def register_kind(name: str, build: Factory, *, needs_key: bool = True,
+                  check: Callable[[ProviderSettings], str | None] | None = None) -> None:
+    """Make `kind = "<name>"` valid in [providers.X]; `build` makes its adapter."""
+    KINDS[name] = ProviderKind(build, needs_key, check)
+
+
+def config_problem(p: ProviderSettings) -> str | None:
+    """What is wrong with a provider's configuration as its kind sees it, or None."""
+    spec = KINDS.get(p.kind)
+    if spec is None:
+        return f"kind: unknown provider kind {p.kind!r} (known: {', '.join(sorted(KINDS))})"
+    return spec.check(p) if spec.check else None
+
+
+def _azure_check(p: ProviderSettings) -> str | None:
+    return None if p.api_version else "kind azure needs api_version"
+
+
+for _kind in ("openai", "openai_compatible", "gemini"):
+    register_kind(_kind, OpenAICompatible, needs_key=_kind != "openai_compatible")
+register_kind("azure", OpenAICompatible, check=_azure_check)
+register_kind("anthropic", AnthropicProvider)
+register_kind("sarvam", SarvamProvider)
+register_kind("demo", lambda p, session, **timeouts: DemoProvider(), needs_key=False)
+
+
+def _timeouts(settings: Settings, p: ProviderSettings) -> dict:
     """The provider's own timeouts, falling back to the gateway-wide ones."""
     return {"connect_timeout": p.connect_timeout or settings.upstream_connect_timeout,
             "first_byte_timeout": p.timeout or settings.upstream_timeout,
             "idle_timeout": p.stream_idle_timeout or settings.stream_idle_timeout}
 
 
-def build_providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, ChatProvider]:
-    out: dict[str, ChatProvider] = {}
+def check_endpoints(catalog: Iterable, providers: dict[str, Adapter]) -> None:
+    """A start-up error when a model's endpoint is not served by a provider it is deployed on."""
+    problems = [f"model {spec.id!r}: provider {d.provider!r} (kind {providers[d.provider].kind}) "
+                f"does not serve the {spec.endpoint} endpoint"
+                for spec in catalog for d in spec.deployments
+                if d.provider in providers and not serves(providers[d.provider], spec.endpoint)]
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def build_providers(settings: Settings, session: aiohttp.ClientSession,
+                    catalog: Iterable | None = None) -> dict[str, Adapter]:
+    out: dict[str, Adapter] = {}
     for name, p in settings.providers.items():
-        if p.kind == "demo":
-            out[name] = DemoProvider()
-        elif p.kind in NEEDS_KEY and not p.api_key:
+        problem = config_problem(p)
+        if problem:
+            raise SettingsError(f"[providers.{name}] {problem}")
+        spec = KINDS[p.kind]
+        if spec.needs_key and not p.api_key:
             continue   # not configured: its models are listed, not served
-        elif p.kind in OPENAI_SHAPED:
-            out[name] = OpenAICompatible(p, session, **_timeouts(settings, p))
-        elif p.kind == "anthropic":
-            out[name] = AnthropicProvider(p, session, **_timeouts(settings, p))
-        elif p.kind == "sarvam":
-            out[name] = SarvamProvider(p, session, **_timeouts(settings, p))
+        out[name] = spec.build(p, session, **_timeouts(settings, p))
+    if catalog is not None:
+        check_endpoints(catalog, out)
     return out

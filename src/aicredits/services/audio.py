@@ -18,7 +18,7 @@ from aicredits.multipart import Form
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import AudioUpload, MediaResult
 from aicredits.services.audio_probe import format_hint, probe
-from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router
 
 MAX_SPEECH_CHARS = 4096
@@ -175,7 +175,7 @@ class AudioService:
         meter.units = chars
         await self._metering.hold_fixed(meter, worst)
         result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: capability(t, "speech")(upstream, t))
+            meter, self._router, chain, lambda t: t.provider.speech(upstream, t))
         await self._metering.settle(meter, chars_cost(target.spec, self._rates, chars))
         return result, meter
 
@@ -192,6 +192,6 @@ class AudioService:
         meter.units = seconds
         await self._metering.hold_fixed(meter, worst)
         result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: capability(t, "transcribe")(upload, t))
+            meter, self._router, chain, lambda t: t.provider.transcribe(upload, t))
         await self._metering.settle(meter, audio_seconds_cost(target.spec, self._rates, seconds))
         return result, meter

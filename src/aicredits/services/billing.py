@@ -22,7 +22,6 @@ from typing import TypeVar
 
 import orjson
 
-from aicredits.domain.catalog import Catalog
 from aicredits.domain.reservation import Refusal
 from aicredits.errors import AuthenticationFailed, InsufficientCredits
 from aicredits.ports import (
@@ -50,11 +49,10 @@ class Lease:
 
 
 class Billing:
-    def __init__(self, store: BillingStore, catalog: Catalog, *, lease_seconds: float = 30.0,
+    def __init__(self, store: BillingStore, *, lease_seconds: float = 30.0,
                  journal: SettleJournal | None = None, settle_retry_seconds: float = 15.0,
                  max_call_seconds: float = 900.0) -> None:
         self.store = store
-        self.catalog = catalog
         self.lease_seconds = lease_seconds
         # a lease older than this belongs to a call that can no longer be running (the deadline
         # ended it, and its settle had its retries): it is left to expire, so a hold that was
@@ -72,11 +70,6 @@ class Billing:
     def tick_seconds(self) -> float:
         """How often leases are renewed and the sweeper runs."""
         return self.lease_seconds / 6
-
-    @property
-    def dead_process_bound_seconds(self) -> float:
-        """The longest a dead process's hold stays held (while any gateway process runs)."""
-        return self.lease_seconds + self.tick_seconds
 
     # ------------------------------------------------------------------ holds
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):

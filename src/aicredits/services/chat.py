@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import orjson
 
 from aicredits.domain.answers import chat_answer_problem
+from aicredits.domain.cache_entry import StreamAssembler
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices, token_prices
@@ -28,7 +30,7 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, UpstreamCut
+from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
 from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -45,6 +47,7 @@ class ChatService:
         self._rates = rates
         self._metering = metering
         self._prices: dict[str, TokenPrices] = {}
+        self.cache = None     # services/cache.py's CacheService, set by the app when a cache is on
 
     def prices(self, spec: ModelSpec) -> TokenPrices:
         p = self._prices.get(spec.id)
@@ -53,9 +56,16 @@ class ChatService:
         return p
 
     # ------------------------------------------------------------------ start
-    async def open(self, body: object, auth: KeyAuth, request_id: str, started: float) -> Meter:
+    async def open(self, body: object, auth: KeyAuth, request_id: str, started: float, *,
+                   cached: bool = False) -> Meter:
+        """`cached`: the response caches may answer (POST /v1/chat/completions only)."""
         body = validate_chat(body)
         chain = self._router.chain(body["model"], "chat", body.get("models"))
+        stream = bool(body.get("stream"))
+        meter = Meter(request_id, auth, "chat", started, stream=stream)
+        meter.model = chain[0].id
+        if cached and self.cache is not None and await self._cache_lookup(meter, body):
+            return meter
         prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
         cap = min(caps) if caps else None
@@ -70,31 +80,64 @@ class ChatService:
             return plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
                              output_price=held.output, requested_max=requested, model_cap=cap, n=n)
 
-        stream = bool(body.get("stream"))
-        meter = Meter(request_id, auth, "chat", started, stream=stream)
-        meter.model = chain[0].id
         await self._metering.hold(meter, planner)
         meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         meter.chain = chain
         meter.include_usage = bool(stream and (body.get("stream_options") or {}).get("include_usage"))
         return meter
 
+    async def _cache_lookup(self, meter: Meter, body: dict) -> bool:
+        """Look the request up (services/cache.py); on a hit, hold the hit's charge. True: a hit."""
+        plan = self.cache.plan(body, meter.auth.account_id, meter.auth.key_id, meter.model)
+        if plan is None:
+            return False
+        meter.cache_plan = plan
+        meter.cache = await self.cache.lookup(plan)
+        if meter.cache != "hit":
+            return False
+        meter.include_usage = bool(meter.stream and (body.get("stream_options") or {}).get("include_usage"))
+        charge = self.cache.hit_charge(plan)
+        if charge:
+            await self._metering.hold_fixed(meter, charge)
+        else:   # a free hit holds nothing: only the key's rate limits apply
+            await self._metering.admit(meter)
+        return True
+
+    async def serve_hit(self, meter: Meter) -> dict:
+        """A hit's answer, recorded with the tokens it saved: a charged hit settled like any call;
+        a free one (no money moves) recorded by the cache with its next write, within 0.5 s."""
+        plan = meter.cache_plan
+        meter.provider, meter.deployment = plan.entry.provider, "cache"
+        meter.usage = self.cache.hit_usage(plan)
+        if meter.hold:
+            charged = (await self._metering.settle(meter, self.cache.hit_charge(plan))).charged
+        else:
+            charged = 0
+            self.cache.record(self._metering.free_call(meter))
+        return self.cache.answer(plan, meter.call_id, charged)
+
+    def _remember(self, meter: Meter, data: dict | None, raw: bytes | None, usage: TokenUsage) -> None:
+        """A cache miss that completed cleanly is stored for the next asker."""
+        if meter.cache == "miss" and meter.end_state == "completed" and meter.settled is not None:
+            self.cache.remember(meter.cache_plan, data, raw, served_by=meter.target.spec.id,
+                                provider=meter.provider, usage=usage, charge=meter.settled.charged)
+
     def _upstream_body(self, meter: Meter, target: Target) -> dict:
         plan = meter.plan
         if not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
-        key = "max_completion_tokens" if getattr(target.provider, "kind", "") == "openai" else "max_tokens"
-        body[key] = plan.max_tokens
+        body[cast(ChatProvider, target.provider).max_tokens_field] = plan.max_tokens
         return body
 
     def _cost(self, meter: Meter, usage: TokenUsage) -> int:
         meter.usage = usage
         return min(self.prices(meter.target.spec).cost(usage), meter.hold)
 
-    async def _route(self, meter: Meter, how: str):
+    async def _route(self, meter: Meter, stream: bool):
         def call(target: Target):
-            return getattr(target.provider, how)(self._upstream_body(meter, target), target)
+            provider = cast(ChatProvider, target.provider)   # a chat model's: checked at start-up
+            return (provider.stream if stream else provider.chat)(self._upstream_body(meter, target), target)
         result, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return result
 
@@ -102,7 +145,7 @@ class ChatService:
     async def complete(self, meter: Meter, render: Callable[[dict, TokenUsage], bytes] | None = None) -> bytes:
         """The answer's bytes: the provider's (or `render(data, usage)`, e.g. as a Response),
         made before the call is settled, so a failure to make them is never charged."""
-        result = await within_limit(self._route(meter, "chat"), self._max_seconds)
+        result = await within_limit(self._route(meter, False), self._max_seconds)
         data = result.data
         usage = reported = reported_usage(meter, data.get("usage"))
         # an unreadable answer is charged its reported usage, if valid, else nothing
@@ -130,12 +173,14 @@ class ChatService:
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
         await self._metering.settle(meter, self._cost(meter, usage))
+        if meter.cache == "miss":
+            self._remember(meter, data, result.raw, usage)
         return out
 
     # ------------------------------------------------------------------ streaming
     async def start_stream(self, meter: Meter):
         """Open the upstream stream (retries and fallbacks happen here, before any output)."""
-        return await self._route(meter, "stream")
+        return await self._route(meter, True)
 
     def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
@@ -168,7 +213,7 @@ class ChatService:
                           estimate_text_tokens(sm.text_bytes, sm.fragments))
 
     async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
-                             upstream, pending: dict | None) -> bytes:
+                             upstream, pending: dict | None, collect=None) -> bytes:
         if meter.client_gone:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
@@ -183,6 +228,8 @@ class ChatService:
         else:
             charge = self._cost(meter, usage)
         await self._metering.settle(meter, charge)
+        if collect is not None and cut is None and not meter.client_gone:
+            self._remember(meter, collect.completion(), None, usage)
         if cut is None or meter.client_gone:
             return b""
         head = b""
@@ -206,7 +253,7 @@ def _prompt_estimate(meter: Meter) -> int:
 class _ChatStream:
     """A chat stream's events for Metering.relay: metered by a StreamMeter, relayed as sent
     except usage, which reaches the client only as OpenAI's usage chunk; [DONE] ends it."""
-    __slots__ = ("chat", "ended", "meter", "pending", "sm", "upstream")
+    __slots__ = ("chat", "collect", "ended", "meter", "pending", "sm", "upstream")
 
     def __init__(self, chat: ChatService, meter: Meter, upstream) -> None:
         self.chat = chat
@@ -215,6 +262,7 @@ class _ChatStream:
         self.sm = StreamMeter()
         self.pending = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
         self.ended = False
+        self.collect = StreamAssembler() if meter.cache == "miss" else None   # for the response cache
 
     def batch(self, batch: list) -> bytes:
         chat, meter, sm = self.chat, self.meter, self.sm
@@ -235,6 +283,8 @@ class _ChatStream:
                 continue
             try:
                 sm.observe(obj)
+                if self.collect is not None:
+                    self.collect.observe(obj)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise UpstreamCut("The upstream sent a malformed stream event.") from exc
             if sm.error is not None:
@@ -269,7 +319,8 @@ class _ChatStream:
         return None if sm.complete else "The upstream stream ended before it finished."
 
     def finish(self, cut: str | None, timeout: bool):
-        return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending)
+        return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending,
+                                        self.collect)
 
     def accrued(self) -> int:
         """The charge of a cut now: prompt + delivered output (nothing while none was delivered)."""

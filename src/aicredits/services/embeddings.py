@@ -17,7 +17,7 @@ from aicredits.domain.usage import estimate_input_tokens
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
 from aicredits.services.answers import reject_malformed, reported_prompt
-from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router
 
 MAX_INPUTS = 2048
@@ -91,7 +91,7 @@ class EmbeddingsService:
         upstream = {k: v for k, v in body.items() if k != "models"}
         want_b64 = body.get("encoding_format") == "base64"
         result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: capability(t, "embed")(upstream, t))
+            meter, self._router, chain, lambda t: t.provider.embed(upstream, t))
         data = result.data
         reported = reported_prompt(meter, data.get("usage"))
         prices = token_prices(target.spec, self._rates)

@@ -16,7 +16,7 @@ from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.pricing import images_cost
 from aicredits.errors import GatewayError, InvalidRequest
 from aicredits.ports import KeyAuth
-from aicredits.services.metering import Meter, Metering, capability
+from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router
 
 log = logging.getLogger("aicredits.images")
@@ -170,7 +170,7 @@ class ImagesService:
 
         def call(target):
             plan = plans[target.spec.id]
-            return capability(target, "images")(upstream_body(body, plan, n), target)
+            return target.provider.images(upstream_body(body, plan, n), target)
 
         result, target = await self._metering.route(meter, self._router, chain, call)
         data = result.data

@@ -19,7 +19,7 @@ from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
-from aicredits.errors import GatewayError, InternalError, InvalidRequest, RateLimited, UpstreamTimeout
+from aicredits.errors import GatewayError, InternalError, RateLimited, UpstreamTimeout
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
@@ -49,6 +49,7 @@ class Meter:
     end_state: str = "completed"
     error: str | None = None
     cache: str = "bypass"
+    cache_plan: Any = None      # services/cache.py's CachePlan when the cache looked the request up
     client_gone: bool = False
     usage: TokenUsage = field(default_factory=TokenUsage)
     units: int = 0
@@ -114,14 +115,6 @@ async def within_limit(aw: Awaitable[T], max_seconds: float) -> T:
         raise UpstreamTimeout(too_long(max_seconds)) from None
 
 
-def capability(target, name: str):
-    """The provider method serving this endpoint, or a 400 naming the model."""
-    fn = getattr(target.provider, name, None)
-    if fn is None:
-        raise InvalidRequest(f"The provider of '{target.spec.id}' does not serve this endpoint.", param="model")
-    return fn
-
-
 class _Deadline:
     """A stream's deadline: one timer per stream (not a timeout context per batch, which costs
     microseconds on every chunk). When it fires while the relay waits for the upstream, it cancels
@@ -173,17 +166,37 @@ class Metering:
             return await self._hold(meter, planner)
 
     async def _hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
+        await self.admit(meter)
+        plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
+        meter.plan = plan
+        meter.hold = plan.amount
+        self.billing.track(meter.call_id, lambda: 0, lambda: self._row(meter, lost=True))
+        return plan
+
+    async def admit(self, meter: Meter) -> None:
+        """The key's rate limits (429). Alone only for a call that costs nothing and holds nothing
+        (a free cache hit, services/cache.py)."""
         auth = meter.auth
         if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
             refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
             if refused is not None:
                 self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
-        plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
-        meter.plan = plan
-        meter.hold = plan.amount
-        self.billing.track(meter.call_id, lambda: 0, lambda: self._row(meter, lost=True))
-        return plan
+
+    def free_call(self, meter: Meter) -> dict:
+        """The usage record of a call that costs nothing and held nothing (a free cache hit),
+        counted and logged like any call; the caller writes it."""
+        row = dict(self._row(meter), cost=0, hold=0)
+        meter.settled = SettleResult(0, None, None)
+        u = meter.usage
+        self._count(meter, u)
+        log.info("call", extra={"fields": {
+            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
+            "model": meter.model, "cache": meter.cache,
+            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
+            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
+            "cost_micros": 0, "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"], "pending": False}})
+        return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
         """Reserve a known worst case (images, speech, audio, embeddings)."""

@@ -34,11 +34,11 @@ from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE
+from aicredits.providers.base import DONE, native_responses
 from aicredits.providers.http import event_data, scrub, split_events
 from aicredits.services.answers import reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
-from aicredits.services.metering import Meter, Metering, capability, within_limit
+from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.responses_stream import ResponsesEvents, sse
 from aicredits.services.responses_translate import (
@@ -53,7 +53,6 @@ from aicredits.services.responses_translate import (
 )
 from aicredits.services.routing import Router
 
-NATIVE_KINDS = ("openai", "azure")
 MIN_OUTPUT = 16   # OpenAI refuses a smaller max_output_tokens
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 OUTPUT_DELTAS = ("response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
@@ -138,7 +137,7 @@ class ResponsesService:
     # ------------------------------------------------------------------ start
     def _native(self, chain) -> bool:
         providers = self._router.providers
-        return all(getattr(providers[d.provider], "kind", "") in NATIVE_KINDS
+        return all(native_responses(providers[d.provider])
                    for spec in chain for d in spec.deployments if d.provider in providers)
 
     async def open(self, body: object, auth: KeyAuth, request_id: str, started: float) -> ResponsesCall:
@@ -189,10 +188,12 @@ class ResponsesService:
         return TokenUsage(prompt_tokens=prompt,
                           completion_tokens=estimate_text_tokens(out_bytes, fragments))
 
-    async def _route(self, call: ResponsesCall, how: str):
+    async def _route(self, call: ResponsesCall, stream: bool):
         meter = call.meter
-        result, _ = await self._metering.route(meter, self._router, meter.chain,
-                                               lambda t: capability(t, how)(meter.body, t))
+
+        def send(t):   # only reached when every provider of the chain is native (_native)
+            return (t.provider.responses_stream if stream else t.provider.responses)(meter.body, t)
+        result, _ = await self._metering.route(meter, self._router, meter.chain, send)
         return result
 
     # ------------------------------------------------------------------ non-streaming
@@ -201,7 +202,7 @@ class ResponsesService:
         if not call.native:
             return await self._chat.complete(
                 meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
-        result = await within_limit(self._route(call, "responses"), self._max_seconds)
+        result = await within_limit(self._route(call, False), self._max_seconds)
         data = result.data
         usage = reported_usage(meter, data.get("usage"))
         problem = responses_answer_problem(data)
@@ -227,7 +228,7 @@ class ResponsesService:
         """Open the upstream stream (retries and fallbacks happen here, before any output);
         the client's SSE bytes come from the returned iterator."""
         if call.native:
-            upstream = await self._route(call, "responses_stream")
+            upstream = await self._route(call, True)
             return self._metering.relay(call.meter, upstream, _Native(self, call), self._max_seconds)
         upstream = await self._chat.start_stream(call.meter)
         return self._translate(call, self._chat.relay(call.meter, upstream))

@@ -151,10 +151,6 @@ class Router:
         now = time.monotonic()
         return {name: (b.failures, max(0.0, b.open_until - now)) for name, b in self._breakers.items()}
 
-    def breaker_open(self, target: Target) -> bool:
-        b = self._breakers.get(target.name)
-        return b is not None and not b.closed(time.monotonic())
-
     # ------------------------------------------------------------------ the attempts
     def _delay(self, attempt: int, retry_after: int | None) -> float | None:
         p = self.policy

@@ -67,10 +67,6 @@ async def set_timezone(conn: AsyncConnection, account_id: int, tz: str | None) -
     await conn.execute(update(accounts).where(accounts.c.id == account_id).values(timezone=tz))
 
 
-async def set_name(conn: AsyncConnection, account_id: int, name: str) -> None:
-    await conn.execute(update(accounts).where(accounts.c.id == account_id).values(name=name))
-
-
 # ---------------------------------------------------------------- sessions
 async def create_session(conn: AsyncConnection, *, session_id: str, account_id: int | None, csrf_token: str,
                          data: str, ip: str | None, user_agent: str | None, expires_at: int) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import (
                         ForeignKey,
                         Index,
                         Integer,
+                        LargeBinary,
                         MetaData,
                         String,
                         Table,
@@ -281,4 +282,41 @@ rollup_state = Table(
     Column("account_id", Integer, primary_key=True),
     Column("tz", String(64), primary_key=True),
     Column("end_day", Integer, nullable=False),
+)
+
+
+# ------------------------------------------------------------------ response caches (0005)
+cache_entries = Table(
+    "cache_entries", metadata,
+    Column("key", String(64), primary_key=True),          # the exact key (domain/cache_rules.py)
+    Column("scope", String(64), nullable=False),          # a:<account>, k:<key id> or shared
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("provider", String(64), nullable=False, default=""),
+    Column("context", String(64), nullable=True),         # the semantic context key
+    Column("query", Text, nullable=True),                 # the embedded last user turn
+    Column("vector", LargeBinary, nullable=True),         # its embedding, float32 little-endian
+    Column("response", LargeBinary, nullable=False),      # the chat.completion JSON
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("charge", BigInteger, nullable=False, default=0),   # micro-INR of the original call
+    Column("hits", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=False),   # LRU eviction
+    Index("ix_cache_entries_account", "account_id", "model"),
+    Index("ix_cache_entries_model", "model"),
+    Index("ix_cache_entries_created", "created_at"),
+    Index("ix_cache_entries_expires", "expires_at"),
+    Index("ix_cache_entries_used", "last_used_at"),
+)
+
+cache_savings = Table(
+    "cache_savings", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("hits", BigInteger, nullable=False, default=0),
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("saved", BigInteger, nullable=False, default=0),    # micro-INR not spent thanks to hits
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -2,13 +2,13 @@
 usage_records, admin API keys, daily rollups of closed days
 
 Revision ID: 0004_history
-Revises: 0003_holds
+Revises: 0005_cache
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_history"
-down_revision = "0003_holds"
+down_revision = "0005_cache"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,66 @@
+"""Composition of the response caches (part of the composition root, app.py): the store (Redis
+when configured, else the database), the savings table, and for the semantic layer the
+embedder and the in-process index. docs/caching.md describes the settings."""
+
+from __future__ import annotations
+
+import logging
+
+from aicredits.services.cache import CacheService
+from aicredits.settings import Settings
+
+log = logging.getLogger("aicredits.cache")
+
+
+async def _operator_account(engine, email: str) -> int:
+    from aicredits.store import accounts as accounts_repo
+    async with engine.begin() as conn:
+        acct = await accounts_repo.by_email(conn, email)
+        if acct is None:
+            acct = await accounts_repo.create(conn, email, name="operator (semantic cache embeddings)")
+        return acct.id
+
+
+async def _embedder(settings: Settings, gw, engine):
+    policy = settings.cache
+    if policy.embedder == "local":
+        from aicredits.infra.cache_embed import LocalEmbedder
+        return LocalEmbedder()
+    spec = gw.catalog.get(policy.embedder)
+    if spec is None or spec.endpoint != "embeddings":
+        raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local' nor an embeddings "
+                           "model of the catalog")
+    from aicredits.infra.cache_embed import CatalogEmbedder
+    return CatalogEmbedder(gw.embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
+
+
+def open_stores(settings: Settings, engine, redis=None):
+    """(the entries' store, the savings' store): Redis when configured, else the database."""
+    from aicredits.store.cache_sql import SqlCacheStore
+    sql = SqlCacheStore(engine)
+    if settings.redis_url and redis is not None:
+        from aicredits.infra.cache_redis import RedisCacheStore
+        return RedisCacheStore(redis, settings.redis_prefix), sql
+    return sql, sql
+
+
+async def build_cache(settings: Settings, gw):
+    """(CacheService or None when every layer is off, the engine it opened or None)."""
+    policy = settings.cache
+    if not policy.enabled:
+        return None, None
+    from aicredits.store.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    store, sql = open_stores(settings, engine, gw.redis)
+    embedder = index = None
+    if policy.semantic_anywhere:
+        try:
+            embedder = await _embedder(settings, gw, engine)
+            from aicredits.infra.cache_index import VectorIndex
+            index = VectorIndex(getattr(embedder, "dim", None))
+            log.info("semantic cache on: embedder %s, threshold %s", embedder.name, policy.threshold)
+        except Exception as exc:  # noqa: BLE001 - the exact layer still runs; the reason is logged
+            log.warning("semantic cache off: %s", exc)
+            embedder = index = None
+    return CacheService(policy, store, sql, embedder=embedder, index=index), engine
