@@ -7,13 +7,13 @@ import gc
 import logging
 import os
 import time
-from importlib import resources
 
 from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api import metrics as metrics_route
-from aicredits.api.http import ClientGone, Request, send_bytes, send_error
+from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
+from aicredits.api.openapi import document as openapi_document
 from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
@@ -24,6 +24,7 @@ from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing
 from aicredits.services.chat import ChatService
+from aicredits.services.concurrency import KeyConcurrency
 from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
@@ -47,10 +48,19 @@ async def send_redirect(send, location: str) -> None:
 
 
 async def openapi(gw, req: Request, send) -> None:
-    await send_bytes(send, 200, gw.openapi_json, [])
+    await send_bytes(send, 200, openapi_document(), [])
 
 
+async def root(gw, req: Request, send) -> None:
+    """GET /: the dashboard's front page."""
+    if gw.web is None:
+        raise NotFound("Unknown route: GET /.")
+    await send_redirect(send, "/dashboard/")
+
+
+# every route here has its operation in api/openapi.py (tests/api/test_openapi.py checks)
 ROUTES = {
+    "/": {"GET": root},
     "/v1/chat/completions": {"POST": chat_routes.chat_completions},
     "/v1/responses": {"POST": responses.responses},
     "/v1/embeddings": {"POST": embeddings.embeddings},
@@ -98,7 +108,6 @@ class Gateway:
         self._tracer = None
         self.catalog = load_catalog(settings.extra_models)
         self.rates = Rates(settings.usd_inr_fraction, settings.markup_fraction)
-        self.openapi_json = resources.files("aicredits.api").joinpath("openapi.json").read_bytes()
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
@@ -109,6 +118,7 @@ class Gateway:
         self.cache = None        # the response caches (services/cache.py), None when off
         self._cache_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
+        self.body_budget = BodyBudget(settings.body_bytes_in_flight)
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -123,6 +133,24 @@ class Gateway:
             return RedisRateLimiter(self.redis, s.redis_prefix, s.rate_window_seconds)
         from aicredits.infra.ratelimit_memory import MemoryRateLimiter
         return MemoryRateLimiter(s.rate_window_seconds)
+
+    def _in_flight(self):
+        """Per-key requests in flight: in Redis when configured (one cap across every process),
+        else in this process's memory. Called after _rate_limiter(), which connects Redis."""
+        if self.redis is not None:
+            from aicredits.infra.inflight_redis import RedisInFlight
+            s = self.settings
+            # a slot outlives the longest request (its body, then its call) by a minute
+            return RedisInFlight(self.redis, s.redis_prefix, s.body_timeout + s.max_request_seconds + 60)
+        from aicredits.infra.inflight_memory import MemoryInFlight
+        return MemoryInFlight()
+
+    async def admit(self, req: Request):
+        """The key of a billable call (401 unless valid), within its concurrency cap (429): before
+        the body is read. The slot is given back when the request ends (handle)."""
+        auth = await self.keys.authenticate(req.authorization())
+        req.slot = await self.concurrency.enter(auth)
+        return auth
 
     async def startup(self) -> None:
         s = self.settings
@@ -141,6 +169,7 @@ class Gateway:
         self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds,
                                  max_seconds=s.max_request_seconds, metrics=self.metrics, tracing=self.tracing)
         self.metrics.watch(holds=store.holds_outstanding, pool=store.pool_stats, breakers=self.router.breaker_states)
+        self.concurrency = KeyConcurrency(self._in_flight(), s.key_max_concurrent)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         self.images = ImagesService(self.router, self.rates, self.metering)
@@ -258,7 +287,7 @@ class Gateway:
 
     async def handle(self, scope, receive, send) -> None:
         scope["aicredits.started"] = time.perf_counter()
-        req = Request(scope, receive)
+        req = Request(scope, receive, self.body_budget)
         started = False
         status = 0
         state = begin_request(route_of(scope["path"]))
@@ -277,10 +306,7 @@ class Gateway:
                 if self.admin_api is not None and (path.startswith("/admin/api/") or path == "/admin/api"):
                     await self.admin_api(scope, receive, tracking_send)
                     return
-                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
-                    if path == "/":
-                        await send_redirect(tracking_send, "/dashboard/")
-                        return
+                if self.web is not None and (path.startswith("/dashboard/") or path == "/dashboard"):
                     await self.web(scope, receive, tracking_send)
                     return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
@@ -307,6 +333,9 @@ class Gateway:
                                                      "logged with its request id."),
                                  [(b"x-request-id", req.request_id.encode())])
         finally:
+            req.release_body()
+            if req.slot is not None:
+                await self.concurrency.leave(req.slot)
             if not state.settled:   # a settled call was counted and logged by its settle
                 self._answered(state, req, status)
 

@@ -3,7 +3,7 @@ disable users, create and revoke their keys with limits, grant or debit credits,
 ledger and usage, read the audit log), authenticated by admin API keys (`sk-admin-...`,
 services/admin_keys.py) and never by inference keys. Errors have the reference's shape
 {"error": {"message", "type", "code"}}. Every change is audited with the admin key's owner
-as the actor. openapi.json documents each route."""
+as the actor. api/openapi.py documents each route (bodies: api/admin_schemas.py)."""
 
 from __future__ import annotations
 
@@ -276,15 +276,20 @@ async def audit_log(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------- the app
+def by_method(**handlers):
+    """One endpoint for a path served by several methods (so a 405 names all of them in Allow)."""
+    async def endpoint(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+    return endpoint
+
+
 ROUTES = [
-    Route("/admin/api/users", list_users, methods=["GET"]),
-    Route("/admin/api/users", create_user, methods=["POST"]),
+    Route("/admin/api/users", by_method(GET=list_users, POST=create_user), methods=["GET", "POST"]),
     Route("/admin/api/users/{user_id}", get_user, methods=["GET"]),
     Route("/admin/api/users/{user_id}/disable", disable_user, methods=["POST"]),
     Route("/admin/api/users/{user_id}/enable", enable_user, methods=["POST"]),
     Route("/admin/api/users/{user_id}/credits", credits, methods=["POST"]),
-    Route("/admin/api/users/{user_id}/keys", list_keys, methods=["GET"]),
-    Route("/admin/api/users/{user_id}/keys", create_key, methods=["POST"]),
+    Route("/admin/api/users/{user_id}/keys", by_method(GET=list_keys, POST=create_key), methods=["GET", "POST"]),
     Route("/admin/api/users/{user_id}/ledger", ledger, methods=["GET"]),
     Route("/admin/api/users/{user_id}/usage", usage, methods=["GET"]),
     Route("/admin/api/users/{user_id}/usage/daily", usage_daily, methods=["GET"]),
@@ -313,7 +318,11 @@ async def on_missing(request: Request, exc: Exception) -> Response:
 
 async def on_http(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 405:
-        return _error(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+        response = _error(MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."))
+        allow = (exc.headers or {}).get("Allow")
+        if allow:
+            response.headers["allow"] = allow
+        return response
     return _error(NotFound(f"Unknown route: {request.method} {request.url.path}."))
 
 

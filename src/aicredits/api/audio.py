@@ -11,7 +11,7 @@ from aicredits.services.audio import transcription_from_form, transcription_from
 
 
 async def speech(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     result, meter = await until_answered(
         req.receive, gw.audio.speech(body, auth, req.request_id, req.scope["aicredits.started"]))
@@ -19,7 +19,7 @@ async def speech(gw, req: Request, send) -> None:
 
 
 async def transcriptions(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     ctype = (req.header(b"content-type") or b"").decode("latin-1")
     kind = ctype.split(";", 1)[0].strip().lower()
     if kind == "multipart/form-data":

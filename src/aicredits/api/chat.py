@@ -30,7 +30,7 @@ def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
 
 
 async def chat_completions(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
 

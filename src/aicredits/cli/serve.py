@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from aicredits import logs
+from aicredits.api.connections import ConnectionLimits, guarded_protocol
 from aicredits.settings import Settings
 from aicredits.store.db import make_engine, migrate, redact_url, sqlite_file
 
@@ -120,9 +121,12 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
-    common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
-              "access_log": False, "log_config": None, "server_header": False, "date_header": False,
-              "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
+    # httptools, with header and body timeouts and a connection cap (api/connections.py); no
+    # WebSocket upgrades (nothing here speaks them)
+    limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
+    common = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
+              "lifespan": "on", "access_log": False, "log_config": None, "server_header": False,
+              "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
     from aicredits.infra.metrics import MULTIPROC_ENV
     if workers == 1:
         from aicredits.app import Gateway

@@ -19,6 +19,7 @@ from aicredits.ports import KeyAuth
 from aicredits.services.answers import reject_malformed, reported_prompt
 from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router
+from aicredits.services.validation import whole_number
 
 MAX_INPUTS = 2048
 
@@ -56,6 +57,7 @@ def validate_embeddings(body: object) -> dict:
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    whole_number(body, "dimensions")
     dims = body.get("dimensions")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
         raise InvalidRequest("'dimensions' must be a positive integer.", param="dimensions")

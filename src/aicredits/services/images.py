@@ -18,6 +18,7 @@ from aicredits.errors import GatewayError, InvalidRequest
 from aicredits.ports import KeyAuth
 from aicredits.services.metering import Meter, Metering
 from aicredits.services.routing import Router
+from aicredits.services.validation import whole_number
 
 log = logging.getLogger("aicredits.images")
 
@@ -60,6 +61,7 @@ class ImagePlan:
 
 
 def _int(body: dict, key: str, default: int) -> int:
+    whole_number(body, key)
     value = body.get(key, default)
     if value is None:
         return default
