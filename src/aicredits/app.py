@@ -15,7 +15,7 @@ from aicredits.api import metrics as metrics_route
 from aicredits.api.chat import STOP_GRACE_SECONDS
 from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
 from aicredits.api.openapi import document as openapi_document
-from aicredits.catalog import load_catalog
+from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from aicredits.infra.journal import FileJournal
@@ -34,6 +34,7 @@ from aicredits.services.metering import STOPPED_BEFORE_ANSWER, Metering
 from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
+from aicredits.services.runtime import Runtime
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 from aicredits.telemetry import NO_TRACING, RequestState, begin_request
@@ -114,6 +115,7 @@ class Gateway:
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
         self.web_context = None  # its services (web.app.WebContext)
+        self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
         self.cache = None        # the response caches (services/cache.py), None when off
         self._cache_engine = None
@@ -180,6 +182,7 @@ class Gateway:
         await self._start_cache()
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
+        self._served = served
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         self._start_dashboard()
@@ -222,6 +225,7 @@ class Gateway:
 
     def _start_dashboard(self) -> None:
         """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.api import admin_api
         from aicredits.infra.mail import SmtpMailer
         from aicredits.web.app import build
 
@@ -231,6 +235,10 @@ class Gateway:
                                         self.settings.payments.terms)
         self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
                                            mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
+        self.web_context.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
+                                           builtin_ids=(e["id"] for e in builtin_entries()),
+                                           configured=(e["id"] for e in self.settings.extra_models))
+        self.admin_api = admin_api.build(self._web_engine, self.settings, on_key_revoked=self.keys.forget)
 
     async def shutdown(self) -> None:
         # uvicorn calls this once its drain time (AICREDITS_DRAIN_SECONDS) is over, right after
@@ -304,6 +312,9 @@ class Gateway:
             methods = ROUTES.get(scope["path"])
             if methods is None:
                 path = scope["path"]
+                if self.admin_api is not None and (path.startswith("/admin/api/") or path == "/admin/api"):
+                    await self.admin_api(scope, receive, tracking_send)
+                    return
                 if self.web is not None and (path.startswith("/dashboard/") or path == "/dashboard"):
                     await self.web(scope, receive, tracking_send)
                     return

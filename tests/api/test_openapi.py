@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from aicredits.api.admin_api import ROUTES as ADMIN_ROUTES
 from aicredits.api.openapi import OPERATIONS, build
 from aicredits.app import ROUTES
 from tests.inproc import InProcessGateway
@@ -33,8 +34,14 @@ def test_every_route_has_an_operation_and_every_operation_a_route():
         for method in methods:
             assert method.lower() in paths[path], f"{method} {path} is missing from /openapi.json"
     assert "get" in paths["/dashboard/"], "the dashboard's mount point"
+    admin = {}
+    for route in ADMIN_ROUTES:       # /admin/api (api/admin_api.py), a Starlette app of its own
+        admin.setdefault(route.path, set()).update(m for m in route.methods if m != "HEAD")
+    for path, methods in admin.items():
+        assert {m.lower() for m in methods} <= set(paths.get(path, {})), f"{path} is missing from /openapi.json"
     for path, ops in paths.items():
         routed = ROUTES.get(path, {}) if not path.startswith("/dashboard/") else {"GET": None}
+        routed = admin.get(path, routed) if path.startswith("/admin/api") else routed
         assert {m.upper() for m in ops} <= set(routed), f"{path} is documented but not routed"
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from aicredits import __version__
+from aicredits.api import admin_schemas as a
 from aicredits.api import schemas as s
 
 REF = "#/components/schemas/{model}"
@@ -99,9 +100,10 @@ class Operation:
     response_headers: tuple[str, ...] = ()
     status: int = 200
     status_description: str = "OK."
-    security: str | None = "bearer"                # "bearer", "session", or None (no authentication)
+    security: str | None = "bearer"                # "bearer", "session", "admin", or None (no authentication)
     errors: tuple[int, ...] = ()
     extra_responses: dict = field(default_factory=dict)   # status -> a ready OpenAPI response object
+    parameters: tuple[dict, ...] = ()              # path and query parameters (OpenAPI objects)
 
 
 SSE = Body("text/event-stream")   # `data: <JSON>` events: no schema (OpenAPI 3.1 cannot describe a stream of them)
@@ -175,6 +177,88 @@ OPERATIONS: list[Operation] = [
 ]
 
 
+
+# ------------------------------------------------------------------------------ /admin/api (api/admin_api.py)
+def _param(name: str, where: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema,
+            **({"description": description} if description else {})}
+
+
+USER_ID = _param("user_id", "path", {"type": "integer", "minimum": 1})
+KEY_ID = _param("key_id", "path", {"type": "string"})
+DAYS = (_param("from", "query", {"type": "string", "format": "date"}, "First day, YYYY-MM-DD in `tz`."),
+        _param("to", "query", {"type": "string", "format": "date"}, "Last day (default: today)."),
+        _param("tz", "query", {"type": "string"}, "An IANA time zone (default: AICREDITS_TIMEZONE)."))
+PAGE = (_param("before", "query", {"type": "string", "pattern": r"^\d{1,15}\.\d{1,10}$"},
+               "The previous page's `next_before`."),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}, "Rows per page (default 50)."))
+ADMIN_ERRORS = (400, 401, 404)
+
+
+def _admin(path: str, method: str, op_id: str, summary: str, description: str = "", *, request=None, response=None,
+           status: int = 200, parameters: tuple[dict, ...] = ()) -> Operation:
+    return Operation(path, method, op_id, "admin", summary, description,
+                     request=(Body(model=request),) if request else (), response=(Body(model=response),),
+                     status=status, status_description="Created." if status == 201 else "OK.", security="admin",
+                     errors=ADMIN_ERRORS, parameters=parameters)
+
+
+OPERATIONS += [
+    _admin("/admin/api/users", "get", "adminListUsers", "Users by id; search by part of the email or name",
+           response=a.AdminUserList, parameters=(
+               _param("q", "query", {"type": "string"}, "Part of the email or name, any case."),
+               _param("after", "query", {"type": "integer", "minimum": 0}, "The previous page's `next_after`."),
+               _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}))),
+    _admin("/admin/api/users", "post", "adminCreateUser", "Create a user (and grant it credits)",
+           "Audited as `user.created` (and `credits.granted`).", request=a.AdminCreateUser, response=a.AdminUser,
+           status=201),
+    _admin("/admin/api/users/{user_id}", "get", "adminGetUser", "One user, with wallet and keys",
+           response=a.AdminUser, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/disable", "post", "adminDisableUser", "Disable a user",
+           "No sign-in, its sessions end, its keys are refused (at once here, within a second by every other "
+           "process). Its ledger stays. An admin cannot disable their own account. Audited as `account.disabled`.",
+           response=a.AdminUser, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/enable", "post", "adminEnableUser", "Enable a user again",
+           "Audited as `account.enabled`.", response=a.AdminUser, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/credits", "post", "adminCredits", "Grant or debit credits, with a reason",
+           "A `grant` entry adds; a `debit` entry takes, never more than the wallet has available (balance minus "
+           "holds; 400 otherwise). Audited as `credits.granted` / `credits.debited`.",
+           request=a.AdminCreditsRequest, response=a.AdminCredits, status=201, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/keys", "get", "adminListKeys", "A user's API keys (never their secrets)",
+           response=a.AdminKeyList, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/keys", "post", "adminCreateKey", "Create an API key for a user, with limits",
+           "`key` in the answer is the secret, shown this once. Audited as `key.created`.",
+           request=a.AdminCreateKey, response=a.AdminKey, status=201, parameters=(USER_ID,)),
+    _admin("/admin/api/users/{user_id}/ledger", "get", "adminLedger", "A user's ledger entries, newest first",
+           response=a.AdminLedgerPage, parameters=(
+               USER_ID, _param("kind", "query", {"type": "string"}, "One kind: grant, topup, refund, charge, ..."),
+               *DAYS, *PAGE)),
+    _admin("/admin/api/users/{user_id}/usage", "get", "adminUsage", "A user's calls (the request log), newest first",
+           response=a.AdminCallPage, parameters=(
+               USER_ID, _param("model", "query", {"type": "string"}),
+               _param("key", "query", {"type": "string"}, "One of this user's key ids (another's: 404)."),
+               _param("status", "query", {"type": "string", "enum": ["ok", "error"]}),
+               _param("cache", "query", {"type": "string", "enum": ["hit", "miss", "bypass"]}), *DAYS, *PAGE)),
+    _admin("/admin/api/users/{user_id}/usage/daily", "get", "adminUsageDaily",
+           "A user's requests, tokens and spend per day and model",
+           "The last 30 days by default, at most 400; days are calendar days in `tz`.",
+           response=a.AdminUsageDays, parameters=(USER_ID, *DAYS)),
+    _admin("/admin/api/keys/{key_id}", "patch", "adminUpdateKey", "Change a key's credit limit or rate limits",
+           "Fields left out stay; null removes a limit. Running gateways apply it within a second. Audited as "
+           "`key.limits`.", request=a.AdminUpdateKey, response=a.AdminKey, parameters=(KEY_ID,)),
+    _admin("/admin/api/keys/{key_id}/revoke", "post", "adminRevokeKey", "Revoke a key",
+           "Every running gateway refuses it within a second. Audited as `key.revoked`.", response=a.AdminKey,
+           parameters=(KEY_ID,)),
+    _admin("/admin/api/audit", "get", "adminAudit", "The audit log, newest first",
+           "Every admin action and every sensitive user action (sign-in, key created or revoked, password "
+           "changed, top-up): who, what, when, from which IP. Append-only.", response=a.AdminAuditPage, parameters=(
+               _param("action", "query", {"type": "string"}, "One action, e.g. signin, key.created."),
+               _param("actor_id", "query", {"type": "integer", "minimum": 1}, "The acting account's id."),
+               _param("before", "query", {"type": "integer", "minimum": 1}, "The previous page's `next_before`."),
+               _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}))),
+]
+
+
 def _content(bodies: tuple[Body, ...]) -> dict:
     out = {}
     for b in bodies:
@@ -187,12 +271,15 @@ def _operation(op: Operation) -> dict:
     doc: dict = {"operationId": op.operation_id, "tags": [op.tag], "summary": op.summary}
     if op.description:
         doc["description"] = op.description
-    doc["security"] = {"bearer": [{"bearerAuth": []}], "session": [{"sessionCookie": []}], None: []}[op.security]
+    doc["security"] = {"bearer": [{"bearerAuth": []}], "session": [{"sessionCookie": []}],
+                       "admin": [{"adminKey": []}], None: []}[op.security]
     if op.security == "bearer":
         doc["parameters"] = [{"name": "x-request-id", "in": "header", "required": False,
                               "description": "Your own request id, echoed back when it matches "
                                              "`[A-Za-z0-9._:-]{1,128}`; any other value is replaced by a new id.",
                               "schema": {"type": "string"}}]
+    if op.parameters:
+        doc["parameters"] = [*doc.get("parameters", []), *op.parameters]
     if op.request:
         doc["requestBody"] = {"required": True, "content": _content(op.request)}
     ok: dict = {"description": op.status_description}
@@ -252,7 +339,12 @@ def build(operations: list[Operation] | None = None) -> dict:
                                "description": "`Authorization: Bearer sk-…`, from `aicredits keys create` or the "
                                               "dashboard."},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "aic_session",
-                                  "description": "The dashboard's session, after signing in."}},
+                                  "description": "The dashboard's session, after signing in."},
+                "adminKey": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-admin-<64 lowercase hex>",
+                             "description": "`Authorization: Bearer sk-admin-…`, from `aicredits admin-keys create` or "
+                                            "the dashboard's Admin API keys page; it acts with the rights of its "
+                                            "admin account. Refused on /v1, as inference keys are on /admin/api "
+                                            "(401; docs/admin-api.md)."}},
             "schemas": defs.get("$defs", {}),
             "responses": responses,
             "headers": {name: {"description": description, "schema": schema}
