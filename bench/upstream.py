@@ -5,7 +5,7 @@
 HTTP/1.1 with keep-alive (and pipelining), on 127.0.0.1 only:
 
 * ``POST …/chat/completions`` -> the fixed ``chat.completion`` JSON of the yardstick's mock
-  (``../shared/bench/mock/nginx.conf`` beside the project, port 9101), 419 bytes, usage 19 + 9 tokens; or, when
+  (its nginx server on port 9101), 419 bytes, usage 19 + 9 tokens; or, when
   the request body has ``"stream": true``, the fixed SSE body of its port 9102 (a role chunk,
   20 content deltas, a finish chunk, a usage chunk with ``choices: []``, ``data: [DONE]``;
   5,671 bytes, sent at once with a Content-Length, as nginx's ``return`` does).

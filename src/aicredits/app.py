@@ -7,15 +7,15 @@ import gc
 import logging
 import os
 import time
-from importlib import resources
 
 from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api import metrics as metrics_route
 from aicredits.api.chat import STOP_GRACE_SECONDS
-from aicredits.api.http import ClientGone, Request, send_bytes, send_error
-from aicredits.catalog import load_catalog
+from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
+from aicredits.api.openapi import document as openapi_document
+from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
 from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from aicredits.infra.journal import FileJournal
@@ -26,6 +26,7 @@ from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
 from aicredits.services.billing import Billing, database_unavailable
 from aicredits.services.chat import ChatService
+from aicredits.services.concurrency import KeyConcurrency
 from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
@@ -33,6 +34,7 @@ from aicredits.services.metering import STOPPED_BEFORE_ANSWER, Metering
 from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
+from aicredits.services.runtime import Runtime
 from aicredits.settings import Settings, load_settings
 from aicredits.store.db import dialect_of, make_engine, postgres_dsn, sqlite_file
 from aicredits.telemetry import NO_TRACING, RequestState, begin_request
@@ -48,10 +50,19 @@ async def send_redirect(send, location: str) -> None:
 
 
 async def openapi(gw, req: Request, send) -> None:
-    await send_bytes(send, 200, gw.openapi_json, [])
+    await send_bytes(send, 200, openapi_document(), [])
 
 
+async def root(gw, req: Request, send) -> None:
+    """GET /: the dashboard's front page."""
+    if gw.web is None:
+        raise NotFound("Unknown route: GET /.")
+    await send_redirect(send, "/dashboard/")
+
+
+# every route here has its operation in api/openapi.py (tests/api/test_openapi.py checks)
 ROUTES = {
+    "/": {"GET": root},
     "/v1/chat/completions": {"POST": chat_routes.chat_completions},
     "/v1/responses": {"POST": responses.responses},
     "/v1/embeddings": {"POST": embeddings.embeddings},
@@ -99,16 +110,17 @@ class Gateway:
         self._tracer = None
         self.catalog = load_catalog(settings.extra_models)
         self.rates = Rates(settings.usd_inr_fraction, settings.markup_fraction)
-        self.openapi_json = resources.files("aicredits.api").joinpath("openapi.json").read_bytes()
         self.redis = None
         self._tasks: list[asyncio.Task] = []
         self._session = None
         self.web = None          # the dashboard (web/), reached only by /dashboard paths
         self.web_context = None  # its services (web.app.WebContext)
+        self.admin_api = None    # /admin/api (api/admin_api.py), admin API keys only
         self._web_engine = None
         self.cache = None        # the response caches (services/cache.py), None when off
         self._cache_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
+        self.body_budget = BodyBudget(settings.body_bytes_in_flight)
         self._inflight: set[asyncio.Task] = set()   # requests being handled (waited for at shutdown)
 
     def _rate_limiter(self):
@@ -124,6 +136,24 @@ class Gateway:
             return RedisRateLimiter(self.redis, s.redis_prefix, s.rate_window_seconds)
         from aicredits.infra.ratelimit_memory import MemoryRateLimiter
         return MemoryRateLimiter(s.rate_window_seconds)
+
+    def _in_flight(self):
+        """Per-key requests in flight: in Redis when configured (one cap across every process),
+        else in this process's memory. Called after _rate_limiter(), which connects Redis."""
+        if self.redis is not None:
+            from aicredits.infra.inflight_redis import RedisInFlight
+            s = self.settings
+            # a slot outlives the longest request (its body, then its call) by a minute
+            return RedisInFlight(self.redis, s.redis_prefix, s.body_timeout + s.max_request_seconds + 60)
+        from aicredits.infra.inflight_memory import MemoryInFlight
+        return MemoryInFlight()
+
+    async def admit(self, req: Request):
+        """The key of a billable call (401 unless valid), within its concurrency cap (429): before
+        the body is read. The slot is given back when the request ends (handle)."""
+        auth = await self.keys.authenticate(req.authorization())
+        req.slot = await self.concurrency.enter(auth)
+        return auth
 
     async def startup(self) -> None:
         s = self.settings
@@ -142,6 +172,7 @@ class Gateway:
         self.metering = Metering(self.billing, self._rate_limiter(), s.rate_window_seconds,
                                  max_seconds=s.max_request_seconds, metrics=self.metrics, tracing=self.tracing)
         self.metrics.watch(holds=store.holds_outstanding, pool=store.pool_stats, breakers=self.router.breaker_states)
+        self.concurrency = KeyConcurrency(self._in_flight(), s.key_max_concurrent)
         self.chat = ChatService(self.router, self.rates, self.metering, max_seconds=s.max_request_seconds)
         self.embeddings = EmbeddingsService(self.router, self.rates, self.metering)
         self.images = ImagesService(self.router, self.rates, self.metering)
@@ -151,6 +182,7 @@ class Gateway:
         await self._start_cache()
         served = {spec.id for spec in self.catalog
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
+        self._served = served
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
         self.models_json = meta.models_list(self.catalog, served)
         self._start_dashboard()
@@ -193,6 +225,7 @@ class Gateway:
 
     def _start_dashboard(self) -> None:
         """The dashboard's own engine (SQLAlchemy; it connects on its first page, not now)."""
+        from aicredits.api import admin_api
         from aicredits.infra.mail import SmtpMailer
         from aicredits.web.app import build
 
@@ -202,6 +235,10 @@ class Gateway:
                                         self.settings.payments.terms)
         self.web, self.web_context = build(self.settings, self._web_engine, on_key_revoked=self.keys.forget,
                                            mailer=SmtpMailer.from_settings(self.settings), payments=self.payments)
+        self.web_context.runtime = Runtime(self.catalog, self.rates, self.router, self._served,
+                                           builtin_ids=(e["id"] for e in builtin_entries()),
+                                           configured=(e["id"] for e in self.settings.extra_models))
+        self.admin_api = admin_api.build(self._web_engine, self.settings, on_key_revoked=self.keys.forget)
 
     async def shutdown(self) -> None:
         # uvicorn calls this once its drain time (AICREDITS_DRAIN_SECONDS) is over, right after
@@ -257,7 +294,7 @@ class Gateway:
 
     async def handle(self, scope, receive, send) -> None:
         scope["aicredits.started"] = time.perf_counter()
-        req = Request(scope, receive)
+        req = Request(scope, receive, self.body_budget)
         started = False
         me = asyncio.current_task()
         self._inflight.add(me)
@@ -275,10 +312,10 @@ class Gateway:
             methods = ROUTES.get(scope["path"])
             if methods is None:
                 path = scope["path"]
-                if self.web is not None and (path.startswith("/dashboard/") or path in ("/dashboard", "/")):
-                    if path == "/":
-                        await send_redirect(tracking_send, "/dashboard/")
-                        return
+                if self.admin_api is not None and (path.startswith("/admin/api/") or path == "/admin/api"):
+                    await self.admin_api(scope, receive, tracking_send)
+                    return
+                if self.web is not None and (path.startswith("/dashboard/") or path == "/dashboard"):
                     await self.web(scope, receive, tracking_send)
                     return
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}.")
@@ -318,6 +355,9 @@ class Gateway:
                                                      "logged with its request id."),
                                  [(b"x-request-id", req.request_id.encode())])
         finally:
+            req.release_body()
+            if req.slot is not None:
+                await self.concurrency.leave(req.slot)
             self._inflight.discard(me)
             if not state.settled:   # a settled call was counted and logged by its settle
                 self._answered(state, req, status)

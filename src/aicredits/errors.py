@@ -68,6 +68,10 @@ class MethodNotAllowed(GatewayError):
     status, type = 405, "invalid_request_error"
 
 
+class RequestTimeout(GatewayError):
+    status, type = 408, "invalid_request_error"
+
+
 class RequestTooLarge(GatewayError):
     status, type = 413, "request_too_large"
 

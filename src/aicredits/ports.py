@@ -78,6 +78,17 @@ class RateLimiter(Protocol):
         """Add a settled call's billed tokens to the key's tpm window."""
 
 
+class InFlight(Protocol):
+    """Requests in flight per API key (infra/: in process memory, or in Redis shared by every
+    process), for the per-key concurrency cap (services/concurrency.py)."""
+
+    async def enter(self, key_id: str, limit: int) -> object | None:
+        """Count one more request of the key and return its token, or None (nothing counted) when
+        the key already has `limit` in flight."""
+    async def leave(self, key_id: str, token: object) -> None:
+        """The request of `token` has ended."""
+
+
 class BillingStore(Protocol):
     """The request hot path's persistence: key lookup, hold, settle. One transaction each."""
 

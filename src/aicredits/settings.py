@@ -166,6 +166,13 @@ class GatewaySettings(_Strict):
     ready_timeout: Seconds = 2.0                 # /health/ready answers within this
     drain_seconds: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)] = 25.0
     max_body_bytes: Count = 40 * 1024 * 1024
+    # hostile clients (docs/operations.md, "Hostile clients"): what one process lets bodies,
+    # keys and connections take
+    body_bytes_in_flight: Count = 256 * 1024 * 1024   # bodies being received and parsed at once
+    key_max_concurrent: Count | None = None          # requests in flight per API key (None: no cap)
+    header_timeout: Seconds = 10.0                   # a request's line and headers, from its first byte
+    body_timeout: Seconds = 60.0                     # a request's whole body, from its headers' end
+    max_connections: Count = 1000                    # open client connections per process
     retries: Annotated[int, BeforeValidator(_not_bool), Field(ge=0)] = 2
     retry_base_delay: Seconds = 0.2
     retry_max_delay: Seconds = 2.0
@@ -234,6 +241,14 @@ class GatewaySettings(_Strict):
             p.terms  # noqa: B018 - min <= max, presets within them: checked now, not on the first top-up
         except ValueError as exc:
             raise ValueError(f"top-up settings (AICREDITS_TOPUP_*): {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _body_budget(self):
+        if self.body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(f"AICREDITS_BODY_BYTES_IN_FLIGHT ({self.body_bytes_in_flight}) must be at least "
+                             f"AICREDITS_MAX_BODY_BYTES ({self.max_body_bytes}), or the largest body is never "
+                             "accepted")
         return self
 
     @model_validator(mode="after")

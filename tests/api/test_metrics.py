@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aicredits.services.admin import Admin
 from aicredits.services.metering import FixedHold
-from tests.api.inprocess import InProcessGateway
 from tests.fakes.openai_upstream import Scenario
+from tests.inproc import InProcessGateway
 
 ROUTE = "/v1/chat/completions"
 MODEL = "openai/gpt-4o-mini"
@@ -138,7 +138,9 @@ def test_the_database_pool_is_reported(gw, db_url):
         assert 1 <= value(s, "aicredits_db_pool_connections") <= 20
         assert value(s, "aicredits_db_pool_acquires_total") >= 3   # key lookup, hold, settle
         assert value(s, "aicredits_db_pool_wait_seconds_total") > 0
-    assert value(s, "aicredits_db_pool_in_use") == 0   # nothing runs between calls
+    # no call runs between calls; the sweeper's or the scrape's own read of the holds may be on
+    # the connection at that instant (SQLite: the one writer thread)
+    assert value(s, "aicredits_db_pool_in_use") <= 1
     assert value(s, "aicredits_db_pool_waiting") == 0
 
 

@@ -3,11 +3,9 @@ catalog's shape, every price field of every entry a JSON number."""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import httpx
 
+from aicredits.api.openapi import build
 from aicredits.app import Gateway
 from aicredits.settings import load_settings
 from aicredits.store.db import make_engine, migrate
@@ -52,7 +50,7 @@ async def _api_models(tmp_path) -> dict:
 async def test_every_price_field_of_every_entry_is_a_number(tmp_path):
     doc = await _api_models(tmp_path)
     assert doc["object"] == "list" and doc["usd_inr_rate"] == 83.5 and doc["markup"] == 0
-    schema = json.loads(resources.files("aicredits.api").joinpath("openapi.json").read_text())
+    schema = build()   # /openapi.json
     entry_schema = schema["components"]["schemas"]["CatalogEntry"]
     for key in ("input_cost_per_1m", "output_cost_per_1m"):   # the document says what the code does
         assert entry_schema["properties"][key]["type"] == "number" and key in entry_schema["required"]

@@ -39,5 +39,6 @@ def test_disable_and_enable_are_audited(url, tmp_path):
     db = sqlite3.connect(tmp_path / "cli.db")
     assert db.execute("SELECT disabled_at FROM accounts").fetchone() == (None,)
     assert [r for r in db.execute("SELECT actor, action, target FROM audit_log ORDER BY id")] == [
+        ("cli", "user.created", "u@example.in"),
         ("cli", "account.disabled", "u@example.in"), ("cli", "account.enabled", "u@example.in")]
     assert run(url, "users", "disable", "ghost@example.in").returncode == 1

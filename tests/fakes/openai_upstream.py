@@ -979,7 +979,7 @@ class FakeOpenAI:
             return state["resp"] or web.Response(status=499)
 
 
-# ---------------------------------------------------------------------- /v1/responses (protocols.md §2)
+# ---------------------------------------------------------------------- /v1/responses
 def _responses_usage(s: Scenario) -> Any:
     if s.usage is not UNSET:
         return s.usage

@@ -22,7 +22,7 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes,
 
 
 def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
-    """The SPEC §2 headers of a settled, non-streaming call."""
+    """The headers of a settled, non-streaming call (README, "API"): its cost and the balance after it."""
     settled = meter.settled
     out = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
            (b"x-aicredits-cost", format_inr(settled.charged).encode())]
@@ -32,8 +32,17 @@ def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
     return out
 
 
+async def json_call(gw, req: Request, send, create) -> None:
+    """A metered call with a JSON request and a JSON answer (embeddings, images): `create(body,
+    auth, request_id, started)` gives (the answer's bytes, its Meter), while the client is watched."""
+    auth = await gw.admit(req)
+    body = await req.json(gw.settings.max_body_bytes)
+    raw, meter = await until_answered(req.receive, create(body, auth, req.request_id, req.scope["aicredits.started"]))
+    await send_bytes(send, 200, raw, metered_headers(req.request_id, meter))
+
+
 async def chat_completions(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     chat = gw.chat
 

@@ -5,26 +5,54 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import orjson
 
-from aicredits.errors import GatewayError, InvalidRequest, RequestTooLarge
+from aicredits.errors import GatewayError, InvalidRequest, RateLimited, RequestTooLarge
 from aicredits.services.metering import CLIENT_GONE
-from aicredits.services.validation import check_nesting, too_deep
+from aicredits.services.validation import check_json_size, check_nesting, too_deep
 
 JSON = b"application/json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SCAN_IN_THREAD_BYTES = 1024 * 1024   # a larger body's structure is counted off the event loop
+_SCANNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicredits-body-scan")
 T = TypeVar("T")
 
 
-class Request:
-    __slots__ = ("_headers", "receive", "request_id", "scope")
+class BodyBudget:
+    """The bytes of request bodies one process is receiving and parsing at the same time
+    (AICREDITS_BODY_BYTES_IN_FLIGHT). A body is counted from its declared Content-Length (or as
+    its chunks arrive) until it is parsed, or until its request ends; one that does not fit is
+    refused at once with a 429, before more of it is read."""
 
-    def __init__(self, scope, receive) -> None:
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise RateLimited("The gateway is receiving too many large request bodies at once; retry in a "
+                              "moment.", retry_after=1)
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class Request:
+    __slots__ = ("_budget", "_headers", "_held", "receive", "request_id", "scope", "slot")
+
+    def __init__(self, scope, receive, budget: BodyBudget | None = None) -> None:
         self.scope = scope
         self.receive = receive
+        self._budget = budget
+        self._held = 0          # bytes of the budget this request's body holds
+        self.slot = None        # its key's concurrency slot (services/concurrency.py), if any
         self._headers: dict[bytes, bytes] | None = None
         rid = self.header(b"x-request-id")
         self.request_id = rid.decode() if rid and REQUEST_ID_RE.match(rid.decode("latin-1")) else uuid.uuid4().hex
@@ -42,15 +70,43 @@ class Request:
         raw = self.headers.get(b"authorization")
         return raw.decode("latin-1") if raw is not None else None
 
+    def _hold(self, size: int) -> None:
+        """Count `size` bytes of body in the process's budget (a 429 when they do not fit)."""
+        if self._budget is not None and size > self._held:
+            self._budget.take(size - self._held)
+            self._held = size
+
+    def release_body(self) -> None:
+        """The body is parsed (or the request over): its bytes leave the budget."""
+        if self._held:
+            self._budget.give(self._held)
+            self._held = 0
+
     async def body(self, limit: int) -> bytes:
+        """The whole body: a 413 past `limit` bytes (declared or received), a 429 when the
+        process's body budget is full. It stays counted in the budget until release_body()."""
+        return bytes(await self._read(limit))
+
+    async def _read(self, limit: int) -> bytearray:
+        """The body, gathered in one buffer (no second copy to join it)."""
+        buf = bytearray()
+        async for chunk in self.chunks(limit):
+            buf += chunk
+        return buf
+
+    async def chunks(self, limit: int) -> AsyncIterator[bytes]:
+        """The body as it arrives (a multipart upload is parsed so, api/forms.py): a 413 once it
+        is, or says it will be, larger than `limit` bytes; a 429 when the process's body budget
+        is full. The bytes stay counted in the budget until release_body()."""
         declared = self.header(b"content-length")
         if declared is not None:
             try:
-                if int(declared) > limit:
-                    raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+                declared_size = int(declared)
             except ValueError:
                 raise InvalidRequest("Invalid Content-Length header.") from None
-        chunks = []
+            if declared_size > limit:
+                raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            self._hold(declared_size)
         size = 0
         while True:
             message = await self.receive()
@@ -61,23 +117,32 @@ class Request:
                 size += len(chunk)
                 if size > limit:
                     raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-                chunks.append(chunk)
+                self._hold(size)
+                yield chunk
             if not message.get("more_body", False):
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json(self, limit: int) -> object:
-        raw = await self.body(limit)
-        if not raw:
-            raise InvalidRequest("The request body is empty; send a JSON object.")
+        """The parsed body. Before parsing, its objects, arrays and values are counted in the
+        bytes (a 413 past services/validation.py's limits); after, its nesting (a 400)."""
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if "depth limit" in exc.msg:   # orjson's own limit, far past ours
-                raise too_deep() from None
-            raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
-        check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
-        return body
+            raw = await self._read(limit)
+            if not raw:
+                raise InvalidRequest("The request body is empty; send a JSON object.")
+            if len(raw) > SCAN_IN_THREAD_BYTES:   # one scanner thread: the event loop keeps its turns
+                await asyncio.get_running_loop().run_in_executor(_SCANNER, check_json_size, raw)
+            else:
+                check_json_size(raw)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if "depth limit" in exc.msg:   # orjson's own limit, far past ours
+                    raise too_deep() from None
+                raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+            check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
+            return body
+        finally:
+            self.release_body()
 
 
 class ClientGone(Exception):

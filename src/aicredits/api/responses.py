@@ -7,7 +7,7 @@ from aicredits.api.http import Request, send_bytes, until_answered
 
 
 async def responses(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
+    auth = await gw.admit(req)
     body = await req.json(gw.settings.max_body_bytes)
     svc = gw.responses
 

@@ -1,4 +1,4 @@
-"""`aicredits` commands (SPEC §4's contract: scripts and tests rely on these exact forms)."""
+"""`aicredits` commands (README, "CLI": scripts and tests rely on these exact forms)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import typer
 
 from aicredits import __version__
+from aicredits.cli.admin_keys import app as admin_keys_app
 from aicredits.cli.output import inr, print_json, table
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
@@ -24,6 +25,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(admin_keys_app, name="admin-keys")
 
 
 def _settings():

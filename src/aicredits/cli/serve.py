@@ -15,6 +15,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from aicredits import logs
+from aicredits.api.connections import ConnectionLimits, guarded_protocol
 from aicredits.settings import Settings
 from aicredits.store.db import make_engine, migrate, redact_url, sqlite_file
 
@@ -121,12 +122,16 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
+    # httptools, with header and body timeouts and a connection cap (api/connections.py); no
+    # WebSocket upgrades (nothing here speaks them).
     # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
     # streams still open (their cut event, billed by its rule), settle everything and exit; see
     # "Graceful restarts" in docs/operations.md
-    common = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
-              "access_log": False, "log_config": None, "server_header": False, "date_header": False,
-              "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds, "backlog": 4096}
+    limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
+    common = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
+              "lifespan": "on", "access_log": False, "log_config": None, "server_header": False,
+              "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds,
+              "backlog": 4096}
     from aicredits.infra.metrics import MULTIPROC_ENV
     if workers == 1:
         from aicredits.app import Gateway

@@ -1,5 +1,6 @@
-"""Operator use cases behind the CLI and the admin pages: accounts, keys, grants, usage and
-the ledger check. Each method is one transaction."""
+"""Operator use cases behind the CLI: accounts, keys, grants, usage and the ledger check. Each
+method is one transaction; each change is audited in it with the actor "cli" (the admin pages
+and the admin API act through services/operator.py, as the signed-in admin)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from argon2 import PasswordHasher
 from aicredits.domain import ledger
 from aicredits.domain.keys import display_form, generate_key, generate_key_id, hash_key
 from aicredits.domain.ratelimit import MAX_LIMIT
+from aicredits.services import audit as audit_log
+from aicredits.services import operator as actions
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import api_keys as keys_repo
 from aicredits.store import ledger_audit as audit
@@ -18,6 +21,7 @@ from aicredits.store import usage as usage_repo
 
 DEFAULT_EMAIL = "default@aicredits.local"
 ADMIN_EMAIL = "admin@aicredits.local"
+CLI = audit_log.Actor.system("cli")
 
 
 class AdminError(Exception):
@@ -61,8 +65,11 @@ class Admin:
             acct = await accounts_repo.by_email(conn, email)
             if acct is None:
                 acct = await accounts_repo.create(conn, email, name=name, role=role, password_hash=hashed)
+                await audit_log.append(conn, CLI, actions.USER_CREATED, target=email, detail={"id": acct.id,
+                                                                                              "role": role})
             elif hashed:
                 await accounts_repo.set_password(conn, acct.id, hashed)
+                await audit_log.append(conn, CLI, audit_log.PASSWORD_CHANGED, target=email)
         return {"id": acct.id, "email": acct.email, "role": acct.role}
 
     async def create_key(self, email: str | None, *, name: str = "", credits: int = 0,
@@ -73,10 +80,15 @@ class Admin:
         async with self._engine.begin() as conn:
             acct = await self._account(conn, email or DEFAULT_EMAIL, create=True, role=role)
             if credits:
-                await accounts_repo.credit(conn, acct.id, credits, kind="grant", note="keys create --credits")
+                balance = await accounts_repo.credit(conn, acct.id, credits, kind="grant",
+                                                     note="keys create --credits")
+                await audit_log.append(conn, CLI, actions.CREDITS_GRANTED, target=acct.email, detail={
+                    "id": acct.id, "amount": credits, "reason": "keys create --credits", "balance_after": balance})
             row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=acct.id, name=name,
                                          key_hash=hash_key(key), display=display_form(key), limit_micros=limit,
                                          rpm=rpm, tpm=tpm)
+            await audit_log.append(conn, CLI, audit_log.KEY_CREATED, target=row.id, detail={
+                "account": acct.email, "name": name, "limit": limit, "rpm": rpm, "tpm": tpm})
             wallet = await accounts_repo.wallet(conn, acct.id)
         return {"key": key, "id": row.id, "account": acct.email, "name": name, "display": row.display,
                 "balance": wallet.available, "limit": limit, "rpm": rpm, "tpm": tpm}
@@ -101,6 +113,7 @@ class Admin:
                 raise AdminError(f"no key with id {key_id}")
             if changes:
                 await keys_repo.set_rate_limits(conn, key_id, changes)
+                await audit_log.append(conn, CLI, actions.KEY_LIMITS, target=key_id, detail=changes)
             row = await keys_repo.get(conn, key_id)
         return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm}
 
@@ -108,12 +121,19 @@ class Admin:
         async with self._engine.begin() as conn:
             if await keys_repo.get(conn, key_id) is None:
                 raise AdminError(f"no key with id {key_id}")
-            return await keys_repo.revoke(conn, key_id)
+            done = await keys_repo.revoke(conn, key_id)
+            if done:
+                await audit_log.append(conn, CLI, audit_log.KEY_REVOKED, target=key_id)
+            return done
 
     async def grant(self, email: str, amount: int, *, note: str = "", kind: str = "grant") -> int:
         async with self._engine.begin() as conn:
             acct = await self._account(conn, email, create=False)
-            return await accounts_repo.credit(conn, acct.id, amount, kind=kind, note=note)
+            balance = await accounts_repo.credit(conn, acct.id, amount, kind=kind, note=note)
+            if kind == "grant":
+                await audit_log.append(conn, CLI, actions.CREDITS_GRANTED, target=acct.email, detail={
+                    "id": acct.id, "amount": amount, "reason": note, "balance_after": balance})
+            return balance
 
     async def wallet(self, email: str | None) -> dict:
         async with self._engine.connect() as conn:

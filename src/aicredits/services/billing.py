@@ -23,6 +23,7 @@ from typing import TypeVar
 import orjson
 
 from aicredits.domain.reservation import Refusal
+from aicredits.domain.usage import usage_row
 from aicredits.errors import AuthenticationFailed, InsufficientCredits, ServiceUnavailable
 from aicredits.ports import (
     BillingStore,
@@ -114,12 +115,8 @@ class Billing:
     def _release_orphan(self, fut: asyncio.Future, auth: KeyAuth, call_id: str) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
-        usage = {"call_id": call_id, "request_id": call_id, "account_id": auth.account_id, "key_id": auth.key_id,
-                 "model": "", "provider": "", "deployment": "", "endpoint": "chat", "stream": False,
-                 "prompt_tokens": 0, "completion_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-                 "cache_write_1h_tokens": 0, "reasoning_tokens": 0, "units": 0, "latency_ms": 0,
-                 "overhead_ms": 0, "status": 499, "cache": "bypass", "end_state": "client_disconnect",
-                 "error": None, "created_at": int(time.time() * 1000)}
+        usage = usage_row(call_id, auth.account_id, auth.key_id, int(time.time() * 1000), status=499,
+                          end_state="client_disconnect")
         self.spawn(self.settle(Settlement(call_id, auth.account_id, auth.key_id, 0, usage)))
 
     # ------------------------------------------------------------------ settling

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from aicredits.domain.keys import hash_key, well_formed
+from aicredits.domain.keys import ADMIN_PREFIX, hash_key, well_formed
 from aicredits.errors import AuthenticationFailed
 from aicredits.ports import BillingStore, KeyAuth, StoreUnavailable
 from aicredits.services.billing import database_unavailable
@@ -38,6 +38,9 @@ class KeyAuthenticator:
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed("Malformed Authorization header: expected 'Bearer sk-...'.")
         if not well_formed(token):
+            if token.startswith(ADMIN_PREFIX):
+                raise AuthenticationFailed("Admin API keys are not accepted here: they work on /admin/api only. "
+                                           "Call /v1 with an inference key (sk-...).")
             raise AuthenticationFailed("Malformed API key: keys are 'sk-' followed by 64 lowercase hex digits.")
         digest = hash_key(token)
         now = time.monotonic()

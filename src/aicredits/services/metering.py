@@ -19,6 +19,7 @@ from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
+from aicredits.domain.usage import usage_row
 from aicredits.errors import GatewayError, InternalError, RateLimited, ServiceUnavailable, UpstreamTimeout
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
@@ -205,12 +206,7 @@ class Metering:
         meter.settled = SettleResult(0, None, None)
         u = meter.usage
         self._count(meter, u)
-        log.info("call", extra={"fields": {
-            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
-            "model": meter.model, "cache": meter.cache,
-            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": 0, "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"], "pending": False}})
+        self._log_call(meter, row)
         return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
@@ -331,20 +327,13 @@ class Metering:
     def _row(meter: Meter, *, lost: bool = False) -> dict:
         """The call's usage_records row (without cost and hold, which the store fills in). `lost`:
         the row its lease records as progress, written by the sweeper if this process dies."""
-        u = meter.usage
-        return {
-            "call_id": meter.call_id, "request_id": meter.request_id, "account_id": meter.auth.account_id,
-            "key_id": meter.auth.key_id, "model": meter.model, "provider": meter.provider,
-            "deployment": meter.deployment, "endpoint": meter.endpoint, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "cache_write_1h_tokens": u.cache_write_1h_tokens, "reasoning_tokens": u.reasoning_tokens,
-            "units": meter.units or (u.prompt_tokens + u.completion_tokens),
-            "latency_ms": int((time.perf_counter() - meter.started) * 1000), "overhead_ms": int(meter.overhead_ms()),
-            "status": 502 if lost else meter.status, "cache": meter.cache,
-            "end_state": SWEPT if lost else meter.end_state, "error": None if lost else meter.error,
-            "created_at": int(time.time() * 1000),
-        }
+        return usage_row(
+            meter.call_id, meter.auth.account_id, meter.auth.key_id, int(time.time() * 1000), usage=meter.usage,
+            request_id=meter.request_id, model=meter.model, provider=meter.provider, deployment=meter.deployment,
+            endpoint=meter.endpoint, stream=meter.stream, units=meter.units, cache=meter.cache,
+            latency_ms=int((time.perf_counter() - meter.started) * 1000), overhead_ms=int(meter.overhead_ms()),
+            status=502 if lost else meter.status, end_state=SWEPT if lost else meter.end_state,
+            error=None if lost else meter.error)
 
     async def _settle(self, meter: Meter, charge: int) -> SettleResult:
         u = meter.usage
@@ -355,14 +344,20 @@ class Metering:
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
         self._count(meter, u)
+        self._log_call(meter, row)
+        return meter.settled
+
+    @staticmethod
+    def _log_call(meter: Meter, row: dict) -> None:
+        """The one log line of a settled call (docs/operations.md, "Logs")."""
+        u, settled = meter.usage, meter.settled
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
             "model": meter.model, "cache": meter.cache,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": meter.settled.charged, "latency_ms": row["latency_ms"],
-            "overhead_ms": row["overhead_ms"], "pending": meter.settled.pending}})
-        return meter.settled
+            "cost_micros": settled.charged, "latency_ms": row["latency_ms"],
+            "overhead_ms": row["overhead_ms"], "pending": settled.pending}})
 
     def _count(self, meter: Meter, u: TokenUsage) -> None:
         """The call's metrics and its span's usage, once, as it settles."""

@@ -12,7 +12,15 @@ import time
 import uuid
 
 from aicredits.errors import InvalidRequest
-from aicredits.services.validation import content_field, number_field, object_item, request_body, typed_fields
+from aicredits.services.validation import (
+    check_counts,
+    content_field,
+    number_field,
+    object_item,
+    request_body,
+    typed_fields,
+    whole_number,
+)
 
 # fields the gateway itself reads; never sent upstream on the native path
 GATEWAY_FIELDS = ("models", "no_cache", "cache")
@@ -37,6 +45,7 @@ def validate_responses(body: object) -> dict:
     if isinstance(inp, list):
         if not inp:
             raise InvalidRequest("'input' must not be an empty array.", param="input")
+        check_counts(inp, "input items", "input")
         for i, item in enumerate(inp):
             object_item(item, f"input[{i}]")
     elif not isinstance(inp, str):
@@ -47,6 +56,7 @@ def validate_responses(body: object) -> dict:
     for i, tool in enumerate(body.get("tools") or ()):
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
             raise InvalidRequest(f"tools[{i}] must be an object with a 'type'.", param=f"tools[{i}]")
+    whole_number(body, "max_output_tokens")
     mot = body.get("max_output_tokens")
     if mot is not None and (not isinstance(mot, int) or isinstance(mot, bool) or mot < 1):
         raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")

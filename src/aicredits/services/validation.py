@@ -3,7 +3,7 @@ request's, and the pieces /v1/responses uses too (services/responses_translate.p
 
 from __future__ import annotations
 
-from aicredits.errors import InvalidRequest
+from aicredits.errors import InvalidRequest, RequestTooLarge
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # arrays and objects nested deeper than this are refused (400): the gateway re-encodes bodies
@@ -11,6 +11,14 @@ ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # requests stay far below
 MAX_NESTING = 100
 _BRANCHES = {dict, list}
+# A parsed body takes far more memory than its bytes: orjson makes about 250 bytes of Python
+# objects of a 16-byte {"role":"user"}, so 40 MiB of them took a worker to 930 MB. Its structure
+# is therefore counted in the bytes, before parsing (check_json_size), and bounded:
+MAX_JSON_CONTAINERS = 100_000   # objects and arrays (about 25 MB parsed at most)
+MAX_JSON_VALUES = 500_000       # the items in them (each ',' and each object or array counts one)
+# and, right after parsing, the arrays the gateway walks (a 400 naming the field):
+MAX_MESSAGES = 10_000           # chat `messages`, /v1/responses `input` items
+MAX_CONTENT_PARTS = 10_000      # content parts of all messages together
 
 
 def too_deep(limit: int = MAX_NESTING) -> InvalidRequest:
@@ -31,6 +39,58 @@ def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
         for node in level:
             below.extend(v for v in (node.values() if type(node) is dict else node) if type(v) in _BRANCHES)
         level = below
+
+
+def check_json_size(raw: bytes) -> None:
+    """A 413 when the body holds more than MAX_JSON_CONTAINERS objects and arrays or more than
+    MAX_JSON_VALUES items: the '{', '[' and ',' bytes outside strings, counted between one string
+    and the next (bytes.find and bytes.count, in C) and stopping at the first limit passed, so the
+    cost is bounded by the limits, not by the body. A body under 100 kB cannot pass them and is not
+    read. Strings are told apart once escaped backslashes and quotes are removed; a body that is
+    not JSON gets a meaningless count here and its 400 from the parser."""
+    if len(raw) <= MAX_JSON_CONTAINERS:
+        return
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    containers = values = pos = 0
+    end = len(raw)
+    find, count = raw.find, raw.count
+    while pos < end:
+        quote = find(b'"', pos)
+        stop = end if quote < 0 else quote
+        if stop > pos:
+            c = count(b"{", pos, stop) + count(b"[", pos, stop)
+            containers += c
+            values += c + count(b",", pos, stop)
+            if containers > MAX_JSON_CONTAINERS:
+                raise RequestTooLarge(f"The request body holds more than {MAX_JSON_CONTAINERS:,} JSON objects "
+                                      "and arrays; send fewer items.")
+            if values > MAX_JSON_VALUES:
+                raise RequestTooLarge(f"The request body holds more than {MAX_JSON_VALUES:,} JSON values; "
+                                      "send fewer items.")
+        if quote < 0:
+            return
+        closing = find(b'"', quote + 1)
+        if closing < 0:
+            return
+        pos = closing + 1
+
+
+def check_counts(items: list, what: str, param: str) -> None:
+    """A 400 when a request's array (`messages`, `input`) has more items than MAX_MESSAGES, and
+    when all its items together have more content parts than MAX_CONTENT_PARTS: checked before
+    anything walks them."""
+    if len(items) > MAX_MESSAGES:
+        raise InvalidRequest(f"'{param}' has {len(items):,} {what}; at most {MAX_MESSAGES:,} are accepted.",
+                             param=param)
+    parts = 0
+    for item in items:
+        content = item.get("content") if type(item) is dict else None
+        if type(content) is list:
+            parts += len(content)
+    if parts > MAX_CONTENT_PARTS:
+        raise InvalidRequest(f"The {what} in '{param}' have {parts:,} content parts together; at most "
+                             f"{MAX_CONTENT_PARTS:,} are accepted.", param=param)
 
 
 def request_body(body: object) -> dict:
@@ -60,7 +120,16 @@ def number_field(body: dict, name: str) -> None:
         raise InvalidRequest(f"'{name}' must be a number.", param=name)
 
 
+def whole_number(body: dict, name: str) -> None:
+    """A float with no fraction in an integer field (`"n": 35.0`, an integer in JSON Schema) becomes
+    that integer, so it is checked, and forwarded, as one."""
+    v = body.get(name)
+    if type(v) is float and v.is_integer():
+        body[name] = int(v)
+
+
 def _int_field(body: dict, name: str, lo: int, hi: int | None = None) -> None:
+    whole_number(body, name)
     v = body.get(name)
     if v is None:
         return
@@ -91,6 +160,7 @@ def validate_chat(body: object) -> dict:
         raise InvalidRequest("'messages' is required.", param="messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    check_counts(messages, "messages", "messages")
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         object_item(m, where)

@@ -54,6 +54,9 @@ ledger_entries = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("kind", "call_id", name="uq_ledger_kind_call"),
     Index("ix_ledger_account_id", "account_id", "id"),
+    # the billing history's keyset pages (0004_history)
+    Index("ix_ledger_account_time", "account_id", "created_at", "id"),
+    Index("ix_ledger_account_kind_time", "account_id", "kind", "created_at", "id"),
 )
 
 api_keys = Table(
@@ -116,7 +119,8 @@ usage_records = Table(
     Column("end_state", String(32), nullable=False),
     Column("error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
-    Index("ix_usage_account_time", "account_id", "created_at"),
+    # the request log's keyset pages (0004_history replaced (account_id, created_at))
+    Index("ix_usage_account_time_id", "account_id", "created_at", "id"),
 )
 
 
@@ -226,6 +230,58 @@ refunds = Table(
     Column("shortfall_micros", BigInteger, nullable=False),  # what it could not (balance never below zero)
     Column("created_at", BigInteger, nullable=False),
     Index("ix_refunds_payment", "payment_id"),
+)
+
+
+# ------------------------------------------------------------------ history and admin (0004)
+admin_keys = Table(
+    "admin_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=False),  # its admin
+    Column("name", String(200), nullable=False, default=""),
+    Column("key_hash", String(64), nullable=False, unique=True),     # SHA-256 of sk-admin-<64 hex>
+    Column("display", String(40), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Index("ix_admin_keys_account", "account_id"),
+)
+
+# Daily rollups of closed days (services/history.py): a day is a local calendar day in time
+# zone `tz`, numbered from 1970-01-01; rows appear once the day is over and never change
+# (usage records and ledger entries are append-only). rollup_state.end_day: days before it
+# are rolled up for that account and zone.
+usage_daily = Table(
+    "usage_daily", metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("tz", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("cache_hits", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),       # the sum, for the mean
+)
+
+ledger_daily = Table(
+    "ledger_daily", metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("tz", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("entries", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("last_id", BigInteger, nullable=False),           # the day's last entry of this kind
+)
+
+rollup_state = Table(
+    "rollup_state", metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("tz", String(64), primary_key=True),
+    Column("end_day", Integer, nullable=False),
 )
 
 

@@ -23,9 +23,22 @@ from starlette.templating import Jinja2Templates
 from aicredits.services.account_keys import AccountKeys
 from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
+from aicredits.services.history import History
+from aicredits.services.operator import Operator
 from aicredits.services.overview import Overview
 from aicredits.settings import Settings
-from aicredits.web import auth_pages, formatting, home, keys_pages, oidc, wallet_pages
+from aicredits.web import (
+    admin_pages,
+    admin_views,
+    auth_pages,
+    billing_pages,
+    formatting,
+    home,
+    keys_pages,
+    oidc,
+    usage_pages,
+    wallet_pages,
+)
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
@@ -37,10 +50,14 @@ NAV = [
     ("Overview", "home", "user"),
     ("API keys", "keys", "user"),
     ("Wallet", "wallet", "user"),
+    ("Billing", "billing", "user"),
+    ("Usage", "usage", "user"),
+    ("Requests", "requests", "user"),
     ("Account", "account", "user"),
-    ("Payments", "admin_payments", "admin"),
+    ("Admin", "admin_users", "admin"),       # its pages link each other, payments included
 ]
-ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages]
+ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages, billing_pages, usage_pages, admin_pages,
+                 admin_views]
 
 
 @dataclass
@@ -52,9 +69,12 @@ class WebContext:
     keys: AccountKeys
     audit: Audit
     overview: Overview
+    history: History
+    operator: Operator
     templates: Jinja2Templates
     oidc: oidc.OidcClient | None = None
     mailer: Any = None              # ports.Mailer when SMTP is configured
+    runtime: Any = None             # services.runtime.Runtime: the catalog and breakers (set by the Gateway)
     payments: Any = None            # services.payments.PaymentsService (the wallet pages)
     extra: dict = field(default_factory=dict)
 
@@ -96,6 +116,8 @@ def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None,
         keys=AccountKeys(engine, on_revoked=on_key_revoked),
         audit=Audit(engine),
         overview=Overview(engine),
+        history=History(engine),
+        operator=Operator(engine, on_key_revoked=on_key_revoked),
         templates=make_templates(),
         mailer=mailer,
         payments=payments,

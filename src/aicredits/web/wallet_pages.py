@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from aicredits.domain.payments import format_paise, paise_to_micros
 from aicredits.errors import GatewayError, InvalidRequest, NotFound
+from aicredits.web.admin_pages import render_admin
 from aicredits.web.core import actor, admin_only, checked_form, context, redirect, render, signed_in, tz, url
 from aicredits.web.formatting import inr
 
@@ -184,9 +185,10 @@ async def receipt(request: Request) -> Response:
 @admin_only
 async def admin_payments(request: Request) -> Response:
     overview = await context(request).payments.admin_overview()
-    return await render(request, "admin_payments.html", rows=overview["topups"],
-                        shortfall=overview["shortfall_micros"], paise=paise, states=TOPUP_STATES,
-                        format_paise=format_paise, receipt_url=lambda tid: url(request, "receipt", topup_id=tid))
+    return await render_admin(request, "admin_payments.html", rows=overview["topups"],
+                              shortfall=overview["shortfall_micros"], paise=paise, states=TOPUP_STATES,
+                              format_paise=format_paise,
+                              receipt_url=lambda tid: url(request, "receipt", topup_id=tid))
 
 
 routes = [

@@ -1,0 +1,145 @@
+"""Client connections, guarded where uvicorn does not: its httptools protocol with a header
+timeout, a body timeout, a cap on header bytes and a cap on open connections per process.
+`aicredits serve` runs it (cli/serve.py, `http=guarded_protocol(...)`).
+
+- A request's line and headers must arrive within `header_timeout` seconds of its first byte (of
+  the connection's opening, for its first request): else 408 and the connection is closed. A
+  connection that never sends a byte is closed without an answer.
+- Its body must arrive within `body_timeout` seconds of the headers' end, whether or not the
+  route reads it (a trickle or a silent body alike): else 408 when no answer has started, and the
+  connection is closed; the handler sees a disconnect.
+- Headers past MAX_HEADER_BYTES: 431 and closed.
+- A connection past `max_connections` open in this process gets 503 (Retry-After: 1) at once and
+  is closed; nothing of its request is read.
+
+Between requests uvicorn's own keep-alive timeout (5 s) closes an idle connection. Every answer
+here is in the reference's error shape, written straight to the socket (no ASGI cycle exists
+yet, or it is given up): the status line, content-type, content-length and `connection: close`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from aicredits.errors import GatewayError, RequestTimeout, RequestTooLarge, ServiceUnavailable
+
+MAX_HEADER_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0   # a refused connection stays half-open this long, so its client reads the 503
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+
+def guarded_protocol(limits: ConnectionLimits):
+    """The protocol factory for uvicorn's `http=` (picklable, for `--workers N`)."""
+    return functools.partial(GuardedHttpToolsProtocol, limits=limits)
+
+
+def raw_response(exc: GatewayError) -> bytes:
+    body = exc.render()
+    head = [STATUS_LINE[exc.status], b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
+    head += [name + b": " + value + b"\r\n" for name, value in exc.headers()]
+    return b"".join(head) + b"\r\n" + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, config, server_state, app_state, _loop=None, *, limits: ConnectionLimits) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self._timer = None
+        self._awaiting_headers = True   # the next bytes are a request's line and headers
+        self._header_bytes = 0
+        self._refused = False
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, seconds: float, callback) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _give_up(self, exc: GatewayError | None, answered: bool) -> None:
+        """Answer `exc` unless `answered` (an answer has started on this connection for the
+        request at fault, or for the one before it and is not done), then close the connection."""
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if exc is not None and not answered:
+            self.transport.write(raw_response(exc))
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True   # its handler's receive() says disconnect; its sends are dropped
+            cycle.message_event.set()
+        self.transport.close()
+
+    def _headers_late(self) -> None:
+        """No request of its own yet: `cycle` is the previous request's, if any."""
+        if self._header_bytes == 0 and self.cycle is None:
+            self._give_up(None, answered=False)   # a connection that never sent a byte
+            return
+        busy = self.cycle is not None and not self.cycle.response_complete
+        self._give_up(RequestTimeout(f"The request's headers did not arrive within "
+                                     f"{self.limits.header_timeout:g} s."), answered=busy)
+
+    def _body_late(self) -> None:
+        """`cycle` is this request's: it may have been answered already (a 401 before the body)."""
+        self._give_up(RequestTimeout(f"The request body did not arrive within {self.limits.body_timeout:g} s "
+                                     "of its headers."), answered=self.cycle.response_started)
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refused = True
+            transport.write(raw_response(ServiceUnavailable(
+                "The gateway has too many open connections; retry in a moment.", retry_after=1)))
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._timer = self.loop.call_later(LINGER_SECONDS, transport.close)
+            return
+        self._arm(self.limits.header_timeout, self._headers_late)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._awaiting_headers and self._header_bytes > self.limits.max_header_bytes \
+                and not self.transport.is_closing():
+            busy = self.cycle is not None and not self.cycle.response_complete
+            self._give_up(RequestTooLarge(f"The request's headers are larger than {self.limits.max_header_bytes} "
+                                          "bytes.", status=431), answered=busy)
+
+    # ------------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._timer is None:   # the first request's clock started with the connection
+            self._arm(self.limits.header_timeout, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._header_bytes = 0
+        self._arm(self.limits.body_timeout, self._body_late)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._awaiting_headers = True
+        super().on_message_complete()
