@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(targets) <= {"direct", "gateway"}:
         ap.error("--targets takes direct and/or gateway")
     if not shutil.which("wrk"):
-        ap.error("wrk is not installed (bash ../shared/bench/setup.sh, or apt-get install wrk)")
+        ap.error("wrk is not installed (apt-get install wrk, or the yardstick's setup.sh)")
     cli = args.bin
     if cli.endswith(".py") and os.path.isfile(cli):
         cli_cmd = [args.python, os.path.abspath(cli)]      # a wrapper script such as bench/ablate_cli.py

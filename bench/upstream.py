@@ -5,11 +5,13 @@
 HTTP/1.1 with keep-alive (and pipelining), on 127.0.0.1 only:
 
 * ``POST …/chat/completions`` -> the fixed ``chat.completion`` JSON of the yardstick's mock
-  (``../shared/bench/mock/nginx.conf`` beside the project, port 9101), 419 bytes, usage 19 + 9 tokens; or, when
+  (its nginx server on port 9101), 419 bytes, usage 19 + 9 tokens; or, when
   the request body has ``"stream": true``, the fixed SSE body of its port 9102 (a role chunk,
   20 content deltas, a finish chunk, a usage chunk with ``choices: []``, ``data: [DONE]``;
   5,671 bytes, sent at once with a Content-Length, as nginx's ``return`` does).
 * ``GET …/models`` -> a one-model list; any other path -> 404 JSON; a non-POST chat -> 405.
+* ``GET /stats`` -> ``{"answered": N}``: how many chat completions it has answered (each reports
+  usage 19 + 9 tokens), for bench/load_money.py's books.
 
 Nothing is parsed beyond the request line, ``Content-Length`` / ``Transfer-Encoding: chunked``
 and ``Connection: close``; the body is only searched for ``"stream": true``. One process, one
@@ -81,6 +83,7 @@ R_405 = _response("405 Not Allowed", b"application/json",
 R_400 = (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
+ANSWERED = [0]    # chat completions answered (GET /stats)
 MAX_HEAD = 64 * 1024
 
 
@@ -145,6 +148,9 @@ class Mock(asyncio.Protocol):
                     out.append(R_405)
                 else:
                     out.append(R_SSE if STREAM_RE.search(body) else R_CHAT)
+                    ANSWERED[0] += 1
+            elif path == b"/stats":
+                out.append(_response("200 OK", b"application/json", b'{"answered":%d}' % ANSWERED[0]))
             elif path.endswith(b"/models"):
                 out.append(R_MODELS)
             else:

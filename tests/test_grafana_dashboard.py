@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.inprocess import InProcessGateway
+from tests.inproc import InProcessGateway
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "aicredits.json"
 METRIC = re.compile(r"\baicredits_[a-z0-9_]+\b")

@@ -1,4 +1,4 @@
-"""DESIGN principle 1, checked mechanically: dependencies point inward.
+"""docs/architecture.md, "Layers", checked mechanically: dependencies point inward.
 
 api/web/cli -> services -> domain; store, infra and providers implement interfaces that
 services use. Every import statement counts, wherever it sits (module level, inside a

@@ -1,7 +1,7 @@
-"""kill -9 of one `serve --workers 2` worker with streams in flight, on PostgreSQL: the dead worker's
+"""kill -9 of one `serve --workers 2` worker with streams in flight, on PostgreSQL + Redis: the dead worker's
 holds come back within the documented bound (lease + lease / 6), each of its streams is charged
 what it had delivered when its lease was last renewed (end state gateway_lost), the other worker's
-streams complete and are charged in full, and `aicredits ledger verify` exits 0."""
+streams complete and are charged in full, and `aicredits ledger verify` exits 0; no wallet below zero, no key past its limit."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import httpx
 from tests.api.test_end_states import MESSAGES, prompt_estimate
 from tests.conftest import expected_micros
 from tests.fakes.openai_upstream import Scenario
+from tests.loadgen import fetch
 
 LEASE = 3.0
 BOUND = LEASE + LEASE / 6           # docs/billing.md: a dead process's holds are back within this
@@ -92,11 +93,13 @@ class Stream(threading.Thread):
             pass   # the worker serving it was killed
 
 
-def test_kill_9_of_a_worker_with_streams_in_flight(start_gateway, make_pg_db, upstream):
+def test_kill_9_of_a_worker_with_streams_in_flight(start_gateway, make_pg_db, redis_url, upstream):
     dsn = make_pg_db()
-    gw = start_gateway(db_url=dsn, workers=2, env={"AICREDITS_HOLD_LEASE_SECONDS": str(LEASE)})
+    gw = start_gateway(db_url=dsn, workers=2, env={"AICREDITS_HOLD_LEASE_SECONDS": str(LEASE),
+                                                   "AICREDITS_REDIS_URL": redis_url,
+                                                   "AICREDITS_REDIS_PREFIX": f"crash-{os.getpid()}-{time.time_ns()}:"})
     try:
-        key = gw.create_key(credits="100")["key"]
+        key = gw.create_key(credits="100", limit="20")["key"]
         entry = gw.catalog()["openai/gpt-4o-mini"]
         upstream.enqueue(*[Scenario(content=WORDS, chunk_delay=0.2, completion_tokens=30) for _ in range(STREAMS)])
         streams = [Stream(gw, key, f"crash-{i}") for i in range(STREAMS)]
@@ -142,6 +145,8 @@ def test_kill_9_of_a_worker_with_streams_in_flight(start_gateway, make_pg_db, up
             assert gone_after[row["call_id"]] <= BOUND + 1.0, (gone_after[row["call_id"]], BOUND)
         assert holds(dsn) == set()
         assert gw.cli("ledger", "verify").returncode == 0
+        assert fetch(dsn, "SELECT account_id FROM wallets WHERE balance < 0 OR held <> 0") == []
+        assert fetch(dsn, "SELECT id FROM api_keys WHERE held <> 0 OR spent > limit_micros") == []
         credits = gw.credits(key)
         spent = sum(r["cost"] for r in rows.values())
         assert (round(credits["total_spent"] * 1_000_000), credits["held"]) == (spent, 0)

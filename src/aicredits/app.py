@@ -12,23 +12,25 @@ from aicredits import logs
 from aicredits.api import audio, embeddings, images, meta, responses, webhooks
 from aicredits.api import chat as chat_routes
 from aicredits.api import metrics as metrics_route
+from aicredits.api.chat import STOP_GRACE_SECONDS
 from aicredits.api.http import BodyBudget, ClientGone, Request, send_bytes, send_error
 from aicredits.api.openapi import document as openapi_document
 from aicredits.catalog import builtin_entries, load_catalog
 from aicredits.domain.pricing import Rates
-from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound
+from aicredits.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from aicredits.infra.journal import FileJournal
+from aicredits.ports import StoreUnavailable
 from aicredits.providers.http import make_session
 from aicredits.providers.payments import build_payment_providers
 from aicredits.providers.registry import build_providers
 from aicredits.services.audio import AudioService
-from aicredits.services.billing import Billing
+from aicredits.services.billing import Billing, database_unavailable
 from aicredits.services.chat import ChatService
 from aicredits.services.concurrency import KeyConcurrency
 from aicredits.services.embeddings import EmbeddingsService
 from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
-from aicredits.services.metering import Metering
+from aicredits.services.metering import STOPPED_BEFORE_ANSWER, Metering
 from aicredits.services.payments import PaymentsService
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
@@ -94,7 +96,7 @@ async def open_billing_store(settings: Settings):
         from aicredits.store.billing_sqlite import SqliteBilling
         return SqliteBilling(sqlite_file(settings.database_url))
     from aicredits.store.billing_pg import PostgresBilling
-    return await PostgresBilling.connect(postgres_dsn(settings.database_url))
+    return await PostgresBilling.connect(postgres_dsn(settings.database_url), timeout=settings.db_timeout)
 
 
 class Gateway:
@@ -119,6 +121,7 @@ class Gateway:
         self._cache_engine = None
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
         self.body_budget = BodyBudget(settings.body_bytes_in_flight)
+        self._inflight: set[asyncio.Task] = set()   # requests being handled (waited for at shutdown)
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -238,6 +241,10 @@ class Gateway:
         self.admin_api = admin_api.build(self._web_engine, self.settings, on_key_revoked=self.keys.forget)
 
     async def shutdown(self) -> None:
+        # uvicorn calls this once its drain time (AICREDITS_DRAIN_SECONDS) is over, right after
+        # cancelling the requests still running: let them send their cut events and settle first
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=STOP_GRACE_SECONDS * 2)
         for t in self._tasks:
             t.cancel()
         if self._web_engine is not None:
@@ -289,6 +296,8 @@ class Gateway:
         scope["aicredits.started"] = time.perf_counter()
         req = Request(scope, receive, self.body_budget)
         started = False
+        me = asyncio.current_task()
+        self._inflight.add(me)
         status = 0
         state = begin_request(route_of(scope["path"]))
 
@@ -318,6 +327,14 @@ class Gateway:
         except ClientGone:
             status = status or 499
             return
+        except asyncio.CancelledError:
+            # only the server cancels a request: it is stopping and its drain time is over
+            if started:
+                raise
+            me.uncancel()
+            status = 503
+            await send_error(send, ServiceUnavailable(STOPPED_BEFORE_ANSWER, retry_after=1),
+                             [(b"x-request-id", req.request_id.encode())])
         except GatewayError as exc:
             if not started:
                 status = exc.status
@@ -325,6 +342,11 @@ class Gateway:
                 if isinstance(exc, MethodNotAllowed):
                     extra.append((b"allow", ", ".join(ROUTES[scope["path"]]).encode()))
                 await send_error(send, exc, extra)
+        except StoreUnavailable as exc:   # a read that needed the database (credits): 503, not 500
+            log.warning("%s %s (request %s): %s", scope["method"], scope["path"], req.request_id, exc)
+            if not started:
+                status = 503
+                await send_error(send, database_unavailable(), [(b"x-request-id", req.request_id.encode())])
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], req.request_id)
             if not started:
@@ -336,6 +358,7 @@ class Gateway:
             req.release_body()
             if req.slot is not None:
                 await self.concurrency.leave(req.slot)
+            self._inflight.discard(me)
             if not state.settled:   # a settled call was counted and logged by its settle
                 self._answered(state, req, status)
 

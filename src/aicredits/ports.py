@@ -52,6 +52,12 @@ class KeyRevoked(Exception):
     pass
 
 
+class StoreUnavailable(Exception):
+    """The database did not answer within the store's timeout, or its connection failed: the
+    operation did not happen (or its answer was lost; settling is idempotent, a hold so made is
+    swept). Services answer 503 service_unavailable with Retry-After."""
+
+
 class SettleJournal(Protocol):
     """Durable local storage of settlements the database did not take (infra/journal.py)."""
 

@@ -162,6 +162,9 @@ class GatewaySettings(_Strict):
     hold_lease_seconds: Seconds = 30.0           # a hold's lease; its process renews it every lease / 6
     settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
     state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
+    db_timeout: Seconds = 5.0                    # PostgreSQL: the longest one operation waits (then 503)
+    ready_timeout: Seconds = 2.0                 # /health/ready answers within this
+    drain_seconds: Annotated[float, BeforeValidator(_not_bool), Field(ge=0, allow_inf_nan=False)] = 25.0
     max_body_bytes: Count = 40 * 1024 * 1024
     # hostile clients (docs/operations.md, "Hostile clients"): what one process lets bodies,
     # keys and connections take

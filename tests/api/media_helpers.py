@@ -1,5 +1,5 @@
 """Shared by the images and audio tests: prices computed independently from /api/models (the
-SPEC's formula: USD x 83.5 x 1.15, INR x 1.15, rounded up once), and real audio files."""
+docs/billing.md's formula: USD x 83.5 x 1.15, INR x 1.15, rounded up once), and real audio files."""
 
 from __future__ import annotations
 

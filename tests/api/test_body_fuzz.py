@@ -1,7 +1,7 @@
 """Every /v1 POST endpoint's body, fuzzed (hypothesis): plausible requests with random fields,
 values, unicode (lone surrogates included) and nesting (up to hundreds of levels), and raw junk.
 Whatever the body, the answer is never a 500, an error keeps the reference's shape, and no hold
-is left open. In-process (tests/api/inprocess.py) against the fake OpenAI and Anthropic upstreams,
+is left open. In-process (tests/inproc.py) against the fake OpenAI and Anthropic upstreams,
 so every plausible body also goes the whole way: provider, settlement, answer.
 """
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.inprocess import InProcessGateway
 from tests.api.media_helpers import make_wav
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.inproc import InProcessGateway
 
 EXAMPLES = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 WAV = make_wav(0.5)

@@ -22,7 +22,7 @@ from aicredits.services.validation import (
     MAX_MESSAGES,
     check_json_size,
 )
-from tests.api.inprocess import InProcessGateway
+from tests.inproc import InProcessGateway
 
 ECHO = "demo/echo"
 

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aicredits.services.admin import Admin
 from aicredits.services.metering import FixedHold
-from tests.api.inprocess import InProcessGateway
 from tests.fakes.openai_upstream import Scenario
+from tests.inproc import InProcessGateway
 
 ROUTE = "/v1/chat/completions"
 MODEL = "openai/gpt-4o-mini"

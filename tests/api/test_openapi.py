@@ -16,7 +16,7 @@ import pytest
 from aicredits.api.admin_api import ROUTES as ADMIN_ROUTES
 from aicredits.api.openapi import OPERATIONS, build
 from aicredits.app import ROUTES
-from tests.api.inprocess import InProcessGateway
+from tests.inproc import InProcessGateway
 
 # the checks on the server's answers; not the two that judge input validation against the request
 # schemas (positive_data_acceptance, negative_data_rejection): the catalog decides at run time which

@@ -22,12 +22,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # ---------------------------------------------------------------- helpers
 def make_key(gw, *, rpm: int | None = None, tpm: int | None = None, credits: str = "10") -> dict:
     email = f"rl-{uuid.uuid4().hex[:8]}@example.com"
-    args = ["keys", "create", "--json", "--email", email, "--credits", credits]
-    if rpm is not None:
-        args += ["--rpm", str(rpm)]
-    if tpm is not None:
-        args += ["--tpm", str(tpm)]
-    out = json.loads(gw.cli(*args).stdout)
+    out = gw.create_key(credits=credits, email=email, rpm=rpm, tpm=tpm)
     assert (out["rpm"], out["tpm"]) == (rpm, tpm)
     return {**out, "email": email}
 
@@ -67,7 +62,7 @@ def money(gw, key: dict) -> tuple:
 
 
 def usage_rows(gw, key: dict) -> list[dict]:
-    return json.loads(gw.cli("usage", "--json", "--email", key["email"]).stdout)
+    return gw.usage(key["email"])
 
 
 def redis_env(redis_url: str) -> dict:
@@ -111,7 +106,7 @@ def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, start
     assert len(upstream.requests) == forwarded   # nothing sent upstream
     assert len(usage_rows(gw, key)) == 3
     assert chat(gw, key, stream=True).status_code == 429   # streams too, before any SSE
-    gw.cli("ledger", "verify")
+    assert gw.verify() == []
 
 
 def test_every_billable_endpoint_passes_the_limit(start_gateway, upstream):
@@ -287,7 +282,7 @@ def test_redis_down_admits_calls_uncounted_and_never_500s(dead_redis_gateway, up
         assert float(r.headers["x-aicredits-cost"]) > 0
     assert stream_chat(gw, key).status_code == 200
     assert len(usage_rows(gw, key)) == 5
-    gw.cli("ledger", "verify")
+    assert gw.verify() == []
     assert "rate limits not enforced: Redis failed" in gw.log()
     ready = httpx.get(gw.base_url + "/health/ready")
     assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
@@ -304,10 +299,10 @@ def test_keys_limit_reaches_a_running_gateway_within_a_second(gateway, upstream)
     key = make_key(gateway)
     for _ in range(3):
         assert chat(gateway, key).status_code == 200
-    gateway.cli("keys", "limit", key["id"], "--rpm", "1")
+    gateway.admin(lambda a: a.set_rate_limits(key["id"], rpm=1))   # what `aicredits keys limit` does
     time.sleep(1.1)                   # the key cache trusts an entry for 1 s
     assert chat(gateway, key).status_code == 200
     assert_429(chat(gateway, key), "rpm", 1)
-    gateway.cli("keys", "limit", key["id"], "--rpm", "none")
+    gateway.admin(lambda a: a.set_rate_limits(key["id"], rpm=None))
     time.sleep(1.1)
     assert chat(gateway, key).status_code == 200

@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from aicredits.logs import JsonFormatter
-from tests.api.inprocess import InProcessGateway
 from tests.fakes.openai_upstream import Scenario
+from tests.inproc import InProcessGateway
 
 ROUTE = "/v1/chat/completions"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

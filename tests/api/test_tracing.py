@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from aicredits.telemetry import NO_TRACING
-from tests.api.inprocess import InProcessGateway, sse_data
 from tests.fakes.openai_upstream import Scenario
 from tests.fakes.otlp_collector import FakeCollector, ReceivedSpan
+from tests.inproc import InProcessGateway, sse_data
 
 ROUTE = "/v1/chat/completions"
 MODEL = "openai/gpt-4o-mini"

@@ -1,4 +1,4 @@
-"""Odd upstream answers are billed by the rules of docs/billing.md, in-process (tests/api/inprocess.py)
+"""Odd upstream answers are billed by the rules of docs/billing.md, in-process (tests/inproc.py)
 against real fake upstreams:
 
 - a usage object without valid prompt and completion counts is no usage: the estimator bills the
@@ -20,12 +20,12 @@ import uuid
 
 import pytest
 
-from tests.api.inprocess import InProcessGateway, sse_data, sse_events
 from tests.api.media_helpers import make_wav, transcription_micros
 from tests.conftest import expected_micros
 from tests.fakes.anthropic_upstream import FakeAnthropic, split_text
 from tests.fakes.anthropic_upstream import Scenario as AScenario
 from tests.fakes.openai_upstream import Scenario, split_content
+from tests.inproc import InProcessGateway, sse_data, sse_events
 
 MODEL = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-sonnet-4.6"

@@ -376,7 +376,7 @@ def test_cut_stream_ends_with_an_error_event_and_bills_what_was_delivered(ad, gw
             text += choice["delta"].get("content") or ""
     assert text and "alpha beta gamma delta epsilon zeta eta theta".startswith(text)
     assert "error" in events[-1] and events[-1]["error"]["type"] == "upstream_error"
-    rows = json.loads(gw.cli("usage", "--email", account["email"], "--json", "--limit", "1").stdout)
+    rows = gw.usage(account["email"], limit=1)
     row = rows[0] if isinstance(rows, list) else rows["data"][0]
     assert row["end_state"] == "upstream_cut"
     # the charge is the catalog price of the recorded counts, and no more than a full answer would cost

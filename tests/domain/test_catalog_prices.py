@@ -76,8 +76,8 @@ ALLOWED: dict[str, Allowed] = {
         "priced per image by size and quality (OpenAI pricing page); genai-prices has token prices only, "
         "and the prompt's text tokens are not included in our per-image prices",
         {"input_mtok": "5", "output_mtok": "40"}),
-    "openai/dall-e-2": Allowed("per-image prices (protocols.md s7, OpenAI pricing page); not in genai-prices"),
-    "openai/dall-e-3": Allowed("per-image prices (protocols.md s7, OpenAI pricing page); not in genai-prices"),
+    "openai/dall-e-2": Allowed("per-image prices (OpenAI's pricing page); not in genai-prices"),
+    "openai/dall-e-3": Allowed("per-image prices (OpenAI's pricing page); not in genai-prices"),
     "sarvam/bulbul-v2": Allowed("INR-native price from Sarvam's pricing page; Sarvam is not in genai-prices"),
     "sarvam/saarika-v2": Allowed("INR-native price from Sarvam's pricing page; Sarvam is not in genai-prices"),
     "demo/echo": Allowed("offline demo model, priced like gpt-4o-mini on purpose; no upstream"),

@@ -1,7 +1,7 @@
 """Token pricing: a call's cost is an exact rational rounded up once, in micro-INR.
 
 The expected charge is computed independently here: prices, rate and markup are parsed
-with fractions.Fraction straight from their decimal strings, following SPEC section 3:
+with fractions.Fraction straight from their decimal strings, following docs/billing.md ("The charge formula"):
 ceil(usd_cost x usd_inr x (1 + markup) x 10^6), or ceil(inr_cost x (1 + markup) x 10^6).
 """
 

@@ -104,7 +104,7 @@ def test_without_max_tokens_the_largest_affordable_value_up_to_the_cap_is_inject
                      output_price=output_price, requested_max=None, model_cap=cap, n=n)
     assert 1 <= plan.max_tokens <= limit
     assert plan.max_tokens == limit or hold_for(prompt_cost, output_price, n, plan.max_tokens + 1) > headroom
-    # SPEC section 6: when the client gives no max_tokens the gateway *sends* the value it held
+    # docs/billing.md ("When the client sends no max_tokens"): when the client gives no max_tokens the gateway *sends* the value it held
     # for, so the upstream can never produce more output than the hold covers.
     assert plan.inject_max_tokens is True
 
@@ -242,7 +242,7 @@ def test_too_poor_refusal_names_the_amount_that_would_fit(prompt_cost, output_pr
 @given(st.integers(0, 10**10), over_limit_st, prompt_cost_st, output_price_st, tokens_st, tokens_st, n_st)
 def test_a_key_over_its_limit_is_always_refused_naming_the_key_limit(
         available, key_headroom, prompt_cost, output_price, requested, cap, n):
-    # SPEC section 6: "A key over its limit gets 402 too, with the message naming the key limit"
+    # docs/billing.md ("The 402 messages"): a key over its limit gets 402 too, the message naming the key limit
     # -- even for a call whose price is zero.
     with pytest.raises(Refusal) as info:
         plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,

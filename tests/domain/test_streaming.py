@@ -95,7 +95,7 @@ def test_an_empty_usage_object_is_kept_as_sent():
 def test_reasoning_deltas_count_as_delivered_output():
     # OpenAI-compatible providers stream reasoning as `reasoning_content` (DeepSeek, vLLM) or
     # `reasoning` (OpenRouter); it is forwarded to the client and billed as completion tokens,
-    # so a stream cut while reasoning has delivered output (SPEC section 3: reasoning included).
+    # so a stream cut while reasoning has delivered output (docs/billing.md: reasoning included).
     m = meter_of(chunk({"role": "assistant", "reasoning_content": "Let me think"}),
                  chunk({"reasoning": " about it"}))
     assert m.fragments == 2

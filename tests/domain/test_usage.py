@@ -18,6 +18,7 @@ from aicredits.domain.usage import (
     prompt_from_openai,
     token_count,
     usage_from_openai,
+    usage_row,
 )
 
 SETTINGS = settings(max_examples=200, deadline=None)
@@ -106,7 +107,8 @@ def test_openai_usage_with_details():
 
 
 def test_anthropic_usage_normalised_by_the_adapter():
-    # input 100, cache read 1000, cache write 500 of which 200 with the 1-hour TTL (SPEC section 6)
+    # input 100, cache read 1000, cache write 500 of which 200 with the 1-hour TTL (docs/billing.md,
+    # "The charge formula")
     u = usage_from_openai({
         "prompt_tokens": 1600, "completion_tokens": 50,
         "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 500,
@@ -231,3 +233,17 @@ def test_prompt_estimate_counts_an_image_not_its_base64_and_counts_tools():
     assert estimate_prompt_tokens({"messages": [{"role": "user", "content": [pdf, audio]}]}) < 100
     tools = [{"type": "function", "function": {"name": "f", "description": "d" * 4000}}]
     assert estimate_prompt_tokens({"messages": [], "tools": tools}) >= 1000
+
+
+def test_usage_row_has_every_column_and_counts_units_from_tokens():
+    from aicredits.store.billing_sql import USAGE_COLUMNS
+
+    row = usage_row("c1", 7, "k1", 1234)
+    assert set(row) == set(USAGE_COLUMNS) - {"cost", "hold"}
+    assert (row["request_id"], row["endpoint"], row["status"], row["end_state"], row["units"]) == \
+        ("c1", "chat", 200, "completed", 0)
+    usage = TokenUsage(prompt_tokens=100, completion_tokens=20, cache_read_tokens=30, reasoning_tokens=5)
+    row = usage_row("c2", 7, None, 1, usage=usage, status=499, end_state="client_disconnect")
+    assert (row["prompt_tokens"], row["cache_read_tokens"], row["reasoning_tokens"], row["units"]) == (100, 30, 5, 120)
+    assert (row["status"], row["end_state"], row["key_id"]) == (499, "client_disconnect", None)
+    assert usage_row("c3", 7, None, 1, usage=usage, units=9)["units"] == 9   # seconds, characters, images

@@ -115,7 +115,8 @@ class Scenario:
     omit_usage: bool = False  # stream: never send the usage chunk; non-stream: no "usage" key
     omit_done: bool = False  # stream: finish (+ usage if asked) but no [DONE], response ends cleanly
     hang: bool = False  # accept the request and never answer (until the client goes away / stop())
-    drip: float | None = None  # non-stream: the 200 head, then the body one byte every `drip` seconds
+    drip: float | None = None  # the 200 head, then the body (a stream's events too) one byte every `drip` seconds
+    reset_after_bytes: int | None = None  # non-stream: the 200 head and this many body bytes, then a TCP reset
     stall_after: int | None = None  # stream: after this many delta events, send nothing for stall_seconds
     stall_seconds: float = 30.0
     error_code: str | None = None  # "code" in the error body (status != 200 and error_after)
@@ -636,8 +637,8 @@ class FakeOpenAI:
             if body.get("stream"):
                 return await self._chat_stream(request, body, scenario, rid, model, state)
             answer = self._chat_json(scenario, rid, model)
-            if scenario.drip is not None:
-                return await self._drip(request, answer, scenario.drip, state)
+            if scenario.drip is not None or scenario.reset_after_bytes is not None:
+                return await self._drip(request, answer, scenario.drip or 0.0, state, scenario.reset_after_bytes)
             return answer
         except asyncio.CancelledError:
             if not state["cut"]:
@@ -653,17 +654,30 @@ class FakeOpenAI:
         finally:
             self._adjust_in_flight(-1)
 
-    async def _drip(self, request: web.Request, answer: web.Response, every: float, state: dict) -> web.StreamResponse:
+    async def _drip(self, request: web.Request, answer: web.Response, every: float, state: dict,
+                    reset_after: int | None = None) -> web.StreamResponse:
         """Send `answer`'s status and headers at once, then its body one byte every `every` seconds
-        (an upstream that answered and then stalls)."""
+        (an upstream that answered and then stalls); with `reset_after`, reset the connection once
+        that many body bytes went out (an upstream that breaks off mid-body)."""
         body = answer.body
         resp = web.StreamResponse(status=answer.status, headers={**answer.headers, "content-length": str(len(body))})
         state["resp"] = resp
         await resp.prepare(request)
+        if reset_after is not None and not every:
+            await resp.write(body[:reset_after])
+            body = b""
         for i in range(len(body)):
+            if reset_after is not None and i >= reset_after:
+                break
             self._check(request)
             await resp.write(body[i:i + 1])
             await self._sleep(request, every)
+        if reset_after is not None:
+            state["cut"] = True
+            await asyncio.sleep(0.05)   # the bytes leave before the reset
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
         await resp.write_eof()
         return resp
 
@@ -862,7 +876,12 @@ class FakeOpenAI:
                 await self._sleep(request, s.chunk_delay)
             first = False
             self._check(request)
-            await resp.write(data)
+            if s.drip is None:
+                await resp.write(data)
+                return
+            for i in range(len(data)):   # a slow drip: one byte every `drip` seconds
+                await resp.write(data[i:i + 1])
+                await self._sleep(request, s.drip)
 
         sent = 0
         stalled = False
@@ -960,7 +979,7 @@ class FakeOpenAI:
             return state["resp"] or web.Response(status=499)
 
 
-# ---------------------------------------------------------------------- /v1/responses (protocols.md §2)
+# ---------------------------------------------------------------------- /v1/responses
 def _responses_usage(s: Scenario) -> Any:
     if s.usage is not UNSET:
         return s.usage

@@ -1,5 +1,5 @@
 """A fake Sarvam AI upstream: a real aiohttp server on 127.0.0.1 in a background thread, speaking
-Sarvam's protocol (protocols.md §6), base URL without a version (like https://api.sarvam.ai).
+Sarvam's protocol (docs/providers.md, "Sarvam"), base URL without a version (like https://api.sarvam.ai).
 Checked against Sarvam's own SDK, ``sarvamai`` 0.1.39, by tests/fakes/test_sarvam_upstream.py.
 
 * Auth: ``api-subscription-key``; missing or wrong is 403 ``invalid_api_key_error`` (Sarvam uses 403,

@@ -67,7 +67,7 @@ def spent(gw, key) -> int:
 
 
 def expected(entry: dict, *, inp: int, out: int, read: int = 0, w5: int = 0, w1h: int = 0) -> int:
-    """SPEC §3: four input buckets + output, x rate x (1 + markup), rounded up once (micro-INR)."""
+    """docs/billing.md, "The charge formula": four input buckets + output, x rate x (1 + markup), rounded up once (micro-INR)."""
     def price(k: str) -> Fraction:
         return Fraction(Decimal(repr(entry[k])))
     usd_micros = (inp * price("input_cost_per_1m") + read * price("cache_read_cost_per_1m")

@@ -26,8 +26,8 @@ from aicredits.providers.base import DONE, ChatResult, StreamEvent, serves
 from aicredits.providers.http import map_status
 from aicredits.providers.registry import KINDS, build_providers, register_kind
 from aicredits.settings import SettingsError, load_settings
-from tests.api.inprocess import InProcessGateway, sse_data
 from tests.conftest import expected_micros
+from tests.inproc import InProcessGateway, sse_data
 
 KEY = "words-secret-key"
 

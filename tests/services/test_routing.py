@@ -3,7 +3,6 @@ chains (configured and per request), circuit breakers; one charge at the answeri
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -89,7 +88,7 @@ def _client(gw, key):
 
 
 def _usage(gw, key):
-    return json.loads(gw.cli("usage", "--json", "--email", key["account"]).stdout)
+    return gw.usage(key["account"])
 
 
 def _spent(gw, key):

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from tests.conftest import PG_ADMIN_DSN, expected_micros
 from tests.fakes.openai_upstream import Scenario, split_content
 from tests.inproc import running
-from tests.pgproxy import PgProxy
+from tests.tcp_proxy import TcpProxy
 
 WORDS = "one two three four five six"
 MESSAGES = [{"role": "user", "content": "Count to six"}]
@@ -118,7 +118,7 @@ def pg_url(make_pg_db) -> str:
     return make_pg_db()
 
 
-async def six_streams(g, key: dict, upstream, proxy: PgProxy, mode: str, window: float) -> list:
+async def six_streams(g, key: dict, upstream, proxy: TcpProxy, mode: str, window: float) -> list:
     """Six streams whose deltas all arrive at once, then a 1 s pause before their finish: while they
     finish, the proxy is in `mode` for `window` seconds."""
     upstream.enqueue(*[Scenario(content=WORDS, chunk_delay=0.01, stall_after=len(split_content(WORDS)),
@@ -137,7 +137,7 @@ async def test_postgres_connections_reset_while_six_streams_finish(pg_url, upstr
     """Every settle fails on a reset connection (before its COMMIT, then after it: the transaction
     committed and only the answer was lost); the retries land each charge exactly once."""
     direct = pg_url
-    proxy = await PgProxy().start()
+    proxy = await TcpProxy().start()
     try:
         via = proxy.dsn(PG_ADMIN_DSN, direct.rsplit("/", 1)[1])
         async with running(via, upstream, tmp_path, admin_url=direct) as g:
@@ -162,7 +162,7 @@ async def test_postgres_down_longer_than_the_retries_journals_and_the_sweeper_re
     """PostgreSQL unreachable past AICREDITS_SETTLE_RETRY_SECONDS: the settlements go to the journal,
     the holds stay (their leases outlast the outage), and the sweeper lands them once it is back."""
     direct = pg_url
-    proxy = await PgProxy().start()
+    proxy = await TcpProxy().start()
     env = {"AICREDITS_SETTLE_RETRY_SECONDS": "1", "AICREDITS_HOLD_LEASE_SECONDS": "6"}
     try:
         via = proxy.dsn(PG_ADMIN_DSN, direct.rsplit("/", 1)[1])

@@ -4,9 +4,9 @@ as the SDKs send it, or the reference's JSON body with base64 `input_audio`)."""
 from __future__ import annotations
 
 from aicredits.api.chat import metered_headers
+from aicredits.api.forms import read_form
 from aicredits.api.http import Request, send_bytes, until_answered
 from aicredits.errors import UnsupportedMediaType
-from aicredits.multipart import parse_form
 from aicredits.services.audio import transcription_from_form, transcription_from_json
 
 
@@ -23,8 +23,7 @@ async def transcriptions(gw, req: Request, send) -> None:
     ctype = (req.header(b"content-type") or b"").decode("latin-1")
     kind = ctype.split(";", 1)[0].strip().lower()
     if kind == "multipart/form-data":
-        form = parse_form(await req.body(gw.settings.max_body_bytes), ctype)
-        call = transcription_from_form(form)
+        call = transcription_from_form(await read_form(req, gw.settings.max_body_bytes))
     elif kind in ("application/json", ""):
         call = transcription_from_json(await req.json(gw.settings.max_body_bytes))
     else:

@@ -10,6 +10,9 @@ from aicredits.api.http import Request, send_bytes, until_answered, wait_disconn
 from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 
+# how long a stream cut at the end of the drain time may take to send its cut event (a client that
+# does not read it is dropped)
+STOP_GRACE_SECONDS = 5.0
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 
@@ -19,7 +22,7 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes,
 
 
 def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
-    """The SPEC §2 headers of a settled, non-streaming call."""
+    """The headers of a settled, non-streaming call (README, "API"): its cost and the balance after it."""
     settled = meter.settled
     out = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
            (b"x-aicredits-cost", format_inr(settled.charged).encode())]
@@ -27,6 +30,15 @@ def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
         out.append((b"x-aicredits-balance", format_inr(settled.available).encode()))
     out.append((b"x-aicredits-overhead-ms", f"{meter.overhead_ms():.3f}".encode()))
     return out
+
+
+async def json_call(gw, req: Request, send, create) -> None:
+    """A metered call with a JSON request and a JSON answer (embeddings, images): `create(body,
+    auth, request_id, started)` gives (the answer's bytes, its Meter), while the client is watched."""
+    auth = await gw.admit(req)
+    body = await req.json(gw.settings.max_body_bytes)
+    raw, meter = await until_answered(req.receive, create(body, auth, req.request_id, req.scope["aicredits.started"]))
+    await send_bytes(send, 200, raw, metered_headers(req.request_id, meter))
 
 
 async def chat_completions(gw, req: Request, send) -> None:
@@ -89,9 +101,16 @@ async def stream_response(send, receive, call, chunks, headers) -> None:
     try:
         await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
+        watch.cancel()
+        # only the server cancels this task (a client leaving is seen by `watch`): its drain time
+        # is up. The relay cuts the stream, settles it and sends the cut event, then the body ends.
+        if call.stop():
+            await asyncio.wait((pump_task,), timeout=STOP_GRACE_SECONDS)
+            if pump_task.done():
+                asyncio.current_task().uncancel()
+                return
         call.client_gone = True
         pump_task.cancel()
-        watch.cancel()
         raise
     if pump_task.done():
         watch.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -89,6 +89,15 @@ class Request:
 
     async def _read(self, limit: int) -> bytearray:
         """The body, gathered in one buffer (no second copy to join it)."""
+        buf = bytearray()
+        async for chunk in self.chunks(limit):
+            buf += chunk
+        return buf
+
+    async def chunks(self, limit: int) -> AsyncIterator[bytes]:
+        """The body as it arrives (a multipart upload is parsed so, api/forms.py): a 413 once it
+        is, or says it will be, larger than `limit` bytes; a 429 when the process's body budget
+        is full. The bytes stay counted in the budget until release_body()."""
         declared = self.header(b"content-length")
         if declared is not None:
             try:
@@ -98,20 +107,20 @@ class Request:
             if declared_size > limit:
                 raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
             self._hold(declared_size)
-        buf = bytearray()
+        size = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone()
             chunk = message.get("body", b"")
             if chunk:
-                if len(buf) + len(chunk) > limit:
+                size += len(chunk)
+                if size > limit:
                     raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-                buf += chunk
-                self._hold(len(buf))
+                self._hold(size)
+                yield chunk
             if not message.get("more_body", False):
                 break
-        return buf
 
     async def json(self, limit: int) -> object:
         """The parsed body. Before parsing, its objects, arrays and values are counted in the

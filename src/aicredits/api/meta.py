@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from fractions import Fraction
 
@@ -102,20 +103,25 @@ async def health(gw, req: Request, send) -> None:
     await send_bytes(send, 200, b'{"status":"ok"}', [])
 
 
-async def ready(gw, req: Request, send) -> None:
-    status = {"status": "ready", "db": "ok", "redis": "disabled"}
-    ok = True
+async def _check(ping, timeout: float) -> str:
     try:
-        await gw.billing.store.ping()
-    except Exception:  # noqa: BLE001 - whatever the failure, the database is not ready
-        status["db"], ok = "unavailable", False
+        async with asyncio.timeout(timeout):
+            await ping()
+    except Exception:  # noqa: BLE001 - whatever the failure (a timeout included), it is not ready
+        return "unavailable"
+    return "ok"
+
+
+async def ready(gw, req: Request, send) -> None:
+    """Both dependencies checked at once, each within AICREDITS_READY_TIMEOUT: a database or Redis
+    that does not answer (a partition) is reported unavailable in that time, not waited for."""
+    timeout = gw.settings.ready_timeout
+    checks = [_check(gw.billing.store.ping, timeout)]
     if gw.redis is not None:
-        try:
-            await gw.redis.ping()
-            status["redis"] = "ok"
-        except Exception:  # noqa: BLE001 - whatever the failure, Redis is not ready
-            status["redis"], ok = "unavailable", False
-    if not ok:
+        checks.append(_check(gw.redis.ping, timeout))
+    db, *redis = await asyncio.gather(*checks)
+    status = {"status": "ready", "db": db, "redis": redis[0] if redis else "disabled"}
+    if "unavailable" in (db, *redis):
         status["status"] = "unavailable"
         await send_json(send, 503, status, [(b"retry-after", b"5")])
         return

@@ -1,4 +1,4 @@
-"""`aicredits` commands (SPEC §4's contract: scripts and tests rely on these exact forms)."""
+"""`aicredits` commands (README, "CLI": scripts and tests rely on these exact forms)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from aicredits import logs
 from aicredits.api.connections import ConnectionLimits, guarded_protocol
@@ -122,11 +123,15 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
     # httptools, with header and body timeouts and a connection cap (api/connections.py); no
-    # WebSocket upgrades (nothing here speaks them)
+    # WebSocket upgrades (nothing here speaks them).
+    # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
+    # streams still open (their cut event, billed by its rule), settle everything and exit; see
+    # "Graceful restarts" in docs/operations.md
     limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
     common = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
               "lifespan": "on", "access_log": False, "log_config": None, "server_header": False,
-              "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 10, "backlog": 4096}
+              "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds,
+              "backlog": 4096}
     from aicredits.infra.metrics import MULTIPROC_ENV
     if workers == 1:
         from aicredits.app import Gateway
@@ -138,7 +143,29 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="aicredits-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     log.info("the %d workers' metrics are kept in %s while they run (GET /metrics sums them)", workers, metrics_dir)
+    config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
     try:
-        uvicorn.run("aicredits.app:create_app", factory=True, workers=workers, **common)
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, which closes its own copy of the listening socket as soon as it
+    is told to stop: the workers close theirs when their drain begins, so from then on new
+    connections are refused (a load balancer moves on to another server) instead of waiting in the
+    kernel's queue for a process that will never accept them."""
+
+    def _close_listener(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    def handle_term(self) -> None:
+        self._close_listener()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._close_listener()
+        super().handle_int()

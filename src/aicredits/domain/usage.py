@@ -146,3 +146,22 @@ def estimate_input_tokens(value) -> int:
     if isinstance(value, list):
         return sum(estimate_input_tokens(v) for v in value)
     return 0
+
+
+def usage_row(call_id: str, account_id: int, key_id: str | None, created_at: int, *, usage: TokenUsage | None = None,
+              **fields) -> dict:
+    """A call's usage record (a usage_records row without `cost` and `hold`, which the store
+    fills in): every column, its tokens from `usage`, the rest from `fields`, else empty (a row
+    for a call that never reached a provider: a chat call, no tokens, status 200, completed).
+    `units` defaults to the tokens."""
+    u = usage or TokenUsage()
+    row = {"call_id": call_id, "request_id": call_id, "account_id": account_id, "key_id": key_id, "model": "",
+           "provider": "", "deployment": "", "endpoint": "chat", "stream": False,
+           "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+           "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+           "cache_write_1h_tokens": u.cache_write_1h_tokens, "reasoning_tokens": u.reasoning_tokens,
+           "units": 0, "latency_ms": 0, "overhead_ms": 0, "status": 200, "cache": "bypass",
+           "end_state": "completed", "error": None, "created_at": created_at}
+    row.update(fields)
+    row["units"] = row["units"] or (u.prompt_tokens + u.completion_tokens)
+    return row

@@ -1,6 +1,6 @@
 """Anthropic's Messages API (`POST {base}/v1/messages`, `x-api-key`, `anthropic-version:
 2023-06-01`), translated at the edge to and from the gateway's OpenAI shape
-(anthropic_translate.py). Streams are translated event by event (protocols.md §4.7):
+(anthropic_translate.py). Streams are translated event by event:
 
   message_start        -> role chunk (id, model and input/cache usage kept)
   text_delta           -> content delta
@@ -16,7 +16,6 @@ output from message_delta's count if one came, else from the gateway's estimate 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -25,7 +24,6 @@ import orjson
 
 from aicredits.domain.media import InputCosts
 from aicredits.domain.usage import token_count
-from aicredits.errors import UpstreamError
 from aicredits.providers.anthropic_translate import (
     JSON_TOOL,
     anthropic_input_costs,
@@ -35,22 +33,11 @@ from aicredits.providers.anthropic_translate import (
     to_openai,
 )
 from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import map_status, post, read_all, scrub, split_events
+from aicredits.providers.http import HTTPProvider, scrub
+from aicredits.providers.sse import SSEReader, parse_event
 from aicredits.settings import ProviderSettings
 
 API_VERSION = "2023-06-01"
-
-
-def parse_event(ev: bytes) -> tuple[str | None, bytes | None]:
-    """(event name, data) of one SSE event; comments give (None, None)."""
-    name, data = None, []
-    for line in ev.split(b"\n"):
-        if line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    return name, (b"\n".join(data) if data else None)
 
 
 class StreamTranslator:
@@ -153,25 +140,12 @@ class AnthropicStream:
     def __init__(self, resp: aiohttp.ClientResponse, idle_timeout: float, provider: str,
                  translator: StreamTranslator) -> None:
         self._resp = resp
-        self._idle = idle_timeout
+        self._sse = SSEReader(resp, provider, idle_timeout)
         self._provider = provider
         self._tr = translator
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
-        content = self._resp.content
-        rest = b""
-        while not self._tr.ended:
-            try:
-                async with asyncio.timeout(self._idle):
-                    data = await content.readany()
-            except TimeoutError as exc:
-                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
-                                  timeout=True) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
-            if not data:
-                return
-            events, rest = split_events(rest + data if rest else data)
+        while not self._tr.ended and (events := await self._sse.read()) is not None:
             out: list[StreamEvent] = []
             for ev in events:
                 name, payload = parse_event(ev)
@@ -198,26 +172,18 @@ class AnthropicStream:
         self._resp.close()   # drops the connection, which cancels the upstream generation
 
 
-class AnthropicProvider:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
+class AnthropicProvider(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
         self.max_tokens_field = "max_tokens"
-        self._base = settings.base_url.rstrip("/")
-        self._secrets = tuple(s for s in (settings.api_key,) if s)
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION,
                    "accept-encoding": "identity"}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         headers.update({k.lower(): v for k, v in settings.headers.items()})   # e.g. anthropic-beta
-        self._headers = headers
-        # versions from 2026-10-21 on refuse sampling parameters (protocols.md §4.1)
+        # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "What the gateway
+        # smooths over")
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
-        self._idle = idle_timeout
+        super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         return anthropic_input_costs(upstream_id)
@@ -232,40 +198,18 @@ class AnthropicProvider:
                 payload.pop(k, None)
         return orjson.dumps(payload), json_mode, ttl
 
-    async def _post(self, payload: bytes) -> aiohttp.ClientResponse:
-        return await post(self._session, self.name, self.url(), payload, self._headers, self._timeout,
-                          self.first_byte_timeout)
-
-    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
-        return await read_all(resp, self.name, self._idle)
-
     async def chat(self, body: dict, target) -> ChatResult:
         payload, json_mode, ttl = self._payload(body, target, stream=False)
-        resp = await self._post(payload)
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        data, _ = await self._http.call_json(self.url(), payload)
+        if not isinstance(data.get("content"), list):
+            raise self._http.unexpected()
         try:
             return ChatResult(to_openai(data, json_mode, ttl))
         except (TypeError, ValueError) as exc:   # a tool input nested past orjson's limit
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.") from exc
+            raise self._http.unexpected() from exc
 
     async def stream(self, body: dict, target) -> AnthropicStream:
         payload, json_mode, ttl = self._payload(body, target, stream=True)
-        resp = await self._post(payload)
-        if resp.status != 200:
-            raw = await self._read_all(resp)
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        if "text/event-stream" not in resp.headers.get("content-type", ""):
-            await self._read_all(resp)
-            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return AnthropicStream(resp, self._idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
+        resp = await self._http.open_stream(self.url(), payload)
+        return AnthropicStream(resp, self._http.idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))
 
-    async def close(self) -> None:
-        return None

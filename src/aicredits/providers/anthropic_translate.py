@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions <-> Anthropic Messages (protocols.md §4.7), as pure functions.
+"""OpenAI Chat Completions <-> Anthropic Messages, as pure functions.
 
 Request: system/developer messages become the top-level `system`; turns are merged so roles
 alternate; tool calls and results become tool_use / tool_result blocks; only the fields the
@@ -344,7 +344,7 @@ def _n(v) -> int:
 
 
 def openai_usage(u: dict | None, ttl: str | None = None) -> dict:
-    """Anthropic usage in OpenAI's meaning (SPEC §6). Counts follow the gateway's rule
+    """Anthropic usage in OpenAI's meaning (docs/billing.md, "Usage a provider reports"). Counts follow the gateway's rule
     (domain/usage.py): an `input_tokens` or `output_tokens` that is not a count gives null
     `prompt_tokens` / `completion_tokens`, so the usage is incomplete and the estimator bills
     what it lacks; cache counts that are not counts read as 0; fractions round up."""

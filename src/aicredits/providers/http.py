@@ -1,5 +1,5 @@
-"""The shared upstream HTTP client (aiohttp, pooled keep-alive), SSE splitting, and the one
-place upstream HTTP failures become our errors (secrets stripped)."""
+"""The shared upstream HTTP client (aiohttp, pooled keep-alive), and the one place upstream HTTP
+failures become our errors (secrets stripped). Streams are read by providers/sse.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from aicredits.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from aicredits.providers.base import AudioUpload
+from aicredits.settings import ProviderSettings
 from aicredits.telemetry import UPSTREAM_HEADERS
 
 # What never reaches a client in a provider's message (docs/errors.md, "Redaction"): keys and
@@ -91,7 +93,7 @@ def _retry_after(headers) -> int | None:
 
 
 def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
-    """An upstream error status as the client should see it (SPEC §6), marked for the router
+    """An upstream error status as the client should see it (docs/errors.md), marked for the router
     (docs/errors.md, "Retries"): 429 and 5xx refusals cannot have been processed, so they may be
     retried and fall back; credentials, billing and unknown models may fall back; a 408/504 is a
     timeout behind the provider, after which the request may have been processed: neither."""
@@ -158,60 +160,119 @@ def broken_off(provider: str) -> GatewayError:
     return exc
 
 
-def split_events(buf: bytes) -> tuple[list[bytes], bytes]:
-    """Complete SSE events (each ending with its blank line) and the unfinished rest."""
-    if b"\r" in buf:
-        buf = buf.replace(b"\r\n", b"\n")
-    parts = buf.split(b"\n\n")
-    rest = parts.pop()
-    return [p + b"\n\n" for p in parts if p.strip()], rest
+def upload_form(fields: list[tuple[str, str]], upload: AudioUpload) -> aiohttp.FormData:
+    """A multipart/form-data request body: the text fields in order, then the file as `file`."""
+    form = aiohttp.FormData()
+    for name, value in fields:
+        form.add_field(name, value)
+    form.add_field("file", upload.data, filename=upload.filename, content_type=upload.content_type)
+    return form
 
 
-def event_data(event: bytes) -> bytes | None:
-    """The data of one SSE event (multi-line data joined by newlines), or None."""
-    if event.startswith(b"data: ") and b"\ndata:" not in event:
-        return event[6:].rstrip(b"\n")
-    lines = []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            value = line[5:]
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(lines) if lines else None
+class UpstreamClient:
+    """One provider's HTTP calls: a POST bounded by the connect and first-byte timeouts, its
+    answer read within the stream-idle timeout, an error status mapped to our error (the
+    provider's secrets stripped), the answer parsed or opened as a stream."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: ProviderSettings, headers: dict, *,
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
+        self.session = session
+        self.provider = settings.name
+        self.headers = headers
+        self.secrets = (settings.api_key,) if settings.api_key else ()   # never in a message we pass on
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
+        self.first_byte = first_byte_timeout
+        self.idle = idle_timeout
+
+    async def post(self, url: str, payload, headers: dict | None = None) -> aiohttp.ClientResponse:
+        """POST and wait for the response head. A connection that could not be made (refused, reset
+        or timed out while connecting, before the request was sent) may be retried; a timeout
+        waiting for the head or a connection lost after the request went out may not. A form
+        (upload_form) brings its own Content-Type. Nothing of the client's request headers is
+        sent; the trace context only when AICREDITS_OTEL_PROPAGATE_UPSTREAM is on."""
+        headers = headers or self.headers
+        if isinstance(payload, aiohttp.FormData):
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        trace = UPSTREAM_HEADERS.get()
+        if trace:
+            headers = {**headers, **trace}
+        try:
+            async with asyncio.timeout(self.first_byte):
+                return await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise connect_error(self.provider) from exc
+        except TimeoutError as exc:
+            raise no_answer(self.provider) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise broken_off(self.provider) from exc
+
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole response body, within the stream-idle timeout. Whatever stops the read (a
+        timeout, a broken connection, the call cancelled because its client left) closes the
+        connection, which tells the provider to stop; a partly read answer is never retried."""
+        try:
+            async with asyncio.timeout(self.idle):
+                return await resp.read()
+        except TimeoutError as exc:
+            resp.close()
+            raise no_answer(self.provider) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            resp.close()
+            raise broken_off(self.provider) from exc
+        except BaseException:
+            resp.close()
+            raise
+
+    async def call(self, url: str, payload, headers: dict | None = None) -> bytes:
+        """POST and read the whole answer; an error status raises our error."""
+        resp = await self.post(url, payload, headers)
+        raw = await self.read(resp)
+        if resp.status != 200:
+            raise map_status(resp.status, raw, resp.headers, self.provider, self.secrets)
+        return raw
+
+    async def call_json(self, url: str, payload, headers: dict | None = None) -> tuple[dict, bytes]:
+        """POST; the answer, a JSON object, as (parsed, raw bytes)."""
+        raw = await self.call(url, payload, headers)
+        return self.json_object(raw), raw
+
+    def json_object(self, raw: bytes) -> dict:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"The {self.provider} provider sent an unreadable response.") from exc
+        if not isinstance(data, dict):
+            raise self.unexpected()
+        return data
+
+    def unexpected(self) -> UpstreamError:
+        return UpstreamError(f"The {self.provider} provider sent an unexpected response.")
+
+    async def open_stream(self, url: str, payload) -> aiohttp.ClientResponse:
+        """POST a streaming request; the response once it is an event stream (its body unread)."""
+        resp = await self.post(url, payload)
+        if resp.status != 200:
+            raw = await self.read(resp)
+            raise map_status(resp.status, raw, resp.headers, self.provider, self.secrets)
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            await self.read(resp)
+            raise UpstreamError(f"The {self.provider} provider did not answer with a stream.")
+        return resp
 
 
-async def post(session: aiohttp.ClientSession, provider: str, url: str, payload, headers: dict,
-               timeout: aiohttp.ClientTimeout, first_byte: float) -> aiohttp.ClientResponse:
-    """POST and wait for the response head. A connection that could not be made (refused, reset or
-    timed out while connecting, before the request was sent) may be retried; a timeout waiting for
-    the head or a connection lost after the request went out may not. Nothing of the client's
-    request headers is sent; the trace context only when AICREDITS_OTEL_PROPAGATE_UPSTREAM is on."""
-    trace = UPSTREAM_HEADERS.get()
-    if trace:
-        headers = {**headers, **trace}
-    try:
-        async with asyncio.timeout(first_byte):
-            return await session.post(url, data=payload, headers=headers, timeout=timeout)
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise connect_error(provider) from exc
-    except TimeoutError as exc:
-        raise no_answer(provider) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise broken_off(provider) from exc
+class HTTPProvider:
+    """What every provider spoken to over HTTP has: its name and kind, its base URL, and its
+    UpstreamClient with the gateway's (or its own) timeouts and its default headers."""
 
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, headers: dict, *,
+                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
+        self.name = settings.name
+        self.kind = settings.kind
+        self._base = settings.base_url.rstrip("/")
+        self._http = UpstreamClient(session, settings, headers, connect_timeout=connect_timeout,
+                                    first_byte_timeout=first_byte_timeout, idle_timeout=idle_timeout)
+        self._secrets = self._http.secrets
+        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
 
-async def read_all(resp: aiohttp.ClientResponse, provider: str, idle: float) -> bytes:
-    """The whole response body, within the stream-idle timeout. Whatever stops the read (a timeout,
-    a broken connection, the call cancelled because its client left) closes the connection, which
-    tells the provider to stop; a partly read answer is never retried."""
-    try:
-        async with asyncio.timeout(idle):
-            return await resp.read()
-    except TimeoutError as exc:
-        resp.close()
-        raise no_answer(provider) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        resp.close()
-        raise broken_off(provider) from exc
-    except BaseException:
-        resp.close()
-        raise
+    async def close(self) -> None:
+        return None   # the session is the gateway's

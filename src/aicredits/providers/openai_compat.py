@@ -14,10 +14,10 @@ import orjson
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES, is_speech_format
 from aicredits.domain.media import GeminiImages, InputCosts, PatchImages, TileImages
 from aicredits.errors import UpstreamError
-from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.audio_codec import conform
 from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
-from aicredits.providers.http import event_data, map_status, post, read_all, scrub, split_events
+from aicredits.providers.http import HTTPProvider, scrub, upload_form
+from aicredits.providers.sse import SSEReader, event_data
 from aicredits.settings import ProviderSettings
 
 # ---------------------------------------------------------------- input formulas (docs/billing.md)
@@ -103,7 +103,7 @@ class OpenAIStream:
                  hidden_output: bool = False) -> None:
         self._secrets = secrets
         self._resp = resp
-        self._idle = idle_timeout
+        self._sse = SSEReader(resp, provider, idle_timeout)
         self._provider = provider
         # Azure opens every stream with a chunk that only carries prompt_filter_results
         # (choices [], id "", model ""): nothing an OpenAI client needs, so it is dropped
@@ -119,21 +119,8 @@ class OpenAIStream:
         return None
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
-        content = self._resp.content
-        rest = b""
         loads = orjson.loads
-        while True:
-            try:
-                async with asyncio.timeout(self._idle):
-                    data = await content.readany()
-            except TimeoutError as exc:
-                raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
-                                  timeout=True) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamCut(f"The connection to the {self._provider} provider broke off.") from exc
-            if not data:
-                return
-            events, rest = split_events(rest + data if rest else data)
+        while (events := await self._sse.read()) is not None:
             out = []
             for ev in events:
                 payload = event_data(ev)
@@ -186,29 +173,20 @@ class OpenAIStream:
         self._resp.close()
 
 
-class OpenAICompatible:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
+class OpenAICompatible(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
         # OpenAI's own API takes max_completion_tokens (o-series refuse max_tokens); the rest max_tokens
         self.max_tokens_field = "max_completion_tokens" if settings.kind == "openai" else "max_tokens"
         # /v1/responses is forwarded as is to OpenAI and Azure; other servers get it translated to chat
         self.native_responses = settings.kind in ("openai", "azure")
-        self._base = settings.base_url.rstrip("/")
         self._azure_version = settings.api_version if settings.kind == "azure" else None
-        self._secrets = tuple(s for s in (settings.api_key,) if s)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.api_key and self._azure_version:
             headers["api-key"] = settings.api_key
         elif settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
         headers.update(settings.headers)
-        self._headers = headers
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
-        self._idle = idle_timeout
+        super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         return openai_input_costs(self.kind, upstream_id)
@@ -230,57 +208,29 @@ class OpenAICompatible:
             out["stream_options"] = opts
         return orjson.dumps(out)
 
-    async def _post(self, url: str, payload: bytes, headers: dict | None = None) -> aiohttp.ClientResponse:
-        return await post(self._session, self.name, url, payload, headers or self._headers, self._timeout,
-                          self.first_byte_timeout)
-
-    async def _read_all(self, resp: aiohttp.ClientResponse) -> bytes:
-        return await read_all(resp, self.name, self._idle)
+    def _stream(self, resp: aiohttp.ClientResponse, **options) -> OpenAIStream:
+        return OpenAIStream(resp, self._http.idle, self.name, self._secrets, **options)
 
     async def chat(self, body: dict, target) -> ChatResult:
-        resp = await self._post(self.url("/chat/completions", target.upstream_id),
-                                self._body(body, target, stream=False))
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict) or "choices" not in data:
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        data, raw = await self._http.call_json(self.url("/chat/completions", target.upstream_id),
+                                               self._body(body, target, stream=False))
+        if "choices" not in data:
+            raise self._http.unexpected()
         if self.kind == "gemini" and count_hidden_output(data.get("usage")):
             raw = None   # the client is sent the amended usage
         return ChatResult(data, raw)
 
     async def stream(self, body: dict, target) -> OpenAIStream:
-        resp = await self._post(self.url("/chat/completions", target.upstream_id),
-                                self._body(body, target, stream=True))
-        if resp.status != 200:
-            raw = await self._read_all(resp)
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        ctype = resp.headers.get("content-type", "")
-        if "text/event-stream" not in ctype:
-            raw = await self._read_all(resp)
-            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return OpenAIStream(resp, self._idle, self.name, self._secrets, azure=self._azure_version is not None,
+        resp = await self._http.open_stream(self.url("/chat/completions", target.upstream_id),
+                                            self._body(body, target, stream=True))
+        return self._stream(resp, azure=self._azure_version is not None,
                             index_tools=self.kind in ("gemini", "openai_compatible"),
                             hidden_output=self.kind == "gemini")
 
     async def post_json(self, path: str, body: dict, target) -> ChatResult:
         """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
-        out = dict(body)
-        out["model"] = target.upstream_id
-        resp = await self._post(self.url(path, target.upstream_id), orjson.dumps(out))
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        data, raw = await self._http.call_json(self.url(path, target.upstream_id),
+                                               orjson.dumps({**body, "model": target.upstream_id}))
         return ChatResult(data, raw)
 
     async def embed(self, body: dict, target) -> ChatResult:
@@ -295,10 +245,7 @@ class OpenAICompatible:
         out = {k: v for k, v in body.items() if k != "language"}
         out["model"] = target.upstream_id
         fmt = out.get("response_format") or "mp3"
-        resp = await self._post(self.url("/audio/speech", target.upstream_id), orjson.dumps(out))
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        raw = await self._http.call(self.url("/audio/speech", target.upstream_id), orjson.dumps(out))
         if not raw:
             raise UpstreamError(f"The {self.name} provider sent no audio.")
         if not is_speech_format(raw, fmt):    # a server that ignored response_format: converted here
@@ -311,13 +258,7 @@ class OpenAICompatible:
         for name, value in upload.fields.items():
             for v in (value if isinstance(value, list) else [value]):
                 fields.append((name, v))
-        payload, ctype = encode_form(fields, [FilePart("file", upload.filename, upload.content_type, upload.data)])
-        headers = {k: v for k, v in self._headers.items() if k.lower() != "content-type"}
-        headers["Content-Type"] = ctype
-        resp = await self._post(self.url("/audio/transcriptions", target.upstream_id), payload, headers)
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
+        raw = await self._http.call(self.url("/audio/transcriptions", target.upstream_id), upload_form(fields, upload))
         if upload.response_format in ("json", "verbose_json"):
             try:
                 ok = isinstance(orjson.loads(raw), dict)
@@ -337,16 +278,9 @@ class OpenAICompatible:
 
     async def responses(self, body: dict, target) -> ChatResult:
         """POST /responses (non-streaming); the answer as (parsed, raw bytes)."""
-        resp = await self._post(self._responses_url(), orjson.dumps({**body, "model": target.upstream_id}))
-        raw = await self._read_all(resp)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict) or data.get("object") != "response":
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+        data, raw = await self._http.call_json(self._responses_url(), orjson.dumps({**body, "model": target.upstream_id}))
+        if data.get("object") != "response":
+            raise self._http.unexpected()
         if isinstance(data.get("error"), dict):   # a failed Response: its message reaches the client
             return ChatResult(scrub_failure(data, self._secrets))
         return ChatResult(data, raw)
@@ -354,14 +288,5 @@ class OpenAICompatible:
     async def responses_stream(self, body: dict, target) -> OpenAIStream:
         """POST /responses with stream: true; events as they come (`event:` + `data:`, no [DONE])."""
         payload = orjson.dumps({**body, "model": target.upstream_id, "stream": True})
-        resp = await self._post(self._responses_url(), payload)
-        if resp.status != 200:
-            raw = await self._read_all(resp)
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        if "text/event-stream" not in resp.headers.get("content-type", ""):
-            await self._read_all(resp)
-            raise UpstreamError(f"The {self.name} provider did not answer with a stream.")
-        return OpenAIStream(resp, self._idle, self.name, self._secrets)
+        return self._stream(await self._http.open_stream(self._responses_url(), payload))
 
-    async def close(self) -> None:
-        return None

@@ -24,10 +24,9 @@ import orjson
 
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
-from aicredits.multipart import FilePart, encode_form
 from aicredits.providers.audio_codec import conform, decode_pcm, encode_pcm, wav_bytes
 from aicredits.providers.base import AudioUpload, MediaResult
-from aicredits.providers.http import map_status, post, read_all
+from aicredits.providers.http import HTTPProvider, upload_form
 from aicredits.settings import ProviderSettings
 
 MAX_CHARS = 1500             # bulbul:v2's limit per request
@@ -149,38 +148,16 @@ def render_transcript(text: str, language: str | None, duration: float, fmt: str
     return MediaResult(orjson.dumps(doc), "application/json")
 
 
-class SarvamProvider:
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, *,
-                 connect_timeout: float, first_byte_timeout: float, idle_timeout: float) -> None:
-        self.name = settings.name
-        self.kind = settings.kind
-        self._base = settings.base_url.rstrip("/")
-        self._key = settings.api_key or ""
-        self._secrets = tuple(s for s in (settings.api_key,) if s)
-        self._headers = {"api-subscription-key": self._key, "Accept-Encoding": "identity", **settings.headers}
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
-        self.first_byte_timeout = first_byte_timeout   # the router bounds all attempts by it
-        self._idle = idle_timeout
+class SarvamProvider(HTTPProvider):
+    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> None:
+        headers = {"api-subscription-key": settings.api_key or "", "Content-Type": "application/json",
+                   "Accept-Encoding": "identity", **settings.headers}
+        super().__init__(settings, session, headers, **timeouts)
 
-    async def _call(self, path: str, payload: bytes, content_type: str) -> bytes:
-        """POST and read the whole answer; an error status becomes our error (key and account ids
-        stripped)."""
-        headers = {**self._headers, "Content-Type": content_type}
-        resp = await post(self._session, self.name, self._base + path, payload, headers, self._timeout,
-                          self.first_byte_timeout)
-        raw = await read_all(resp, self.name, self._idle)
-        if resp.status != 200:
-            raise map_status(resp.status, raw, resp.headers, self.name, self._secrets)
-        return raw
-
-    def _json(self, raw: bytes) -> dict:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"The {self.name} provider sent an unreadable response.") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError(f"The {self.name} provider sent an unexpected response.")
+    async def _call(self, path: str, payload) -> dict:
+        """POST (JSON, or a form); the answer, a JSON object (an error status is our error, key and
+        account ids stripped)."""
+        data, _ = await self._http.call_json(self._base + path, payload)
         return data
 
     async def _speak(self, piece: str, lang: str, speaker: str, pace: float | None, model: str,
@@ -191,7 +168,7 @@ class SarvamProvider:
             req["output_audio_codec"] = codec
         if pace is not None:
             req["pace"] = pace
-        data = self._json(await self._call("/text-to-speech", orjson.dumps(req), "application/json"))
+        data = await self._call("/text-to-speech", orjson.dumps(req))
         audios = data.get("audios")
         if not isinstance(audios, list) or not audios or not all(isinstance(a, str) for a in audios):
             raise UpstreamError(f"The {self.name} provider sent no audio.")
@@ -248,14 +225,11 @@ class SarvamProvider:
     async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
         given = upload.fields.get("language")
         lang = language_code(given) if given else "unknown"
-        payload, ctype = encode_form([("model", target.upstream_id), ("language_code", lang)],
-                                     [FilePart("file", upload.filename, upload.content_type, upload.data)])
-        data = self._json(await self._call("/speech-to-text", payload, ctype))
+        data = await self._call("/speech-to-text", upload_form([("model", target.upstream_id), ("language_code", lang)],
+                                                               upload))
         text = data.get("transcript")
         if not isinstance(text, str):
             raise UpstreamError(f"The {self.name} provider sent no transcript.")
         language = data.get("language_code") if isinstance(data.get("language_code"), str) else None
         return render_transcript(text, language, upload.duration, upload.response_format)
 
-    async def close(self) -> None:
-        return None

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.domain.pricing import audio_seconds_cost, chars_cost
 from aicredits.errors import InvalidRequest
-from aicredits.multipart import Form
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import AudioUpload, MediaResult
 from aicredits.services.audio_probe import format_hint, probe
-from aicredits.services.metering import Meter, Metering
-from aicredits.services.routing import Router
+from aicredits.services.fixed_price import FixedPriceService
+from aicredits.services.metering import Meter
 
 MAX_SPEECH_CHARS = 4096
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
@@ -69,6 +68,25 @@ def validate_speech(body: object) -> dict:
     out = {k: v for k, v in body.items() if k not in ("models", "stream_format")}
     out["response_format"] = fmt
     return out
+
+
+@dataclass(frozen=True)
+class FormFile:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Form:
+    """A multipart/form-data request (api/forms.py reads it): text fields, each name with its
+    values in order, and files by name."""
+    fields: dict[str, list[str]]
+    files: dict[str, FormFile]
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
 
 
 @dataclass
@@ -159,24 +177,14 @@ def transcription_from_json(body: object) -> TranscriptionRequest:
     return TranscriptionRequest(_model(body.get("model")), raw, format_hint(hint), fmt, fields, body.get("models"))
 
 
-class AudioService:
-    def __init__(self, router: Router, rates, metering: Metering) -> None:
-        self._router = router
-        self._rates = rates
-        self._metering = metering
-
+class AudioService(FixedPriceService):
     async def speech(self, body: object, auth: KeyAuth, request_id: str, started: float) -> tuple[MediaResult, Meter]:
         upstream = validate_speech(body)
         chain = self._router.chain(upstream["model"], "speech", body.get("models"))
         chars = len(upstream["input"])      # Unicode code points
-        worst = max(chars_cost(s, self._rates, chars) for s in chain)
-        meter = Meter(request_id, auth, "speech", started)
-        meter.model = chain[0].id
-        meter.units = chars
-        await self._metering.hold_fixed(meter, worst)
-        result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: t.provider.speech(upstream, t))
-        await self._metering.settle(meter, chars_cost(target.spec, self._rates, chars))
+        meter = Meter(request_id, auth, "speech", started, units=chars)
+        result = await self._priced(meter, chain, lambda t: t.provider.speech(upstream, t),
+                                    lambda s: chars_cost(s, self._rates, chars))
         return result, meter
 
     async def transcribe(self, req: TranscriptionRequest, auth: KeyAuth, request_id: str,
@@ -186,12 +194,7 @@ class AudioService:
         seconds = info.seconds
         upload = AudioUpload(req.audio, f"audio.{info.ext}", info.content_type, info.duration, req.response_format,
                              req.fields)
-        worst = max(audio_seconds_cost(s, self._rates, seconds) for s in chain)
-        meter = Meter(request_id, auth, "transcription", started)
-        meter.model = chain[0].id
-        meter.units = seconds
-        await self._metering.hold_fixed(meter, worst)
-        result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: t.provider.transcribe(upload, t))
-        await self._metering.settle(meter, audio_seconds_cost(target.spec, self._rates, seconds))
+        meter = Meter(request_id, auth, "transcription", started, units=seconds)
+        result = await self._priced(meter, chain, lambda t: t.provider.transcribe(upload, t),
+                                    lambda s: audio_seconds_cost(s, self._rates, seconds))
         return result, meter

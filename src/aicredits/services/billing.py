@@ -23,7 +23,8 @@ from typing import TypeVar
 import orjson
 
 from aicredits.domain.reservation import Refusal
-from aicredits.errors import AuthenticationFailed, InsufficientCredits
+from aicredits.domain.usage import usage_row
+from aicredits.errors import AuthenticationFailed, InsufficientCredits, ServiceUnavailable
 from aicredits.ports import (
     BillingStore,
     HoldRequest,
@@ -32,6 +33,7 @@ from aicredits.ports import (
     SettleJournal,
     Settlement,
     SettleResult,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("aicredits.billing")
@@ -46,6 +48,11 @@ class Lease:
     row: Callable[[], dict] | None = None
     reported: int = -1      # the accrued charge last written to the database
     born: float = field(default_factory=time.monotonic)
+
+
+def database_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The gateway cannot reach its database right now, so the call was not made and "
+                              "nothing was charged. Retry after the Retry-After delay.", retry_after=2)
 
 
 class Billing:
@@ -84,6 +91,11 @@ class Billing:
             if self.on_revoked is not None:
                 self.on_revoked(auth.key_id)
             raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.") from None
+        except StoreUnavailable as exc:
+            # no hold, no upstream call: nothing is charged. A hold whose commit did land (its answer
+            # lost) has no lease here, so the sweeper releases it, charging nothing.
+            log.warning("call %s refused: no hold could be made (%s)", call_id, exc)
+            raise database_unavailable() from None
         except asyncio.CancelledError:
             # the caller went away while the hold was being made: release it once it exists
             fut.add_done_callback(lambda f: self._release_orphan(f, auth, call_id))
@@ -103,12 +115,8 @@ class Billing:
     def _release_orphan(self, fut: asyncio.Future, auth: KeyAuth, call_id: str) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
-        usage = {"call_id": call_id, "request_id": call_id, "account_id": auth.account_id, "key_id": auth.key_id,
-                 "model": "", "provider": "", "deployment": "", "endpoint": "chat", "stream": False,
-                 "prompt_tokens": 0, "completion_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-                 "cache_write_1h_tokens": 0, "reasoning_tokens": 0, "units": 0, "latency_ms": 0,
-                 "overhead_ms": 0, "status": 499, "cache": "bypass", "end_state": "client_disconnect",
-                 "error": None, "created_at": int(time.time() * 1000)}
+        usage = usage_row(call_id, auth.account_id, auth.key_id, int(time.time() * 1000), status=499,
+                          end_state="client_disconnect")
         self.spawn(self.settle(Settlement(call_id, auth.account_id, auth.key_id, 0, usage)))
 
     # ------------------------------------------------------------------ settling
@@ -203,7 +211,9 @@ class Billing:
             await asyncio.sleep(self.tick_seconds)
             try:
                 await self.renew()
-            except Exception:  # keep renewing; a lease outlives a few failed rounds
+            except StoreUnavailable as exc:   # keep renewing; a lease outlives a few failed rounds
+                log.warning("renewing hold leases failed: %s", exc)
+            except Exception:
                 log.exception("renewing hold leases failed")
 
     async def sweep(self) -> int:
@@ -218,7 +228,9 @@ class Billing:
         while True:
             try:
                 await self.sweep()
-            except Exception:  # keep sweeping; the next round retries
+            except StoreUnavailable as exc:   # keep sweeping; the next round retries
+                log.warning("hold sweep failed: %s", exc)
+            except Exception:
                 log.exception("hold sweep failed")
             await asyncio.sleep(self.tick_seconds)
 

@@ -28,7 +28,7 @@ from aicredits.domain.pricing import Rates, TokenPrices, TokenUsage, max_prices,
 from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
-from aicredits.errors import UpstreamError, UpstreamTimeout
+from aicredits.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
 from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
@@ -218,7 +218,7 @@ class ChatService:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
             meter.end_state = "upstream_cut" if sm.delivered_output else "zero_output_error"
-            meter.status, meter.error = (504 if cut_timeout else 502), cut
+            meter.status, meter.error = (503 if meter.stopping else 504 if cut_timeout else 502), cut
         if sm.usage is not None and usage_from_openai(sm.usage) is None:
             warn_incomplete(meter, sm.usage)
         usage = self._stream_usage(meter, sm, upstream)
@@ -238,7 +238,8 @@ class ChatService:
             # every choice finished with its usage, then the stream broke before [DONE]: the
             # client is shown that usage (it is what was charged), as with OpenAI's usage chunk
             head = self._usage_chunk(meter, pending, sm, upstream)
-        err = (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
+        err = ServiceUnavailable(cut, retry_after=1) if meter.stopping else \
+            (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
         chunk = {"id": sm.id or "chatcmpl-" + meter.call_id, "object": "chat.completion.chunk",
                  "created": sm.created or int(time.time()), "model": sm.model or meter.target.upstream_id,
                  "error": err.body()["error"],

@@ -17,8 +17,8 @@ from aicredits.domain.usage import estimate_input_tokens
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
 from aicredits.services.answers import reject_malformed, reported_prompt
-from aicredits.services.metering import Meter, Metering
-from aicredits.services.routing import Router
+from aicredits.services.fixed_price import FixedPriceService
+from aicredits.services.metering import Meter
 from aicredits.services.validation import whole_number
 
 MAX_INPUTS = 2048
@@ -74,12 +74,7 @@ def encode_base64(data: dict) -> dict:
     return data
 
 
-class EmbeddingsService:
-    def __init__(self, router: Router, rates, metering: Metering) -> None:
-        self._router = router
-        self._rates = rates
-        self._metering = metering
-
+class EmbeddingsService(FixedPriceService):
     async def create(self, body: object, auth: KeyAuth, request_id: str, started: float) -> tuple[bytes, Meter]:
         body = validate_embeddings(body)
         chain = self._router.chain(body["model"], "embeddings", body.get("models"))
@@ -88,18 +83,14 @@ class EmbeddingsService:
         bound = _input_bound(body["input"], window)
         worst = ceil_fraction(bound * hold_prices(prices, bound).input)   # the dearest tier it can reach
         meter = Meter(request_id, auth, "embeddings", started)
-        meter.model = chain[0].id
-        await self._metering.hold_fixed(meter, worst)
         upstream = {k: v for k, v in body.items() if k != "models"}
-        want_b64 = body.get("encoding_format") == "base64"
-        result, target = await self._metering.route(
-            meter, self._router, chain, lambda t: t.provider.embed(upstream, t))
+        result, target = await self._call(meter, chain, worst, lambda t: t.provider.embed(upstream, t))
         data = result.data
         reported = reported_prompt(meter, data.get("usage"))
         prices = token_prices(target.spec, self._rates)
         problem = embeddings_answer_problem(data)
         out = result.raw
-        if problem is None and want_b64 and isinstance(data["data"][0]["embedding"], list):
+        if problem is None and body.get("encoding_format") == "base64" and isinstance(data["data"][0]["embedding"], list):
             try:   # an upstream that only speaks float: encoded here, before the call is settled
                 out = orjson.dumps(encode_base64(data))
             except (struct.error, OverflowError, TypeError):

@@ -16,8 +16,8 @@ from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.pricing import images_cost
 from aicredits.errors import GatewayError, InvalidRequest
 from aicredits.ports import KeyAuth
-from aicredits.services.metering import Meter, Metering
-from aicredits.services.routing import Router
+from aicredits.services.fixed_price import FixedPriceService
+from aicredits.services.metering import Meter
 from aicredits.services.validation import whole_number
 
 log = logging.getLogger("aicredits.images")
@@ -144,12 +144,7 @@ def upstream_body(body: dict, plan: ImagePlan, n: int) -> dict:
     return out
 
 
-class ImagesService:
-    def __init__(self, router: Router, rates, metering: Metering) -> None:
-        self._router = router
-        self._rates = rates
-        self._metering = metering
-
+class ImagesService(FixedPriceService):
     def _plans(self, chain: list[ModelSpec], body: dict, n: int) -> dict[str, ImagePlan]:
         plans = {chain[0].id: plan_for(chain[0], body, n)}
         for spec in chain[1:]:
@@ -167,19 +162,11 @@ class ImagesService:
         chain = [s for s in chain if s.id in plans]
         worst = max(images_cost(p.spec, self._rates, p.price, n) for p in plans.values())
         meter = Meter(request_id, auth, "images", started)
-        meter.model = chain[0].id
-        await self._metering.hold_fixed(meter, worst)
-
-        def call(target):
-            plan = plans[target.spec.id]
-            return target.provider.images(upstream_body(body, plan, n), target)
-
-        result, target = await self._metering.route(meter, self._router, chain, call)
+        result, target = await self._call(meter, chain, worst,
+                                          lambda t: t.provider.images(upstream_body(body, plans[t.spec.id], n), t))
         data = result.data
         images = data.get("data") if isinstance(data.get("data"), list) else []
-        count = min(len(images), n)
-        plan = plans[target.spec.id]
-        meter.units = count
-        charge = images_cost(target.spec, self._rates, plan.charge_price(data), count) if count else 0
-        await self._metering.settle(meter, charge)
+        meter.units = count = min(len(images), n)
+        price = plans[target.spec.id].charge_price(data)
+        await self._metering.settle(meter, images_cost(target.spec, self._rates, price, count) if count else 0)
         return result.raw, meter

@@ -8,7 +8,8 @@ import time
 
 from aicredits.domain.keys import ADMIN_PREFIX, hash_key, well_formed
 from aicredits.errors import AuthenticationFailed
-from aicredits.ports import BillingStore, KeyAuth
+from aicredits.ports import BillingStore, KeyAuth, StoreUnavailable
+from aicredits.services.billing import database_unavailable
 from aicredits.telemetry import NO_TRACING, Tracing, current_request
 
 NEGATIVE_CACHE_MAX = 10_000
@@ -47,7 +48,10 @@ class KeyAuthenticator:
         if hit is not None and hit[1] > now:
             auth = hit[0]
         else:
-            auth = await self._store.find_key(digest)
+            try:
+                auth = await self._store.find_key(digest)
+            except StoreUnavailable:
+                raise database_unavailable() from None
             if auth is None and len(self._cache) > NEGATIVE_CACHE_MAX:
                 self._cache.clear()
             self._cache[digest] = (auth, now + self._ttl)

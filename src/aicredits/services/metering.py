@@ -19,7 +19,8 @@ from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
-from aicredits.errors import GatewayError, InternalError, RateLimited, UpstreamTimeout
+from aicredits.domain.usage import usage_row
+from aicredits.errors import GatewayError, InternalError, RateLimited, ServiceUnavailable, UpstreamTimeout
 from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import UpstreamCut
 from aicredits.services.billing import Billing
@@ -29,6 +30,10 @@ log = logging.getLogger("aicredits.calls")
 T = TypeVar("T")
 # the message a call's task is cancelled with when its client disconnects before the answer
 CLIENT_GONE = "client disconnected"
+# why a stream still open when the server's drain time (AICREDITS_DRAIN_SECONDS) is up was cut
+STOPPED = "The gateway is restarting: the stream was cut at the end of its drain time. Retry the call."
+STOPPED_BEFORE_ANSWER = ("The gateway is restarting and stopped the call before its answer, at the end of its "
+                         "drain time; nothing was charged. Retry the call.")
 
 
 @dataclass
@@ -59,6 +64,17 @@ class Meter:
     target: Any = None          # the routing Target that answered
     include_usage: bool = False
     prompt_estimate: int | None = None   # the estimator's prompt tokens, once computed (see `estimated_prompt`)
+    stopping: bool = False      # the server cut this stream at the end of its drain time (`stop`)
+    watch: Any = None           # the stream's deadline while `Metering.relay` runs it
+
+    def stop(self) -> bool:
+        """The server is stopping: cut this call's stream now (the relay ends it with the cut event
+        and settles it). False when no stream of this call is relaying."""
+        if self.watch is None:
+            return False
+        self.stopping = True
+        self.watch.expire()
+        return True
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
@@ -124,9 +140,9 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.expired = self.fired = False
         self.waiting: asyncio.Task | None = None
-        self.handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self._expire)
+        self.handle = asyncio.get_running_loop().call_later(max(0.0, seconds), self.expire)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         self.expired = True
         if self.waiting is not None:
             self.fired = True
@@ -190,12 +206,7 @@ class Metering:
         meter.settled = SettleResult(0, None, None)
         u = meter.usage
         self._count(meter, u)
-        log.info("call", extra={"fields": {
-            "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
-            "model": meter.model, "cache": meter.cache,
-            "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": 0, "latency_ms": row["latency_ms"], "overhead_ms": row["overhead_ms"], "pending": False}})
+        self._log_call(meter, row)
         return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
@@ -228,8 +239,9 @@ class Metering:
             await self.fail(meter, exc)
             raise
         except asyncio.CancelledError as exc:
-            if CLIENT_GONE not in exc.args:
-                await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
+            if CLIENT_GONE not in exc.args:   # the server stopping (its drain time over): 503
+                await self.fail(meter, ServiceUnavailable(STOPPED_BEFORE_ANSWER, retry_after=1),
+                                "gateway_error")
                 raise
             # the client left before the answer (api/http.py cancelled the call): the upstream
             # request is already closed; nothing was delivered, so nothing is charged
@@ -261,11 +273,14 @@ class Metering:
         cut_timeout = False
         batches = upstream.batches().__aiter__()
         self.billing.track(meter.call_id, handler.accrued, lambda: self._row(meter, lost=True))
-        watch = _Deadline(remaining(meter, max_seconds))
+        meter.watch = watch = _Deadline(remaining(meter, max_seconds))
+
+        def deadline_cut() -> UpstreamCut:   # the call's limit, or the server's drain time (meter.stop)
+            return UpstreamCut(STOPPED) if meter.stopping else UpstreamCut(too_long(max_seconds), timeout=True)
         try:
             while True:
                 if watch.expired:
-                    raise UpstreamCut(too_long(max_seconds), timeout=True)
+                    raise deadline_cut()
                 t = time.perf_counter()
                 watch.waiting = task = asyncio.current_task()
                 try:
@@ -274,7 +289,7 @@ class Metering:
                     break
                 except asyncio.CancelledError:
                     if watch.caught(task):
-                        raise UpstreamCut(too_long(max_seconds), timeout=True) from None
+                        raise deadline_cut() from None
                     raise
                 finally:
                     watch.waiting = None
@@ -293,6 +308,7 @@ class Metering:
                 raise
         finally:
             watch.handle.cancel()
+            meter.watch = None
             await upstream.aclose()
             tail = await self.billing.shielded(handler.finish(cut, cut_timeout))
         if tail:
@@ -311,20 +327,13 @@ class Metering:
     def _row(meter: Meter, *, lost: bool = False) -> dict:
         """The call's usage_records row (without cost and hold, which the store fills in). `lost`:
         the row its lease records as progress, written by the sweeper if this process dies."""
-        u = meter.usage
-        return {
-            "call_id": meter.call_id, "request_id": meter.request_id, "account_id": meter.auth.account_id,
-            "key_id": meter.auth.key_id, "model": meter.model, "provider": meter.provider,
-            "deployment": meter.deployment, "endpoint": meter.endpoint, "stream": meter.stream,
-            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "cache_write_1h_tokens": u.cache_write_1h_tokens, "reasoning_tokens": u.reasoning_tokens,
-            "units": meter.units or (u.prompt_tokens + u.completion_tokens),
-            "latency_ms": int((time.perf_counter() - meter.started) * 1000), "overhead_ms": int(meter.overhead_ms()),
-            "status": 502 if lost else meter.status, "cache": meter.cache,
-            "end_state": SWEPT if lost else meter.end_state, "error": None if lost else meter.error,
-            "created_at": int(time.time() * 1000),
-        }
+        return usage_row(
+            meter.call_id, meter.auth.account_id, meter.auth.key_id, int(time.time() * 1000), usage=meter.usage,
+            request_id=meter.request_id, model=meter.model, provider=meter.provider, deployment=meter.deployment,
+            endpoint=meter.endpoint, stream=meter.stream, units=meter.units, cache=meter.cache,
+            latency_ms=int((time.perf_counter() - meter.started) * 1000), overhead_ms=int(meter.overhead_ms()),
+            status=502 if lost else meter.status, end_state=SWEPT if lost else meter.end_state,
+            error=None if lost else meter.error)
 
     async def _settle(self, meter: Meter, charge: int) -> SettleResult:
         u = meter.usage
@@ -335,14 +344,20 @@ class Metering:
         if meter.auth.tpm is not None and meter.settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
         self._count(meter, u)
+        self._log_call(meter, row)
+        return meter.settled
+
+    @staticmethod
+    def _log_call(meter: Meter, row: dict) -> None:
+        """The one log line of a settled call (docs/operations.md, "Logs")."""
+        u, settled = meter.usage, meter.settled
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
             "model": meter.model, "cache": meter.cache,
             "deployment": meter.deployment, "status": meter.status, "end": meter.end_state, "stream": meter.stream,
             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "units": row["units"],
-            "cost_micros": meter.settled.charged, "latency_ms": row["latency_ms"],
-            "overhead_ms": row["overhead_ms"], "pending": meter.settled.pending}})
-        return meter.settled
+            "cost_micros": settled.charged, "latency_ms": row["latency_ms"],
+            "overhead_ms": row["overhead_ms"], "pending": settled.pending}})
 
     def _count(self, meter: Meter, u: TokenUsage) -> None:
         """The call's metrics and its span's usage, once, as it settles."""

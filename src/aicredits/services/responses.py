@@ -35,7 +35,8 @@ from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, native_responses
-from aicredits.providers.http import event_data, scrub, split_events
+from aicredits.providers.http import scrub
+from aicredits.providers.sse import EventSplitter, event_data
 from aicredits.services.answers import reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, within_limit
@@ -237,13 +238,12 @@ class ResponsesService:
         """The chat relay's SSE (which holds the billing) as Responses events."""
         meter = call.meter
         tr = ResponsesEvents(call.body)
-        rest, failed = b"", False
+        split, failed = EventSplitter(), False
         try:
             yield b"".join(tr.start())
             async for piece in chunks:
-                events, rest = split_events(rest + piece)
                 out: list[bytes] = []
-                for ev in events:
+                for ev in split.feed(piece):
                     payload = event_data(ev)
                     if not payload or payload == b"[DONE]":
                         continue
@@ -296,7 +296,7 @@ class ResponsesService:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None or st.terminal == "response.failed":
             meter.end_state = "upstream_cut" if st.fragments else "zero_output_error"
-            meter.status = 504 if cut_timeout else 502
+            meter.status = 503 if meter.stopping else 504 if cut_timeout else 502
             meter.error = cut or st.failure
         charge = st.charge
         if charge is None:
@@ -304,5 +304,6 @@ class ResponsesService:
         await self._metering.settle(meter, charge)
         if cut is None or meter.client_gone:
             return b""
-        return sse("error", {"type": "error", "code": "upstream_timeout" if cut_timeout else "upstream_error",
+        code = "service_unavailable" if meter.stopping else "upstream_timeout" if cut_timeout else "upstream_error"
+        return sse("error", {"type": "error", "code": code,
                              "message": cut, "param": None, "sequence_number": st.seq + 1})

@@ -1,15 +1,25 @@
 """The billing hot path on PostgreSQL (asyncpg). Each operation is one transaction; holds lock
-the wallet row, then the key row (always in that order, so two calls never deadlock)."""
+the wallet row, then the key row (always in that order, so two calls never deadlock).
+
+Every operation is bounded by `timeout` seconds (AICREDITS_DB_TIMEOUT): waiting for a pooled
+connection, connecting, each statement, and the operation as a whole. A database that resets
+connections or stops answering (a partition) makes the operation raise StoreUnavailable within
+that bound, never hang; a connection a timeout interrupted is cancelled or closed by asyncpg, and
+the pool opens new ones once the database answers again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
+from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult, StoreUnavailable
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 
@@ -21,6 +31,10 @@ N = {name: q.numbered(getattr(q, name)) for name in (
 WALLET_FOR_UPDATE = N["WALLET"] + " FOR UPDATE"
 KEY_FOR_UPDATE = N["KEY_STATE"] + " FOR UPDATE"
 _SQL: dict[tuple[str, str], str] = {}
+# the database is unreachable, not the request wrong: a broken or refused connection, a timeout,
+# a server shutting down or out of connections
+UNREACHABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+               asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError)
 
 
 def _sql(kind: str, sql: str) -> str:
@@ -52,6 +66,23 @@ async def drive(conn: asyncpg.Connection, steps: q.Steps):
         return stop.value
 
 
+async def _clean(conn: asyncpg.Connection) -> None:
+    """The pool's reset: nothing to undo. Every operation runs in a transaction that has ended
+    (asyncpg rolls back one that has not) and leaves no session state: no LISTEN, advisory lock,
+    temporary table or SET."""
+
+
+def _close(conn) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):   # closed already: the pool has it back
+        conn.terminate()
+
+
+def _unavailable(exc: BaseException, limit: float) -> StoreUnavailable:
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable(f"the database did not answer within {limit:g} s")
+    return StoreUnavailable(f"the database connection failed ({type(exc).__name__})")
+
+
 class TimedPool(asyncpg.Pool):
     """asyncpg's pool, counting how long taking a connection waits (for /metrics: a pool too small
     shows as waiting before it shows as slow calls). Two clock reads per connection taken."""
@@ -74,25 +105,56 @@ class TimedPool(asyncpg.Pool):
 
 
 class PostgresBilling:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float = 5.0) -> None:
         self._pool = pool
+        self.timeout = timeout
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> PostgresBilling:
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      timeout: float = 5.0) -> PostgresBilling:
+        # `timeout` bounds connecting, `command_timeout` each statement (and asyncpg's cancelling of
+        # it); `reset`: returning a connection to the pool does no I/O (see `_clean`), so it never
+        # waits on a database that stopped answering
         # asyncpg.create_pool(...) with the pool class above (create_pool takes no class)
         pool = await TimedPool(dsn, min_size=min_size, max_size=max_size, max_queries=50000,
                                max_inactive_connection_lifetime=300.0, loop=None,
-                               connection_class=asyncpg.Connection, record_class=asyncpg.Record)
-        return cls(pool)
+                               connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                               timeout=timeout, command_timeout=timeout, reset=_clean)
+        return cls(pool, timeout)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one operation, all of it within the store's timeout;
+        StoreUnavailable when the database cannot be reached or does not answer in time. A
+        connection an operation left in an unknown state (a timeout, a broken connection, a
+        cancelled call) is closed, not returned to the pool."""
+        limit = self.timeout
+        deadline = asyncio.get_running_loop().time() + limit
+        try:
+            conn = await self._pool.acquire(timeout=limit)
+        except UNREACHABLE as exc:
+            raise _unavailable(exc, limit) from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield conn
+        except UNREACHABLE as exc:
+            _close(conn)
+            raise _unavailable(exc, limit) from exc
+        except asyncio.CancelledError:
+            _close(conn)
+            raise
+        finally:
+            await self._pool.release(conn)
 
     async def find_key(self, key_hash: str) -> KeyAuth | None:
-        row = await self._pool.fetchrow(N["FIND_KEY"], key_hash)
+        async with self._conn() as conn:
+            row = await conn.fetchrow(N["FIND_KEY"], key_hash)
         if row is None or row[4] is not None:
             return None
         return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
 
     async def reserve(self, req: HoldRequest) -> Any:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             w = await conn.fetchrow(WALLET_FOR_UPDATE, req.account_id)
             if w is None:
                 raise KeyRevoked("the key's account has no wallet")
@@ -111,32 +173,35 @@ class PostgresBilling:
             return plan
 
     async def settle(self, s: Settlement) -> SettleResult:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.settle_steps(s, now_ms()))
 
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             await drive(conn, q.renew_steps(expires_at, call_ids, progress))
 
     async def sweep(self, now: int) -> int:
+        async with self._conn() as conn:
+            expired = await conn.fetch(N["EXPIRED_HOLDS"], now)
         swept = 0
-        async with self._pool.acquire() as conn:
-            for call_id, account_id in await conn.fetch(N["EXPIRED_HOLDS"], now):
-                async with conn.transaction():   # one hold per transaction: one wallet lock at a time
-                    swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
+        for call_id, account_id in expired:   # one hold per transaction: one wallet lock at a time
+            async with self._conn() as conn, conn.transaction():
+                swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return swept
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             w = await conn.fetchrow(N["CREDITS"], account_id)
             k = await conn.fetchrow(N["KEY_CREDITS"], key_id) if key_id else None
             return q.credits_view(tuple(w), tuple(k) if k else None)
 
     async def ping(self) -> None:
-        await self._pool.fetchval("SELECT 1")
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
 
     async def holds_outstanding(self) -> tuple[int, int]:
-        row = await self._pool.fetchrow("SELECT count(*), coalesce(sum(amount), 0) FROM holds")
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT count(*), coalesce(sum(amount), 0) FROM holds")
         return int(row[0]), int(row[1])
 
     def pool_stats(self) -> dict:
@@ -147,4 +212,7 @@ class PostgresBilling:
                 "wait_seconds": getattr(p, "wait_seconds", 0.0)}
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:   # connections a partition holds are not waited for past the timeout
+            await asyncio.wait_for(self._pool.close(), self.timeout)
+        except (TimeoutError, *UNREACHABLE):
+            self._pool.terminate()

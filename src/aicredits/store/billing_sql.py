@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from aicredits.domain.ledger import SWEPT, settle_without_hold
+from aicredits.domain.usage import usage_row
 from aicredits.ports import Settlement, SettleResult
 
 log = logging.getLogger("aicredits.store")
@@ -157,10 +158,7 @@ def sweep_one_steps(call_id: str, account_id: int, now: int) -> Steps:
 
 def swept_usage(call_id: str, account_id: int, key_id: str | None, progress: str | None, created_at: int,
                 now: int) -> dict:
-    base = {"call_id": call_id, "request_id": call_id, "account_id": account_id, "key_id": key_id, "model": "",
-            "provider": "", "deployment": "", "endpoint": "chat", "stream": False, "prompt_tokens": 0,
-            "completion_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0, "cache_write_1h_tokens": 0,
-            "reasoning_tokens": 0, "units": 0, "latency_ms": 0, "overhead_ms": 0, "cache": "bypass"}
+    base = usage_row(call_id, account_id, key_id, now)
     if progress:
         try:
             recorded = orjson.loads(progress)
