@@ -78,6 +78,10 @@ ROUTES = {
     "/webhooks/razorpay": {"POST": webhooks.razorpay},
     "/metrics": {"GET": metrics_route.metrics},
 }
+# routes whose path ends in a parameter, by prefix: (the path in /openapi.json, its methods)
+PREFIX_ROUTES = {
+    meta.MODEL_PREFIX: ("/v1/models/{model}", {"GET": meta.v1_model}),
+}
 UNTRACED = frozenset({"/health", "/health/ready", "/metrics"})   # no span for probes and scrapes
 
 
@@ -86,9 +90,19 @@ def route_of(path: str) -> str:
     scan of made-up paths cannot grow the metrics)."""
     if path in ROUTES:
         return path
+    for prefix, (template, _) in PREFIX_ROUTES.items():
+        if path.startswith(prefix):
+            return template
     if path == "/" or path.startswith("/dashboard"):
         return "/dashboard"
     return "other"
+
+
+def _prefix_route(path: str) -> dict | None:
+    for prefix, (_, methods) in PREFIX_ROUTES.items():
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return methods
+    return None
 
 
 async def open_billing_store(settings: Settings):
@@ -184,7 +198,8 @@ class Gateway:
                   if spec.priced and any(d.provider in providers for d in spec.deployments)}
         self._served = served
         self.catalog_json = meta.catalog_document(self.catalog, self.rates, served)
-        self.models_json = meta.models_list(self.catalog, served)
+        self.model_objects = meta.model_objects(self.catalog, served)
+        self.models_json = meta.models_list(self.model_objects)
         self._start_dashboard()
         try:   # settlements a previous run could not write (the sweeper keeps retrying them)
             await self.billing.replay_journal()
@@ -311,6 +326,8 @@ class Gateway:
         try:
             methods = ROUTES.get(scope["path"])
             if methods is None:
+                methods = _prefix_route(scope["path"])
+            if methods is None:
                 path = scope["path"]
                 if self.admin_api is not None and (path.startswith("/admin/api/") or path == "/admin/api"):
                     await self.admin_api(scope, receive, tracking_send)
@@ -340,7 +357,8 @@ class Gateway:
                 status = exc.status
                 extra = [(b"x-request-id", req.request_id.encode())]
                 if isinstance(exc, MethodNotAllowed):
-                    extra.append((b"allow", ", ".join(ROUTES[scope["path"]]).encode()))
+                    allowed = ROUTES.get(scope["path"]) or _prefix_route(scope["path"]) or {}
+                    extra.append((b"allow", ", ".join(allowed).encode()))
                 await send_error(send, exc, extra)
         except StoreUnavailable as exc:   # a read that needed the database (credits): 503, not 500
             log.warning("%s %s (request %s): %s", scope["method"], scope["path"], req.request_id, exc)

@@ -17,6 +17,8 @@ class KeyAuth:
     limit_micros: int | None
     rpm: int | None = None      # requests per rate window (None: unlimited)
     tpm: int | None = None      # billed tokens per rate window (None: unlimited)
+    expires_at: int | None = None             # epoch ms after which the key is refused (None: never)
+    models: tuple[str, ...] | None = None     # glob patterns of the models it may call (None: all)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class BillingStore(Protocol):
     async def reserve(self, req: HoldRequest) -> Any: ...
     async def settle(self, s: Settlement) -> SettleResult:
         """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
+    async def record(self, rows: list[dict]) -> None:
+        """Write usage rows of refused calls (zero cost, no hold): nothing else changes."""
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
         """Extend these holds' leases to `expires_at`; `progress`: (call id, accrued charge, usage row
         JSON) of those whose progress changed."""

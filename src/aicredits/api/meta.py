@@ -11,8 +11,10 @@ import orjson
 from aicredits.api.chat import call_headers
 from aicredits.api.http import Request, send_bytes, send_json
 from aicredits.domain.catalog import TOKEN_PRICE_ATTRS, TOKEN_PRICE_FIELDS, Catalog, PriceTier
+from aicredits.domain.keys import model_allowed
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates
+from aicredits.errors import NotFound
 
 
 def _number(price: Fraction | None) -> float:
@@ -66,11 +68,15 @@ def _tier(tier: PriceTier) -> dict:
     return shown
 
 
-def models_list(catalog: Catalog, served: set[str]) -> bytes:
+def model_objects(catalog: Catalog, served: set[str]) -> dict[str, dict]:
+    """Every served model as OpenAI's model object, by id (GET /v1/models and /v1/models/{id})."""
     created = int(time.time())
-    return orjson.dumps({"object": "list", "data": [
-        {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
-        for s in catalog if s.id in served]})
+    return {s.id: {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
+            for s in catalog if s.id in served}
+
+
+def models_list(objects: dict[str, dict]) -> bytes:
+    return orjson.dumps({"object": "list", "data": list(objects.values())})
 
 
 async def api_models(gw, req: Request, send) -> None:
@@ -78,8 +84,27 @@ async def api_models(gw, req: Request, send) -> None:
 
 
 async def v1_models(gw, req: Request, send) -> None:
-    await gw.keys.authenticate(req.authorization())
-    await send_bytes(send, 200, gw.models_json, call_headers(req.request_id))
+    auth = await gw.keys.authenticate(req.authorization())
+    if auth.models:   # a key with an allow-list sees the models it may call
+        body = models_list({k: v for k, v in gw.model_objects.items() if model_allowed(auth.models, k)})
+    else:
+        body = gw.models_json
+    await send_bytes(send, 200, body, call_headers(req.request_id))
+
+
+MODEL_PREFIX = "/v1/models/"
+
+
+async def v1_model(gw, req: Request, send) -> None:
+    """GET /v1/models/{id}: one served model in OpenAI's shape (the id may hold slashes:
+    /v1/models/openai/gpt-4o-mini); 404 for an id the gateway does not serve to this key."""
+    auth = await gw.keys.authenticate(req.authorization())
+    model = req.scope["path"][len(MODEL_PREFIX):]
+    found = gw.model_objects.get(model)
+    if found is None or (auth.models and not model_allowed(auth.models, model)):
+        raise NotFound(f"The model '{model}' does not exist or is not served by this gateway; "
+                       f"GET /v1/models lists the models you can use.", param="model")
+    await send_json(send, 200, found, call_headers(req.request_id))
 
 
 async def v1_credits(gw, req: Request, send) -> None:

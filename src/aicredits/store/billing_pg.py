@@ -149,9 +149,7 @@ class PostgresBilling:
     async def find_key(self, key_hash: str) -> KeyAuth | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(N["FIND_KEY"], key_hash)
-        if row is None or row[4] is not None:
-            return None
-        return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
+        return q.key_auth(row)
 
     async def reserve(self, req: HoldRequest) -> Any:
         async with self._conn() as conn, conn.transaction():
@@ -179,6 +177,10 @@ class PostgresBilling:
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
         async with self._conn() as conn, conn.transaction():
             await drive(conn, q.renew_steps(expires_at, call_ids, progress))
+
+    async def record(self, rows: list[dict]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await drive(conn, q.record_steps(rows))
 
     async def sweep(self, now: int) -> int:
         async with self._conn() as conn:

@@ -19,7 +19,7 @@ import orjson
 
 from aicredits.domain.ledger import SWEPT, settle_without_hold
 from aicredits.domain.usage import usage_row
-from aicredits.ports import Settlement, SettleResult
+from aicredits.ports import KeyAuth, Settlement, SettleResult
 
 log = logging.getLogger("aicredits.store")
 
@@ -31,7 +31,8 @@ USAGE_COLUMNS = (
 )
 
 # a disabled account's keys are found as no key at all
-FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm FROM api_keys k "
+FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm, k.expires_at, "
+            "k.models FROM api_keys k "
             "JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND a.disabled_at IS NULL")
 WALLET = "SELECT balance, held FROM wallets WHERE account_id = ?"
 KEY_STATE = "SELECT limit_micros, spent, held, revoked_at FROM api_keys WHERE id = ?"
@@ -71,6 +72,14 @@ def numbered(sql: str) -> str:
     """'?' placeholders as PostgreSQL's $1, $2, ..."""
     counter = iter(range(1, 1000))
     return re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
+
+
+def key_auth(row) -> KeyAuth | None:
+    """A FIND_KEY row as the hot path's KeyAuth (None: revoked)."""
+    if row is None or row[4] is not None:
+        return None
+    models = tuple(p for p in row[8].split(",") if p) if row[8] else None   # validated when set
+    return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6], row[7], models or None)
 
 
 def usage_values(usage: dict) -> tuple:
@@ -177,3 +186,10 @@ def renew_steps(expires_at: int, call_ids: list[str], progress: list[tuple[str, 
         yield MANY, RENEW, [(expires_at, c) for c in call_ids]
     if progress:
         yield MANY, RECORD_PROGRESS, [(expires_at, accrued, text, c) for c, accrued, text in progress]
+
+
+def record_steps(rows: list[dict]) -> Steps:
+    """Usage rows of calls that moved no money (refused ones: 401, 402, 403, 429), in one
+    statement. Nothing else is touched: no hold, no wallet, no ledger entry."""
+    if rows:
+        yield MANY, INSERT_USAGE, [usage_values(dict(r, cost=0, hold=0)) for r in rows]

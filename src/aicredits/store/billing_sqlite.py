@@ -153,9 +153,7 @@ class SqliteBilling:
     async def find_key(self, key_hash: str) -> KeyAuth | None:
         def op(conn):
             row = conn.execute(q.FIND_KEY, (key_hash,)).fetchone()
-            if row is None or row[4] is not None:
-                return None
-            return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
+            return q.key_auth(row)
         return await self._submit(op)
 
     async def reserve(self, req: HoldRequest) -> Any:
@@ -177,6 +175,9 @@ class SqliteBilling:
                                          req.created_at, req.expires_at))
             return plan
         return await self._submit(op)
+
+    async def record(self, rows: list[dict]) -> None:
+        return await self._submit(lambda conn: drive(conn, q.record_steps(rows)))
 
     async def settle(self, s: Settlement) -> SettleResult:
         return await self._submit(lambda conn: drive(conn, q.settle_steps(s, now_ms())))
