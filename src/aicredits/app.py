@@ -32,6 +32,7 @@ from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import STOPPED_BEFORE_ANSWER, Metering
 from aicredits.services.payments import PaymentsService
+from aicredits.services.rejected import RECORDED_STATUSES, RejectedCalls
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.services.runtime import Runtime
@@ -136,6 +137,7 @@ class Gateway:
         self.payments = None     # top-ups (services/payments.py): the wallet pages and /webhooks/razorpay
         self.body_budget = BodyBudget(settings.body_bytes_in_flight)
         self._inflight: set[asyncio.Task] = set()   # requests being handled (waited for at shutdown)
+        self.rejected: RejectedCalls | None = None   # usage rows of refused calls (services/rejected.py)
 
     def _rate_limiter(self):
         """Per-key rpm/tpm counters: in Redis when configured (shared by every process), else in
@@ -205,6 +207,8 @@ class Gateway:
             await self.billing.replay_journal()
         except Exception:  # serving starts anyway; the sweeper replays the journal again
             log.exception("replaying the settle journal at start failed")
+        self.rejected = RejectedCalls(store)
+        self._tasks.append(asyncio.create_task(self.rejected.flush_forever()))
         self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         if self.metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
@@ -265,6 +269,8 @@ class Gateway:
         if self._web_engine is not None:
             await self._web_engine.dispose()
         await self.billing.drain()
+        if self.rejected is not None:
+            await self.rejected.flush()
         if self.cache is not None:
             await self.cache.drain()
         if self._cache_engine is not None:
@@ -316,11 +322,15 @@ class Gateway:
         status = 0
         state = begin_request(route_of(scope["path"]))
 
+        error: str | None = None
+
         async def tracking_send(message) -> None:
             nonlocal started, status
             if not started:
                 started = True
                 status = message.get("status", 0)
+                if state.headers:   # the key's rate-limit headers, on every answer
+                    message = {**message, "headers": [*message.get("headers", ()), *state.headers]}
             await send(message)
 
         try:
@@ -354,8 +364,8 @@ class Gateway:
                              [(b"x-request-id", req.request_id.encode())])
         except GatewayError as exc:
             if not started:
-                status = exc.status
-                extra = [(b"x-request-id", req.request_id.encode())]
+                status, error = exc.status, exc.message
+                extra = [(b"x-request-id", req.request_id.encode()), *(state.headers or ())]
                 if isinstance(exc, MethodNotAllowed):
                     allowed = ROUTES.get(scope["path"]) or _prefix_route(scope["path"]) or {}
                     extra.append((b"allow", ", ".join(allowed).encode()))
@@ -379,6 +389,11 @@ class Gateway:
             self._inflight.discard(me)
             if not state.settled:   # a settled call was counted and logged by its settle
                 self._answered(state, req, status)
+                if status in RECORDED_STATUSES and state.account_id is not None and self.rejected is not None \
+                        and scope["path"].startswith("/v1/"):
+                    self.rejected.note(request_id=req.request_id, account_id=state.account_id, key_id=state.key_id,
+                                       path=scope["path"], model=state.model, status=status, error=error,
+                                       latency_ms=int((time.perf_counter() - scope["aicredits.started"]) * 1000))
 
     def _answered(self, state: RequestState, req: Request, status: int) -> None:
         """Count (and, on /v1, log) a request that settled no call: refused, invalid, not billable."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aicredits.domain.ratelimit import Refused
+from aicredits.domain.ratelimit import RateState, Refused
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class RateLimiter(Protocol):
 
     async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> Refused | None:
         """Count one request, or say why it is refused (then nothing is counted)."""
+    async def check(self, key_id: str, rpm: int | None, tpm: int | None) -> tuple[Refused | None, RateState | None]:
+        """admit(), and the key's limits as they stand after it (None when not known)."""
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         """Add a settled call's billed tokens to the key's tpm window."""
 

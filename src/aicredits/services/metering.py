@@ -194,7 +194,10 @@ class Metering:
         (a free cache hit, services/cache.py)."""
         auth = meter.auth
         if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
-            refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
+            refused, limits = await self.limiter.check(auth.key_id, auth.rpm, auth.tpm)
+            state = current_request()
+            if state is not None and limits is not None:   # x-ratelimit-* on its answer, whatever it is
+                state.headers = limits.headers()
             if refused is not None:
                 self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
