@@ -127,6 +127,8 @@ class ChatService:
         if not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
+        body.pop("max_tokens", None)              # a client's value above the model's cap is replaced
+        body.pop("max_completion_tokens", None)
         body[cast(ChatProvider, target.provider).max_tokens_field] = plan.max_tokens
         return body
 
