@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -145,6 +146,12 @@ async def test_what_the_402_says_fits_is_exactly_what_is_accepted(upstream, tmp_
                 assert f"max_tokens={asked} (the model writes at most {cap})" in message
                 fit = int(re.search(r"max_tokens <= (\d+) would fit", message).group(1))
                 assert 1 <= fit < cap
+        # docs/billing.md ("The 402 messages") quotes these two answers word for word
+        doc = " ".join((Path(__file__).parents[2] / "docs" / "billing.md").read_text().split())
+        for asked in (4000, 16_000):
+            r = await g.client.post("/v1/chat/completions", headers=poor["headers"], json={
+                "model": "demo/echo", "messages": HI, "max_tokens": asked})
+            assert assert_error(r, 402, "insufficient_credits") in doc
         for asked, status in ((fit, 200), (fit + 1, 402), (cap, 402), (16_000, 402)):
             r = await g.client.post("/v1/chat/completions", headers=poor["headers"], json={
                 "model": "demo/echo", "messages": HI, "max_tokens": asked})

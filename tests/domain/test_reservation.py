@@ -112,7 +112,7 @@ def test_without_max_tokens_the_largest_affordable_value_up_to_the_cap_is_inject
                      output_price=output_price, requested_max=None, model_cap=cap, n=n)
     assert 1 <= plan.max_tokens <= limit
     assert plan.max_tokens == limit or hold_for(prompt_cost, output_price, n, plan.max_tokens + 1) > headroom
-    # docs/billing.md ("When the client sends no max_tokens"): when the client gives no max_tokens the gateway *sends* the value it held
+    # docs/billing.md ("When the gateway sends max_tokens itself"): when the client gives no max_tokens the gateway *sends* the value it held
     # for, so the upstream can never produce more output than the hold covers.
     assert plan.inject_max_tokens is True
 
