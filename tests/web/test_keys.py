@@ -99,3 +99,13 @@ async def test_the_overview_shows_what_the_cache_saved(web_client):
     page = await web_client.get("/dashboard/")
     assert "Saved by the cache" in page.text and "₹12,345.67" in page.text
     assert "1,234 answers from the cache, 1,23,456 tokens not sent" in page.text
+
+
+async def test_a_keys_expiry_and_models_are_listed(web_client):
+    await signed_up(web_client, "scoped@example.in")
+    from aicredits.services.admin import Admin
+    await Admin(web_client.gateway.web_context.engine).create_key(
+        "scoped@example.in", name="ci", expires_at=4_070_908_800_000, models=("openai/*", "demo/*"))
+    row = (await web_client.get("/dashboard/keys")).text.split("<tbody>")[1]
+    assert "Jan 2099" in row and "openai/*, demo/*" in row
+    assert "no expiry" not in row
