@@ -78,6 +78,8 @@ class RateLimiter(Protocol):
         """Count one request, or say why it is refused (then nothing is counted)."""
     async def check(self, key_id: str, rpm: int | None, tpm: int | None) -> tuple[Refused | None, RateState | None]:
         """admit(), and the key's limits as they stand after it (None when not known)."""
+    async def peek(self, key_id: str, rpm: int | None, tpm: int | None) -> RateState | None:
+        """The key's limits as they stand, nothing counted (None when not known)."""
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         """Add a settled call's billed tokens to the key's tpm window."""
 

@@ -180,6 +180,10 @@ async def test_a_rate_limited_key_gets_openais_rate_limit_headers_on_every_answe
         assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("3", "2")
         assert (h["x-ratelimit-limit-tokens"], h["x-ratelimit-remaining-tokens"]) == ("100000", "100000")
         assert GO_DURATION.match(h["x-ratelimit-reset-requests"]) and h["x-ratelimit-reset-tokens"] == "0s"
+        for path in ("/v1/credits", "/v1/models", "/v1/models/demo/echo"):   # shown, not counted
+            r = await g.client.get(path, headers=key["headers"])
+            assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "2", path
+            assert r.headers["x-ratelimit-limit-tokens"] == "100000"
         stream = await g.client.post("/v1/chat/completions", headers=key["headers"], json={**body, "stream": True})
         assert stream.status_code == 200 and sse_data(stream.text)[-1] == "[DONE]"
         assert stream.headers["x-ratelimit-remaining-requests"] == "1"

@@ -107,6 +107,8 @@ def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, start
     r = chat(gw, key)
     retry_after = assert_429(r, "rpm", 3)
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    listed = httpx.get(gw.v1 + "/models", headers=auth(key))   # not limited, but shows the limits
+    assert listed.status_code == 200 and listed.headers["x-ratelimit-remaining-requests"] == "0"
     assert retry_after <= 120         # at most two windows of 60 s
     assert "3 requests per minute" in r.json()["error"]["message"]
     assert money(gw, key) == before   # nothing held, nothing charged

@@ -85,6 +85,7 @@ async def api_models(gw, req: Request, send) -> None:
 
 async def v1_models(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
+    await gw.metering.show_limits(auth)
     if auth.models:   # a key with an allow-list sees the models it may call
         body = models_list({k: v for k, v in gw.model_objects.items() if model_allowed(auth.models, k)})
     else:
@@ -99,6 +100,7 @@ async def v1_model(gw, req: Request, send) -> None:
     """GET /v1/models/{id}: one served model in OpenAI's shape (the id may hold slashes:
     /v1/models/openai/gpt-4o-mini); 404 for an id the gateway does not serve to this key."""
     auth = await gw.keys.authenticate(req.authorization())
+    await gw.metering.show_limits(auth)
     model = req.scope["path"][len(MODEL_PREFIX):]
     found = gw.model_objects.get(model)
     if found is None or (auth.models and not model_allowed(auth.models, model)):
@@ -109,6 +111,7 @@ async def v1_model(gw, req: Request, send) -> None:
 
 async def v1_credits(gw, req: Request, send) -> None:
     auth = await gw.keys.authenticate(req.authorization())
+    await gw.metering.show_limits(auth)
     view = await gw.billing.store.credits(auth.account_id, auth.key_id)
     key = view["key"]
     body = {"object": "credits", "balance": micros_to_inr(view["balance"] - view["held"]), "currency": "INR",

@@ -112,6 +112,19 @@ class RedisRateLimiter:
         state = rate_state(elapsed, self.window_ms, rpm, tpm, rp, rc, tp, tc)
         return refused or Refused((("rpm", rpm),) if rpm else (("tpm", tpm or 0),), 1), state
 
+    async def peek(self, key_id: str, rpm: int | None, tpm: int | None) -> RateState | None:
+        """The key's limits as they stand, nothing counted: the check's script with no limit
+        (it decides nothing and counts nothing). None while Redis fails."""
+        if not self._available():
+            return None
+        try:
+            _, elapsed, rc, rp, tc, tp = await self._check(keys=[self._prefix + key_id], args=[self.window_ms, 0, 0])
+        except Exception as exc:  # noqa: BLE001 - fail-open: no headers, no failure
+            self._failed(exc)
+            return None
+        self._answered()
+        return rate_state(int(elapsed), self.window_ms, rpm, tpm, int(rp), int(rc), int(tp), int(tc))
+
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         if not self._available():
             return

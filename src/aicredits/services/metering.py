@@ -202,6 +202,16 @@ class Metering:
                 self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
 
+    async def show_limits(self, auth: KeyAuth) -> None:
+        """The x-ratelimit-* headers on an answer that is not limited itself (/v1/models,
+        /v1/credits): the key's limits as they stand, nothing counted."""
+        if auth.rpm is None and auth.tpm is None:
+            return
+        limits = await self.limiter.peek(auth.key_id, auth.rpm, auth.tpm)
+        state = current_request()
+        if state is not None and limits is not None:
+            state.headers = limits.headers()
+
     def free_call(self, meter: Meter) -> dict:
         """The usage record of a call that costs nothing and held nothing (a free cache hit),
         counted and logged like any call; the caller writes it."""
