@@ -126,7 +126,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    async def fn(admin, settings):
+    async def fn(admin, settings) -> None:
         return None
     _run(fn)
     typer.echo("database is at the newest migration")

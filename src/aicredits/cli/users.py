@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from aicredits.cli.main import _run, users_app
+from typing import Never
 
 LOCAL_URL = "http://127.0.0.1:8000"
 
@@ -32,7 +33,7 @@ def users_reset_link(email: str = typer.Argument(..., help="The account's email.
     address in it is AICREDITS_PUBLIC_URL (http://127.0.0.1:8000 when unset)."""
     from aicredits.services.audit import Actor
 
-    async def fn(auth, settings):
+    async def fn(auth, settings) -> str:
         token = await auth.reset_token(email, Actor.system("cli"))
         if token is None:
             raise_missing(email)
@@ -45,7 +46,7 @@ def users_invite(email: str = typer.Argument(..., help="Who may sign up with the
     """Print a one-time sign-up link for this email (valid for 7 days; for AICREDITS_SIGNUP=invite)."""
     from aicredits.services.audit import Actor
 
-    async def fn(auth, settings):
+    async def fn(auth, settings) -> str:
         token = await auth.invite(email, Actor.system("cli"))
         return f"{_base(settings)}/dashboard/signup?invite={token}&email={email.strip().lower()}"
     typer.echo(_auth_run(fn))
@@ -70,6 +71,6 @@ def users_enable(email: str = typer.Argument(..., help="The account's email.")) 
     typer.echo(f"enabled {email}")
 
 
-def raise_missing(email: str):
+def raise_missing(email: str) -> Never:
     from aicredits.services.admin import AdminError
     raise AdminError(f"no enabled account with email {email}")

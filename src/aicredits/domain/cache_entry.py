@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import orjson
 
@@ -125,7 +126,7 @@ def sse_chunks(data: dict, include_usage: bool, piece: int = 256) -> bytes:
         base["system_fingerprint"] = data["system_fingerprint"]
     out = []
 
-    def emit(choices, **extra) -> None:
+    def emit(choices: list[dict[str, Any]], **extra: object) -> None:
         out.append(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
 
     for c in data["choices"]:

@@ -30,7 +30,9 @@ def parse_day(text: str) -> int:
 
 
 def offset_ms(t: int, tz: ZoneInfo) -> int:
-    return int(datetime.fromtimestamp(t / 1000, UTC).astimezone(tz).utcoffset().total_seconds() * 1000)
+    offset = datetime.fromtimestamp(t / 1000, UTC).astimezone(tz).utcoffset()
+    assert offset is not None    # an aware datetime's
+    return int(offset.total_seconds() * 1000)
 
 
 def local_day(t: int, tz: ZoneInfo) -> int:

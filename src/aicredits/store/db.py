@@ -75,7 +75,7 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn, _record):
+        def _on_connect(dbapi_conn, _record) -> None:
             configure_sqlite(dbapi_conn)
 
         return engine
