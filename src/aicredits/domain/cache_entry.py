@@ -31,6 +31,10 @@ class CacheEntry:
     parsed: dict | None = None  # `response` read once (a hot entry serves many hits)
 
 
+# what a store's feed gives of each new entry: (key, scope, context, query, vector, expires_at)
+FeedRow = tuple[str, str, str | None, str | None, bytes | None, int]
+
+
 def storable(data: dict) -> bool:
     """Only a whole, clean answer is stored: every choice finished with "stop", no refusal,
     no tool call, no error."""

@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-from aicredits.domain.cache_entry import CacheEntry
+from aicredits.domain.cache_entry import CacheEntry, FeedRow
 
 FIELDS = ("scope", "account_id", "model", "response", "prompt_tokens", "completion_tokens", "charge",
           "created_at", "expires_at", "context", "query", "vector", "provider")
 INTS = {"account_id", "prompt_tokens", "completion_tokens", "charge", "created_at", "expires_at"}
 TEXTS = {"scope", "model", "context", "query", "provider"}
-# (key, scope, context, query, vector, expires_at) of a new entry
-FeedRow = tuple[str, str, str | None, str | None, bytes | None, int]
 
 
 def _entry(key: str, h: dict[bytes, bytes]) -> CacheEntry:
