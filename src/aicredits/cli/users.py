@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Never
+
 import typer
 
 from aicredits.cli.main import _run, users_app
-from typing import Never
 
 LOCAL_URL = "http://127.0.0.1:8000"
 

@@ -98,7 +98,8 @@ class _Native:
             if isinstance(obj.get("sequence_number"), int):
                 self.seq = obj["sequence_number"]
             if kind == "error" or (kind is None and obj.get("error") is not None):
-                self.error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+                self.error = obj.get("error")
+                self.error = self.error if isinstance(self.error, dict) else obj
                 break
             if kind in OUTPUT_DELTAS and isinstance(obj.get("delta"), str) and obj["delta"]:
                 self.bytes += len(obj["delta"].encode("utf-8", "surrogatepass"))
@@ -216,7 +217,8 @@ class ResponsesService:
             await reject_malformed(self._metering, meter, problem,
                                    self._charge(call, usage) if usage is not None else 0)
         if data.get("status") == "failed" and usage.completion_tokens == 0:
-            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            err = data.get("error")
+            err = err if isinstance(err, dict) else {}
             exc = UpstreamError(scrub(str(err.get("message") or "The upstream response failed with no output.")))
             meter.usage = usage
             await self._metering.fail(meter, exc, "zero_output_error")
@@ -272,10 +274,12 @@ class ResponsesService:
 
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind
-        resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+        resp = obj.get("response")
+        resp = resp if isinstance(resp, dict) else {}
         st.usage = reported_usage(call.meter, resp.get("usage"))
         if kind == "response.failed":
-            err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
+            err = resp.get("error")
+            err = err if isinstance(err, dict) else {}
             st.failure = scrub(str(err.get("message") or "The upstream response failed."))
         st.charge = self._stream_charge(call, st, kind != "response.failed")
         if resp.get("usage") is None:
