@@ -15,7 +15,7 @@ A stream whose choice finishes with "error" after output is an upstream_cut.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import cast
 
 import orjson
@@ -194,7 +194,7 @@ class ChatService:
         upstream, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return upstream
 
-    def relay(self, meter: Meter, upstream: ChatStream) -> AsyncIterator[bytes]:
+    def relay(self, meter: Meter, upstream: ChatStream) -> AsyncGenerator[bytes, None]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
         `finally` whatever ends the stream (a cancelled task included)."""
         return self._metering.relay(meter, upstream, _ChatStream(self, meter, upstream), self._max_seconds)

@@ -11,17 +11,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
 from aicredits.domain.usage import usage_row
 from aicredits.errors import GatewayError, InternalError, RateLimited, ServiceUnavailable, UpstreamTimeout
-from aicredits.domain.catalog import ModelSpec
 from aicredits.ports import KeyAuth, Plan, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import ChatStream, UpstreamCut
 from aicredits.services.billing import Billing
@@ -267,7 +267,7 @@ class Metering:
             meter.upstream_seconds += time.perf_counter() - t
 
     async def relay(self, meter: Meter, upstream: ChatStream, handler: StreamHandler,
-                    max_seconds: float) -> AsyncIterator[bytes]:
+                    max_seconds: float) -> AsyncGenerator[bytes, None]:
         """The client's bytes, batch by batch as the upstream sends them (`handler` turns each
         batch into bytes). Time spent waiting on the upstream is counted out of the overhead.
         A timer cuts the call at `max_seconds` from the request's start (504), whether or not
