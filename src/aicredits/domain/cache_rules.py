@@ -262,5 +262,3 @@ def context_key(body: dict, model: str, scope: str) -> str:
     return _digest(b"ctx1", scope.encode(), model.encode(), orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
 
 
-def account_of(scope: str) -> int | None:
-    return int(scope[2:]) if scope.startswith("a:") else None

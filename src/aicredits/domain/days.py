@@ -46,11 +46,6 @@ def day_start(day: int, tz: ZoneInfo) -> int:
     return int(local.timestamp() * 1000)
 
 
-def days_span(first: int, last: int, tz: ZoneInfo) -> tuple[int, int]:
-    """[start of `first`, start of the day after `last`) in epoch ms."""
-    return day_start(first, tz), day_start(last + 1, tz)
-
-
 @dataclass(frozen=True)
 class Segment:
     lo: int          # epoch ms, inclusive

@@ -94,7 +94,6 @@ class CachePlan:
     text: str | None = None
     vector: np.ndarray | None = None
     entry: CacheEntry | None = None
-    layer: str = ""          # "exact" or "semantic" for a hit
 
     @property
     def hit(self) -> CacheEntry:
@@ -161,7 +160,6 @@ class CacheService:
                 exp = self._known.get(plan.key)
                 if exp is not None:
                     if exp > now and await self._fetch(plan, plan.key, now):
-                        plan.layer = "exact"
                         return "hit"
                     self._known.pop(plan.key, None)
             # (a context is set only when the semantic layer is ready: an index and an embedder)
@@ -173,7 +171,6 @@ class CacheService:
                 plan.vector = await embedder.embed(text)
                 for score, key, stored in await index.search(plan.context, plan.vector, plan.eff.threshold, now):
                     if differs(text, stored, score) is None and await self._fetch(plan, key, now, plan.context):
-                        plan.layer = "semantic"
                         return "hit"
         except Exception as exc:  # noqa: BLE001 - the cache never fails a call
             self._failed("lookup", exc)

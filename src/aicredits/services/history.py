@@ -210,12 +210,6 @@ class History:
             async for batch in repo.ledger_batches(conn, Window(account_id, lo, hi), tuple(kinds)):
                 yield batch
 
-    async def ledger_rows(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
-                          kinds: Sequence[str] = ()) -> AsyncIterator[dict]:
-        """The same, one dict per entry."""
-        async for batch in self.ledger_batches(account_id, lo=lo, hi=hi, kinds=kinds):
-            for row in batch:
-                yield dict(zip(EXPORT_COLUMNS, row, strict=True))
 
     async def ledger_sums(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
                           kinds: Sequence[str] = ()) -> dict[str, tuple[int, int]]:
