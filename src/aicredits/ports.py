@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aicredits.domain.ratelimit import RateState, Refused
 
 
 @dataclass(frozen=True)
 class KeyAuth:
-    key_id: str
+    key_id: str | None          # None: the gateway's own calls (the semantic cache's embedder)
     account_id: int
     name: str
     limit_micros: int | None
@@ -21,6 +21,13 @@ class KeyAuth:
     models: tuple[str, ...] | None = None     # glob patterns of the models it may call (None: all)
 
 
+class Plan(Protocol):
+    """A planner's decision (domain/reservation.py's HoldPlan, or a fixed amount): what to hold."""
+
+    @property
+    def amount(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class HoldRequest:
     call_id: str
@@ -28,8 +35,8 @@ class HoldRequest:
     key_id: str | None
     created_at: int
     expires_at: int
-    # (available micros, key headroom micros or None) -> plan with `.amount`; raises Refusal
-    planner: Callable[[int, int | None], Any]
+    # (available micros, key headroom micros or None) -> what to hold; raises Refusal
+    planner: Callable[[int, int | None], Plan]
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,8 @@ class BillingStore(Protocol):
     """The request hot path's persistence: key lookup, hold, settle. One transaction each."""
 
     async def find_key(self, key_hash: str) -> KeyAuth | None: ...
-    async def reserve(self, req: HoldRequest) -> Any: ...
+    async def reserve(self, req: HoldRequest) -> Plan:
+        """Hold the planner's amount; the plan."""
     async def settle(self, s: Settlement) -> SettleResult:
         """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
     async def record(self, rows: list[dict]) -> None:

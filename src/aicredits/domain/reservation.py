@@ -124,8 +124,8 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
         asked = f"max_tokens={requested_max}"
         # the model writes at most its cap: a larger value is held, and sent upstream, as the cap
         # (so a 402's "max_tokens <= N would fit" is exact: every value above N is refused)
-        capped = bool(model_cap) and requested_max > model_cap
-        if capped:
+        capped = model_cap is not None and model_cap > 0 and requested_max > model_cap
+        if capped and model_cap is not None:
             requested_max = model_cap
             asked += f" (the model writes at most {model_cap})"
         amount = ceil_fraction(prompt_cost + per_token * requested_max)

@@ -27,14 +27,14 @@ import orjson
 
 from aicredits.domain.media import InputCosts
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
-from aicredits.providers.base import DONE, ChatResult, StreamEvent
+from aicredits.providers.base import DONE, ChatResult, StreamEvent, Target
 
 WORDS = re.compile(r"\S+\s*")
 ARG_PIECE = 12     # characters of tool-call arguments per streamed delta
 MAX_DEPTH = 8      # nested schemas deeper than this get null
 
 
-def _text_of(content) -> str:
+def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -58,7 +58,7 @@ def _limit(body: dict) -> int | None:
 
 
 # ------------------------------------------------------------------ values of a JSON schema
-def sample(schema: object, name: str = "value", text: str = "", depth: int = 0):
+def sample(schema: object, name: str = "value", text: str = "", depth: int = 0) -> object:
     """A value valid for a (simple) JSON schema: its const, default, first enum value or first
     example; else one of its type, objects with every required property."""
     if not isinstance(schema, dict) or depth > MAX_DEPTH:
@@ -77,12 +77,15 @@ def sample(schema: object, name: str = "value", text: str = "", depth: int = 0):
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and isinstance(schema.get("properties"), dict)):
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = schema.get("required")
+        required = required if isinstance(required, list) else []
         return {k: sample(props.get(k), k, text, depth + 1) for k in required if isinstance(k, str)}
     if kind == "array":
-        n = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 1
-        return [sample(schema.get("items"), name, text, depth + 1) for _ in range(max(1, min(n, 3)))]
+        n = schema.get("minItems")
+        count = max(1, min(n, 3)) if isinstance(n, int) else 1
+        return [sample(schema.get("items"), name, text, depth + 1) for _ in range(count)]
     if kind == "integer":
         return max(1, schema.get("minimum", 1)) if isinstance(schema.get("minimum", 1), int) else 1
     if kind == "number":
@@ -142,8 +145,9 @@ def _json_content(body: dict, text: str) -> str | None:
     if fmt.get("type") == "json_object":
         return orjson.dumps({"reply": text}).decode()
     if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
-        value = sample(spec.get("schema", {"type": "object"}), "reply", text)
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema", {"type": "object"}) if isinstance(spec, dict) else {"type": "object"}
+        value = sample(schema, "reply", text)
         return orjson.dumps(value).decode()
     return None
 
@@ -235,7 +239,7 @@ class DemoProvider:
         """It bills the estimator's count of the text (media parts are not read): no formula."""
         return InputCosts()
 
-    async def chat(self, body: dict, target) -> ChatResult:
+    async def chat(self, body: dict, target: Target) -> ChatResult:
         answer = Answer(body)
         return ChatResult({
             "id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion",
@@ -244,7 +248,7 @@ class DemoProvider:
             "usage": _usage(body, answer.tokens),
         })
 
-    async def stream(self, body: dict, target) -> DemoStream:
+    async def stream(self, body: dict, target: Target) -> DemoStream:
         return DemoStream(body, target.upstream_id)
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 
 from aicredits.domain.usage import usage_row
+from aicredits.ports import BillingStore
 
 log = logging.getLogger("aicredits.store")
 
@@ -27,7 +28,7 @@ ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/
 
 
 class RejectedCalls:
-    def __init__(self, store) -> None:
+    def __init__(self, store: BillingStore) -> None:
         self._store = store
         self._rows: list[dict] = []
         self.dropped = 0

@@ -121,7 +121,7 @@ class Router:
         if state is not None and isinstance(model, str):
             state.model = model[:200]
         for name in (model, *(extra or [])) if allow else ():
-            if isinstance(name, str) and not model_allowed(allow, name):
+            if allow and isinstance(name, str) and not model_allowed(allow, name):
                 raise PermissionDenied(f"This API key may not call the model '{name}': it is limited to "
                                        f"{', '.join(allow)}.", param="model")
         first = self._check(model, endpoint)
