@@ -208,7 +208,6 @@ class Gateway:
         except Exception:  # serving starts anyway; the sweeper replays the journal again
             log.exception("replaying the settle journal at start failed")
         self.rejected = RejectedCalls(store)
-        self._tasks.append(asyncio.create_task(self.rejected.flush_forever()))
         self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
         if self.metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
@@ -270,7 +269,7 @@ class Gateway:
             await self._web_engine.dispose()
         await self.billing.drain()
         if self.rejected is not None:
-            await self.rejected.flush()
+            await self.rejected.drain()
         if self.cache is not None:
             await self.cache.drain()
         if self._cache_engine is not None:

@@ -2,8 +2,8 @@
 may not call) and a 429 (rate limits, requests in flight), so an operator sees in `usage` why a
 key's calls fail. Such a call moved no money: its row has zero cost and no hold, and nothing
 else is written (no ledger entry). Rows are gathered in memory and written in one statement
-every half second, off the request's path; past MAX_PENDING waiting rows (a flood of refusals
-while the database is slow) new ones are counted and dropped, not queued."""
+half a second after the first of them, off the request's path; past MAX_PENDING waiting rows
+(a flood of refusals while the database is slow) new ones are counted and dropped, not queued."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class RejectedCalls:
         self._store = store
         self._rows: list[dict] = []
         self.dropped = 0
+        self._due = False                        # a flush is scheduled
+        self._tasks: set[asyncio.Task] = set()   # flushes running
 
     def note(self, *, request_id: str, account_id: int, key_id: str | None, path: str, model: str, status: int,
              error: str | None, latency_ms: int) -> None:
@@ -41,10 +43,20 @@ class RejectedCalls:
             return
         now = int(time.time() * 1000)
         self._rows.append(usage_row(uuid.uuid4().hex, account_id, key_id, now, request_id=request_id,
-                                    model=model[:200], endpoint=ENDPOINTS.get(path) or path.removeprefix("/v1/")[:32], status=status,
-                                    end_state=REJECTED, error=error, latency_ms=latency_ms))
+                                    model=model[:200], status=status, end_state=REJECTED, error=error,
+                                    endpoint=ENDPOINTS.get(path) or path.removeprefix("/v1/")[:32],
+                                    latency_ms=latency_ms))
+        if not self._due:   # one flush FLUSH_SECONDS after the first row waiting, on this loop
+            self._due = True
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def flush(self) -> None:
+        self._due = False
         rows, self._rows = self._rows, []
         if self.dropped:
             log.warning("%d usage rows of refused calls were not recorded (too many waiting)", self.dropped)
@@ -56,8 +68,12 @@ class RejectedCalls:
         except Exception as exc:  # noqa: BLE001 - kept for the next flush (within the cap)
             log.warning("could not record %d refused calls yet: %s", len(rows), exc)
             self._rows[:0] = rows[: max(0, MAX_PENDING - len(self._rows))]
+            if not self._due:   # tried again later
+                self._due = True
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._start_flush)
 
-    async def flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            await self.flush()
+    async def drain(self) -> None:
+        """At shutdown: the flushes running, then what still waits."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush()
