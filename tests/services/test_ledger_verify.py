@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from sqlalchemy import text
 
-from aicredits.app import open_billing_store
+from aicredits.wiring import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.domain.ledger import KIND_RULES, Finding, sign_ok
 from aicredits.domain.reservation import plan_hold

@@ -13,7 +13,7 @@ from fractions import Fraction
 import pytest
 from sqlalchemy import inspect
 
-from aicredits.app import open_billing_store
+from aicredits.wiring import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.domain.reservation import HoldPlan, Refusal, plan_hold
 from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from aicredits.app import open_billing_store
+from aicredits.wiring import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.services.admin import Admin
 from aicredits.services.audit import Actor, Audit

@@ -13,7 +13,7 @@ app.add_typer(cache_app, name="cache")
 
 def _with_cache(fn):
     """fn(CacheService, admin, settings) on the store the gateway uses (Redis when configured)."""
-    from aicredits.cache_wiring import open_stores
+    from aicredits.wiring.cache import open_stores
     from aicredits.services.cache import CacheService
 
     async def call(admin, settings):
