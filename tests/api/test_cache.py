@@ -314,6 +314,7 @@ async def test_the_cache_off_costs_no_lookup(cache_gateway, upstream):
 # ---------------------------------------------------------------- helpers reading the database
 def _entry(gw) -> dict:
     import orjson
+
     from aicredits.api.meta import catalog_document
     doc = catalog_document(gw.services.catalog, gw.services.rates, gw.services.served)   # GET /api/models
     return {e["id"]: e for e in orjson.loads(doc)["data"]}[MODEL]

@@ -195,8 +195,8 @@ PAGE = (_param("before", "query", {"type": "string", "pattern": r"^\d{1,15}\.\d{
 ADMIN_ERRORS = (400, 401, 404)
 
 
-def _admin(path: str, method: str, op_id: str, summary: str, description: str = "", *, request=None, response=None,
-           status: int = 200, parameters: tuple[dict, ...] = ()) -> Operation:
+def _admin(path: str, method: str, op_id: str, summary: str, description: str = "", *,
+           request: type[BaseModel] | None = None, response: type[BaseModel] | None = None, status: int = 200, parameters: tuple[dict, ...] = ()) -> Operation:
     return Operation(path, method, op_id, "admin", summary, description,
                      request=(Body(model=request),) if request else (), response=(Body(model=response),),
                      status=status, status_description="Created." if status == 201 else "OK.", security="admin",

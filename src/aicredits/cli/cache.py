@@ -13,8 +13,8 @@ app.add_typer(cache_app, name="cache")
 
 def _with_cache(fn):
     """fn(CacheService, admin, settings) on the store the gateway uses (Redis when configured)."""
-    from aicredits.wiring.cache import open_stores
     from aicredits.services.cache import CacheService
+    from aicredits.wiring.cache import open_stores
 
     async def call(admin, settings):
         redis = None

@@ -104,7 +104,9 @@ class Services:
 async def open_billing_store(settings: Settings) -> BillingStore:
     if dialect_of(settings.database_url) == "sqlite":
         from aicredits.store.billing_sqlite import SqliteBilling
-        return SqliteBilling(sqlite_file(settings.database_url))
+        path = sqlite_file(settings.database_url)
+        assert path is not None   # the URL is SQLite's
+        return SqliteBilling(path)
     from aicredits.store.billing_pg import PostgresBilling
     return await PostgresBilling.connect(postgres_dsn(settings.database_url), timeout=settings.db_timeout)
 
@@ -197,6 +199,10 @@ def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, serv
     its first page, not now), off the /v1 hot path."""
     from aicredits.api import admin_api
     from aicredits.infra.mail import SmtpMailer
+    from aicredits.services.admin_keys import AdminKeyAuthenticator
+    from aicredits.services.audit import Audit
+    from aicredits.services.history import History
+    from aicredits.services.operator import Operator
     from aicredits.web.app import build
 
     engine = make_engine(s.database_url)
@@ -205,4 +211,7 @@ def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, serv
                                    payments=payments)
     web_context.runtime = Runtime(catalog, rates, router, set(served), builtin_ids=(e["id"] for e in builtin_entries()),
                                   configured=(e["id"] for e in s.extra_models))
-    return engine, payments, dashboard, web_context, admin_api.build(engine, s, on_key_revoked=keys.forget)
+    admin = admin_api.build(admin_api.AdminServices(
+        AdminKeyAuthenticator(engine, s.key_cache_seconds), Operator(engine, on_key_revoked=keys.forget),
+        History(engine), Audit(engine), s.timezone, s.trust_proxy))
+    return engine, payments, dashboard, web_context, admin
