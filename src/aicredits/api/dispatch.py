@@ -49,11 +49,13 @@ class Routes:
 
     def methods(self, path: str) -> Methods | None:
         found = self.exact.get(path)
-        if found is None and self.prefixed:
-            for prefix, (_, methods) in self.prefixed.items():
-                if path.startswith(prefix) and len(path) > len(prefix):
-                    return methods
-        return found
+        return found if found is not None else self.by_prefix(path)
+
+    def by_prefix(self, path: str) -> Methods | None:
+        for prefix, (_, methods) in self.prefixed.items():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return methods
+        return None
 
     def label(self, path: str) -> str:
         """The `route` label of a request: its route, else one of two words (so a scan of
@@ -79,6 +81,7 @@ class Dispatcher:
     def __init__(self, routes: Routes, *, admission: Admission, metrics: Metrics, body_budget: BodyBudget,
                  admin_api: ASGIApp, dashboard: ASGIApp) -> None:
         self.routes = routes
+        self._exact = routes.exact   # looked up first, inline: the hot path's one dict lookup
         self._admission = admission
         self._metrics = metrics
         self._budget = body_budget
@@ -106,7 +109,9 @@ class Dispatcher:
 
         methods: Methods | None = None
         try:
-            methods = self.routes.methods(path)
+            methods = self._exact.get(path)
+            if methods is None:
+                methods = self.routes.by_prefix(path)
             if methods is None:
                 if path.startswith("/admin/api/") or path == "/admin/api":
                     await self._admin_api(scope, receive, tracking_send)
