@@ -1,6 +1,6 @@
 """GET /openapi.json, generated: every route is one `Operation` below, its bodies the pydantic
 models of api/schemas.py. `document()` builds the OpenAPI 3.1 document once per process, on the
-first request. tests/api/test_openapi.py fails when a route of app.ROUTES (or the dashboard's
+first request. tests/api/test_openapi.py fails when a route of wiring/routes.py (or the dashboard's
 mount) has no operation here, and runs schemathesis against a live gateway from this document.
 
 Adding routes (the admin API at /admin/api does so): write the body models (in api/schemas.py or
