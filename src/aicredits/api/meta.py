@@ -33,10 +33,10 @@ def catalog_document(catalog: Catalog, rates: Rates, served: AbstractSet[str]) -
     price its endpoint needs (it is never served; its missing prices show as 0)."""
     data = []
     for spec in catalog:
-        entry = {"id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
-                 "modalities": list(spec.modalities), "currency": spec.currency,
-                 "context_window": spec.context_window,
-                 "input_cost_per_1m": _number(spec.input), "output_cost_per_1m": _number(spec.output)}
+        entry: dict[str, object] = {
+            "id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
+            "modalities": list(spec.modalities), "currency": spec.currency, "context_window": spec.context_window,
+            "input_cost_per_1m": _number(spec.input), "output_cost_per_1m": _number(spec.output)}
         for key, price in (("cache_read_cost_per_1m", spec.cache_read), ("cache_write_cost_per_1m", spec.cache_write),
                            ("cache_write_1h_cost_per_1m", spec.cache_write_1h)):
             if price is not None:

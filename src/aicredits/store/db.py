@@ -79,9 +79,6 @@ def configure_sqlite(dbapi_conn: DBAPIConnection) -> None:
     cur.close()
 
 
-Engine = AsyncEngine   # the engine's type, for the modules that may not import SQLAlchemy (wiring/)
-
-
 def make_engine(url: str) -> AsyncEngine:
     if dialect_of(url) == "sqlite":
         engine = create_async_engine(async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
