@@ -131,7 +131,7 @@ async def test_what_the_402_says_fits_is_exactly_what_is_accepted(upstream, tmp_
     value at the model's max_output_tokens and the hold did not. A value above the cap is now
     held, and sent upstream, as the cap."""
     async with running(f"sqlite:///{tmp_path}/a.db", upstream, tmp_path) as g:
-        cap = g.gw.catalog.get("demo/echo").max_output_tokens
+        cap = g.gw.services.catalog.get("demo/echo").max_output_tokens
         assert cap == 4096
         rich = await g.new_key(1_000_000)   # 1 INR: more than 16,000 output tokens of demo/echo
         poor = await g.new_key(60_000)      # about a thousand
