@@ -4,6 +4,7 @@ embedder and the in-process index. docs/caching.md describes the settings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aicredits.services.cache import CacheService
@@ -25,7 +26,7 @@ async def _embedder(settings: Settings, gw, engine):
     policy = settings.cache
     if policy.embedder == "local":
         from aicredits.infra.cache_embed import LocalEmbedder
-        return LocalEmbedder()
+        return await asyncio.to_thread(LocalEmbedder)     # ~2 s: the int8 model is built at start
     spec = gw.catalog.get(policy.embedder)
     if spec is None or spec.endpoint != "embeddings":
         raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local' nor an embeddings "

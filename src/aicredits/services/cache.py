@@ -73,6 +73,7 @@ class VectorIndex(Protocol):
     def discard(self, key: str) -> None: ...
     def has(self, context: str) -> bool: ...
     def clear(self) -> None: ...
+    def search_sync(self, context: str, vector: Any, threshold: float, now_ms: int) -> list[tuple]: ...
     async def search(self, context: str, vector: Any, threshold: float, now_ms: int) -> list[tuple]: ...
 
 
@@ -152,14 +153,22 @@ class CacheService:
             if plan.context is not None and self.index.has(plan.context):
                 # (with nothing stored in this context, the question is embedded only if its
                 # answer is stored, after the call, off the request's path)
-                plan.vector = await self.embedder.embed(plan.text)
-                for score, key, text in await self.index.search(plan.context, plan.vector, plan.eff.threshold, now):
+                if hasattr(self.embedder, "embed_then"):     # the local embedder: one thread hop for both
+                    plan.vector, found = await self.embedder.embed_then(
+                        plan.text, self._search_sync, plan.context, plan.eff.threshold, now)
+                else:
+                    plan.vector = await self.embedder.embed(plan.text)
+                    found = await self.index.search(plan.context, plan.vector, plan.eff.threshold, now)
+                for score, key, text in found:
                     if differs(plan.text, text, score) is None and await self._fetch(plan, key, now, plan.context):
                         plan.layer = "semantic"
                         return "hit"
         except Exception as exc:  # noqa: BLE001 - the cache never fails a call
             self._failed("lookup", exc)
         return "miss"
+
+    def _search_sync(self, vector, context: str, threshold: float, now: int) -> list[tuple]:
+        return self.index.search_sync(context, vector, threshold, now)
 
     async def _fetch(self, plan: CachePlan, key: str, now: int, context: str | None = None) -> bool:
         hot = self._hot.get(key)
