@@ -27,7 +27,7 @@ def test_a_large_partition_finds_what_an_exact_search_finds():
     """Every entry returned is a live entry of the context, with its exact cosine, at or above the
     threshold, best first; and the pre-filter finds the nearest entry of a reworded question
     (cosine ~0.93 to the stored one) nearly always: a candidate it misses is a miss, never a
-    wrong answer."""
+    wrong answer; and the four best nearly always."""
     rng = np.random.default_rng(3)
     n = 4 * EXACT_UP_TO + 123
     vecs = _clustered(rng, n)
@@ -35,7 +35,7 @@ def test_a_large_partition_finds_what_an_exact_search_finds():
     for k in range(n):
         idx.add("ctx", f"k{k}", f"q{k}", vecs[k], 2**62)
     idx.add("other", "o1", "other context", vecs[0], 2**62)
-    best_found = 0
+    best_found = all_found = 0
     for _ in range(60):
         q = _unit(vecs[rng.integers(0, n)] + 0.02 * rng.standard_normal(384))
         exact = vecs @ q
@@ -47,7 +47,10 @@ def test_a_large_partition_finds_what_an_exact_search_finds():
         for s, key, text in got:
             assert key.startswith("k") and text == "q" + key[1:] and abs(s - exact[int(key[1:])]) < 1e-5
         best_found += got[0][1] == f"k{int(np.argmax(exact))}"
-    assert best_found >= 57, best_found
+        all_found += [key for _s, key, _t in got] == [f"k{i}" for i in np.argsort(-exact)[:4]]
+    # (with the hyperplanes cutting the raw vectors instead of the vectors minus their mean,
+    # this set gave 59 and 41 of 60)
+    assert best_found == 60 and all_found >= 55, (best_found, all_found)
 
 
 def test_expired_and_discarded_entries_are_never_returned():

