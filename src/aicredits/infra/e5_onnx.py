@@ -16,6 +16,7 @@ the windows' mean-pooled vectors).
 
 from __future__ import annotations
 
+import array
 import mmap
 import os
 import struct
@@ -49,7 +50,7 @@ class _Tokenizer:
         for i, p in enumerate(pieces):
             if p and i != unk:
                 self.ids.setdefault(p, i)
-        self.scores = scores.tolist()
+        self.scores = array.array("f", scores.tobytes())     # compact; indexing gives a Python float
         self.unk_score = float(scores.min()) - 10.0
         self.max_bytes = max(len(p.encode()) for p in pieces)
         self.longest: dict[str, int] = {}     # first character -> the longest piece (in characters) it starts
