@@ -161,9 +161,16 @@ class Gateway:
         store = await open_billing_store(s)
         self._session = make_session(s.upstream_connect_timeout)
         providers = build_providers(s, self._session, self.catalog)
+        quota = None
+        if s.quota_slices:
+            from aicredits.infra.journal import GrantJournal
+            from aicredits.services.quota import Quota
+            quota = Quota(store, GrantJournal(s.grant_journal_dir), slice_calls=s.quota_slice_calls,
+                          min_calls=s.quota_min_calls, flush_seconds=s.quota_flush_seconds,
+                          idle_seconds=s.hold_lease_seconds / 6, lease_ms=int(s.hold_lease_seconds * 1000))
         self.billing = Billing(store, lease_seconds=s.hold_lease_seconds,
                                journal=FileJournal(s.journal_dir), settle_retry_seconds=s.settle_retry_seconds,
-                               max_call_seconds=s.max_request_seconds)
+                               max_call_seconds=s.max_request_seconds, quota=quota)
         self.keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=self.tracing)
         self.billing.on_revoked = self.keys.forget
         self.router = Router(self.catalog, providers, RoutePolicy(
@@ -192,6 +199,8 @@ class Gateway:
             log.exception("replaying the settle journal at start failed")
         self._tasks.append(asyncio.create_task(self.billing.renew_forever()))
         self._tasks.append(asyncio.create_task(self.billing.sweep_forever()))
+        if quota is not None:
+            self._tasks.append(asyncio.create_task(quota.run_forever()))
         if self.metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
             self._tasks.append(asyncio.create_task(self.metrics.sample_forever()))
         # start-up objects live as long as the process: keep the collector from rescanning them

@@ -189,6 +189,21 @@ class PostgresBilling:
                 swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return swept
 
+    # ---------------------------------------------------------------- quota slices (services/quota.py)
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None, want, now: int,
+                    expires_at: int) -> q.SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now, expires_at))
+
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> q.SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
+
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.release_slice_steps(slice_id, account_id))
+
     async def credits(self, account_id: int, key_id: str | None) -> dict:
         async with self._conn() as conn:
             w = await conn.fetchrow(N["CREDITS"], account_id)

@@ -190,6 +190,20 @@ class SqliteBilling:
             return sum(1 for call_id, account_id in rows if drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return await self._submit(op)
 
+    # ---------------------------------------------------------------- quota slices (services/quota.py)
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None, want, now: int,
+                    expires_at: int) -> q.SliceView:
+        return await self._submit(lambda conn: drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now,
+                                                                          expires_at)))
+
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> q.SliceView:
+        return await self._submit(lambda conn: drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items,
+                                                                                 now_ms())))
+
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        return await self._submit(lambda conn: drive(conn, q.release_slice_steps(slice_id, account_id)))
+
     async def credits(self, account_id: int, key_id: str | None) -> dict:
         def op(conn):
             w = conn.execute(q.CREDITS, (account_id,)).fetchone()
