@@ -127,6 +127,7 @@ class Quota:
             if sl.known:
                 plan = self._fit(sl, planner)
                 if plan is _FALLBACK:
+                    await self._give_back(sl)   # so the per-call hold can use what the slice kept
                     return None
                 if plan is not None:
                     return self._take(sl, call_id, plan)
@@ -147,11 +148,11 @@ class Quota:
             plan = planner(avail, key)
         except Refusal:
             return _FALLBACK    # the per-call hold gives the exact answer (402 with what fits)
+        if plan.amount <= sl.amount - used:
+            return plan
         need = plan.amount * self.min_calls
         if avail < need or (key is not None and key < need):
             return _FALLBACK    # a small wallet (or key): per-call holds
-        if plan.amount <= sl.amount - used:
-            return plan
         return None             # the slice needs a top-up
 
     @staticmethod
@@ -197,6 +198,21 @@ class Quota:
         finally:
             sl.granting = None
             fut.set_result(None)
+
+    async def _give_back(self, sl: Slice) -> None:
+        """Return the slice's free part to the wallet (one transaction), so a small wallet's or
+        key's per-call holds are not refused while money sits in this process's slice."""
+        async with sl.lock:
+            give = sl.free
+            if give <= 0:
+                return
+            sl.amount -= give          # no call takes it from now on
+            try:
+                view = await self.store.shrink_slice(sl.id, sl.account_id, sl.key_id, give)
+            except BaseException:
+                sl.amount += give
+                raise
+            sl.apply(view)
 
     def has(self, call_id: str) -> bool:
         return call_id in self._calls

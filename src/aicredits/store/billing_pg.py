@@ -200,6 +200,10 @@ class PostgresBilling:
         async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
 
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> q.SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount))
+
     async def release_slice(self, slice_id: str, account_id: int) -> int:
         async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.release_slice_steps(slice_id, account_id))

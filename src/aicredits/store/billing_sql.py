@@ -67,6 +67,7 @@ SLICE_ADD = "UPDATE holds SET amount = amount + ?, expires_at = ? WHERE call_id 
 SLICE_TAKE = "UPDATE holds SET amount = amount - ? WHERE call_id = ?"
 DELETE_SLICE = "DELETE FROM holds WHERE call_id = ? RETURNING amount, key_id"
 TAKE_EXPIRED_SLICE = "DELETE FROM holds WHERE call_id = ? AND expires_at < ? RETURNING amount, key_id"
+SHRINK_SLICE = "UPDATE holds SET amount = amount - ? WHERE call_id = ? AND amount >= ? RETURNING amount"
 RELEASE_WALLET = "UPDATE wallets SET held = held - ? WHERE account_id = ?"
 RELEASE_KEY = "UPDATE api_keys SET held = held - ? WHERE id = ?"
 KEY_HEADROOM = "SELECT limit_micros, spent, held FROM api_keys WHERE id = ?"
@@ -304,6 +305,21 @@ def charge_slice_steps(slice_id: str, account_id: int, key_id: str | None, items
         yield from _without_hold(s, wallet, now)
     amount = room if cur is not None else 0
     return (yield from _view(0, amount, account_id, key_id))
+
+
+def shrink_slice_steps(slice_id: str, account_id: int, key_id: str | None, amount: int) -> Steps:
+    """Give `amount` of a slice back to the wallet (and the key), the rest staying held."""
+    yield LOCK, WALLET, (account_id,)
+    row = yield ONE, SHRINK_SLICE, (amount, slice_id, amount)
+    if row is None:     # gone (swept), or holding less than that: nothing to give back
+        cur = yield ONE, SLICE_OF, (slice_id,)
+        left = cur[0] if cur is not None else 0
+    else:
+        left = row[0]
+        yield EXEC, RELEASE_WALLET, (amount, account_id)
+        if key_id is not None:
+            yield EXEC, RELEASE_KEY, (amount, key_id)
+    return (yield from _view(0, left, account_id, key_id))
 
 
 def release_slice_steps(slice_id: str, account_id: int, expired_before: int | None = None) -> Steps:

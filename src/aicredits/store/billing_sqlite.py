@@ -201,6 +201,9 @@ class SqliteBilling:
         return await self._submit(lambda conn: drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items,
                                                                                  now_ms())))
 
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> q.SliceView:
+        return await self._submit(lambda conn: drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount)))
+
     async def release_slice(self, slice_id: str, account_id: int) -> int:
         return await self._submit(lambda conn: drive(conn, q.release_slice_steps(slice_id, account_id)))
 
