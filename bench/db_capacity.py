@@ -65,6 +65,24 @@ async def _commits(db: str) -> int:
         await conn.close()
 
 
+def backends_cpu_s(db: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving database `db` (read from /proc:
+    a backend's command line names its database)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if not cmd.startswith("postgres:") or f" {db} " not in cmd:
+                continue
+            total += tree_cpu_s(int(pid))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def one_run(workers: int, slices: str, keys: int, connections: int, duration: int, lua: Path, cli: str,
             python: str) -> dict:
     db = "aicredits_bench_" + uuid.uuid4().hex[:12]
@@ -97,11 +115,11 @@ def one_run(workers: int, slices: str, keys: int, connections: int, duration: in
         per = max(1, connections // keys)
         _parallel_wrk(target, body, secrets, per, 3, lua)          # warm-up
         time.sleep(1.0)
-        c0, g0 = asyncio.run(_commits(db)), tree_cpu_s(gw.pid)
+        c0, g0, p0 = asyncio.run(_commits(db)), tree_cpu_s(gw.pid), backends_cpu_s(db)
         t0 = time.monotonic()
         results = _parallel_wrk(target, body, secrets, per, duration, lua)
         wall = time.monotonic() - t0
-        g1 = tree_cpu_s(gw.pid)
+        g1, p1 = tree_cpu_s(gw.pid), backends_cpu_s(db)
         time.sleep(1.5)    # the last batch settles, then the statistics are flushed
         c1 = asyncio.run(_commits(db))
         calls = sum(r["requests"] for r in results)
@@ -110,6 +128,9 @@ def one_run(workers: int, slices: str, keys: int, connections: int, duration: in
                 "calls_per_s": round(calls / wall, 1), "calls": calls, "errors": errors,
                 "db_commits": c1 - c0, "commits_per_call": round((c1 - c0) / calls, 3) if calls else None,
                 "gateway_cpu_ms_per_call": round(1000 * (g1 - g0) / calls, 3) if calls else None,
+                # the backends of this database only (not the WAL writer or checkpointer); a backend
+                # that started during the run counts its whole life, one that ended is missed
+                "pg_backend_cpu_ms_per_call": round(1000 * (p1 - p0) / calls, 3) if calls else None,
                 "p50_ms": sorted(r["latency_ms"]["p50"] for r in results)[len(results) // 2]}
     finally:
         for p in reversed(procs):
@@ -145,6 +166,7 @@ def main() -> int:
             for s in args.slices.split(","):
                 r = one_run(w, s, args.keys, args.connections, args.duration, lua, cli, python)
                 log(f"workers {w} slices {s}: {r['calls_per_s']} calls/s, {r['commits_per_call']} commits/call, "
+                    f"{r['pg_backend_cpu_ms_per_call']} ms PostgreSQL CPU/call, "
                     f"{r['gateway_cpu_ms_per_call']} ms gateway CPU/call, errors {r['errors']}")
                 runs.append(r)
     with open("/proc/loadavg") as f:
@@ -154,11 +176,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
     lines = [f"bench/db_capacity.py — {doc['started']}, load average at the end {' '.join(load)}", "",
-             "| workers | slices | calls/s | DB commits per call | gateway CPU ms/call | p50 ms | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+             ("| workers | slices | calls/s | DB commits per call | PostgreSQL backend CPU ms/call | "
+             "gateway CPU ms/call | p50 ms | errors |"),
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         lines.append(f"| {r['workers']} | {r['slices']} | {r['calls_per_s']:,} | {r['commits_per_call']} | "
-                     f"{r['gateway_cpu_ms_per_call']} | {r['p50_ms']} | {r['errors']} |")
+                     f"{r['pg_backend_cpu_ms_per_call']} | {r['gateway_cpu_ms_per_call']} | {r['p50_ms']} | "
+                     f"{r['errors']} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
