@@ -292,3 +292,15 @@ async def test_a_killed_process_with_an_open_slice_comes_back_exact(db_url, tmp_
         assert await env.admin.verify() == []
         assert await quota.replay() == 0                    # nothing left to replay
         await quota.close()
+
+
+def test_a_live_journal_is_never_replayed_a_dead_one_is(tmp_path):
+    live = GrantJournal(tmp_path)
+    live.append({"t": "c", "call_id": "a"})
+    other = GrantJournal(tmp_path)
+    assert other.orphans() == []                 # its process holds the lock
+    live.close(landed=False)                     # as a killed process leaves it: lock gone, file kept
+    (fd, path), = other.orphans()
+    assert [r["call_id"] for r in GrantJournal.read(fd, path)] == ["a"]
+    GrantJournal.done(fd, path, remove=True)
+    assert not list(tmp_path.glob("*.jsonl"))

@@ -116,8 +116,12 @@ class GrantJournal:
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.seq += 1
-        fd = os.open(self._path(self.seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        path = self._path(self.seq)
+        # locked before it has its name, so no replay can take a live segment for an orphan
+        tmp = path.with_name("." + path.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(tmp, path)
         self._fd, self._size = fd, 0
 
     def append(self, record: dict) -> int:
