@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from aicredits.domain.ratelimit import Refused
@@ -11,12 +12,19 @@ from aicredits.domain.ratelimit import Refused
 
 @dataclass(frozen=True)
 class KeyAuth:
-    key_id: str
+    key_id: str | None          # None: the gateway's own calls (the semantic cache's embedder)
     account_id: int
     name: str
     limit_micros: int | None
     rpm: int | None = None      # requests per rate window (None: unlimited)
     tpm: int | None = None      # billed tokens per rate window (None: unlimited)
+
+
+class Plan(Protocol):
+    """A planner's decision (domain/reservation.py's HoldPlan, or a fixed amount): what to hold."""
+
+    @property
+    def amount(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -26,8 +34,8 @@ class HoldRequest:
     key_id: str | None
     created_at: int
     expires_at: int
-    # (available micros, key headroom micros or None) -> plan with `.amount`; raises Refusal
-    planner: Callable[[int, int | None], Any]
+    # (available micros, key headroom micros or None) -> what to hold; raises Refusal
+    planner: Callable[[int, int | None], Plan]
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,28 @@ class SettleJournal(Protocol):
     def has(self, call_id: str) -> bool: ...
 
 
+class GrantLog(Protocol):
+    """The grant journal of quota slices (infra/journal.py, GrantJournal): the charges of calls
+    authorized against slices, one line each, written before the call's answer; a file whose
+    process is gone is an orphan, replayed by any process on the same directory."""
+
+    seq: int     # the current segment's number
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Write one record whole; the segment's number (for `retire`)."""
+    def sync(self) -> None:
+        """fsync what was appended (called off the event loop)."""
+    def retire(self, oldest_pending: int | None) -> None:
+        """Delete the rotated segments older than the oldest charge still to land."""
+    def rotate_if_full(self, running: list[dict[str, Any]]) -> None:
+        """Start a new segment when this one is full, carrying `running` over."""
+    def close(self, *, landed: bool) -> None: ...
+    def orphans(self) -> list[tuple[int, Path]]:
+        """Files of processes that are gone, each opened and locked: (fd, path)."""
+    def read(self, fd: int, path: Path) -> list[dict[str, Any]]: ...
+    def done(self, fd: int, path: Path, *, remove: bool) -> None: ...
+
+
 class RateLimiter(Protocol):
     """Per-key rpm/tpm counters (infra/: in process memory, or in Redis shared by every process)."""
 
@@ -93,7 +123,8 @@ class BillingStore(Protocol):
     """The request hot path's persistence: key lookup, hold, settle. One transaction each."""
 
     async def find_key(self, key_hash: str) -> KeyAuth | None: ...
-    async def reserve(self, req: HoldRequest) -> Any: ...
+    async def reserve(self, req: HoldRequest) -> Plan:
+        """Hold the planner's amount; the plan."""
     async def settle(self, s: Settlement) -> SettleResult:
         """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:

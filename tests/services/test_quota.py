@@ -90,7 +90,7 @@ async def test_one_grant_then_calls_in_memory_then_one_batch_settle(db_url, tmp_
         assert [r.available for r in results] == [100 * INR - 7_000 * (i + 1) - HOLD * (9 - i) for i in range(10)]
         assert results[-1].balance == 100 * INR - 70_000
         assert store.calls == {"grant": 1}                 # nothing written yet but the journal
-        assert len(GrantJournal.read(*_only_segment(tmp_path / "grants"))) == 10
+        assert len(quota.journal.read(*_only_segment(tmp_path / "grants"))) == 10
 
         await quota.flush()
         assert store.calls == {"grant": 1, "charge_slice": 1}   # ten calls settled in one transaction
@@ -301,6 +301,6 @@ def test_a_live_journal_is_never_replayed_a_dead_one_is(tmp_path):
     assert other.orphans() == []                 # its process holds the lock
     live.close(landed=False)                     # as a killed process leaves it: lock gone, file kept
     (fd, path), = other.orphans()
-    assert [r["call_id"] for r in GrantJournal.read(fd, path)] == ["a"]
-    GrantJournal.done(fd, path, remove=True)
+    assert [r["call_id"] for r in other.read(fd, path)] == ["a"]
+    other.done(fd, path, remove=True)
     assert not list(tmp_path.glob("*.jsonl"))

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -124,17 +125,20 @@ class GrantJournal:
         os.replace(tmp, path)
         self._fd, self._size = fd, 0
 
-    def append(self, record: dict) -> int:
+    def append(self, record: dict[str, Any]) -> int:
         """Write one record (one write(), whole); the segment's number, for `retire`."""
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             self._open()
+            fd = self._fd
+            assert fd is not None
         data = orjson.dumps(record) + b"\n"
-        os.write(self._fd, data)
+        os.write(fd, data)
         self._size += len(data)
         self._dirty = True
         return self.seq
 
-    def rotate_if_full(self, running: list[dict]) -> None:
+    def rotate_if_full(self, running: list[dict[str, Any]]) -> None:
         """Start a new segment when this one is past max_bytes, carrying `running` (progress records
         of the calls still in flight) over to it."""
         if self._fd is None or self._size < self.max_bytes:
@@ -202,8 +206,7 @@ class GrantJournal:
             out.append((fd, path))
         return out
 
-    @staticmethod
-    def read(fd: int, path: Path) -> list[dict]:
+    def read(self, fd: int, path: Path) -> list[dict[str, Any]]:
         data = b""
         while chunk := os.read(fd, 1 << 20):
             data += chunk
@@ -217,8 +220,7 @@ class GrantJournal:
                 log.error("grant journal %s: an unreadable line was skipped", path.name)
         return out
 
-    @staticmethod
-    def done(fd: int, path: Path, *, remove: bool) -> None:
+    def done(self, fd: int, path: Path, *, remove: bool) -> None:
         if remove:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

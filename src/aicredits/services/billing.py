@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 
@@ -30,6 +30,7 @@ from aicredits.ports import (
     HoldRequest,
     KeyAuth,
     KeyRevoked,
+    Plan,
     SettleJournal,
     Settlement,
     SettleResult,
@@ -39,6 +40,7 @@ from aicredits.services.quota import Quota
 
 log = logging.getLogger("aicredits.billing")
 T = TypeVar("T")
+_P = TypeVar("_P", bound=Plan)
 
 
 @dataclass
@@ -81,16 +83,16 @@ class Billing:
         return self.lease_seconds / 6
 
     # ------------------------------------------------------------------ holds
-    async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):
+    async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
         if self.quota is not None:
-            plan = self.quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
-            if plan is not None:
-                return plan
+            fast = self.quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
+            if fast is not None:
+                return cast(_P, fast)     # the planner's own plan
         now = int(time.time() * 1000)
         req = HoldRequest(call_id, auth.account_id, auth.key_id, now, now + self._lease_ms, planner)
         fut = asyncio.ensure_future(self._reserve(req))
         try:
-            return await asyncio.shield(fut)
+            return cast(_P, await asyncio.shield(fut))     # the planner's own plan
         except Refusal as exc:
             raise InsufficientCredits(exc.message) from None
         except KeyRevoked:
@@ -107,11 +109,11 @@ class Billing:
             fut.add_done_callback(lambda f: self._release_orphan(f, auth, call_id))
             raise
 
-    async def _reserve(self, req: HoldRequest):
+    async def _reserve(self, req: HoldRequest) -> Plan:
         if self.quota is not None:
-            plan = await self.quota.authorize(req.call_id, req.account_id, req.key_id, req.planner)
-            if plan is not None:
-                return plan
+            granted = await self.quota.authorize(req.call_id, req.account_id, req.key_id, req.planner)
+            if granted is not None:
+                return granted
         plan = await self.store.reserve(req)
         self._leases[req.call_id] = Lease()
         return plan

@@ -31,18 +31,35 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 
 from aicredits.domain.reservation import Refusal
-from aicredits.infra.journal import GrantJournal
-from aicredits.ports import Settlement, SettleResult
+from aicredits.ports import GrantLog, Plan, Settlement, SettleResult
 from aicredits.store.billing_sql import SLICE_PREFIX, SliceView, swept_usage
 
+Planner = Callable[[int, int | None], Plan]
+
+
+class SliceStore(Protocol):
+    """The slice operations of the billing stores (store/billing_sqlite.py, store/billing_pg.py),
+    one transaction each."""
+
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None,
+                    want: Callable[[int, int | None], int], now: int, expires_at: int) -> SliceView: ...
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView: ...
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView: ...
+    async def release_slice(self, slice_id: str, account_id: int) -> int: ...
+
 log = logging.getLogger("aicredits.billing")
-_FALLBACK = object()
+class _Fallback:
+    """_fit's answer for a call that takes a per-call hold."""
+
+
+_FALLBACK = _Fallback()
 
 
 class Slice:
@@ -92,7 +109,7 @@ class SliceCall:
 
 
 class Quota:
-    def __init__(self, store, journal: GrantJournal, *, slice_calls: int = 64, min_calls: int = 16,
+    def __init__(self, store: SliceStore, journal: GrantLog, *, slice_calls: int = 64, min_calls: int = 16,
                  flush_seconds: float = 0.05, idle_seconds: float = 5.0, lease_ms: int = 30_000) -> None:
         self.store = store
         self.journal = journal
@@ -106,17 +123,17 @@ class Quota:
         self._background: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ authorizing
-    def try_now(self, call_id: str, account_id: int, key_id: str | None, planner: Callable) -> Any:
+    def try_now(self, call_id: str, account_id: int, key_id: str | None, planner: Planner) -> Plan | None:
         """The call's plan when its slice has room for it now (no await), else None."""
         sl = self._slices.get((account_id, key_id))
         if sl is None or not sl.known:
             return None
         plan = self._fit(sl, planner)
-        if plan is None or plan is _FALLBACK:
+        if plan is None or isinstance(plan, _Fallback):
             return None
         return self._take(sl, call_id, plan)
 
-    async def authorize(self, call_id: str, account_id: int, key_id: str | None, planner: Callable) -> Any:
+    async def authorize(self, call_id: str, account_id: int, key_id: str | None, planner: Planner) -> Plan | None:
         """The call's plan, authorized against its slice (granted or topped up first if needed);
         None: the call takes a per-call hold (a small wallet, or the slice cannot fit it)."""
         key = (account_id, key_id)
@@ -126,7 +143,7 @@ class Quota:
                 sl = self._slices[key] = Slice(account_id, key_id)
             if sl.known:
                 plan = self._fit(sl, planner)
-                if plan is _FALLBACK:
+                if isinstance(plan, _Fallback):
                     await self._give_back(sl)   # so the per-call hold can use what the slice kept
                     return None
                 if plan is not None:
@@ -140,7 +157,7 @@ class Quota:
                 return None
         return None
 
-    def _fit(self, sl: Slice, planner: Callable) -> Any:
+    def _fit(self, sl: Slice, planner: Planner) -> Plan | _Fallback | None:
         used = sl.outstanding + sl.unflushed
         avail = sl.base - used
         key = None if sl.key_base is None else sl.key_base - used
@@ -156,14 +173,14 @@ class Quota:
         return None             # the slice needs a top-up
 
     @staticmethod
-    def _probe(sl: Slice, planner: Callable) -> int | None:
+    def _probe(sl: Slice, planner: Planner) -> int | None:
         """A call's hold, were money no limit: how big a slice it asks for."""
         try:
             return planner(1 << 62, None).amount
         except Refusal:
             return None
 
-    def _take(self, sl: Slice, call_id: str, plan: Any) -> Any:
+    def _take(self, sl: Slice, call_id: str, plan: Plan) -> Plan:
         amount = plan.amount
         sl.outstanding += amount
         sl.calls += 1
@@ -331,7 +348,7 @@ class Quota:
         try:
             records: dict[str, dict] = {}
             for fd, path in files:
-                for rec in await asyncio.to_thread(GrantJournal.read, fd, path):
+                for rec in await asyncio.to_thread(self.journal.read, fd, path):
                     records[rec["call_id"]] = rec          # a call's last line counts
             now = int(time.time() * 1000)
             groups: dict[str, tuple[int, str | None, list[Settlement]]] = {}
@@ -355,7 +372,7 @@ class Quota:
             return len(records)
         finally:
             for fd, path in files:
-                GrantJournal.done(fd, path, remove=ok)
+                self.journal.done(fd, path, remove=ok)
 
     async def close(self) -> None:
         """Settle every pending charge and give every slice back (at shutdown, after the drain)."""
@@ -373,7 +390,7 @@ class Quota:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         self.journal.close(landed=landed)
 
-    def _spawn(self, aw) -> None:
+    def _spawn(self, aw: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(aw)
         self._background.add(task)
         task.add_done_callback(self._done)
