@@ -227,7 +227,9 @@ class Quota:
             try:
                 view = await self.store.shrink_slice(sl.id, sl.account_id, sl.key_id, give)
             except BaseException:
-                sl.amount += give
+                # it may have landed (a lost answer): the slice is re-read by its next grant before
+                # any call is authorized against it again
+                sl.known = False
                 raise
             sl.apply(view)
 
@@ -268,7 +270,7 @@ class Quota:
 
     # ------------------------------------------------------------------ leases and progress
     def slice_ids(self) -> list[str]:
-        return [sl.id for sl in self._slices.values() if sl.known]
+        return [sl.id for sl in self._slices.values()]
 
     def record_progress(self) -> None:
         """Journal the progress of running calls that changed (what the sweeper would charge)."""
