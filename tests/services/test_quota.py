@@ -304,3 +304,24 @@ def test_a_live_journal_is_never_replayed_a_dead_one_is(tmp_path):
     assert [r["call_id"] for r in other.read(fd, path)] == ["a"]
     other.done(fd, path, remove=True)
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+async def test_a_live_slice_is_renewed_and_never_swept(db_url, tmp_path):
+    async with opened(db_url) as env:
+        email, _created, auth = await new_key(env, 100 * INR)
+        store = CountingStore(env.store)
+        quota = Quota(store, GrantJournal(tmp_path / "grants"), lease_ms=1_000)
+        billing = Billing(store, lease_seconds=1.0, quota=quota)
+        call_id = uuid.uuid4().hex
+        await billing.reserve(call_id, auth, planner())
+        for _ in range(3):                                   # 1.5 s: past the first lease
+            await asyncio.sleep(0.5)
+            await billing.renew()
+            assert await env.store.sweep(int(time.time() * 1000)) == 0
+        (slice_id, _), = await holds(env)
+        assert slice_id.startswith(SLICE_PREFIX)
+        await billing.settle(settlement(call_id, auth, 1_000))
+        await quota.close()
+        w = await env.admin.wallet(email)
+        assert (w["balance"], w["held"]) == (100 * INR - 1_000, 0)
+        assert await env.admin.verify() == []
