@@ -171,11 +171,11 @@ def main() -> int:
                 runs.append(r)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    doc = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_end": load, "runs": runs}
+    doc = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_end": load, "runs": runs}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
-    lines = [f"bench/db_capacity.py — {doc['started']}, load average at the end {' '.join(load)}", "",
+    lines = [f"bench/db_capacity.py — finished {doc['finished']}, load average at the end {' '.join(load)}", "",
              ("| workers | slices | calls/s | DB commits per call | PostgreSQL backend CPU ms/call | "
              "gateway CPU ms/call | p50 ms | errors |"),
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
