@@ -120,3 +120,42 @@ def test_two_workers_with_slices_on_sqlite_never_overspend(start_gateway, upstre
         asyncio.run(drain_wallet(gw, upstream))
     finally:
         gw.stop()
+
+
+@pytest.mark.timeout(120)
+def test_with_slices_a_keys_rate_limit_and_spending_limit_still_hold(start_gateway, upstream):
+    gw = start_gateway(env=SLICES)
+    try:
+        per_call = expected_micros(gw.catalog()[MODEL], 19, 9)
+        hold = computed_hold()
+        # rpm 5: the sixth call in the window is 429, whatever the slice holds
+        rated = gw.create_key(credits="100", rpm=5)
+        upstream.enqueue(*[Scenario() for _ in range(8)])
+        statuses = [httpx.post(gw.v1 + "/chat/completions", json=BODY, timeout=30,
+                               headers={"Authorization": f"Bearer {rated['key']}"}).status_code for _ in range(8)]
+        assert statuses == [200] * 5 + [429] * 3
+        # a key limit of 40 holds in a wallet of 100 INR: its slices never take it past the limit,
+        # and the last calls are refused with the key's 402
+        limited = gw.create_key(credits="100", limit=format_inr(40 * hold))
+        headers = {"Authorization": f"Bearer {limited['key']}"}
+        upstream.enqueue(*[Scenario() for _ in range(400)])
+        ok = 0
+        for _ in range(400):
+            r = httpx.post(gw.v1 + "/chat/completions", json=dict(BODY, max_tokens=MAX_TOKENS), headers=headers,
+                           timeout=30)
+            if r.status_code == 402:
+                assert "the key's credit limit" in r.json()["error"]["message"]
+                break
+            assert r.status_code == 200, r.text
+            ok += 1
+        else:
+            pytest.fail("the key's limit never refused a call")
+        deadline = time.monotonic() + 20
+        while (end := gw.credits(limited["key"]))["held"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert end["held"] == 0 and end["key"]["held"] == 0
+        assert micros(end["key"]["spent"]) == ok * per_call <= 40 * hold
+        assert 40 * hold - ok * per_call < hold          # spent down to the last hold
+        assert gw.verify() == []
+    finally:
+        gw.stop()
