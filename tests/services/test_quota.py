@@ -226,7 +226,7 @@ def test_the_planner_refusal_is_the_per_call_holds():
 
 CRASH = textwrap.dedent("""
     import asyncio, os, signal, sys, uuid
-    from aicredits.app import open_billing_store
+    from aicredits.wiring import open_billing_store
     from aicredits.infra.journal import GrantJournal
     from aicredits.services.billing import Billing
     from aicredits.services.quota import Quota

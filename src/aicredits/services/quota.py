@@ -32,29 +32,18 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from aicredits.domain.reservation import Refusal
-from aicredits.ports import GrantLog, Plan, Settlement, SettleResult
-from aicredits.store.billing_sql import SLICE_PREFIX, SliceView, swept_usage
+from aicredits.ports import BillingStore, GrantLog, Plan, Settlement, SettleResult, SliceView
+from aicredits.store.billing_sql import SLICE_PREFIX, swept_usage
 
+log = logging.getLogger("aicredits.billing")
 Planner = Callable[[int, int | None], Plan]
 
 
-class SliceStore(Protocol):
-    """The slice operations of the billing stores (store/billing_sqlite.py, store/billing_pg.py),
-    one transaction each."""
-
-    async def grant(self, slice_id: str, account_id: int, key_id: str | None,
-                    want: Callable[[int, int | None], int], now: int, expires_at: int) -> SliceView: ...
-    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
-                           items: list[Settlement]) -> SliceView: ...
-    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView: ...
-    async def release_slice(self, slice_id: str, account_id: int) -> int: ...
-
-log = logging.getLogger("aicredits.billing")
 class _Fallback:
     """_fit's answer for a call that takes a per-call hold."""
 
@@ -109,7 +98,7 @@ class SliceCall:
 
 
 class Quota:
-    def __init__(self, store: SliceStore, journal: GrantLog, *, slice_calls: int = 64, min_calls: int = 16,
+    def __init__(self, store: BillingStore, journal: GrantLog, *, slice_calls: int = 64, min_calls: int = 16,
                  flush_seconds: float = 0.05, idle_seconds: float = 5.0, lease_ms: int = 30_000) -> None:
         self.store = store
         self.journal = journal

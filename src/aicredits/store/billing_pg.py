@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, StoreUnavailable
+from aicredits.ports import (
+    HoldRequest,
+    KeyAuth,
+    KeyRevoked,
+    Plan,
+    Settlement,
+    SettleResult,
+    SliceView,
+    StoreUnavailable,
+)
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 
@@ -196,16 +205,16 @@ class PostgresBilling:
 
     # ---------------------------------------------------------------- quota slices (services/quota.py)
     async def grant(self, slice_id: str, account_id: int, key_id: str | None, want: Callable[[int, int | None], int], now: int,
-                    expires_at: int) -> q.SliceView:
+                    expires_at: int) -> SliceView:
         async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now, expires_at))
 
     async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
-                           items: list[Settlement]) -> q.SliceView:
+                           items: list[Settlement]) -> SliceView:
         async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
 
-    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> q.SliceView:
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
         async with self._conn() as conn, conn.transaction():
             return await drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount))
 

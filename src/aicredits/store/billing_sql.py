@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 
 from aicredits.domain.ledger import SWEPT, settle_without_hold
 from aicredits.domain.usage import usage_row
-from aicredits.ports import KeyRevoked, Settlement, SettleResult
+from aicredits.ports import KeyRevoked, Settlement, SettleResult, SliceView
 
 log = logging.getLogger("aicredits.store")
 
@@ -199,18 +198,6 @@ def renew_steps(expires_at: int, call_ids: list[str], progress: list[tuple[str, 
 
 
 # ---------------------------------------------------------------- quota slices (services/quota.py)
-@dataclass(frozen=True)
-class SliceView:
-    """A slice and its wallet as one transaction left them: `granted` what this transaction added
-    to the slice; `amount` the slice's hold now (0: it is gone); the wallet's balance and held; the
-    key's headroom (limit - spent - held, None without a limit)."""
-    granted: int
-    amount: int
-    balance: int
-    held: int
-    key_headroom: int | None
-
-
 def _view(granted: int, amount: int, account_id: int, key_id: str | None) -> Steps:
     w = yield ONE, WALLET, (account_id,)
     headroom = None
