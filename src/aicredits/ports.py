@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from aicredits.domain.ratelimit import RateState, Refused
 
@@ -78,6 +79,41 @@ class SettleJournal(Protocol):
     def has(self, call_id: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class SliceView:
+    """A quota slice and its wallet as one transaction left them (store/billing_sql.py):
+    `granted` what this transaction added to the slice; `amount` the slice's hold now (0: it is
+    gone); the wallet's balance and held; the key's headroom (limit - spent - held, None without a
+    limit)."""
+    granted: int
+    amount: int
+    balance: int
+    held: int
+    key_headroom: int | None
+
+
+class GrantLog(Protocol):
+    """The grant journal of quota slices (infra/journal.py, GrantJournal): the charges of calls
+    authorized against slices, one line each, written before the call's answer; a file whose
+    process is gone is an orphan, replayed by any process on the same directory."""
+
+    seq: int     # the current segment's number
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Write one record whole; the segment's number (for `retire`)."""
+    def sync(self) -> None:
+        """fsync what was appended (called off the event loop)."""
+    def retire(self, oldest_pending: int | None) -> None:
+        """Delete the rotated segments older than the oldest charge still to land."""
+    def rotate_if_full(self, running: list[dict[str, Any]]) -> None:
+        """Start a new segment when this one is full, carrying `running` over."""
+    def close(self, *, landed: bool) -> None: ...
+    def orphans(self) -> list[tuple[int, Path]]:
+        """Files of processes that are gone, each opened and locked: (fd, path)."""
+    def read(self, fd: int, path: Path) -> list[dict[str, Any]]: ...
+    def done(self, fd: int, path: Path, *, remove: bool) -> None: ...
+
+
 class RateLimiter(Protocol):
     """Per-key rpm/tpm counters (infra/: in process memory, or in Redis shared by every process)."""
 
@@ -117,6 +153,17 @@ class BillingStore(Protocol):
         JSON) of those whose progress changed."""
     async def sweep(self, now_ms: int) -> int:
         """Settle every hold whose lease expired from its recorded progress; how many."""
+    # quota slices (services/quota.py), one transaction each
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None,
+                    want: Callable[[int, int | None], int], now: int, expires_at: int) -> SliceView:
+        """Add `want(available, key headroom)` to the slice (within both), creating it if needed."""
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView:
+        """Settle these calls of the slice (idempotent by call id)."""
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
+        """Give `amount` of the slice back to the wallet."""
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        """Give the whole slice back; the amount."""
     async def credits(self, account_id: int, key_id: str | None) -> dict: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

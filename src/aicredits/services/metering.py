@@ -335,6 +335,11 @@ class Metering:
     async def settle(self, meter: Meter, charge: int) -> SettleResult:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""
         with self.tracing.span("settle"):
+            quota = self.billing.quota
+            if quota is not None and meter.auth.tpm is None and quota.has(meter.call_id):
+                # a slice's call settles in memory (services/quota.py) without ever suspending, so
+                # nothing can cancel it half-way: no task and shield needed
+                return await self._settle(meter, min(max(charge, 0), meter.hold))
             return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
 
     async def fail(self, meter: Meter, exc: GatewayError, end_state: str = "upstream_error") -> SettleResult:

@@ -14,13 +14,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, StoreUnavailable
+from aicredits.ports import (
+    HoldRequest,
+    KeyAuth,
+    KeyRevoked,
+    Plan,
+    Settlement,
+    SettleResult,
+    SliceView,
+    StoreUnavailable,
+)
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 
@@ -195,6 +204,25 @@ class PostgresBilling:
             async with self._conn() as conn, conn.transaction():
                 swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return swept
+
+    # ---------------------------------------------------------------- quota slices (services/quota.py)
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None, want: Callable[[int, int | None], int], now: int,
+                    expires_at: int) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now, expires_at))
+
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
+
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount))
+
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.release_slice_steps(slice_id, account_id))
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:
         async with self._conn() as conn:

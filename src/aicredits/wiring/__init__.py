@@ -168,8 +168,16 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
     store = await open_billing_store(s)
     session = make_session(s.upstream_connect_timeout)
     providers = build_providers(s, session, catalog)
+    quota = None
+    if s.quota_slices:   # quota slices (docs/billing.md, "Quota slices")
+        from aicredits.infra.journal import GrantJournal
+        from aicredits.services.quota import Quota
+        quota = Quota(store, GrantJournal(s.grant_journal_dir), slice_calls=s.quota_slice_calls,
+                      min_calls=s.quota_min_calls, flush_seconds=s.quota_flush_seconds,
+                      idle_seconds=s.hold_lease_seconds / 6, lease_ms=int(s.hold_lease_seconds * 1000))
     billing = Billing(store, lease_seconds=s.hold_lease_seconds, journal=FileJournal(s.journal_dir),
-                      settle_retry_seconds=s.settle_retry_seconds, max_call_seconds=s.max_request_seconds)
+                      settle_retry_seconds=s.settle_retry_seconds, max_call_seconds=s.max_request_seconds,
+                      quota=quota)
     keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=tracing)
     billing.on_revoked = keys.forget
     router = Router(catalog, providers, RoutePolicy(
