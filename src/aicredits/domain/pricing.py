@@ -69,8 +69,8 @@ class TokenPrices:
     cache_write_1h: Fraction
     tiers: tuple[tuple[int, TokenPrices], ...] = ()
 
-    @property
-    def max_input(self) -> Fraction:
+    @cached_property
+    def max_input(self) -> Fraction:     # read by every hold: computed once per price set
         return max(self.input, self.cache_read, self.cache_write, self.cache_write_1h)
 
     def at(self, prompt_tokens: int) -> TokenPrices:
