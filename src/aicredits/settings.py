@@ -28,7 +28,8 @@ from aicredits.domain.money import to_fraction
 from aicredits.domain.payments import TopupTerms, parse_inr, percent
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
 
-DEFAULT_DB_URL = "sqlite:///aicredits.db"
+DEFAULT_DB_URL = "sqlite:///aicredits.db"   # only for a Settings built by hand; load_settings() uses default_database_url
+DEFAULT_DB_FILE = "aicredits.db"             # in the state directory, when no database URL is set
 ENV_PREFIX = "AICREDITS_"
 CONFIG_ENV = "AICREDITS_CONFIG"
 # AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
@@ -87,6 +88,14 @@ def _url(value: Any) -> Any:
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _redis_url(value: Any) -> Any:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return value
 
 
@@ -149,7 +158,7 @@ class GatewaySettings(_Strict):
     """Every scalar setting: AICREDITS_<NAME> in the environment, or <name> in the TOML file's
     [gateway] table (a set, non-empty variable wins)."""
     database_url: str = DEFAULT_DB_URL
-    redis_url: str | None = None
+    redis_url: Annotated[str | None, BeforeValidator(_redis_url)] = None
     redis_prefix: str = "aicredits:"             # every Redis key the gateway writes starts with this
     redis_timeout: Seconds = 0.5                 # seconds to connect to Redis or wait for an answer
     rate_window_seconds: Annotated[Seconds, Field(le=MAX_WINDOW_SECONDS)] = 60.0   # per-key rpm/tpm window
@@ -179,6 +188,8 @@ class GatewaySettings(_Strict):
     breaker_failures: Count = 5
     breaker_cooldown: Seconds = 30.0
     log_level: LogLevel = "INFO"
+    log_format: Annotated[Literal["auto", "json", "text"],
+                          BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "auto"
     access_log: bool = True
     # the dashboard (docs/dashboard.md)
     signup: Annotated[Literal["open", "invite", "closed"],
@@ -303,6 +314,7 @@ class ProviderSettings:
 
 class Settings(GatewaySettings):
     config_path: str | None = None                              # AICREDITS_CONFIG
+    database_from: str = "default"     # where database_url came from, for messages (see load_settings)
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
     cache: Annotated[Any, Field(default_factory=CachePolicy)]   # response caches: AICREDITS_CACHE_*, [cache]
@@ -321,6 +333,15 @@ class Settings(GatewaySettings):
         """The longest a hold outlives the process that made it: its lease, plus the sweeper's
         interval (lease / 6). A running process renews its holds, however long their calls run."""
         return self.hold_lease_seconds * 7 / 6
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database's file (absolute), or None for PostgreSQL and :memory:."""
+        for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+            if self.database_url.startswith(prefix):
+                db = self.database_url[len(prefix):].split("?", 1)[0]
+                return Path(db).absolute() if db and db != ":memory:" else None
+        return None
 
     @property
     def journal_dir(self) -> Path:
@@ -562,8 +583,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{exc} (docs/caching.md)") from None
     providers = _providers(env, cfg.providers, path)
     _check_kinds(providers, path)
-    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models,
-                    cache=cache)
+    values = gateway.model_dump()
+    if env.get("AICREDITS_DATABASE_URL"):
+        database_from = "AICREDITS_DATABASE_URL"
+    elif isinstance(doc.get("gateway"), dict) and doc["gateway"].get("database_url"):
+        database_from = f"{path} [gateway] database_url"
+    else:
+        database_from = "default"
+        values["database_url"] = default_database_url(env, gateway.state_dir)
+    return Settings(**values, config_path=path, database_from=database_from, providers=providers,
+                    extra_models=extra_models, cache=cache)
+
+
+def state_home(env: Mapping[str, str], state_dir: str | None = None) -> Path:
+    """The state directory: AICREDITS_STATE_DIR (or [gateway] state_dir) when set, else
+    $XDG_DATA_HOME/aicredits, else ~/.local/share/aicredits. The same for the server and the CLI
+    whatever their working directory, so both find the default database there."""
+    if state_dir:
+        return Path(state_dir).expanduser().absolute()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser().absolute() / "aicredits"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "aicredits"
+
+
+def default_database_url(env: Mapping[str, str], state_dir: str | None = None) -> str:
+    """The database when none is set: aicredits.db in the state directory (state_home)."""
+    return f"sqlite:///{state_home(env, state_dir) / DEFAULT_DB_FILE}"
 
 
 def _check_catalog(extra_models: tuple[dict, ...], path: str | None) -> None:

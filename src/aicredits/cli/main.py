@@ -9,6 +9,7 @@ import typer
 
 from aicredits import __version__
 from aicredits.cli.admin_keys import app as admin_keys_app
+from aicredits.cli.database import DATABASE, database_option
 from aicredits.cli.output import inr, print_json, table
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
@@ -29,22 +30,25 @@ app.add_typer(admin_keys_app, name="admin-keys")
 
 
 def _settings():
-    from aicredits.settings import load_settings
-    try:
-        return load_settings()
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    from aicredits.cli.database import load
+    return load(database_option())
 
 
-def _run(fn):
-    """Run fn(admin, settings) against a migrated database."""
+def _run(fn, *, create: bool = False):
+    """Run fn(admin, settings) against the migrated database (docs/configuration.md, "Which
+    database"). Only `migrate` (create=True) and `serve` create one; other commands need it to
+    exist and say which database they looked for when it does not."""
+    from aicredits.cli.database import explain, prepare_new, require_existing
     from aicredits.services.admin import Admin, AdminError
-    from aicredits.store.db import make_engine, migrate, redact_url
+    from aicredits.store.db import make_engine, migrate
 
     settings = _settings()
 
     async def go():
+        if create:
+            prepare_new(settings)
+        else:
+            require_existing(settings)
         engine = make_engine(settings.database_url)
         try:
             await migrate(engine, settings.database_url)
@@ -59,9 +63,16 @@ def _run(fn):
     except ValueError as exc:   # an unsupported or malformed AICREDITS_DATABASE_URL
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}", err=True)
+    except Exception as exc:
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
+
+
+async def _noop(value):
+    return value
 
 
 def _amount(value: str | None, name: str) -> int | None:
@@ -117,19 +128,19 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="TCP port."),
-          workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway).")) -> None:
+          workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway)."),
+          database: str | None = DATABASE) -> None:
     """Migrate the database, then serve the API (first start: creates an admin account)."""
     from aicredits.cli.serve import run_server
     run_server(_settings(), host, port, workers)
 
 
 @app.command()
-def migrate() -> None:
+def migrate(database: str | None = DATABASE) -> None:
     """Create or upgrade the database schema."""
-    async def fn(admin, settings):
-        return None
-    _run(fn)
-    typer.echo("database is at the newest migration")
+    settings = _run(lambda admin, s: _noop(s), create=True)
+    from aicredits.cli.database import describe
+    typer.echo(f"{describe(settings)} is at the newest migration")
 
 
 @keys_app.command("create")
@@ -140,7 +151,8 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
                 limit: str | None = typer.Option(None, help="The key's own credit limit in INR."),
                 rpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=RPM_HELP + " Default: unlimited."),
                 tpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=TPM_HELP + " Default: unlimited."),
-                as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                database: str | None = DATABASE) -> None:
     """Create an API key (shown once)."""
     credit_micros = _amount(credits, "--credits") or 0
     limit_micros = _amount(limit, "--limit")
@@ -163,7 +175,8 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
 
 @keys_app.command("list")
 def keys_list(email: str | None = typer.Option(None, help="Only this account's keys."),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = typer.Option(False, "--json"),
+              database: str | None = DATABASE) -> None:
     """List keys (never their secrets)."""
     rows = _run(lambda admin, s: admin.list_keys(email))
     if as_json:
@@ -180,7 +193,8 @@ def keys_list(email: str | None = typer.Option(None, help="Only this account's k
 def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
                rpm: str | None = typer.Option(None, metavar="N|none", help=RPM_HELP + " 'none' removes it."),
                tpm: str | None = typer.Option(None, metavar="N|none", help=TPM_HELP + " 'none' removes it."),
-               as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+               database: str | None = DATABASE) -> None:
     """Set or remove a key's rate limits (running gateways apply them within a second).
     Options left out are kept: `keys limit ID --rpm 60` keeps the key's tpm."""
     changes = {}
@@ -199,7 +213,8 @@ def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys cre
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`.")) -> None:
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
+                database: str | None = DATABASE) -> None:
     """Revoke a key; every running gateway refuses it within a second."""
     changed = _run(lambda admin, s: admin.revoke_key(key_id))
     typer.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")
@@ -210,7 +225,8 @@ def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."
                  name: str = typer.Option(""),
                  admin_role: bool = typer.Option(False, "--admin", help="Give the account the admin role."),
                  password: str | None = typer.Option(None, help="Password (prompted when omitted and "
-                                                                   "stdin is a terminal).")) -> None:
+                                                                   "stdin is a terminal)."),
+                 database: str | None = DATABASE) -> None:
     """Create an account, or set the password of an existing one."""
     if password is None and sys.stdin.isatty():
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
@@ -220,7 +236,8 @@ def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."
 
 
 @wallet_app.command("show")
-def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+                database: str | None = DATABASE) -> None:
     """Balance, holds and the latest ledger entries of a wallet."""
     w = _run(lambda admin, s: admin.wallet(email))
     if as_json:
@@ -237,7 +254,8 @@ def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Op
 @wallet_app.command("grant")
 def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 decimals)."),
                  email: str = typer.Option(..., help="The account to credit."),
-                 note: str = typer.Option("admin grant")) -> None:
+                 note: str = typer.Option("admin grant"),
+                 database: str | None = DATABASE) -> None:
     """Add credits to a wallet (a `grant` ledger entry)."""
     micros = _amount(amount, "amount")
     if not micros:
@@ -249,7 +267,8 @@ def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 dec
 
 @app.command()
 def usage(email: str | None = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+          as_json: bool = typer.Option(False, "--json"),
+          database: str | None = DATABASE) -> None:
     """The latest calls: model, tokens, cost, latency, how each ended."""
     rows = _run(lambda admin, s: admin.usage(email, limit))
     if as_json:
@@ -285,7 +304,7 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @ledger_app.command("verify")
-def ledger_verify() -> None:
+def ledger_verify(database: str | None = DATABASE) -> None:
     """Check the whole ledger: each entry's balance_after and sign, every wallet's balance,
     held and totals against its entries and holds, every key's spent (within its limit) and
     held, and that no hold outlived its call. Exit 0 when all hold; else print each failed

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -104,24 +106,88 @@ def _announce(first: dict, host: str, port: int, credentials: Path | None) -> No
                 "(readable by this user only)", credentials)
 
 
+class PortBusy(Exception):
+    pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else is done, so a port in use is one line
+    at once (and no first admin is created for a server that cannot start)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        hint = (" (another program is listening there: stop it, or choose another port with --port, "
+                "or PORT=... with make run)") if exc.errno == errno.EADDRINUSE else ""
+        raise PortBusy(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _redis_warning(settings: Settings) -> str | None:
+    """None when the configured Redis answers a PING now; else the warning to log at start."""
+    import redis
+
+    timeout = max(settings.redis_timeout, 1.0)
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError) as exc:
+        return (f"AICREDITS_REDIS_URL: Redis at {_redact(settings.redis_url)} is not reachable "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting anyway, "
+                "fail-open: each process counts rate limits and caches on its own until Redis answers "
+                "(docs/rate-limits.md)")
+    return None
+
+
+def _redact(url: str) -> str:
+    """A redis:// URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
-    logs.configure(settings.log_level, settings.access_log)
+    from aicredits.cli.database import explain, prepare_new
+
+    logs.configure(settings.log_level, settings.access_log, settings.log_format)
     credentials = None if sys.stdout.isatty() else _credentials_path(settings)
     try:
+        sock = _listen(host, port)
+    except PortBusy as exc:
+        sys.exit(f"error: {exc}")
+    try:
+        prepare_new(settings)
         first = asyncio.run(_prepare(settings, credentials))
     except CredentialsFileError as exc:
         sys.exit(f"error: {exc}")
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    except (OSError, ConnectionError) as exc:
-        sys.exit(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}")
+    except Exception as exc:
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
     if first:
         _announce(first, host, port, credentials)
-    log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,
-             redact_url(settings.database_url))
+    if settings.redis_url and (warning := _redis_warning(settings)):
+        log.warning("%s", warning)
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
+    serving = ("serving on http://%s:%d with %d worker(s), database %s",
+               host if ":" not in host else f"[{host}]", sock.getsockname()[1], workers,
+               redact_url(settings.database_url))
     # httptools, with header and body timeouts and a connection cap (api/connections.py); no
     # WebSocket upgrades (nothing here speaks them).
     # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
@@ -136,7 +202,13 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers == 1:
         from aicredits.app import Gateway
         os.environ.pop(MULTIPROC_ENV, None)   # one process: its metrics in memory
-        uvicorn.run(Gateway(settings), **common)
+        server = _Server(uvicorn.Config(Gateway(settings), **common), serving)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            sys.exit(1)   # the app's start-up failed: its error is logged
         return
     # N workers, one /metrics: each worker writes its metrics to files in a fresh directory (set
     # before the workers start, so they inherit it) and a scrape reads them all; removed at exit
@@ -144,12 +216,28 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     os.environ[MULTIPROC_ENV] = metrics_dir
     log.info("the %d workers' metrics are kept in %s while they run (GET /metrics sums them)", workers, metrics_dir)
     config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
+    # the port is bound (above); each worker logs "Application startup complete" when it accepts
+    log.info(serving[0].replace("serving on", "listening on") + "; starting the workers", *serving[1:])
     try:
-        _Supervisor(config, sockets=[config.bind_socket()]).run()
+        _Supervisor(config, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which says "serving on ..." once it accepts connections (its app started
+    and the socket listening), not before."""
+
+    def __init__(self, config: uvicorn.Config, serving: tuple) -> None:
+        super().__init__(config)
+        self._serving = serving
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            log.info(*self._serving)
 
 
 class _Supervisor(Multiprocess):
