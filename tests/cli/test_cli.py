@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from tests.cli.conftest import migrate_now
 from tests.conftest import expected_micros
 from tests.fakes.openai_upstream import Scenario
 
@@ -55,8 +56,9 @@ def is_number(v) -> bool:
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/aicredits.db"
+def url(tmp_path, new_db) -> str:
+    """A migrated, empty database (only serve and migrate create one)."""
+    return new_db(tmp_path / "aicredits.db")
 
 
 def sql(url: str, statement: str, params: tuple = ()) -> list:
@@ -318,6 +320,7 @@ def _db(url: str, statement: str) -> list:
 
 
 def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url):
+    migrate_now(db_url)
     ok(db_url, "keys", "create", "--email", "chain@example.com", "--credits", "5", "--limit", "1", "--json")
     for amount in ("1.5", "2"):
         ok(db_url, "wallet", "grant", amount, "--email", "chain@example.com")
@@ -336,9 +339,10 @@ def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url)
         "ledger verify: 3 check(s) failed"]
 
 
-def test_migrate_creates_the_schema_and_is_idempotent(url, tmp_path):
+def test_migrate_creates_the_schema_and_is_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path}/new/aicredits.db"     # its directory is created too
     proc = ok(url, "migrate")
-    assert proc.stdout.strip()
+    assert f"{tmp_path}/new/aicredits.db" in proc.stdout and "newest migration" in proc.stdout
     tables = {r[0] for r in sql(url, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"accounts", "wallets", "ledger_entries", "api_keys", "holds", "usage_records"} <= tables
     ok(url, "keys", "create", "--credits", "1", "--json")
@@ -627,13 +631,14 @@ def test_rate_limit_help_texts(url):
     assert "--rpm" in limit and "--tpm" in limit and "'none' removes it" in limit
 
 
-def test_migrate_upgrades_a_0001_database_with_keys(url):
+def test_migrate_upgrades_a_0001_database_with_keys(tmp_path):
     """An existing database at migration 0001 with a key in it: `aicredits migrate` adds the rate
     limit columns, the key keeps working unlimited, and `keys limit` then sets its limits."""
     from alembic import command
 
     from aicredits.store.db import _alembic_config
 
+    url = f"sqlite:///{tmp_path}/aicredits.db"
     cfg = _alembic_config(url)
     command.upgrade(cfg, "0001")     # env.py opens its own engine when given no connection
     assert "rpm" not in {r[1] for r in sql(url, "PRAGMA table_info(api_keys)")}

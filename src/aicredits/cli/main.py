@@ -10,7 +10,7 @@ import typer
 from aicredits import __version__
 from aicredits.cli.admin_keys import app as admin_keys_app
 from aicredits.cli.database import DATABASE, database_option
-from aicredits.cli.output import inr, print_json, table
+from aicredits.cli.output import inr, print_json, table, when
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
 
@@ -227,28 +227,42 @@ def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."
                  password: str | None = typer.Option(None, help="Password (prompted when omitted and "
                                                                    "stdin is a terminal)."),
                  database: str | None = DATABASE) -> None:
-    """Create an account, or set the password of an existing one."""
+    """Create an account, or set the password of an existing one. Without --password it is
+    asked for on a terminal; otherwise --password is required (an account without a password
+    cannot sign in to the dashboard)."""
     if password is None and sys.stdin.isatty():
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        typer.echo("error: --password is required when stdin is not a terminal: an account without a "
+                   "password cannot sign in to the dashboard. Nothing was created. (An account that only "
+                   "needs API keys: `aicredits keys create --email E`.)", err=True)
+        raise typer.Exit(2)
     out = _run(lambda admin, s: admin.create_user(email, name=name, password=password,
                                                   role="admin" if admin_role else "user"))
     typer.echo(f"account {out['id']}: {out['email']} ({out['role']})")
 
 
 @wallet_app.command("show")
-def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+def wallet_show(email: str | None = typer.Option(None, help="The account. Default: default@aicredits.local "
+                                                           "when it exists (`keys create` without --email), "
+                                                           "else the only account."),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object, entries included."),
                 database: str | None = DATABASE) -> None:
-    """Balance, holds and the latest ledger entries of a wallet."""
+    """Balance, holds and the latest 10 ledger entries of a wallet."""
     w = _run(lambda admin, s: admin.wallet(email))
+    entries = [{"id": e["id"], "kind": e["kind"], "amount": micros_to_inr(e["amount"]),
+                "balance_after": micros_to_inr(e["balance_after"]), "note": e["note"], "call_id": e["call_id"],
+                "key_id": e["key_id"], "created_at": e["created_at"]} for e in w["entries"]]
     if as_json:
-        print_json({k: (micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent")
-                        else v) for k, v in w.items() if k != "entries"})
+        print_json({**{k: (micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent")
+                           else v) for k, v in w.items() if k != "entries"}, "entries": entries})
         return
     typer.echo(f"account:   {w['account']}")
     typer.echo(f"balance:   {inr(w['balance'])} INR (available {inr(w['available'])}, held {inr(w['held'])})")
     typer.echo(f"added:     {inr(w['total_added'])} INR   spent: {inr(w['total_spent'])} INR")
-    table(["entry", "kind", "amount", "balance after", "note"],
-          [[e["id"], e["kind"], inr(e["amount"]), inr(e["balance_after"]), e["note"]] for e in w["entries"]])
+    table(["entry", "time (UTC)", "kind", "amount", "balance after", "note"],
+          [[e["id"], when(e["created_at"]), e["kind"], inr(e["amount"]), inr(e["balance_after"]), e["note"]]
+           for e in w["entries"]])
 
 
 @wallet_app.command("grant")
@@ -266,17 +280,20 @@ def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 dec
 
 
 @app.command()
-def usage(email: str | None = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
-          as_json: bool = typer.Option(False, "--json"),
+def usage(email: str | None = typer.Option(None, help="Only this account's calls (default: every account)."),
+          limit: int = typer.Option(20, min=1, max=10000, help="How many of the latest calls."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON array, every field of each call."),
           database: str | None = DATABASE) -> None:
-    """The latest calls: model, tokens, cost, latency, how each ended."""
+    """The latest calls, newest first: when, account, key, model, tokens, cost, latency, how each ended."""
     rows = _run(lambda admin, s: admin.usage(email, limit))
     if as_json:
         print_json([{**r, "cost": micros_to_inr(r["cost"]), "hold": micros_to_inr(r["hold"])} for r in rows])
         return
-    table(["request", "model", "prompt", "completion", "cost INR", "ms", "status", "end"],
-          [[r["request_id"][:12], r["model"], r["prompt_tokens"], r["completion_tokens"], inr(r["cost"]),
-            r["latency_ms"], r["status"], r["end_state"]] for r in rows])
+    table(["time (UTC)", "account", "key", "model", "prompt", "completion", "cost INR", "ms", "status", "end",
+           "request"],
+          [[when(r["created_at"]), r["account"], r["key_id"] or "-", r["model"], r["prompt_tokens"],
+            r["completion_tokens"], inr(r["cost"]), r["latency_ms"], r["status"], r["end_state"], r["request_id"]]
+           for r in rows])
 
 
 @models_app.command("list")
