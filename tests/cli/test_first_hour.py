@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from aicredits.cli.main import app
 from aicredits.settings import load_settings
+from tests.cli.conftest import migrate_now
 from tests.cli.test_cli import _env, _record_call, sql
 from tests.conftest import free_port
 
@@ -70,6 +71,26 @@ def test_the_cli_finds_the_default_database_from_any_directory(tmp_path, monkeyp
     assert json.loads(ok("wallet", "show", "--json", env=env).stdout)["balance"] == 5
     assert list(first.iterdir()) == [] and list(elsewhere.iterdir()) == []
     assert (tmp_path / "home/.local/share/aicredits/aicredits.db").exists()
+
+
+def test_an_old_default_database_in_the_working_directory_is_not_silently_replaced(tmp_path, monkeypatch):
+    """Before the state directory, the default was ./aicredits.db: with one here and none at the
+    new default, serve/migrate create nothing new and say how to keep using it."""
+    monkeypatch.chdir(tmp_path)
+    migrate_now(f"sqlite:///{tmp_path}/aicredits.db")
+    before = (tmp_path / "aicredits.db").read_bytes()
+    env = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": None}
+    new = tmp_path / "home/.local/share/aicredits/aicredits.db"
+    for args in (("migrate",), ("keys", "list")):
+        res = cli(*args, env=env)
+        assert res.exit_code == 1
+        assert res.stderr.strip() == (
+            f"error: {tmp_path}/aicredits.db exists, but the default database is now {new} (the same from any "
+            f"directory) and does not exist yet. Keep using yours: move it there (mkdir -p {new.parent} && mv "
+            f"{tmp_path}/aicredits.db {new}), or set AICREDITS_DATABASE_URL=sqlite:///{tmp_path}/aicredits.db. "
+            "Nothing was created.")
+    assert not (tmp_path / "home").exists() and (tmp_path / "aicredits.db").read_bytes() == before
+    ok("keys", "list", env={**env, "AICREDITS_DATABASE_URL": f"sqlite:///{tmp_path}/aicredits.db"})
 
 
 READERS = [("keys", "list"), ("wallet", "show"), ("usage",), ("ledger", "verify"), ("admin-keys", "list"),

@@ -10,6 +10,7 @@ exist and says which one it looked for when it does not."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -79,6 +80,7 @@ def require_existing(settings: Settings) -> None:
     which file was looked for and how to point at the right one."""
     path = settings.sqlite_path
     if path is not None and not path.exists():
+        _check_old_default(settings)
         raise DatabaseUnusable(
             f"no database: {describe(settings)} does not exist. Start the server once (`aicredits serve`, "
             f"or `aicredits migrate`) to create it, or {POINT_AT}.")
@@ -87,11 +89,26 @@ def require_existing(settings: Settings) -> None:
 def prepare_new(settings: Settings) -> None:
     """serve/migrate: a new SQLite file's directory is created first."""
     path = settings.sqlite_path
-    if path is not None:
+    if path is not None and not path.exists():
+        _check_old_default(settings)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseUnusable(f"cannot create the directory of {describe(settings)}: {exc.strerror}") from None
+
+
+def _check_old_default(settings: Settings) -> None:
+    """Before the state directory, the default database was ./aicredits.db in the working
+    directory. When the new default does not exist yet and an old one is here, nothing new is
+    created: say how to keep using it."""
+    from aicredits.settings import DEFAULT_DB_FILE
+    old = Path(DEFAULT_DB_FILE).absolute()
+    if settings.database_from == "default" and old.is_file() and old != settings.sqlite_path:
+        raise DatabaseUnusable(
+            f"{old} exists, but the default database is now {settings.sqlite_path} (the same from any "
+            f"directory) and does not exist yet. Keep using yours: move it there (mkdir -p "
+            f"{settings.sqlite_path.parent} && mv {old} {settings.sqlite_path}), or set "
+            f"AICREDITS_DATABASE_URL=sqlite:///{old}. Nothing was created.")
 
 
 def explain(exc: BaseException, settings: Settings) -> str | None:
