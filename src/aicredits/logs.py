@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import TextIO
 
 import orjson
 
@@ -38,12 +39,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     return orjson.dumps(text).decode() if (not text or any(c in text for c in " =\"\n")) else text
 
 
-def use_text(log_format: str, stream=None) -> bool:
+def use_text(log_format: str, stream: TextIO | None = None) -> bool:
     """text for `text`, JSON for `json`; `auto`: text when the stream (stderr) is a terminal."""
     if log_format == "auto":
         stream = sys.stderr if stream is None else stream

@@ -5,17 +5,24 @@ account is an enabled admin; the secret is printed once and stored only as a has
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from aicredits.cli.database import DATABASE, database_option
 from aicredits.cli.output import print_json, table
 
+if TYPE_CHECKING:
+    from aicredits.services.operator import Operator
+
+T = TypeVar("T")
+
 app = typer.Typer(help="Admin API keys for /admin/api (sk-admin-...): create, list, revoke.", no_args_is_help=True)
 
 
-def _run(fn):
+def _run(fn: Callable[[Operator], Awaitable[T]]) -> T:
     """fn(operator) against the migrated database (docs/configuration.md, "Which database")."""
     from aicredits.cli.database import explain, load, require_existing
     from aicredits.services.operator import NotFound, Operator, OperatorError
@@ -23,7 +30,7 @@ def _run(fn):
 
     settings = load(database_option())
 
-    async def go():
+    async def go() -> T:
         require_existing(settings)
         engine = make_engine(settings.database_url)
         try:

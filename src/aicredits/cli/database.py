@@ -102,12 +102,12 @@ def _check_old_default(settings: Settings) -> None:
     directory. When the new default does not exist yet and an old one is here, nothing new is
     created: say how to keep using it."""
     from aicredits.settings import DEFAULT_DB_FILE
-    old = Path(DEFAULT_DB_FILE).absolute()
-    if settings.database_from == "default" and old.is_file() and old != settings.sqlite_path:
+    old, new = Path(DEFAULT_DB_FILE).absolute(), settings.sqlite_path
+    if new is not None and settings.database_from == "default" and old.is_file() and old != new:
         raise DatabaseUnusable(
             f"{old} exists, but the default database is now {settings.sqlite_path} (the same from any "
             f"directory) and does not exist yet. Keep using yours: move it there (mkdir -p "
-            f"{settings.sqlite_path.parent} && mv {old} {settings.sqlite_path}), or set "
+            f"{new.parent} && mv {old} {new}), or set "
             f"AICREDITS_DATABASE_URL=sqlite:///{old}. Nothing was created.")
 
 

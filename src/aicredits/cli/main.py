@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
@@ -13,6 +15,12 @@ from aicredits.cli.database import DATABASE, database_option
 from aicredits.cli.output import inr, print_json, table, when
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
+
+if TYPE_CHECKING:
+    from aicredits.services.admin import Admin
+    from aicredits.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
                   no_args_is_help=True, add_completion=False)
@@ -29,12 +37,12 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(admin_keys_app, name="admin-keys")
 
 
-def _settings():
+def _settings() -> Settings:
     from aicredits.cli.database import load
     return load(database_option())
 
 
-def _run(fn, *, create: bool = False):
+def _run(fn: Callable[[Admin, Settings], Awaitable[T]], *, create: bool = False) -> T:
     """Run fn(admin, settings) against the migrated database (docs/configuration.md, "Which
     database"). Only `migrate` (create=True) and `serve` create one; other commands need it to
     exist and say which database they looked for when it does not."""
@@ -44,7 +52,7 @@ def _run(fn, *, create: bool = False):
 
     settings = _settings()
 
-    async def go():
+    async def go() -> T:
         if create:
             prepare_new(settings)
         else:
@@ -71,7 +79,7 @@ def _run(fn, *, create: bool = False):
         raise typer.Exit(1) from None
 
 
-async def _noop(value):
+async def _noop(value: T) -> T:
     return value
 
 

@@ -48,7 +48,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
             await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
             key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
         except BaseException:
-            if fd is not None:
+            if fd is not None and credentials is not None:
                 os.close(fd)
                 credentials.unlink(missing_ok=True)
             raise
@@ -128,19 +128,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _redis_warning(settings: Settings) -> str | None:
+def _redis_warning(url: str, timeout: float) -> str | None:
     """None when the configured Redis answers a PING now; else the warning to log at start."""
     import redis
 
-    timeout = max(settings.redis_timeout, 1.0)
+    timeout = max(timeout, 1.0)
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             client.ping()
         finally:
             client.close()
     except (redis.RedisError, OSError) as exc:
-        return (f"AICREDITS_REDIS_URL: Redis at {_redact(settings.redis_url)} is not reachable "
+        return (f"AICREDITS_REDIS_URL: Redis at {_redact(url)} is not reachable "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting anyway, "
                 "fail-open: each process counts rate limits and caches on its own until Redis answers "
                 "(docs/rate-limits.md)")
@@ -180,7 +180,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         sys.exit(f"error: {line}")
     if first:
         _announce(first, host, port, credentials)
-    if settings.redis_url and (warning := _redis_warning(settings)):
+    if settings.redis_url and (warning := _redis_warning(settings.redis_url, settings.redis_timeout)):
         log.warning("%s", warning)
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
@@ -234,7 +234,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._serving = serving
 
-    async def startup(self, sockets=None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             log.info(*self._serving)
