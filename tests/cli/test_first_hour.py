@@ -73,6 +73,15 @@ def test_the_cli_finds_the_default_database_from_any_directory(tmp_path, monkeyp
     assert (tmp_path / "home/.local/share/aicredits/aicredits.db").exists()
 
 
+def test_help_states_the_database_rule_and_every_database_command_has_the_option():
+    top = " ".join(ok("--help").stdout.split())
+    assert "--database URL, else AICREDITS_DATABASE_URL, else aicredits.db in the state directory" in top
+    for args in (["serve"], ["migrate"], ["keys", "list"], ["keys", "create"], ["wallet", "show"], ["usage"],
+                 ["users", "create"], ["users", "reset-link"], ["ledger", "verify"], ["admin-keys", "list"],
+                 ["cache", "stats"]):
+        assert "--database" in ok(*args, "--help", env={"COLUMNS": "200"}).stdout, args
+
+
 def test_an_old_default_database_in_the_working_directory_is_not_silently_replaced(tmp_path, monkeypatch):
     """Before the state directory, the default was ./aicredits.db: with one here and none at the
     new default, serve/migrate create nothing new and say how to keep using it."""

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
+                  epilog="Settings: AICREDITS_* variables and the AICREDITS_CONFIG file (docs/configuration.md). "
+                         "The database, for the server and every command from any directory: the command's "
+                         "--database URL, else AICREDITS_DATABASE_URL, else aicredits.db in the state directory "
+                         "(AICREDITS_STATE_DIR, else ~/.local/share/aicredits). Only serve and migrate create it.",
                   no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Create, list and revoke API keys, and set their rate limits.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -138,14 +142,15 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="TCP port."),
           workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway)."),
           database: str | None = DATABASE) -> None:
-    """Migrate the database, then serve the API (first start: creates an admin account)."""
+    """Bind the port, migrate (creating the database if needed), then serve the API (first start:
+    creates an admin account). Logs are text on a terminal, JSON otherwise (AICREDITS_LOG_FORMAT)."""
     from aicredits.cli.serve import run_server
     run_server(_settings(), host, port, workers)
 
 
 @app.command()
 def migrate(database: str | None = DATABASE) -> None:
-    """Create or upgrade the database schema."""
+    """Create the database (SQLite) and its schema, or upgrade it."""
     settings = _run(lambda admin, s: _noop(s), create=True)
     from aicredits.cli.database import describe
     typer.echo(f"{describe(settings)} is at the newest migration")
