@@ -134,6 +134,9 @@ def test_unknown_file_keys_are_named_with_the_file(tmp_path):
     ("AICREDITS_MARKUP", "-0.1", "must be non-negative"),
     ("AICREDITS_ACCESS_LOG", "sometimes", "valid boolean"),
     ("AICREDITS_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
+    ("AICREDITS_LOG_FORMAT", "xml", "input should be 'auto', 'json' or 'text', got 'xml'"),
+    ("AICREDITS_REDIS_URL", "http://127.0.0.1:6379", "must be a redis://, rediss:// or unix:// URL"),
+    ("AICREDITS_REDIS_URL", "redis://127.0.0.1:99999/0", "has a port that is not a number from 0 to 65535"),
 ])
 def test_bad_variable_values_are_named(name, value, says):
     msg = error_of({name: value})

@@ -96,6 +96,11 @@ def _redis_url(value: Any) -> Any:
         return None
     if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    from urllib.parse import urlsplit
+    try:
+        urlsplit(value).port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
     return value
 
 

@@ -139,7 +139,7 @@ def _redis_warning(url: str, timeout: float) -> str | None:
             client.ping()
         finally:
             client.close()
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, ValueError) as exc:
         return (f"AICREDITS_REDIS_URL: Redis at {_redact(url)} is not reachable "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting anyway, "
                 "fail-open: each process counts rate limits and caches on its own until Redis answers "
@@ -153,8 +153,8 @@ def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
