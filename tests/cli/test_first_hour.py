@@ -311,7 +311,8 @@ def test_serve_on_the_default_database_with_text_logs_no_call_log_and_redis_down
         assert [(r["model"], r["status"], r["account"]) for r in rows] == [("demo/echo", 200,
                                                                             "admin@aicredits.local")]
     finally:
-        os.killpg(proc.pid, 15)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
         proc.wait(30)
     text = log_path.read_text()
     lines = text.splitlines()

@@ -65,7 +65,7 @@ def url(value: object) -> object:
     return value
 
 
-def redis_url(value: object) -> object:
+def check_redis_url(value: object) -> object:
     """redis://, rediss:// or unix://, with a port (when given) from 0 to 65535."""
     if value in (None, ""):
         return None
