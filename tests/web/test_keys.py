@@ -99,3 +99,35 @@ async def test_the_overview_shows_what_the_cache_saved(web_client):
     page = await web_client.get("/dashboard/")
     assert "Saved by the cache" in page.text and "₹12,345.67" in page.text
     assert "1,234 answers from the cache, 1,23,456 tokens not sent" in page.text
+
+
+async def test_a_keys_expiry_and_models_are_listed(web_client):
+    await signed_up(web_client, "scoped@example.in")
+    from aicredits.services.admin import Admin
+    await Admin(web_client.gateway.services.web_context.engine).create_key(
+        "scoped@example.in", name="ci", expires_at=4_070_908_800_000, models=("openai/*", "demo/*"))
+    row = (await web_client.get("/dashboard/keys")).text.split("<tbody>")[1]
+    assert "Jan 2099" in row and "openai/*, demo/*" in row
+    assert "no expiry" not in row
+
+
+async def test_a_refused_call_is_in_the_request_log_with_its_status(web_client):
+    """A call refused for its key's model list: a row with 403, `rejected` and no charge."""
+    import asyncio
+
+    await signed_up(web_client, "refused@example.in")
+    from aicredits.services.admin import Admin
+    made = await Admin(web_client.gateway.services.web_context.engine).create_key(
+        "refused@example.in", name="narrow", credits=1_000_000, models=("demo/*",))
+    call = await web_client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {made['key']}"},
+                                 json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert call.status_code == 403
+    for _ in range(50):   # written within 0.5 s
+        page = (await web_client.get("/dashboard/usage/requests")).text
+        if "rejected" in page:
+            break
+        await asyncio.sleep(0.1)
+    rows = await Admin(web_client.gateway.services.web_context.engine).usage("refused@example.in", 10)
+    assert [(r["status"], r["end_state"]) for r in rows] == [(403, "rejected")], page[-3000:]
+    row = page.split("<tbody>")[1].split("</tr>")[0]
+    assert "openai/gpt-4o-mini" in row and "403" in row and "rejected" in row and "not charged" in row
