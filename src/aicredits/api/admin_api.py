@@ -196,7 +196,7 @@ def _key_id(request: Request) -> str:
 @admin
 async def update_key(request: Request) -> Response:
     b = await body(request)
-    changes = {}
+    changes: dict[str, int | tuple[str, ...] | None] = {}
     if "limit" in b:
         changes["limit"] = j.amount(b, "limit", required=False)
     for name in ("rpm", "tpm"):
