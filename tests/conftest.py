@@ -47,6 +47,45 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+# ---------------------------------------------------------------- parallel runs: the long files first
+# `make test` hands whole files to pytest-xdist workers in collection order (--dist loadfile
+# --no-loadscope-reorder). These files take the longest (real processes under load, fault
+# injection, many CLI processes, the browser, schemathesis): started first, they do not leave
+# one worker running a long file alone at the end while the others are idle. The real-process
+# fault tests alternate with the others so two of them rarely load the machine at once.
+LONG_FILES = (
+    "tests/cli/test_cli.py",
+    "tests/test_database_faults.py",
+    "tests/api/test_openapi.py",
+    "tests/test_redis_faults.py",
+    "tests/api/test_rate_limits.py",
+    "tests/test_upstream_faults.py",
+    "tests/store/test_backup_restore.py",
+    "tests/test_lifecycle.py",
+    "tests/web/test_browser.py",
+    "tests/test_worker_crash.py",
+    "tests/api/test_secrets.py",
+    "tests/test_money_under_load.py",
+    "tests/api/test_cache_shared.py",
+    "tests/test_concurrency.py",
+    "tests/web/test_browser_payments.py",
+    "tests/web/test_browser_history.py",
+    "tests/api/test_body_fuzz.py",
+    "tests/api/test_errors.py",
+    "tests/api/test_audio.py",
+    "tests/api/test_cache.py",
+    "tests/conformance/test_chat_conformance.py",
+    "tests/api/test_connections.py",
+    "tests/api/test_responses.py",
+    "tests/services/test_settle_journal.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {path: i for i, path in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))   # stable: order kept within
+
+
 def unavailable(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not reachable, and CI=true requires it")
