@@ -7,12 +7,14 @@ database serves and charges the same keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 
 import httpx
 
+from aicredits.domain.money import micros_to_inr
 from tests.conftest import GatewayProcess
 
 
@@ -49,6 +51,22 @@ def wallets(url: str, emails: list[str]) -> dict:
     return admin(url, read)
 
 
+def shown(wallet: dict) -> dict:
+    """A wallet as `aicredits wallet show --json` prints it (INR amounts, no entries)."""
+    return {k: micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent") else v
+            for k, v in wallet.items() if k != "entries"}
+
+
+def wallets_shown(url: str, cwd, emails: list[str]) -> dict:
+    """`aicredits wallet show --email E --json` of every wallet (the drill's check, docs/operations.md)."""
+    out = {}
+    for email in emails:
+        proc = aicredits(url, cwd, "wallet", "show", "--email", email, "--json")
+        assert proc.returncode == 0, proc.stderr
+        out[email] = json.loads(proc.stdout)
+    return out
+
+
 def call(base_url: str, key: str) -> None:
     r = httpx.post(base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
                    json={"model": "demo/echo", "messages": [{"role": "user", "content": "back me up"}]})
@@ -80,7 +98,8 @@ def test_restore_drill(db_url, make_pg_db, start_gateway, tmp_path):
 
     verify = aicredits(restored, tmp_path, "ledger", "verify")
     assert verify.returncode == 0 and verify.stdout.strip() == "ledger verify: ok", verify.stderr
-    assert wallets(restored, emails) == before
+    assert wallets_shown(restored, tmp_path, emails) == {e: shown(w) for e, w in before.items()}
+    assert wallets(restored, emails) == before     # the ledger entries too
 
     # the restored database serves the same keys, and charges them
     gw2 = GatewayProcess(restored, tmp_path / "gw2", {"AICREDITS_RETRIES": "0"}).start()
