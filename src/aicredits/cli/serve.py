@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -46,7 +47,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
             await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
             key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
         except BaseException:
-            if fd is not None:
+            if fd is not None and credentials is not None:
                 os.close(fd)
                 credentials.unlink(missing_ok=True)
             raise
@@ -128,7 +129,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     # streams still open (their cut event, billed by its rule), settle everything and exit; see
     # "Graceful restarts" in docs/operations.md
     limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
-    common = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
               "lifespan": "on", "access_log": False, "log_config": None, "server_header": False,
               "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds,
               "backlog": 4096}

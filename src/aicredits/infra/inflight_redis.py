@@ -5,7 +5,7 @@ One sorted set per key, `<prefix>inflight:<key id>`: a member per request in fli
 the time it expires (Redis's own clock, in ms). Entering is one Lua script: drop expired members,
 count, add when under the limit, set the set's expiry; leaving removes the member. A process that
 dies holding slots frees them when they expire: `ttl_seconds` after they were taken (the longest
-a request can run, and a minute: app.py passes the body timeout + AICREDITS_MAX_REQUEST_SECONDS + 60).
+a request can run, and a minute: wiring/ passes the body timeout + AICREDITS_MAX_REQUEST_SECONDS + 60).
 
 Fail-open as the rate limiter is (infra/ratelimit_redis.py): when Redis does not answer, the
 request is counted in this process's memory instead (so each process still caps the key), a
@@ -13,6 +13,11 @@ warning is logged once per outage, and Redis is not asked again for a second.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 import logging
 import time
@@ -39,7 +44,7 @@ return 1
 
 
 class RedisInFlight:
-    def __init__(self, redis, prefix: str, ttl_seconds: float) -> None:
+    def __init__(self, redis: Redis, prefix: str, ttl_seconds: float) -> None:
         self._redis = redis
         self._prefix = prefix + "inflight:"
         self._ttl_ms = max(1, round(ttl_seconds * 1000))
@@ -73,6 +78,6 @@ class RedisInFlight:
             self._local.leave_now(key_id)
             return
         try:
-            await self._redis.zrem(self._prefix + key_id, token)
+            await self._redis.zrem(self._prefix + key_id, str(token))
         except Exception as exc:  # noqa: BLE001 - the member expires on its own
             self._failed(exc)
