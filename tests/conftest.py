@@ -81,6 +81,7 @@ LONG_FILES = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)   # before --lf/--ff/--nf, which reorder after this
 def pytest_collection_modifyitems(session, config, items):
     rank = {path: i for i, path in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))   # stable: order kept within
