@@ -36,10 +36,17 @@ from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, ChatResult, ChatStream, ResponsesProvider, native_responses
+from aicredits.providers.base import (
+    DONE,
+    ChatResult,
+    ChatStream,
+    ResponsesProvider,
+    StreamEvent,
+    native_responses,
+)
 from aicredits.providers.http import scrub
 from aicredits.providers.sse import EventSplitter, event_data
-from aicredits.services.answers import reject_malformed, reported_usage
+from aicredits.services.answers import as_served, reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -97,6 +104,11 @@ class _Native:
                     out.append(ev.raw)     # comments, keep-alives
                 continue
             kind = obj.get("type")
+            resp = obj.get("response")
+            if isinstance(resp, dict) and resp.get("model", self.call.meter.model) != self.call.meter.model:
+                # the gateway's model id (services/answers.py, as_served)
+                obj["response"] = {**resp, "model": self.call.meter.model}
+                ev = StreamEvent(obj)
             if isinstance(obj.get("sequence_number"), int):
                 self.seq = obj["sequence_number"]
             if kind == "error" or (kind is None and obj.get("error") is not None):
@@ -174,17 +186,17 @@ class ResponsesService:
 
         meter = Meter(request_id, auth, "responses", started, stream=stream)
         meter.model = chain[0].id
-        await self._metering.hold(meter, planner)
+        plan = await self._metering.hold(meter, planner)
         meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
-        if meter.plan.inject_max_tokens:
-            meter.body["max_output_tokens"] = meter.plan.max_tokens
+        if plan.inject_max_tokens:
+            meter.body["max_output_tokens"] = plan.max_tokens
         meter.chain = chain
         return ResponsesCall(meter, body, True, stream)
 
     def _charge(self, call: ResponsesCall, usage: TokenUsage) -> int:
         meter = call.meter
         meter.usage = usage
-        return min(self._chat.prices(meter.target.spec).cost(usage), meter.hold)
+        return min(self._chat.prices(meter.served.spec).cost(usage), meter.hold)
 
     def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
         """The documented estimator (domain/usage.py) when the upstream sent no usage."""
@@ -236,7 +248,7 @@ class ResponsesService:
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
         await self._metering.settle(meter, self._charge(call, usage))
-        return result.raw if result.raw is not None else orjson.dumps(data)
+        return as_served(data, result.raw, meter.model)
 
     # ------------------------------------------------------------------ streaming
     async def start_stream(self, call: ResponsesCall) -> AsyncIterator[bytes]:
