@@ -537,25 +537,35 @@ def _serve_refused(tmp_path: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_first_serve_refuses_an_existing_credentials_file(tmp_path, start_gateway):
+def test_an_existing_credentials_file_is_left_alone_and_the_next_name_is_used(tmp_path, start_gateway):
+    """A fresh database beside an older first start's file (or someone else's): that file is never
+    opened; the new credentials go to a new private file, and the log names it."""
     path = tmp_path / "aicredits-first-admin.txt"
     path.write_text("someone else's file\n")
     path.chmod(0o644)
-    proc = _serve_refused(tmp_path)
-    assert f"{path} already exists (a file)" in proc.stderr
-    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
-    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
-
-    path.unlink()     # moved away: the next start creates the admin and a new private file
     gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    first = _parse_first_admin(path.read_text())
+    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    second = tmp_path / "aicredits-first-admin.2.txt"
+    assert stat.S_IMODE(second.stat().st_mode) == 0o600
+    first = _parse_first_admin(second.read_text())
     assert gw.credits(first["key"])["balance"] == 100
+    assert "aicredits-first-admin.2.txt" in gw.log()
     gw.stop()
 
 
+def test_first_serve_refuses_when_every_credentials_name_is_taken(tmp_path):
+    from aicredits.cli.serve import CREDENTIALS_TRIES
+    for n in range(1, CREDENTIALS_TRIES + 1):
+        name = "aicredits-first-admin.txt" if n == 1 else f"aicredits-first-admin.{n}.txt"
+        (tmp_path / name).write_text("taken\n")
+    proc = _serve_refused(tmp_path)
+    assert "numbered names beside it already exist" in proc.stderr
+    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
+    assert {p.read_text() for p in tmp_path.glob("aicredits-first-admin*")} == {"taken\n"}
+
+
 @pytest.mark.parametrize("target_exists", [True, False])
-def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exists):
+def test_a_symlinked_credentials_name_is_never_followed(tmp_path, start_gateway, target_exists):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     target = elsewhere / "target.txt"
@@ -564,12 +574,15 @@ def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exist
         target.chmod(0o644)
     path = tmp_path / "aicredits-first-admin.txt"
     path.symlink_to(target)
-    proc = _serve_refused(tmp_path)
-    assert f"{path} already exists (a symlink)" in proc.stderr
+    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
     assert path.is_symlink()
     if target_exists:   # the target is untouched: still empty, still 0644
         assert target.read_text() == "" and stat.S_IMODE(target.stat().st_mode) == 0o644
     assert sorted(p.name for p in elsewhere.iterdir()) == (["target.txt"] if target_exists else [])
+    second = tmp_path / "aicredits-first-admin.2.txt"
+    assert not second.is_symlink() and stat.S_IMODE(second.stat().st_mode) == 0o600
+    assert _parse_first_admin(second.read_text())["email"]
+    gw.stop()
 
 
 # ---------------------------------------------------------------------------- rate limits

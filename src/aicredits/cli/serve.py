@@ -43,7 +43,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
         admin = Admin(engine)
         if await admin.account_count() > 0:
             return None
-        fd = _create_private(credentials) if credentials else None
+        fd, credentials = _create_private(credentials) if credentials else (None, None)
         try:
             password = secrets.token_urlsafe(12)
             await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
@@ -53,28 +53,42 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
                 os.close(fd)
                 credentials.unlink(missing_ok=True)
             raise
-        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd}
+        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd,
+                "file": credentials}
     finally:
         await engine.dispose()
 
 
-def _create_private(path: Path) -> int:
-    """A new file only this user can read: never an existing file (whatever its mode), never
-    through a symlink (O_EXCL refuses any existing name, a dangling symlink included; O_NOFOLLOW
-    refuses a symlink in the last component)."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        what = "a symlink" if path.is_symlink() else "a file"
-        raise CredentialsFileError(
-            f"{path} already exists ({what}); the first admin's password and API key are written only to a "
-            "new private file, never into an existing one. Move it away and start again: no admin account "
-            "was created, and nothing secret was written.") from None
-    except OSError as exc:
-        raise CredentialsFileError(
-            f"cannot create {path} ({exc.strerror}); the first admin's password and API key are written "
-            "only to that new private file. No admin account was created, and nothing secret was "
-            "written.") from None
+CREDENTIALS_TRIES = 100   # aicredits-first-admin.txt, then .2.txt ... .100.txt
+
+
+def _create_private(path: Path) -> tuple[int, Path]:
+    """A new file only this user can read, at `path` or, when that name is taken (by an older
+    first start's file, someone else's file or a symlink), at the first free name of
+    `aicredits-first-admin.N.txt`: never an existing file (whatever its mode), never through a
+    symlink (O_EXCL refuses any existing name, a dangling symlink included; O_NOFOLLOW refuses a
+    symlink in the last component). Returns the descriptor and the name it got."""
+    taken: list[str] = []
+    for n in range(1, CREDENTIALS_TRIES + 1):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}.{n}{path.suffix}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            taken.append(candidate.name)
+            continue
+        except OSError as exc:
+            raise CredentialsFileError(
+                f"cannot create {candidate} ({exc.strerror}); the first admin's password and API key are "
+                "written only to a new private file. No admin account was created, and nothing secret was "
+                "written.") from None
+        if taken:
+            log.warning("%s already exists and is left untouched; the first admin's credentials go to a new "
+                        "file, %s", path, candidate)
+        return fd, candidate
+    raise CredentialsFileError(
+        f"{path} and {CREDENTIALS_TRIES - 1} numbered names beside it already exist; the first admin's password "
+        "and API key are written only to a new private file, never into an existing one. Move them away and "
+        "start again: no admin account was created, and nothing secret was written.")
 
 
 def _credentials_path(settings: Settings) -> Path:
@@ -83,7 +97,7 @@ def _credentials_path(settings: Settings) -> Path:
     return where / CREDENTIALS_FILE
 
 
-def _announce(first: dict, host: str, port: int, credentials: Path | None) -> None:
+def _announce(first: dict, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     text = (
         "\n  aicredits: first start, an admin account was created.\n"
@@ -104,7 +118,7 @@ def _announce(first: dict, host: str, port: int, credentials: Path | None) -> No
     with os.fdopen(first["fd"], "w") as fh:
         fh.write(text)
     log.warning("first start: admin account created; its password and first API key are in %s "
-                "(readable by this user only)", credentials)
+                "(readable by this user only)", first["file"])
 
 
 class PortBusy(Exception):
@@ -180,7 +194,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
             raise
         sys.exit(f"error: {line}")
     if first:
-        _announce(first, host, port, credentials)
+        _announce(first, host, port)
     if settings.redis_url and (warning := _redis_warning(settings.redis_url, settings.redis_timeout)):
         log.warning("%s", warning)
     if workers > 1 and not settings.redis_url:
