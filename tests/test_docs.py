@@ -236,10 +236,14 @@ def cli_root():
     return typer.main.get_command(app)
 
 
+def placeholder(word: str) -> bool:
+    return word in ("...", "…") or bool(re.fullmatch(r"[A-Z_]+", word))
+
+
 def resolve(argv: list[str]):
     """(click command, its path, the remaining args), or raise ValueError."""
     cmd, path, rest = cli_root(), ["aicredits"], list(argv)
-    while hasattr(cmd, "commands") and rest and not rest[0].startswith("-"):
+    while hasattr(cmd, "commands") and rest and not rest[0].startswith("-") and not placeholder(rest[0]):
         sub = cmd.commands.get(rest[0])
         if sub is None:
             raise ValueError(f"`{' '.join(path)}` has no command {rest[0]!r} "
@@ -263,8 +267,8 @@ def check_synopsis(words: list[str]) -> list[str]:
         cmd, path, rest = resolve(tokens)
     except ValueError as exc:
         return [str(exc)]
-    if hasattr(cmd, "commands") and rest and not rest[0].startswith("-"):
-        return [f"`{' '.join(path)}` has no command {rest[0]!r}"]
+    if hasattr(cmd, "commands") and rest and placeholder(rest[0]):
+        return []                        # `aicredits ...`, `aicredits COMMAND --help`: any command
     known = option_names(cmd) | option_names(cli_root())
     return [f"`{' '.join(path)}` has no option {opt}" for t in rest if t.startswith("-")
             for opt in [t.split("=")[0].split("|")[0]] if opt not in known and opt not in ("-", "--")]
@@ -498,9 +502,9 @@ def test_curl_blocks_in_the_docs_run(live, tmp_path):
             if b.lang not in SHELL or not uses_curl(b):
                 continue
             where = f"{path.relative_to(ROOT)}:{b.line}"
-            script = ["set -eo pipefail",
-                      'curl() { command curl --fail-with-body --show-error --max-time 30 "$@"; }',
-                      "trap 'echo \"docs check: the command at line $DOCLINE failed\" >&2' ERR"]
+            script = ["set -Eeo pipefail",
+                      'curl() { command curl --fail-with-body --silent --show-error --max-time 30 "$@"; }',
+                      f"trap 'echo \"docs check: the command at {path.relative_to(ROOT)}:$DOCLINE failed\" >&2' ERR"]
             for c in commands(b):
                 if set(c.env) & set(provided) and not c.argv and re.search(r"\.\.\.|…", c.text):
                     continue                          # KEY=sk-... : the check provides it

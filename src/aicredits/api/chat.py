@@ -22,7 +22,7 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> list[tuple[bytes,
 
 
 def metered_headers(request_id: str, meter) -> list[tuple[bytes, bytes]]:
-    """The headers of a settled, non-streaming call (README, "API"): its cost and the balance after it."""
+    """The headers of a settled, non-streaming call (docs/api.md): its cost and the balance after it."""
     settled = meter.settled
     out = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),
            (b"x-aicredits-cost", format_inr(settled.charged).encode())]
