@@ -602,3 +602,21 @@ def test_every_setting_is_documented():
     text = "\n".join(p.read_text() for p in DOCS if p.parent.name == "docs")
     missing = sorted(s for s in settings if not re.search(rf"\b{s}\b", text))
     assert not missing, f"settings not described in docs/: {', '.join(missing)}"
+
+
+def test_toml_examples_load(tmp_path):
+    """Every toml block is a configuration file the gateway accepts (AICREDITS_CONFIG)."""
+    from aicredits.settings import load_settings
+
+    problems = []
+    for path in DOCS:
+        for b in blocks(path):
+            if b.lang != "toml":
+                continue
+            file = tmp_path / f"{path.stem}-{b.line}.toml"
+            file.write_text("\n".join(t for _, t in b.lines) + "\n")
+            try:
+                load_settings({"AICREDITS_CONFIG": str(file)})
+            except ValueError as exc:
+                problems.append(f"{path.relative_to(ROOT)}:{b.line}: the gateway refuses it: {exc}")
+    assert not problems, "\n".join(problems)
