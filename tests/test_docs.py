@@ -10,19 +10,20 @@ environment) is handled by its program:
   admin with an admin key (the doc's placeholders, PLACEHOLDERS below, name those); `serve` is
   only parsed. It must exit 0, or the status its comment names (`# exits 1`). In an inline code
   span, the command path and every `--option` must exist (`aicredits keys create [--email E]`).
-- blocks with `curl` (and their shell variables, `jq`, `aicredits`): run by bash against one live
-  gateway started for the whole check on a free port, with the demo model; `127.0.0.1:8000` is
-  replaced by its address, and `KEY`, `ADMIN_KEY` hold a key and an admin key (a doc line that sets
-  one of them to a placeholder such as `sk-...` is skipped). curl runs with `--fail-with-body`, so an
-  error status fails. Python blocks that call 127.0.0.1:8000 run against the same gateway; every
-  python block must compile.
+- blocks with `curl` (and their shell variables, `jq`, `aicredits`): run by bash, block by block,
+  against one live gateway started on a free port, with the demo model; `127.0.0.1:8000` is
+  replaced by its address, and `KEY`, `ADMIN_KEY` hold the first admin's key and an admin key (a doc
+  line that sets one of them to a placeholder such as `sk-...` is skipped). curl runs with
+  `--fail-with-body`, so an error status fails. Python blocks that call 127.0.0.1:8000 run against
+  a gateway too; every python block must compile; every toml block must load as the
+  configuration file.
 - `make T [VAR=value]`: T is a Makefile target and VAR a Makefile variable.
 - `python path/to/script.py --opt`: the script exists and its `--help` names every option.
 - `pip install 'aicredits[extra]'`: the extra exists in pyproject.toml.
 - anything else: its program must be in OTHER_PROGRAMS, with the reason it is not run here.
 
 A bare fence (no language) whose lines start with a known program fails: tag it `sh` so it is
-checked. Also: every relative link in the docs points at a file that exists, every AICREDITS_*
+checked. Also: every relative link (and `docs/…`, `src/…` path) in the docs points at a file that exists, every AICREDITS_*
 name in the docs is a setting (or a variable of the tests or the bench), and every setting is
 documented in docs/.
 
