@@ -71,6 +71,12 @@ OTHER_PROGRAMS = {
     "bash": "runs a script of the external yardstick (docs/performance.md), not in this repository",
     "python3 run.py": "the external yardstick's runner (docs/performance.md), not in this repository",
 }
+# Of those, the subcommands a doc may use (a misspelt one fails).
+SUBCOMMANDS = {
+    "docker": {"build", "run", "compose", "exec", "logs", "ps", "stop", "pull", "push", "info"},
+    "systemctl": {"start", "stop", "restart", "reload", "enable", "disable", "status", "daemon-reload", "kill"},
+    "git": {"clone", "pull", "fetch", "checkout"},
+}
 # Placeholders of the docs, replaced by the fixtures' values when a CLI command is run.
 PLACEHOLDERS = ("KEY_ID", "E", "EMAIL", "ADMIN", "ID", "adm_…", "adm_...")
 
@@ -339,6 +345,10 @@ def check_other(cmd: Command) -> list[str]:
         bad = [e for a in cmd.argv for e in re.findall(r"^aicredits\[([\w,-]+)\]$", a) for e in e.split(",")
                if e not in extras()]
         return [f"pyproject.toml has no extra {e!r}" for e in bad]
+    if prog in SUBCOMMANDS:
+        sub = next((a for a in cmd.argv[1:] if not a.startswith("-")), "")
+        if sub not in SUBCOMMANDS[prog]:
+            return [f"{prog} {sub!r}: not a {prog} subcommand this check knows (SUBCOMMANDS in tests/test_docs.py)"]
     if prog in OTHER_PROGRAMS or f"{prog} {(cmd.argv[1:2] or [''])[0]}" in OTHER_PROGRAMS:
         return []
     if not prog:
