@@ -585,8 +585,7 @@ NOT_SETTINGS = {
 
 
 def _settings_names() -> tuple[set[str], set[str]]:
-    from aicredits.domain.cache_rules import CACHE_ENV
-    from aicredits.settings import CONFIG_ENV, ENV_NAMES, TOOL_ENV
+    from aicredits.settings import CACHE_ENV, CONFIG_ENV, ENV_NAMES, TOOL_ENV
     return {*ENV_NAMES, CONFIG_ENV, *CACHE_ENV}, set(TOOL_ENV)
 
 
