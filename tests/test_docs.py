@@ -630,3 +630,25 @@ def test_toml_examples_load(tmp_path):
             except ValueError as exc:
                 problems.append(f"{path.relative_to(ROOT)}:{b.line}: the gateway refuses it: {exc}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_cli_command_and_option_is_in_docs_cli():
+    """docs/cli.md names every command of `aicredits --help`, and each option on its command's line."""
+    lines = (ROOT / "docs" / "cli.md").read_text().split("\n")
+
+    def leaves(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from leaves(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    problems = []
+    for path, cmd in leaves(cli_root(), []):
+        rows = [t for t in lines if re.search(rf"`(aicredits )?{re.escape(path)}(`| )", t)]
+        if not rows:
+            problems.append(f"`aicredits {path}` is not in docs/cli.md")
+            continue
+        problems += [f"`aicredits {path} {o}` is not in docs/cli.md" for p in cmd.params
+                     for o in getattr(p, "opts", ()) if o.startswith("--") and not any(o in t for t in rows)]
+    assert not problems, "\n".join(problems)
