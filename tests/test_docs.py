@@ -652,3 +652,31 @@ def test_every_cli_command_and_option_is_in_docs_cli():
         problems += [f"`aicredits {path} {o}` is not in docs/cli.md" for p in cmd.params
                      for o in getattr(p, "opts", ()) if o.startswith("--") and not any(o in t for t in rows)]
     assert not problems, "\n".join(problems)
+
+
+def _doc_paths(path: Path) -> set[str]:
+    """The URL paths a doc names in code spans (`GET /v1/models`, `/admin/api/users/{id}/ledger?kind=`)."""
+    out = set()
+    for span in re.findall(r"`([^`\n]+)`", path.read_text()):
+        for p in re.findall(r"(?:^|\s)(/[\w./{}…-]*)", span):
+            out.add(_norm(p))
+    return out
+
+
+def _norm(p: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", p).removesuffix("…").rstrip("/") or "/"
+
+
+def test_every_route_is_documented():
+    """Every route of the OpenAPI document (one operation per route) is in README.md's "What works
+    today" and docs/api.md; every admin API route in docs/admin-api.md."""
+    from aicredits.api.openapi import build
+
+    readme, api, admin = (_doc_paths(ROOT / f) for f in ("README.md", "docs/api.md", "docs/admin-api.md"))
+    problems = []
+    for route in build()["paths"]:
+        p = _norm(route)
+        where = [("docs/admin-api.md", admin)] if p.startswith("/admin/api") else \
+                [("README.md", readme), ("docs/api.md", api)]
+        problems += [f"{route} is not in {name}" for name, paths in where if p not in paths]
+    assert not problems, "\n".join(problems)
