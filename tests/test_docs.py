@@ -24,8 +24,9 @@ environment) is handled by its program:
 
 A bare fence (no language) whose lines start with a known program fails: tag it `sh` so it is
 checked. Also: every relative link (and `docs/…`, `src/…` path) in the docs points at a file that exists, every AICREDITS_*
-name in the docs is a setting (or a variable of the tests or the bench), and every setting is
-documented in docs/.
+name in the docs is a setting (or a variable of the tests or the bench), every setting is
+documented in docs/, docs/cli.md names every CLI command and option, and every route of the
+OpenAPI document is in README.md and docs/api.md (admin routes in docs/admin-api.md).
 
 A failure names the file and line of each command that no longer works.
 """
