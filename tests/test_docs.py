@@ -681,3 +681,18 @@ def test_every_route_is_documented():
                 [("README.md", readme), ("docs/api.md", api)]
         problems += [f"{route} is not in {name}" for name, paths in where if p not in paths]
     assert not problems, "\n".join(problems)
+
+
+def test_the_reader_splits_commands_as_a_shell_does():
+    """The reader itself: console prompts and output, continuations, comments, env prefixes."""
+    lines = ["$ AICREDITS_LOG_LEVEL=debug aicredits keys list \\", "    --json   # all keys", "[]",
+             "$ aicredits wallet grant 5 --email 'a b#c@x.in'  # exits 1", "error: ..."]
+    block = Block(ROOT / "README.md", 1, "console", list(enumerate(lines, 2)))
+    first, second = commands(block)
+    assert (first.line, first.argv, first.env, first.comment) == (
+        2, ["aicredits", "keys", "list", "--json"], {"AICREDITS_LOG_LEVEL": "debug"}, "all keys")
+    assert second.argv[-1] == "a b#c@x.in" and expected_status(second.comment) == 1
+    assert segment_programs('A="x; y"; uid=$(curl -s "$B" | jq .id)') == ["curl", "jq"]
+    problems = check_make(parse(Command(ROOT, 1, "make rnu NOPE=1 run")))
+    assert len(problems) == 2 and "no target 'rnu'" in problems[0] and "no variable NOPE" in problems[1]
+    assert check_synopsis(["keys", "create", "[--emial", "E]"]) == ["`aicredits keys create` has no option --emial"]
