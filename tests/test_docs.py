@@ -286,7 +286,7 @@ def check_synopsis(words: list[str]) -> list[str]:
 @cache
 def makefile() -> tuple[set[str], str]:
     text = (ROOT / "Makefile").read_text()
-    targets = {t for line in text.splitlines() for t in re.findall(r"^([\w.-]+)\s*:(?!=)", line)}
+    targets = {t for line in text.splitlines() for t in re.findall(r"^([\w-][\w.-]*)\s*:(?!=)", line)}
     return targets, text
 
 
