@@ -41,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -635,7 +636,7 @@ def test_toml_examples_load(tmp_path):
 
 def test_every_cli_command_and_option_is_in_docs_cli():
     """docs/cli.md names every command of `aicredits --help`, and each option on its command's line
-    (an option every command takes, once anywhere)."""
+    (an option most commands take, such as --json, once anywhere)."""
     lines = (ROOT / "docs" / "cli.md").read_text().split("\n")
 
     def leaves(cmd, path):
@@ -649,8 +650,9 @@ def test_every_cli_command_and_option_is_in_docs_cli():
         return {o for p in cmd.params for o in getattr(p, "opts", ()) if o.startswith("--")}
 
     commands_ = list(leaves(cli_root(), []))
-    common = set.intersection(*(options(c) for _, c in commands_))   # e.g. a --database every command takes
-    problems = [f"`{o}` (an option of every command) is not in docs/cli.md" for o in sorted(common)
+    counts = Counter(o for _, c in commands_ for o in options(c))
+    common = {o for o, n in counts.items() if n > len(commands_) / 2}    # e.g. a --database most commands take
+    problems = [f"`{o}` (an option of most commands) is not in docs/cli.md" for o in sorted(common)
                 if not any(o in t for t in lines)]
     for path, cmd in commands_:
         rows = [t for t in lines if re.search(rf"`(aicredits )?{re.escape(path)}(`| )", t)]
