@@ -20,8 +20,9 @@ run: $(STAMP)  ## create .venv, install, migrate, serve on 127.0.0.1:8000 with S
 test: $(STAMP)  ## the whole suite (SQLite always; PostgreSQL and Redis when reachable, required when CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (src, tests, bench) and mypy (src; configured in pyproject.toml)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## the overhead benchmark (not part of the tests); see docs/performance.md
 	$(BIN)/python bench/run.py

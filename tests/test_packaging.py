@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def known(names) -> None:
     unknown = {n for n in names if n.startswith("AICREDITS_")} - set(ENV_NAMES) - {CONFIG_ENV}
     assert not unknown, f"not settings: {sorted(unknown)}"
+
+
+def test_every_package_data_pattern_ships_files():
+    """A package-data glob that matches nothing ships nothing: a file renamed, moved or removed."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "src" / "aicredits"
+    assert [p for p in patterns["aicredits"] if not any(package.glob(p))] == []
 
 
 def test_the_image_is_small_non_root_and_checks_readiness():

@@ -83,8 +83,9 @@ class UnsupportedMediaType(GatewayError):
 class RateLimited(GatewayError):
     status, type = 429, "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after: int | None = 1, **kw) -> None:
-        super().__init__(message, retry_after=retry_after, **kw)
+    def __init__(self, message: str, *, retry_after: int | None = 1, param: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, param=param, status=status)
 
 
 class InternalError(GatewayError):
@@ -98,8 +99,9 @@ class UpstreamError(GatewayError):
 class ServiceUnavailable(GatewayError):
     status, type = 503, "service_unavailable"
 
-    def __init__(self, message: str, *, retry_after: int | None = 5, **kw) -> None:
-        super().__init__(message, retry_after=retry_after, **kw)
+    def __init__(self, message: str, *, retry_after: int | None = 5, param: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, param=param, status=status)
 
 
 class UpstreamTimeout(GatewayError):

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aicredits.domain.ratelimit import Refused
 
 
 @dataclass(frozen=True)
 class KeyAuth:
-    key_id: str
+    key_id: str | None          # None: the gateway's own calls (the semantic cache's embedder)
     account_id: int
     name: str
     limit_micros: int | None
     rpm: int | None = None      # requests per rate window (None: unlimited)
     tpm: int | None = None      # billed tokens per rate window (None: unlimited)
+
+
+class Plan(Protocol):
+    """A planner's decision (domain/reservation.py's HoldPlan, or a fixed amount): what to hold."""
+
+    @property
+    def amount(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,8 @@ class HoldRequest:
     key_id: str | None
     created_at: int
     expires_at: int
-    # (available micros, key headroom micros or None) -> plan with `.amount`; raises Refusal
-    planner: Callable[[int, int | None], Any]
+    # (available micros, key headroom micros or None) -> what to hold; raises Refusal
+    planner: Callable[[int, int | None], Plan]
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,8 @@ class BillingStore(Protocol):
     """The request hot path's persistence: key lookup, hold, settle. One transaction each."""
 
     async def find_key(self, key_hash: str) -> KeyAuth | None: ...
-    async def reserve(self, req: HoldRequest) -> Any: ...
+    async def reserve(self, req: HoldRequest) -> Plan:
+        """Hold the planner's amount; the plan."""
     async def settle(self, s: Settlement) -> SettleResult:
         """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:

@@ -73,7 +73,8 @@ class Tracing(Protocol):
 
 
 class _NoMetrics:
-    def settled(self, *args) -> None:
+    def settled(self, route: str, model: str, provider: str, status: int, cache: str, overhead_seconds: float,
+                upstream_seconds: float, input_tokens: int, output_tokens: int, charged_micros: int) -> None:
         pass
 
     def answered(self, route: str, status: int) -> None:
@@ -96,7 +97,8 @@ class _NoTracing:
     def attempt(self, operation: str, system: str, model: str, deployment: str) -> AbstractContextManager:
         return self._none
 
-    def call_done(self, *args) -> None:
+    def call_done(self, system: str, model: str, input_tokens: int, output_tokens: int, charged_micros: int,
+                  request_id: str) -> None:
         pass
 
 

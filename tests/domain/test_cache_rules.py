@@ -102,7 +102,8 @@ def test_loading_the_policy_from_the_environment_and_the_file():
     assert p.models["openai/gpt-4o"].ttl_seconds == 60
     for env, cfg in [({"AICREDITS_CACHE_THRESHOLD": "1.5"}, {}), ({"AICREDITS_CACHE_HIT_PRICE": "2"}, {}),
                      ({"AICREDITS_CACHE_EXACT": "maybe"}, {}), ({}, {"threshhold": 0.9}),
-                     ({}, {"keys": {"k": {"scope": "world"}}})]:
+                     ({}, {"keys": {"k": {"scope": "world"}}}), ({}, {"shared_models": [1, 2]}),
+                     ({}, {"shared_models": 5}), ({}, {"ttl_seconds": [60]})]:
         with pytest.raises(ValueError):
             load_policy(env, cfg)
 

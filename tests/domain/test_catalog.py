@@ -191,6 +191,7 @@ BAD = [
     ("bad/inf-str", {"output_cost_per_1m": "Infinity"}),
     ("bad/image-negative", {"endpoint": "images", "cost_per_image": {"1024x1024": {"hd": -1}}}),
     ("bad/image-word", {"endpoint": "images", "cost_per_image": {"1024x1024": {"hd": "x"}}}),
+    ("bad/image-null", {"endpoint": "images", "cost_per_image": {"1024x1024": {"hd": None}}}),
     ("bad/image-flat", {"endpoint": "images", "cost_per_image": {"1024x1024": 0.04}}),
     ("bad/image-number", {"endpoint": "images", "cost_per_image": 0.04}),
     ("bad/ctx-str", {"context_window": "128k"}),

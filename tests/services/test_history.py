@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from aicredits.domain.days import DAY_MS, day_number, day_start, local_day
-from aicredits.services.history import History, NotFound, UsageFilter
+from aicredits.services.history import EXPORT_COLUMNS, History, NotFound, UsageFilter
 from aicredits.store.tables import ledger_daily, rollup_state, usage_daily
 from tests.services.history_data import add, migrated_engine, new_account
 
@@ -210,7 +210,9 @@ async def test_streamed_rows_sum_to_the_ledger_and_the_wallet(engine):
     await add(engine, a, events)
     n = total = 0
     last_balance = None
-    async for row in history.ledger_rows(a):
+    rows = [dict(zip(EXPORT_COLUMNS, row, strict=True))
+            async for batch in history.ledger_batches(a) for row in batch]
+    for row in rows:
         n += 1
         total += row["amount"]
         last_balance = row["balance_after"]

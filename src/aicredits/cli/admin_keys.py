@@ -5,16 +5,23 @@ account is an enabled admin; the secret is printed once and stored only as a has
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from aicredits.cli.output import print_json, table
 
+if TYPE_CHECKING:
+    from aicredits.services.operator import Operator
+
+T = TypeVar("T")
+
 app = typer.Typer(help="Admin API keys for /admin/api (sk-admin-...): create, list, revoke.", no_args_is_help=True)
 
 
-def _run(fn):
+def _run(fn: Callable[[Operator], Awaitable[T]]) -> T:
     """fn(operator) against the migrated database of AICREDITS_DATABASE_URL."""
     from aicredits.services.operator import NotFound, Operator, OperatorError
     from aicredits.settings import load_settings
@@ -26,7 +33,7 @@ def _run(fn):
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    async def go():
+    async def go() -> T:
         engine = make_engine(settings.database_url)
         try:
             await migrate(engine, settings.database_url)

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import typer
 
 from aicredits.cli.main import _run, app
 from aicredits.cli.output import inr, print_json, table
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from aicredits.services.admin import Admin
+    from aicredits.services.cache import CacheService
+    from aicredits.settings import Settings
+
+T = TypeVar("T")
 cache_app = typer.Typer(help="The response caches: what they hold, and purging it.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
-def _with_cache(fn):
+def _with_cache(fn: Callable[[CacheService, Admin, Settings], Awaitable[T]]) -> T:
     """fn(CacheService, admin, settings) on the store the gateway uses (Redis when configured)."""
     from aicredits.cache_wiring import open_stores
     from aicredits.services.cache import CacheService
 
-    async def call(admin, settings):
-        redis = None
+    async def call(admin: Admin, settings: Settings) -> T:
+        redis: Redis | None = None
         if settings.redis_url:
             import redis.asyncio as aioredis
             redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -53,7 +64,7 @@ def cache_purge(account: str | None = typer.Option(None, help="Only this account
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Delete cached entries: all of them, or one account's and/or one model's. Running gateways
     stop serving them at once (a hit is always read from the store)."""
-    async def fn(svc, admin, settings):
+    async def fn(svc: CacheService, admin: Admin, settings: Settings) -> dict:
         from aicredits.catalog import load_catalog
         from aicredits.services.admin import AdminError
         from aicredits.store import accounts as accounts_repo

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
@@ -12,6 +14,12 @@ from aicredits.cli.admin_keys import app as admin_keys_app
 from aicredits.cli.output import inr, print_json, table
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
+
+if TYPE_CHECKING:
+    from aicredits.services.admin import Admin
+    from aicredits.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
                   no_args_is_help=True, add_completion=False)
@@ -28,7 +36,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(admin_keys_app, name="admin-keys")
 
 
-def _settings():
+def _settings() -> Settings:
     from aicredits.settings import load_settings
     try:
         return load_settings()
@@ -37,14 +45,14 @@ def _settings():
         raise typer.Exit(2) from None
 
 
-def _run(fn):
+def _run(fn: Callable[[Admin, Settings], Awaitable[T]]) -> T:
     """Run fn(admin, settings) against a migrated database."""
     from aicredits.services.admin import Admin, AdminError
     from aicredits.store.db import make_engine, migrate, redact_url
 
     settings = _settings()
 
-    async def go():
+    async def go() -> T:
         engine = make_engine(settings.database_url)
         try:
             await migrate(engine, settings.database_url)
@@ -126,7 +134,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    async def fn(admin, settings):
+    async def fn(admin: Admin, settings: Settings) -> None:
         return None
     _run(fn)
     typer.echo("database is at the newest migration")

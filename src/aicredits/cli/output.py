@@ -15,7 +15,7 @@ def inr(micros: int) -> str:
     return format_inr(micros)
 
 
-def print_json(obj) -> None:
+def print_json(obj: object) -> None:
     sys.stdout.write(orjson.dumps(obj, default=str).decode() + "\n")
     sys.stdout.flush()
 

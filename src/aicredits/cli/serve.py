@@ -46,7 +46,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
             await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
             key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
         except BaseException:
-            if fd is not None:
+            if fd is not None and credentials is not None:
                 os.close(fd)
                 credentials.unlink(missing_ok=True)
             raise

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Never, TypeVar
+
 import typer
 
 from aicredits.cli.main import _run, users_app
 
+if TYPE_CHECKING:
+    from aicredits.services.admin import Admin
+    from aicredits.services.auth import Auth
+    from aicredits.settings import Settings
+
+T = TypeVar("T")
 LOCAL_URL = "http://127.0.0.1:8000"
 
 
-def _auth_run(fn):
+def _auth_run(fn: Callable[[Auth, Settings], Awaitable[T]]) -> T:
     """fn(auth, settings) with errors shown as `error: ...`, exit 1."""
     from aicredits.services.admin import AdminError
     from aicredits.services.auth import Auth, AuthError
 
-    async def call(admin, settings):
+    async def call(admin: Admin, settings: Settings) -> T:
         try:
             return await fn(Auth(admin.engine, signup=settings.signup), settings)
         except AuthError as exc:
@@ -22,7 +31,7 @@ def _auth_run(fn):
     return _run(call)
 
 
-def _base(settings) -> str:
+def _base(settings: Settings) -> str:
     return (settings.public_url or LOCAL_URL).rstrip("/")
 
 
@@ -32,7 +41,7 @@ def users_reset_link(email: str = typer.Argument(..., help="The account's email.
     address in it is AICREDITS_PUBLIC_URL (http://127.0.0.1:8000 when unset)."""
     from aicredits.services.audit import Actor
 
-    async def fn(auth, settings):
+    async def fn(auth: Auth, settings: Settings) -> str:
         token = await auth.reset_token(email, Actor.system("cli"))
         if token is None:
             raise_missing(email)
@@ -45,7 +54,7 @@ def users_invite(email: str = typer.Argument(..., help="Who may sign up with the
     """Print a one-time sign-up link for this email (valid for 7 days; for AICREDITS_SIGNUP=invite)."""
     from aicredits.services.audit import Actor
 
-    async def fn(auth, settings):
+    async def fn(auth: Auth, settings: Settings) -> str:
         token = await auth.invite(email, Actor.system("cli"))
         return f"{_base(settings)}/dashboard/signup?invite={token}&email={email.strip().lower()}"
     typer.echo(_auth_run(fn))
@@ -70,6 +79,6 @@ def users_enable(email: str = typer.Argument(..., help="The account's email.")) 
     typer.echo(f"enabled {email}")
 
 
-def raise_missing(email: str):
+def raise_missing(email: str) -> Never:
     from aicredits.services.admin import AdminError
     raise AdminError(f"no enabled account with email {email}")

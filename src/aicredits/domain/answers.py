@@ -9,11 +9,11 @@ import math
 FLOAT32_MAX = 3.4028234663852886e38   # a float vector is sent as float32 when base64 is asked for
 
 
-def _text_or_none(value) -> bool:
+def _text_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
-def _message_problem(msg, where: str) -> str | None:
+def _message_problem(msg: object, where: str) -> str | None:
     if not isinstance(msg, dict):
         return f"{where}.message is not an object"
     content = msg.get("content")
@@ -68,7 +68,7 @@ def responses_answer_problem(data: dict) -> str | None:
     return None
 
 
-def _number(v) -> bool:
+def _number(v: object) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX) or \
         (isinstance(v, float) and math.isfinite(v) and abs(v) <= FLOAT32_MAX)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import orjson
 
@@ -28,6 +29,10 @@ class CacheEntry:
     vector: bytes | None = None  # its embedding, float32 little-endian
     provider: str = ""
     parsed: dict | None = None  # `response` read once (a hot entry serves many hits)
+
+
+# what a store's feed gives of each new entry: (key, scope, context, query, vector, expires_at)
+FeedRow = tuple[str, str, str | None, str | None, bytes | None, int]
 
 
 def storable(data: dict) -> bool:
@@ -125,7 +130,7 @@ def sse_chunks(data: dict, include_usage: bool, piece: int = 256) -> bytes:
         base["system_fingerprint"] = data["system_fingerprint"]
     out = []
 
-    def emit(choices, **extra) -> None:
+    def emit(choices: list[dict[str, Any]], **extra: object) -> None:
         out.append(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
 
     for c in data["choices"]:

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TypeVar
 
 import orjson
 
@@ -22,6 +23,7 @@ SETTING_NAMES = ("exact", "semantic", "threshold", "ttl_seconds", "max_entries",
 CACHE_ENV = frozenset("AICREDITS_CACHE_" + n.upper() for n in SETTING_NAMES)
 DEFAULT_THRESHOLD = 0.93
 DEFAULT_TTL_SECONDS = 86_400.0
+_T = TypeVar("_T")
 
 # fields that never change the answer: left out of the key
 IGNORED = frozenset({
@@ -82,24 +84,27 @@ class CachePolicy:
         m = self.models.get(model) or CacheRule()
         k = self.keys.get(key_id or "") or CacheRule()
 
-        def pick(name: str):
-            for rule in (k, m):
-                v = getattr(rule, name)
-                if v is not None:
-                    return v
-            return getattr(self, name)
-
         if k.scope == "key" and key_id:
             scope = f"k:{key_id}"
         elif model in self.shared_models and k.scope != "account":
             scope = "shared"
         else:
             scope = f"a:{account_id}"
-        return Effective(pick("exact"), pick("semantic"), pick("threshold"), pick("ttl_seconds"), scope)
+        return Effective(_first(self.exact, k.exact, m.exact), _first(self.semantic, k.semantic, m.semantic),
+                         _first(self.threshold, k.threshold, m.threshold),
+                         _first(self.ttl_seconds, k.ttl_seconds, m.ttl_seconds), scope)
+
+
+def _first(default: _T, *values: _T | None) -> _T:
+    """The first value that is set (the key's rule, then the model's), else the default."""
+    for v in values:
+        if v is not None:
+            return v
+    return default
 
 
 # ------------------------------------------------------------------ reading the policy
-def _bool(raw, name: str) -> bool:
+def _bool(raw: object, name: str) -> bool:
     if isinstance(raw, bool):
         return raw
     s = str(raw).strip().lower()
@@ -110,8 +115,10 @@ def _bool(raw, name: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
-def _num(raw, name: str, lo: float, hi: float | None = None) -> float:
+def _num(raw: object, name: str, lo: float, hi: float | None = None) -> float:
     try:
+        if not isinstance(raw, (str, int, float)):
+            raise TypeError(name)
         v = float(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
@@ -141,7 +148,7 @@ def load_policy(env: Mapping[str, str], cfg: Mapping) -> CachePolicy:
     if unknown:
         raise ValueError(f"[cache]: unknown setting(s) {', '.join(sorted(unknown))}")
 
-    def get(name: str):
+    def get(name: str) -> object:
         v = env.get("AICREDITS_CACHE_" + name.upper())
         return v if v not in (None, "") else cfg.get(name)
 
@@ -173,8 +180,11 @@ def load_policy(env: Mapping[str, str], cfg: Mapping) -> CachePolicy:
             out[name] = str(get(name)).strip()
     shared = get("shared_models")
     if shared is not None:
-        items = shared.split(",") if isinstance(shared, str) else list(shared)
-        out["shared_models"] = frozenset(s.strip() for s in items if str(s).strip())
+        items = shared.split(",") if isinstance(shared, str) else \
+            [s for s in shared if isinstance(s, str)] if isinstance(shared, list) else None
+        if items is None or (isinstance(shared, list) and len(items) != len(shared)):
+            raise ValueError("shared_models must be a list of model ids or a comma-separated string")
+        out["shared_models"] = frozenset(s.strip() for s in items if s.strip())
     out["models"] = {str(k): _rule(v, f"cache.models.{k}") for k, v in (cfg.get("models") or {}).items()}
     out["keys"] = {str(k): _rule(v, f"cache.keys.{k}") for k, v in (cfg.get("keys") or {}).items()}
     return CachePolicy(**{**d.__dict__, **out})
@@ -204,7 +214,7 @@ def bypass_reason(body: dict, eff: Effective, max_temperature: float) -> str | N
 
 
 # ------------------------------------------------------------------ normalising and keys
-def _content(content):
+def _content(content: object) -> object:
     if isinstance(content, list) and content and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
         content = "".join(p["text"] for p in content)
@@ -252,5 +262,3 @@ def context_key(body: dict, model: str, scope: str) -> str:
     return _digest(b"ctx1", scope.encode(), model.encode(), orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
 
 
-def account_of(scope: str) -> int | None:
-    return int(scope[2:]) if scope.startswith("a:") else None

@@ -13,7 +13,7 @@ tier's prices; a key the tier omits keeps the entry's base value.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -117,6 +117,13 @@ def _price(entry: Mapping[str, Any], key: str, model_id: str) -> Fraction | None
     return price
 
 
+def _image_price(value: object, model_id: str) -> Fraction:
+    price = _price({"p": value}, "p", model_id)
+    if price is None:
+        raise ValueError(f"model {model_id}: cost_per_image has a size or quality without a price")
+    return price
+
+
 def _tiers(entry: Mapping[str, Any], model_id: str, endpoint: str) -> tuple[PriceTier, ...]:
     raw = entry.get("tiers")
     if raw is None:
@@ -173,7 +180,7 @@ def spec_from_entry(entry: Mapping[str, Any]) -> ModelSpec:
     if not isinstance(images, Mapping) or not all(isinstance(q, Mapping) for q in images.values()):
         raise ValueError(f"model {model_id}: cost_per_image must map size -> quality -> price")
     for size, qualities in images.items():
-        per_image[str(size)] = {str(q): _price({"p": v}, "p", model_id) for q, v in qualities.items()}
+        per_image[str(size)] = {str(q): _image_price(v, model_id) for q, v in qualities.items()}
     for key in ("context_window", "max_output_tokens"):
         v = entry.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -238,7 +245,7 @@ class Catalog:
             merged[model_id] = {**base, **entry}
         return cls(spec_from_entry(e) for e in merged.values())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._by_id.values())
 
     def __len__(self) -> int:

@@ -30,7 +30,9 @@ def parse_day(text: str) -> int:
 
 
 def offset_ms(t: int, tz: ZoneInfo) -> int:
-    return int(datetime.fromtimestamp(t / 1000, UTC).astimezone(tz).utcoffset().total_seconds() * 1000)
+    offset = datetime.fromtimestamp(t / 1000, UTC).astimezone(tz).utcoffset()
+    assert offset is not None    # an aware datetime's
+    return int(offset.total_seconds() * 1000)
 
 
 def local_day(t: int, tz: ZoneInfo) -> int:
@@ -42,11 +44,6 @@ def day_start(day: int, tz: ZoneInfo) -> int:
     """The instant (epoch ms) the local day begins."""
     local = datetime.combine(day_date(day), time(0), tzinfo=tz)
     return int(local.timestamp() * 1000)
-
-
-def days_span(first: int, last: int, tz: ZoneInfo) -> tuple[int, int]:
-    """[start of `first`, start of the day after `last`) in epoch ms."""
-    return day_start(first, tz), day_start(last + 1, tz)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 
@@ -25,10 +24,6 @@ def well_formed(key: str) -> bool:
 def hash_key(key: str) -> str:
     # 256 random bits need no salt or slow hash: a SHA-256 preimage is out of reach.
     return hashlib.sha256(key.encode("ascii")).hexdigest()
-
-
-def same_hash(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def display_form(key: str) -> str:

@@ -46,13 +46,6 @@ def adds_to_total_added(kind: str) -> bool:
     return rule is not None and rule.total == "added"
 
 
-def sign_ok(kind: str, amount: int) -> bool:
-    rule = KIND_RULES.get(kind)
-    if rule is None or amount == 0:
-        return False
-    return rule.sign == 0 or (amount > 0) == (rule.sign > 0)
-
-
 def _sign_text(sign: Sign) -> str:
     return {1: "positive", -1: "negative", 0: "non-zero"}[sign]
 

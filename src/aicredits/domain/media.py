@@ -18,7 +18,7 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -106,7 +106,7 @@ _STREAM = re.compile(rb"stream\r?\n")
 MAX_INFLATED = 64 * 1024 * 1024     # bytes of object streams inflated per PDF, at most
 
 
-def _object_streams(data: bytes):
+def _object_streams(data: bytes) -> Iterator[bytes]:
     """The inflated contents of the PDF's compressed object streams (where PDF 1.5+ files keep
     their page objects)."""
     budget = MAX_INFLATED
@@ -160,7 +160,7 @@ class PromptFacts:
     tools: bool = False  # tools sent, or JSON mode (which a provider may emulate with a tool)
 
 
-def _strings(value) -> int:
+def _strings(value: object) -> int:
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, dict):
@@ -177,7 +177,7 @@ class _Reader:
         self.facts = PromptFacts()
         self._audio = audio_seconds
 
-    def walk(self, value) -> None:
+    def walk(self, value: object) -> None:
         f = self.facts
         if isinstance(value, str):
             f.text_bytes += _strings(value)
@@ -286,6 +286,8 @@ class TileImages(ImageRule):
             return self.base
         if size is None:
             return self.base + self.tile * 8      # the most tiles any image becomes (768x2048)
+        w: float
+        h: float
         w, h = size
         scale = min(1.0, 2048 / max(w, h))
         w, h = w * scale, h * scale

@@ -18,12 +18,13 @@ token array.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from aicredits.domain.media import read_prompt
 from aicredits.domain.pricing import TokenUsage
 
 
-def token_count(v) -> int | None:
+def token_count(v: object) -> int | None:
     """A provider's token count: a non-negative integer as is, a finite non-negative float
     rounded up; None for anything else (null, a bool, a string, a negative number, NaN)."""
     if isinstance(v, bool):
@@ -35,7 +36,7 @@ def token_count(v) -> int | None:
     return None
 
 
-def _count0(v) -> int:
+def _count0(v: object) -> int:
     n = token_count(v)
     return 0 if n is None else n
 
@@ -105,7 +106,7 @@ IMAGE_ESTIMATE = 765        # an image whose size is not in the request: a 1024x
 PDF_PAGE_ESTIMATE = 1500    # a PDF page: the low end of Anthropic's 1,500-3,000 text tokens a page
 
 
-def _strings(value) -> int:
+def _strings(value: object) -> int:
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, dict):
@@ -132,12 +133,12 @@ def estimate_prompt_tokens(body: dict) -> int:
     return -(-n // 4) + 4 * len(messages) + 3 + media
 
 
-def _has_media(messages) -> bool:
+def _has_media(messages: object) -> bool:
     return isinstance(messages, list) and any(
         isinstance(m, dict) and isinstance(m.get("content"), list) for m in messages)
 
 
-def estimate_input_tokens(value) -> int:
+def estimate_input_tokens(value: object) -> int:
     """An embeddings input: ceil(utf-8 bytes / 4) per string, the length of each token array."""
     if isinstance(value, str):
         return estimate_text_tokens(len(value.encode("utf-8", "surrogatepass")))
@@ -149,7 +150,7 @@ def estimate_input_tokens(value) -> int:
 
 
 def usage_row(call_id: str, account_id: int, key_id: str | None, created_at: int, *, usage: TokenUsage | None = None,
-              **fields) -> dict:
+              **fields: object) -> dict[str, Any]:
     """A call's usage record (a usage_records row without `cost` and `hold`, which the store
     fills in): every column, its tokens from `usage`, the rest from `fields`, else empty (a row
     for a call that never reached a provider: a chat call, no tokens, status 200, completed).

@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -41,15 +42,22 @@ class LocalEmbedder:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, text)
 
 
+class EmbeddingsCall(Protocol):
+    """POST /v1/embeddings' service (services/embeddings.py)."""
+
+    async def create(self, body: dict[str, Any], auth: KeyAuth, request_id: str,
+                     started: float) -> tuple[bytes, object]: ...
+
+
 class CatalogEmbedder:
     """Embeds through POST /v1/embeddings' own service, as the operator's account."""
 
-    def __init__(self, embeddings_service, model: str, operator_account_id: int) -> None:
+    def __init__(self, embeddings_service: EmbeddingsCall, model: str, operator_account_id: int) -> None:
         self.name = model
         self._svc = embeddings_service
         self._model = model
         self._auth = KeyAuth(None, operator_account_id, "semantic cache", None)
-        self.dim = None
+        self.dim: int | None = None
 
     async def embed(self, text: str) -> np.ndarray:
         raw, _meter = await self._svc.create({"model": self._model, "input": text[:8000]}, self._auth,

@@ -12,6 +12,9 @@ import threading
 
 import numpy as np
 
+# a vector as embedders give it (an array) or as it is stored (float32 little-endian bytes)
+Vector = np.ndarray | bytes | bytearray | memoryview
+
 BITS = 256
 EXACT_UP_TO = 4096       # partitions this small are searched exactly
 CANDIDATES = 256         # how many SimHash neighbours are re-scored exactly
@@ -46,7 +49,7 @@ class VectorIndex:
         self._parts: dict[str, _Partition] = {}
         self._where: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
-        self._planes = None
+        self._planes = np.zeros((0, BITS), np.float32)     # set with the dimension
         self._weights = (np.uint64(1) << np.arange(64, dtype=np.uint64)).astype(np.uint64)
         if dim is not None:
             self._set_dim(dim)
@@ -64,22 +67,23 @@ class VectorIndex:
         return (bits * self._weights).sum(axis=2, dtype=np.uint64)
 
     @staticmethod
-    def as_vector(vector) -> np.ndarray:
+    def as_vector(vector: Vector) -> np.ndarray:
         v = np.frombuffer(vector, dtype="<f4") if isinstance(vector, (bytes, bytearray, memoryview)) else vector
         return np.asarray(v, dtype=np.float32)
 
-    def add(self, context: str, key: str, text: str, vector, expires_at: int) -> None:
+    def add(self, context: str, key: str, text: str, vector: Vector, expires_at: int) -> None:
         v = self.as_vector(vector)
         with self._lock:
             if self.dim is None and v.ndim == 1:
                 self._set_dim(v.shape[0])
             if v.shape != (self.dim,):
                 return      # another embedder's vector (its dimension): never compared
+            dim = len(v)
             if key in self._where:
                 self._discard(key)
             p = self._parts.get(context)
             if p is None:
-                p = self._parts[context] = _Partition(self.dim)
+                p = self._parts[context] = _Partition(dim)
             if p.n == len(p.vecs):
                 p.grow()
             p.vecs[p.n] = v
@@ -105,7 +109,7 @@ class VectorIndex:
 
     def _compact(self, context: str, p: _Partition) -> None:
         live = [i for i in range(p.n) if p.keys[i] is not None]
-        q = _Partition(self.dim)
+        q = _Partition(p.vecs.shape[1])
         while len(q.vecs) < len(live):
             q.grow()
         q.n = len(live)
@@ -119,7 +123,8 @@ class VectorIndex:
             return
         self._parts[context] = q
         for j, k in enumerate(q.keys):
-            self._where[k] = (context, j)
+            if k is not None:       # (all are: `live`)
+                self._where[k] = (context, j)
 
     def has(self, context: str) -> bool:
         """Whether any live entry shares this context (if none, a lookup need not embed)."""
@@ -135,7 +140,7 @@ class VectorIndex:
             self._parts.clear()
             self._where.clear()
 
-    def search_sync(self, context: str, vector, threshold: float, now_ms: int) -> list[tuple[float, str, str]]:
+    def search_sync(self, context: str, vector: Vector, threshold: float, now_ms: int) -> list[tuple[float, str, str]]:
         """(cosine, key, text) of the live entries at or above `threshold`, best first."""
         v = self.as_vector(vector)
         with self._lock:
@@ -158,7 +163,7 @@ class VectorIndex:
             order = np.argsort(-scores[ok])[:TOP]
             return [(float(scores[ok][o]), p.keys[sel[o]], p.texts[sel[o]]) for o in order]
 
-    async def search(self, context: str, vector, threshold: float, now_ms: int) -> list[tuple[float, str, str]]:
+    async def search(self, context: str, vector: Vector, threshold: float, now_ms: int) -> list[tuple[float, str, str]]:
         p = self._parts.get(context)
         if p is not None and p.n > EXACT_UP_TO:
             return await asyncio.get_running_loop().run_in_executor(

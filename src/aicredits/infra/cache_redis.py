@@ -12,7 +12,12 @@ A Redis that fails makes the call a miss (services/cache.py); nothing here retri
 
 from __future__ import annotations
 
-from aicredits.domain.cache_entry import CacheEntry
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+from aicredits.domain.cache_entry import CacheEntry, FeedRow
 
 FIELDS = ("scope", "account_id", "model", "response", "prompt_tokens", "completion_tokens", "charge",
           "created_at", "expires_at", "context", "query", "vector", "provider")
@@ -20,22 +25,24 @@ INTS = {"account_id", "prompt_tokens", "completion_tokens", "charge", "created_a
 TEXTS = {"scope", "model", "context", "query", "provider"}
 
 
-def _entry(key: str, h: dict) -> CacheEntry:
-    v = {}
+def _entry(key: str, h: dict[bytes, bytes]) -> CacheEntry:
+    v: dict[str, object] = {}
     for f in FIELDS:
         raw = h.get(f.encode())
         if f in INTS:
-            v[f] = int(raw)
+            v[f] = int(raw or b"")
         elif f in TEXTS:
             v[f] = raw.decode() if raw else (None if f in ("context", "query") else "")
         else:
             v[f] = raw if raw else None
-    return CacheEntry(key=key, **v)
+    return CacheEntry(key=key, **v)  # type: ignore[arg-type]  # each field read by its type above
 
 
 class RedisCacheStore:
-    def __init__(self, redis, prefix: str) -> None:
-        self._r = redis
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        # redis-py types each reply as `bytes | str` (it cannot know decode_responses); this
+        # client's replies are bytes, read as such below
+        self._r: Any = redis
         self._p = prefix + "cache:"
 
     async def get(self, key: str, now: int) -> CacheEntry | None:
@@ -72,9 +79,9 @@ class RedisCacheStore:
             return 0
         return await self._r.delete(*[self._p + "e:" + k.decode() for k, _ in oldest])
 
-    async def feed(self, cursor, now: int) -> tuple[str, list[tuple]]:
+    async def feed(self, cursor: str | bytes | None, now: int) -> tuple[str | bytes, list[FeedRow]]:
         got = await self._r.xread({self._p + "feed": cursor or "0"}, count=20_000)
-        rows = []
+        rows: list[FeedRow] = []
         for _stream, items in got or ():
             for item_id, f in items:
                 cursor = item_id

@@ -14,6 +14,11 @@ warning is logged once per outage, and Redis is not asked again for a second.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 import logging
 import time
 import uuid
@@ -39,7 +44,7 @@ return 1
 
 
 class RedisInFlight:
-    def __init__(self, redis, prefix: str, ttl_seconds: float) -> None:
+    def __init__(self, redis: Redis, prefix: str, ttl_seconds: float) -> None:
         self._redis = redis
         self._prefix = prefix + "inflight:"
         self._ttl_ms = max(1, round(ttl_seconds * 1000))
@@ -73,6 +78,6 @@ class RedisInFlight:
             self._local.leave_now(key_id)
             return
         try:
-            await self._redis.zrem(self._prefix + key_id, token)
+            await self._redis.zrem(self._prefix + key_id, str(token))
         except Exception as exc:  # noqa: BLE001 - the member expires on its own
             self._failed(exc)

@@ -9,6 +9,10 @@ import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aicredits.settings import Settings
 
 log = logging.getLogger("aicredits.mail")
 
@@ -20,13 +24,14 @@ class SmtpMailer:
         self._user, self._password, self._tls, self._timeout = user, password, tls, timeout
 
     @classmethod
-    def from_settings(cls, s) -> SmtpMailer | None:
-        if not s.smtp_host:
+    def from_settings(cls, s: Settings) -> SmtpMailer | None:
+        if not s.smtp_host or not s.smtp_from:     # (settings require the sender with the host)
             return None
         return cls(s.smtp_host, s.smtp_port, s.smtp_from, user=s.smtp_user, password=s.smtp_password, tls=s.smtp_tls)
 
     def _send(self, msg: EmailMessage) -> None:
         context = ssl.create_default_context()
+        smtp: smtplib.SMTP
         if self._tls == "ssl":
             smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self._timeout, context=context)
         else:

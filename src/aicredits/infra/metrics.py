@@ -24,7 +24,7 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -76,7 +76,7 @@ class _Holds:
     def __init__(self) -> None:
         self.value: tuple[int, int] | None = None
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.value is None:
             return
         count, amount = self.value
@@ -98,7 +98,7 @@ class _Tally:
         self.upstream_buckets = [0] * (len(UPSTREAM_BUCKETS) + 1)
 
 
-def _observe_many(child, total: float, buckets: list[int]) -> None:
+def _observe_many(child: Histogram, total: float, buckets: list[int]) -> None:
     """Add a flush's observations to a histogram's series at once (prometheus-client observes one
     value at a time; its buckets are per bucket, as ours, and cumulated when collected)."""
     if not any(buckets):
@@ -191,7 +191,7 @@ class PrometheusMetrics:
         t.output += output_tokens
         t.charged += charged_micros
 
-    def _count(self, metric, labels: tuple) -> None:
+    def _count(self, metric: Counter, labels: tuple[str, ...]) -> None:
         key = (metric, labels)
         self._counts[key] = self._counts.get(key, 0) + 1
 

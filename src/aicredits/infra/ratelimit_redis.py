@@ -12,6 +12,11 @@ outage costs no time per request). /health/ready reports Redis as unavailable me
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 import logging
 import time
 
@@ -67,7 +72,7 @@ return 1
 
 
 class RedisRateLimiter:
-    def __init__(self, redis, prefix: str, window_seconds: float) -> None:
+    def __init__(self, redis: Redis, prefix: str, window_seconds: float) -> None:
         self._redis = redis
         self._prefix = prefix + "ratelimit:"
         self.window_ms = max(1, round(window_seconds * 1000))

@@ -13,8 +13,8 @@ one process, or a host application's own tracing, do not mix.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import trace
@@ -25,6 +25,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+from starlette.types import Message, Receive, Scope, Send
 
 from aicredits import __version__
 from aicredits.domain.money import format_inr
@@ -78,9 +80,10 @@ class OtelTracing:
         self._propagator = TraceContextTextMapPropagator()
         self._propagate = propagate_upstream
 
-    async def serve(self, scope, receive, send, handle: Callable[..., Awaitable[None]], route: str) -> None:
+    async def serve(self, scope: Scope, receive: Receive, send: Send, handle: Callable[..., Awaitable[None]],
+                    route: str) -> None:
         """Answer one request inside its span (the client's trace continued when it sent one)."""
-        carrier = {}
+        carrier: dict[str, str] = {}
         for name, value in scope["headers"]:
             if name in (b"traceparent", b"tracestate"):
                 carrier[name.decode("latin-1")] = value.decode("latin-1")
@@ -88,7 +91,7 @@ class OtelTracing:
         method = scope["method"]
         status = 0
 
-        async def send_status(message) -> None:
+        async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -112,11 +115,11 @@ class OtelTracing:
                     span.set_attribute("aicredits.key_id", state.key_id)
 
     # ------------------------------------------------------------------ the Tracing interface
-    def span(self, name: str):
+    def span(self, name: str) -> AbstractContextManager[Span]:
         return self._tracer.start_as_current_span(name)
 
     @contextmanager
-    def attempt(self, operation: str, system: str, model: str, deployment: str):
+    def attempt(self, operation: str, system: str, model: str, deployment: str) -> Iterator[Span]:
         attributes = {"gen_ai.operation.name": operation, "gen_ai.system": system_of(system),
                       "gen_ai.provider.name": system_of(system), "gen_ai.request.model": model,
                       "aicredits.deployment": deployment}
@@ -135,7 +138,7 @@ class OtelTracing:
 
     def call_done(self, system: str, model: str, input_tokens: int, output_tokens: int, charged_micros: int,
                   request_id: str) -> None:
-        attributes = {"gen_ai.system": system_of(system), "gen_ai.provider.name": system_of(system),
+        attributes: dict[str, AttributeValue] = {"gen_ai.system": system_of(system), "gen_ai.provider.name": system_of(system),
                       "gen_ai.request.model": model, "gen_ai.usage.input_tokens": input_tokens,
                       "gen_ai.usage.output_tokens": output_tokens, "aicredits.cost_micros": charged_micros,
                       "aicredits.cost_inr": format_inr(charged_micros), "aicredits.request_id": request_id}

@@ -32,7 +32,7 @@ from aicredits.providers.anthropic_translate import (
     to_anthropic,
     to_openai,
 )
-from aicredits.providers.base import DONE, ChatResult, StreamEvent, UpstreamCut
+from aicredits.providers.base import DONE, ChatResult, StreamEvent, Target, UpstreamCut
 from aicredits.providers.http import HTTPProvider, scrub
 from aicredits.providers.sse import SSEReader, parse_event
 from aicredits.settings import ProviderSettings
@@ -67,7 +67,8 @@ class StreamTranslator:
             msg = ev.get("message") or {}
             self.id = msg.get("id") or self.id
             self.model = msg.get("model")
-            usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+            usage = msg.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
             # its output_tokens is a placeholder, not a count: only message_delta's counts
             self.usage.update({k: v for k, v in usage.items() if k != "output_tokens"})
             return [self._chunk({"role": "assistant", "content": ""})]
@@ -97,7 +98,8 @@ class StreamTranslator:
                                                          "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if kind == "message_delta":
-            usage = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
+            usage = ev.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
             self.usage.update({k: v for k, v in usage.items() if v is not None})
             if token_count(usage.get("output_tokens")) is not None:
                 self.output_counted = True
@@ -109,7 +111,8 @@ class StreamTranslator:
                      "choices": [], "usage": openai_usage(self.usage, self.ttl)}, DONE]
         if kind == "error":
             self.failed = True
-            err = ev.get("error") if isinstance(ev.get("error"), dict) else {}
+            err = ev.get("error")
+            err = err if isinstance(err, dict) else {}
             message = scrub(str(err.get("message") or "The provider reported an error."), self.secrets)
             return [{"error": {"message": f"The Anthropic provider failed mid-stream: {message}",
                                "type": str(err.get("type") or "api_error")}}]
@@ -191,14 +194,14 @@ class AnthropicProvider(HTTPProvider):
     def url(self, path: str = "/v1/messages") -> str:
         return self._base + path
 
-    def _payload(self, body: dict, target, stream: bool) -> tuple[bytes, bool, str | None]:
+    def _payload(self, body: dict, target: Target, stream: bool) -> tuple[bytes, bool, str | None]:
         payload, json_mode, ttl = to_anthropic(dict(body, stream=stream), target)
         if self._drop_sampling:
             for k in ("temperature", "top_p"):
                 payload.pop(k, None)
         return orjson.dumps(payload), json_mode, ttl
 
-    async def chat(self, body: dict, target) -> ChatResult:
+    async def chat(self, body: dict, target: Target) -> ChatResult:
         payload, json_mode, ttl = self._payload(body, target, stream=False)
         data, _ = await self._http.call_json(self.url(), payload)
         if not isinstance(data.get("content"), list):
@@ -208,7 +211,7 @@ class AnthropicProvider(HTTPProvider):
         except (TypeError, ValueError) as exc:   # a tool input nested past orjson's limit
             raise self._http.unexpected() from exc
 
-    async def stream(self, body: dict, target) -> AnthropicStream:
+    async def stream(self, body: dict, target: Target) -> AnthropicStream:
         payload, json_mode, ttl = self._payload(body, target, stream=True)
         resp = await self._http.open_stream(self.url(), payload)
         return AnthropicStream(resp, self._http.idle, self.name, StreamTranslator(json_mode, ttl, self._secrets))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import orjson
 
 from aicredits.domain.media import InputCosts, PixelImages
 from aicredits.domain.usage import token_count
 from aicredits.errors import InvalidRequest
+from aicredits.providers.base import Target
 
 JSON_TOOL = "json_tool_call"
 DEFAULT_MAX_TOKENS = 4096
@@ -64,7 +66,7 @@ def _bad(message: str, param: str) -> InvalidRequest:
 
 
 # ---------------------------------------------------------------------------- request
-def cache_ttl(value, param: str = "cache") -> str | None:
+def cache_ttl(value: object, param: str = "cache") -> str | None:
     """None (no caching), "5m" or "1h" from the request's `cache` field."""
     if value is None or value is False:
         return None
@@ -78,12 +80,14 @@ def cache_ttl(value, param: str = "cache") -> str | None:
     raise _bad("'cache' must be true, false or an object like {\"ttl\": \"1h\"}.", param)
 
 
-def _text_of(content, param: str) -> list[str]:
+def _text_of(content: object, param: str) -> list[str]:
     """The texts of a system/developer/tool message's content (string or text parts)."""
     if content is None:
         return []
     if isinstance(content, str):
         return [content]
+    if not isinstance(content, list):
+        raise _bad(f"{param} must be a string or an array of parts.", param)
     out = []
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") not in ("text", "input_text"):
@@ -109,7 +113,8 @@ def _image(part: dict, param: str) -> dict:
 
 
 def _file(part: dict, param: str) -> dict:
-    f = part.get("file") if isinstance(part.get("file"), dict) else {}
+    f = part.get("file")
+    f = f if isinstance(f, dict) else {}
     m = _DATA_URL.fullmatch(f.get("file_data") or "")
     if not m or m.group(1).lower() != "application/pdf":
         raise _bad(f"{param}: Anthropic models take files as base64 PDF data URLs only.", param)
@@ -117,11 +122,13 @@ def _file(part: dict, param: str) -> dict:
                                            "data": m.group(3)}}
 
 
-def _user_blocks(content, param: str) -> list[dict]:
+def _user_blocks(content: object, param: str) -> list[dict]:
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise _bad(f"{param} must be a string or an array of parts.", param)
     blocks = []
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
@@ -221,7 +228,7 @@ def _tools(body: dict) -> list[dict]:
         fn = tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
         if not isinstance(fn, dict) or not fn.get("name"):
             raise _bad(f"tools[{i}] must be a function tool with a name.", f"tools[{i}]")
-        t = {"name": str(fn["name"])}
+        t: dict[str, Any] = {"name": str(fn["name"])}
         if fn.get("description"):
             t["description"] = str(fn["description"])
         schema = fn.get("parameters")
@@ -230,7 +237,7 @@ def _tools(body: dict) -> list[dict]:
     return out
 
 
-def _tool_choice(choice, tools: list[dict]) -> dict | None:
+def _tool_choice(choice: object, tools: list[dict]) -> dict | None:
     if choice is None:
         return None
     if choice in ("auto", "none"):
@@ -256,7 +263,8 @@ def _json_schema(rf: dict) -> dict | None:
     if kind == "json_object":
         return {"type": "object", "additionalProperties": True, "properties": {}}
     if kind == "json_schema":
-        spec = rf.get("json_schema") if isinstance(rf.get("json_schema"), dict) else {}
+        spec = rf.get("json_schema")
+        spec = spec if isinstance(spec, dict) else {}
         schema = spec.get("schema")
         return schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
     if kind in (None, "text"):
@@ -268,7 +276,7 @@ def _mark(block: dict, ttl: str) -> None:
     block["cache_control"] = {"type": "ephemeral", "ttl": "1h"} if ttl == "1h" else {"type": "ephemeral"}
 
 
-def to_anthropic(body: dict, target) -> tuple[dict, bool, str | None]:
+def to_anthropic(body: dict, target: Target) -> tuple[dict, bool, str | None]:
     """(Messages API body, json mode?, cache ttl or None)."""
     if (body.get("n") or 1) > 1:
         raise _bad("'n' greater than 1 is not supported by Anthropic models.", "n")
@@ -338,7 +346,7 @@ def finish_reason(stop_reason: str | None, json_only: bool = False) -> str:
     return "stop" if json_only and reason == "tool_calls" else reason
 
 
-def _n(v) -> int:
+def _n(v: object) -> int:
     n = token_count(v)
     return 0 if n is None else n
 

@@ -52,6 +52,7 @@ def encode_pcm(pcm: bytes, rate: int, channels: int, fmt: str) -> bytes:
     out = io.BytesIO()
     with av.open(out, "w", format=muxer) as container:
         stream = container.add_stream(codec, rate=out_rate)
+        assert isinstance(stream, av.AudioStream)       # ENCODERS' codecs are audio codecs
         stream.layout = layout
         frames = [frame]
         if out_rate != rate:

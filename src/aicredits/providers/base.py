@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.media import InputCosts
 
 DONE = object()   # the stream's end marker ([DONE] / message_stop)
@@ -31,6 +32,16 @@ class UpstreamCut(Exception):
     def __init__(self, message: str, *, timeout: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class Target(Protocol):
+    """What an adapter is called for (services/routing.py's Target): the deployment's model id
+    upstream, and the catalog entry."""
+
+    @property
+    def upstream_id(self) -> str: ...
+    @property
+    def spec(self) -> ModelSpec: ...
 
 
 class ChatStream(Protocol):
@@ -62,10 +73,8 @@ class ChatProvider(Adapter, Protocol):
     # "max_completion_tokens" (OpenAI) or "max_tokens" (everyone else)
     max_tokens_field: str
 
-    # `target` is the routing target: `.upstream_id` is the id this deployment takes,
-    # `.spec` the catalog entry
-    async def chat(self, body: dict, target) -> ChatResult: ...
-    async def stream(self, body: dict, target) -> ChatStream: ...
+    async def chat(self, body: dict, target: Target) -> ChatResult: ...
+    async def stream(self, body: dict, target: Target) -> ChatStream: ...
 
     def input_costs(self, upstream_id: str) -> InputCosts:
         """How the model bills image, PDF and audio input and the tool prompt the provider adds:
@@ -74,22 +83,22 @@ class ChatProvider(Adapter, Protocol):
 
 @runtime_checkable
 class EmbeddingsProvider(Protocol):
-    async def embed(self, body: dict, target) -> ChatResult: ...
+    async def embed(self, body: dict, target: Target) -> ChatResult: ...
 
 
 @runtime_checkable
 class ImagesProvider(Protocol):
-    async def images(self, body: dict, target) -> ChatResult: ...
+    async def images(self, body: dict, target: Target) -> ChatResult: ...
 
 
 @runtime_checkable
 class SpeechProvider(Protocol):
-    async def speech(self, body: dict, target) -> MediaResult: ...
+    async def speech(self, body: dict, target: Target) -> MediaResult: ...
 
 
 @runtime_checkable
 class TranscriptionProvider(Protocol):
-    async def transcribe(self, upload: AudioUpload, target) -> MediaResult: ...
+    async def transcribe(self, upload: AudioUpload, target: Target) -> MediaResult: ...
 
 
 @runtime_checkable
@@ -98,8 +107,8 @@ class ResponsesProvider(Protocol):
     says whether this instance's upstream speaks it (an OpenAI-shaped server may not)."""
     native_responses: bool
 
-    async def responses(self, body: dict, target) -> ChatResult: ...
-    async def responses_stream(self, body: dict, target) -> ChatStream: ...
+    async def responses(self, body: dict, target: Target) -> ChatResult: ...
+    async def responses_stream(self, body: dict, target: Target) -> ChatStream: ...
 
 
 # catalog endpoint (domain/catalog.py ENDPOINTS) -> the capability an adapter needs to serve it

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aicredits.domain.media import InputCosts
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
-from aicredits.providers.base import DONE, ChatResult, StreamEvent
+from aicredits.providers.base import DONE, ChatResult, StreamEvent, Target
 
 WORDS = re.compile(r"\S+\s*")
 
@@ -81,7 +81,7 @@ class DemoProvider:
         """It bills the estimator's count of the text (media parts are not read): no formula."""
         return InputCosts()
 
-    async def chat(self, body: dict, target) -> ChatResult:
+    async def chat(self, body: dict, target: Target) -> ChatResult:
         text, reason = _reply(body, _limit(body))
         prompt = estimate_prompt_tokens(body)
         completion = max(1, estimate_text_tokens(0, len(WORDS.findall(text))))
@@ -92,7 +92,7 @@ class DemoProvider:
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         })
 
-    async def stream(self, body: dict, target) -> DemoStream:
+    async def stream(self, body: dict, target: Target) -> DemoStream:
         return DemoStream(body, target.upstream_id)
 
     async def close(self) -> None:

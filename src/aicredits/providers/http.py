@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 
 import aiohttp
 import orjson
@@ -76,7 +77,7 @@ def upstream_message(raw: bytes, secrets: tuple[str, ...] = ()) -> str:
     return scrub(msg.strip(), secrets)[:1000]
 
 
-def _retry_after(headers) -> int | None:
+def _retry_after(headers: Mapping[str, str] | None) -> int | None:
     raw = headers.get("retry-after") if headers else None
     if raw is None:
         ms = headers.get("retry-after-ms") if headers else None
@@ -92,7 +93,7 @@ def _retry_after(headers) -> int | None:
         return None
 
 
-def map_status(status: int, raw: bytes, headers, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
+def map_status(status: int, raw: bytes, headers: Mapping[str, str] | None, provider: str, secrets: tuple[str, ...] = ()) -> GatewayError:
     """An upstream error status as the client should see it (docs/errors.md), marked for the router
     (docs/errors.md, "Retries"): 429 and 5xx refusals cannot have been processed, so they may be
     retried and fall back; credentials, billing and unknown models may fall back; a 408/504 is a
@@ -160,6 +161,10 @@ def broken_off(provider: str) -> GatewayError:
     return exc
 
 
+# a request body: JSON bytes, or a multipart form (upload_form)
+Payload = bytes | aiohttp.FormData
+
+
 def upload_form(fields: list[tuple[str, str]], upload: AudioUpload) -> aiohttp.FormData:
     """A multipart/form-data request body: the text fields in order, then the file as `file`."""
     form = aiohttp.FormData()
@@ -184,7 +189,7 @@ class UpstreamClient:
         self.first_byte = first_byte_timeout
         self.idle = idle_timeout
 
-    async def post(self, url: str, payload, headers: dict | None = None) -> aiohttp.ClientResponse:
+    async def post(self, url: str, payload: Payload, headers: dict | None = None) -> aiohttp.ClientResponse:
         """POST and wait for the response head. A connection that could not be made (refused, reset
         or timed out while connecting, before the request was sent) may be retried; a timeout
         waiting for the head or a connection lost after the request went out may not. A form
@@ -223,7 +228,7 @@ class UpstreamClient:
             resp.close()
             raise
 
-    async def call(self, url: str, payload, headers: dict | None = None) -> bytes:
+    async def call(self, url: str, payload: Payload, headers: dict | None = None) -> bytes:
         """POST and read the whole answer; an error status raises our error."""
         resp = await self.post(url, payload, headers)
         raw = await self.read(resp)
@@ -231,7 +236,7 @@ class UpstreamClient:
             raise map_status(resp.status, raw, resp.headers, self.provider, self.secrets)
         return raw
 
-    async def call_json(self, url: str, payload, headers: dict | None = None) -> tuple[dict, bytes]:
+    async def call_json(self, url: str, payload: Payload, headers: dict | None = None) -> tuple[dict, bytes]:
         """POST; the answer, a JSON object, as (parsed, raw bytes)."""
         raw = await self.call(url, payload, headers)
         return self.json_object(raw), raw
@@ -248,7 +253,7 @@ class UpstreamClient:
     def unexpected(self) -> UpstreamError:
         return UpstreamError(f"The {self.provider} provider sent an unexpected response.")
 
-    async def open_stream(self, url: str, payload) -> aiohttp.ClientResponse:
+    async def open_stream(self, url: str, payload: Payload) -> aiohttp.ClientResponse:
         """POST a streaming request; the response once it is an event stream (its body unread)."""
         resp = await self.post(url, payload)
         if resp.status != 200:

@@ -12,10 +12,18 @@ import aiohttp
 import orjson
 
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES, is_speech_format
-from aicredits.domain.media import GeminiImages, InputCosts, PatchImages, TileImages
+from aicredits.domain.media import GeminiImages, ImageRule, InputCosts, PatchImages, TileImages
 from aicredits.errors import UpstreamError
 from aicredits.providers.audio_codec import conform
-from aicredits.providers.base import DONE, AudioUpload, ChatResult, MediaResult, StreamEvent, UpstreamCut
+from aicredits.providers.base import (
+    DONE,
+    AudioUpload,
+    ChatResult,
+    MediaResult,
+    StreamEvent,
+    Target,
+    UpstreamCut,
+)
 from aicredits.providers.http import HTTPProvider, scrub, upload_form
 from aicredits.providers.sse import SSEReader, event_data
 from aicredits.settings import ProviderSettings
@@ -38,7 +46,7 @@ GEMINI_PER_ITEM = 258          # Gemini: tokens per small image, per image tile,
 GEMINI_AUDIO_PER_SECOND = 32
 
 
-def _longest_prefix(table: dict, model: str):
+def _longest_prefix(table: dict[str, ImageRule], model: str) -> ImageRule | None:
     best = max((k for k in table if model == k or model.startswith((k + "-", k + "."))),
                key=len, default=None)
     return table[best] if best is not None else None
@@ -54,18 +62,20 @@ def openai_input_costs(kind: str, upstream_id: str) -> InputCosts:
     if kind not in ("openai", "azure"):
         return InputCosts()
     image = _longest_prefix(OPENAI_IMAGES, upstream_id.lower())
+    page_image = image.tokens(None, "high") if image is not None else None
     return InputCosts(image=image, audio_per_second=OPENAI_AUDIO_PER_SECOND,
-                      pdf_page=PDF_PAGE_TEXT + image.tokens(None, "high") if image is not None else None)
+                      pdf_page=PDF_PAGE_TEXT + page_image if page_image is not None else None)
 
 
-def count_hidden_output(usage) -> bool:
+def count_hidden_output(usage: object) -> bool:
     """Gemini's OpenAI endpoint leaves thinking tokens out of completion_tokens but counts them
     in total_tokens (and bills them as output). Put them back, as OpenAI reports reasoning:
     inside completion_tokens and in completion_tokens_details.reasoning_tokens. True if changed."""
     if not isinstance(usage, dict):
         return False
     prompt, completion, total = (usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (prompt, completion, total)):
+    if not (isinstance(prompt, int) and isinstance(completion, int) and isinstance(total, int)) \
+            or any(isinstance(v, bool) for v in (prompt, completion, total)):
         return False
     hidden = total - prompt - completion
     if hidden <= 0:
@@ -86,7 +96,8 @@ def scrub_failure(obj: dict, secrets: tuple[str, ...]) -> dict:
     out = dict(obj)
     if isinstance(out.get("message"), str):
         out["message"] = scrub(out["message"], secrets)
-    holder = out.get("response") if isinstance(out.get("response"), dict) else out
+    holder = out.get("response")
+    holder = holder if isinstance(holder, dict) else out
     err = holder.get("error")
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         err = {**err, "message": scrub(err["message"], secrets)}
@@ -198,7 +209,7 @@ class OpenAICompatible(HTTPProvider):
             return f"{self._base}/openai/deployments/{upstream_id}{path}?api-version={self._azure_version}"
         return self._base + path
 
-    def _body(self, body: dict, target, stream: bool) -> bytes:
+    def _body(self, body: dict, target: Target, stream: bool) -> bytes:
         out = dict(body)
         out.pop("cache", None)   # Claude prompt caching: meaningless to OpenAI-shaped servers
         out["model"] = target.upstream_id
@@ -208,38 +219,39 @@ class OpenAICompatible(HTTPProvider):
             out["stream_options"] = opts
         return orjson.dumps(out)
 
-    def _stream(self, resp: aiohttp.ClientResponse, **options) -> OpenAIStream:
+    def _stream(self, resp: aiohttp.ClientResponse, **options: bool) -> OpenAIStream:
         return OpenAIStream(resp, self._http.idle, self.name, self._secrets, **options)
 
-    async def chat(self, body: dict, target) -> ChatResult:
-        data, raw = await self._http.call_json(self.url("/chat/completions", target.upstream_id),
-                                               self._body(body, target, stream=False))
+    async def chat(self, body: dict, target: Target) -> ChatResult:
+        data, raw_bytes = await self._http.call_json(self.url("/chat/completions", target.upstream_id),
+                                                     self._body(body, target, stream=False))
+        raw: bytes | None = raw_bytes
         if "choices" not in data:
             raise self._http.unexpected()
         if self.kind == "gemini" and count_hidden_output(data.get("usage")):
             raw = None   # the client is sent the amended usage
         return ChatResult(data, raw)
 
-    async def stream(self, body: dict, target) -> OpenAIStream:
+    async def stream(self, body: dict, target: Target) -> OpenAIStream:
         resp = await self._http.open_stream(self.url("/chat/completions", target.upstream_id),
                                             self._body(body, target, stream=True))
         return self._stream(resp, azure=self._azure_version is not None,
                             index_tools=self.kind in ("gemini", "openai_compatible"),
                             hidden_output=self.kind == "gemini")
 
-    async def post_json(self, path: str, body: dict, target) -> ChatResult:
+    async def post_json(self, path: str, body: dict, target: Target) -> ChatResult:
         """POST a JSON body to an OpenAI-shaped endpoint; the answer as (parsed, raw bytes)."""
         data, raw = await self._http.call_json(self.url(path, target.upstream_id),
                                                orjson.dumps({**body, "model": target.upstream_id}))
         return ChatResult(data, raw)
 
-    async def embed(self, body: dict, target) -> ChatResult:
+    async def embed(self, body: dict, target: Target) -> ChatResult:
         return await self.post_json("/embeddings", body, target)
 
-    async def images(self, body: dict, target) -> ChatResult:
+    async def images(self, body: dict, target: Target) -> ChatResult:
         return await self.post_json("/images/generations", body, target)
 
-    async def speech(self, body: dict, target) -> MediaResult:
+    async def speech(self, body: dict, target: Target) -> MediaResult:
         """Raw audio bytes in the requested format (`language` is our extension: not sent); bytes
         that are not in it (a compatible server that answers WAV whatever it is asked) are converted."""
         out = {k: v for k, v in body.items() if k != "language"}
@@ -252,7 +264,7 @@ class OpenAICompatible(HTTPProvider):
             raw = await asyncio.to_thread(conform, raw, fmt, self.name)
         return MediaResult(raw, SPEECH_CONTENT_TYPES[fmt])
 
-    async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
+    async def transcribe(self, upload: AudioUpload, target: Target) -> MediaResult:
         """multipart/form-data as OpenAI takes it; JSON formats come back as JSON, the others as text."""
         fields = [("model", target.upstream_id), ("response_format", upload.response_format)]
         for name, value in upload.fields.items():
@@ -276,7 +288,7 @@ class OpenAICompatible(HTTPProvider):
             return f"{self._base}/openai/responses?api-version={self._azure_version}"
         return self._base + "/responses"
 
-    async def responses(self, body: dict, target) -> ChatResult:
+    async def responses(self, body: dict, target: Target) -> ChatResult:
         """POST /responses (non-streaming); the answer as (parsed, raw bytes)."""
         data, raw = await self._http.call_json(self._responses_url(), orjson.dumps({**body, "model": target.upstream_id}))
         if data.get("object") != "response":
@@ -285,7 +297,7 @@ class OpenAICompatible(HTTPProvider):
             return ChatResult(scrub_failure(data, self._secrets))
         return ChatResult(data, raw)
 
-    async def responses_stream(self, body: dict, target) -> OpenAIStream:
+    async def responses_stream(self, body: dict, target: Target) -> OpenAIStream:
         """POST /responses with stream: true; events as they come (`event:` + `data:`, no [DONE])."""
         payload = orjson.dumps({**body, "model": target.upstream_id, "stream": True})
         return self._stream(await self._http.open_stream(self._responses_url(), payload))

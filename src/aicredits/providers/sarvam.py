@@ -25,8 +25,8 @@ import orjson
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.errors import GatewayError, InvalidRequest, UpstreamError
 from aicredits.providers.audio_codec import conform, decode_pcm, encode_pcm, wav_bytes
-from aicredits.providers.base import AudioUpload, MediaResult
-from aicredits.providers.http import HTTPProvider, upload_form
+from aicredits.providers.base import AudioUpload, MediaResult, Target
+from aicredits.providers.http import HTTPProvider, Payload, upload_form
 from aicredits.settings import ProviderSettings
 
 MAX_CHARS = 1500             # bulbul:v2's limit per request
@@ -63,7 +63,7 @@ def detect_language(text: str) -> str:
             if lo <= cp <= hi:
                 counts[lang] = counts.get(lang, 0) + 1
                 break
-    return max(counts, key=counts.get) if counts else "en-IN"
+    return max(counts, key=lambda lang: counts[lang]) if counts else "en-IN"
 
 
 def language_code(value: object, *, param: str = "language") -> str:
@@ -138,6 +138,7 @@ def render_transcript(text: str, language: str | None, duration: float, fmt: str
     if fmt == "vtt":
         body = f"WEBVTT\n\n{_timestamp(0, '.')} --> {_timestamp(duration, '.')}\n{text}\n\n"
         return MediaResult(body.encode(), "text/plain; charset=utf-8")
+    doc: dict[str, object]
     if fmt == "verbose_json":
         doc = {"task": "transcribe", "language": language, "duration": duration, "text": text, "segments": [],
                "usage": {"type": "duration", "seconds": duration}}
@@ -154,7 +155,7 @@ class SarvamProvider(HTTPProvider):
                    "Accept-Encoding": "identity", **settings.headers}
         super().__init__(settings, session, headers, **timeouts)
 
-    async def _call(self, path: str, payload) -> dict:
+    async def _call(self, path: str, payload: Payload) -> dict:
         """POST (JSON, or a form); the answer, a JSON object (an error status is our error, key and
         account ids stripped)."""
         data, _ = await self._http.call_json(self._base + path, payload)
@@ -177,7 +178,7 @@ class SarvamProvider(HTTPProvider):
         except (binascii.Error, ValueError) as exc:
             raise UpstreamError(f"The {self.name} provider sent unreadable audio.") from exc
 
-    async def speech(self, body: dict, target) -> MediaResult:
+    async def speech(self, body: dict, target: Target) -> MediaResult:
         text = body["input"]
         lang = language_code(body["language"]) if body.get("language") is not None else detect_language(text)
         speaker = speaker_for(body.get("voice"))
@@ -193,7 +194,7 @@ class SarvamProvider(HTTPProvider):
                 if isinstance(r, (GatewayError, asyncio.CancelledError)):
                     raise r
                 raise UpstreamError(f"The {self.name} provider call failed.") from r
-        blobs = [blob for r in results for blob in r]
+        blobs = [blob for r in results if not isinstance(r, BaseException) for blob in r]
         if codec != "wav" and len(blobs) == 1:
             audio = await asyncio.to_thread(conform, blobs[0], fmt, self.name)
             return MediaResult(audio, SPEECH_CONTENT_TYPES[fmt])
@@ -222,7 +223,7 @@ class SarvamProvider(HTTPProvider):
         _, rate, channels = decoded[0]
         return (channels, 2, rate), b"".join(pcm for pcm, _, _ in decoded)
 
-    async def transcribe(self, upload: AudioUpload, target) -> MediaResult:
+    async def transcribe(self, upload: AudioUpload, target: Target) -> MediaResult:
         given = upload.fields.get("language")
         lang = language_code(given) if given else "unknown"
         data = await self._call("/speech-to-text", upload_form([("model", target.upstream_id), ("language_code", lang)],

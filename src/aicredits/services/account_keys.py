@@ -12,6 +12,7 @@ from aicredits.services import audit
 from aicredits.services.audit import Actor
 from aicredits.store import api_keys as keys_repo
 from aicredits.store import auth as auth_repo
+from aicredits.store.db import AnyRow, Engine
 
 
 class KeyNotFound(Exception):
@@ -36,7 +37,7 @@ class KeyView:
     revoked_at: int | None
 
 
-def _view(r) -> KeyView:
+def _view(r: AnyRow) -> KeyView:
     return KeyView(r.id, r.name, r.display, r.created_at, r.last_used_at, r.spent, r.limit_micros, r.rpm, r.tpm,
                    r.revoked_at)
 
@@ -54,7 +55,7 @@ def _check(name: str, limit: int | None, rpm: int | None, tpm: int | None) -> st
 
 
 class AccountKeys:
-    def __init__(self, engine, on_revoked: Callable[[str], None] | None = None) -> None:
+    def __init__(self, engine: Engine, on_revoked: Callable[[str], None] | None = None) -> None:
         self._engine = engine
         self._on_revoked = on_revoked       # drops the key from this process's key cache at once
 
@@ -82,7 +83,9 @@ class AccountKeys:
                                          rpm=rpm, tpm=tpm)
             await audit.append(conn, actor, audit.KEY_CREATED, target=row.id,
                                detail={"name": name, "limit": limit, "rpm": rpm, "tpm": tpm})
-            view = _view(await auth_repo.owned_key(conn, actor.account_id, row.id))
+            made = await auth_repo.owned_key(conn, actor.account_id, row.id)
+            assert made is not None     # made in this transaction
+            view = _view(made)
         return secret, view
 
     async def revoke(self, actor: Actor, key_id: str) -> bool:

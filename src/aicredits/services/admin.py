@@ -18,6 +18,8 @@ from aicredits.store import accounts as accounts_repo
 from aicredits.store import api_keys as keys_repo
 from aicredits.store import ledger_audit as audit
 from aicredits.store import usage as usage_repo
+from aicredits.store.accounts import Account, Wallet
+from aicredits.store.db import Conn, Engine
 
 DEFAULT_EMAIL = "default@aicredits.local"
 ADMIN_EMAIL = "admin@aicredits.local"
@@ -37,16 +39,23 @@ def _check_rate_limits(limits: dict) -> None:
             raise AdminError(f"{name} must be an integer from 1 to {MAX_LIMIT}, or unset; got {value!r}")
 
 
+async def _wallet(conn: Conn, account_id: int) -> Wallet:
+    w = await accounts_repo.wallet(conn, account_id)
+    if w is None:       # every account is made with its wallet
+        raise AdminError(f"account {account_id} has no wallet")
+    return w
+
+
 class Admin:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """For the other operator services that share the CLI's transaction-per-command engine."""
         return self._engine
 
-    async def _account(self, conn, email: str, *, create: bool, role: str = "user"):
+    async def _account(self, conn: Conn, email: str, *, create: bool, role: str = "user") -> Account:
         acct = await accounts_repo.by_email(conn, email)
         if acct is None:
             if not create:
@@ -89,7 +98,7 @@ class Admin:
                                          rpm=rpm, tpm=tpm)
             await audit_log.append(conn, CLI, audit_log.KEY_CREATED, target=row.id, detail={
                 "account": acct.email, "name": name, "limit": limit, "rpm": rpm, "tpm": tpm})
-            wallet = await accounts_repo.wallet(conn, acct.id)
+            wallet = await _wallet(conn, acct.id)
         return {"key": key, "id": row.id, "account": acct.email, "name": name, "display": row.display,
                 "balance": wallet.available, "limit": limit, "rpm": rpm, "tpm": tpm}
 
@@ -115,6 +124,7 @@ class Admin:
                 await keys_repo.set_rate_limits(conn, key_id, changes)
                 await audit_log.append(conn, CLI, actions.KEY_LIMITS, target=key_id, detail=changes)
             row = await keys_repo.get(conn, key_id)
+        assert row is not None      # found above, in this transaction
         return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm}
 
     async def revoke_key(self, key_id: str) -> bool:
@@ -138,7 +148,7 @@ class Admin:
     async def wallet(self, email: str | None) -> dict:
         async with self._engine.connect() as conn:
             acct = await self._account(conn, email or DEFAULT_EMAIL, create=False)
-            w = await accounts_repo.wallet(conn, acct.id)
+            w = await _wallet(conn, acct.id)
             entries = await accounts_repo.entries(conn, acct.id, limit=10)
         return {"account": acct.email, "balance": w.balance, "held": w.held, "available": w.available,
                 "total_added": w.total_added, "total_spent": w.total_spent, "entries": entries}

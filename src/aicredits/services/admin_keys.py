@@ -10,6 +10,7 @@ import time
 from aicredits.domain.keys import admin_well_formed, hash_key, well_formed
 from aicredits.errors import AuthenticationFailed
 from aicredits.store import operator as repo
+from aicredits.store.db import Engine
 from aicredits.store.operator import AdminKeyAuth
 
 TOUCH_EVERY_MS = 60_000
@@ -17,7 +18,7 @@ CACHE_MAX = 10_000
 
 
 class AdminKeyAuthenticator:
-    def __init__(self, engine, ttl: float = 1.0) -> None:
+    def __init__(self, engine: Engine, ttl: float = 1.0) -> None:
         self._engine = engine
         self._ttl = ttl
         self._cache: dict[str, tuple[AdminKeyAuth | None, float]] = {}

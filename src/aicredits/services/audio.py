@@ -9,13 +9,15 @@ import asyncio
 import base64
 import binascii
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aicredits.domain.audio import SPEECH_CONTENT_TYPES
 from aicredits.domain.pricing import audio_seconds_cost, chars_cost
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import AudioUpload, MediaResult
+from aicredits.providers.base import AudioUpload, MediaResult, SpeechProvider, TranscriptionProvider
 from aicredits.services.audio_probe import format_hint, probe
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
@@ -99,7 +101,8 @@ class TranscriptionRequest:
     models: object = None     # the request's fallback list
 
 
-def _transcription_fields(get, get_list) -> tuple[str, dict]:
+def _transcription_fields(get: Callable[[str], object],
+                          get_list: Callable[[str], list[str]]) -> tuple[str, dict]:
     """Validate the common fields (form strings or JSON values) into what is forwarded."""
     fields: dict = {}
     for key in ("language", "prompt"):
@@ -116,7 +119,7 @@ def _transcription_fields(get, get_list) -> tuple[str, dict]:
     temp = get("temperature")
     if temp is not None and temp != "":
         try:
-            t = float(temp) if not isinstance(temp, bool) else math.nan
+            t = float(temp) if isinstance(temp, (int, float, str)) and not isinstance(temp, bool) else math.nan
         except (TypeError, ValueError):
             t = math.nan
         if not 0 <= t <= 1:
@@ -139,7 +142,7 @@ def transcription_from_form(form: Form) -> TranscriptionRequest:
     if upload is None:
         raise InvalidRequest("'file' is required: the audio to transcribe.", param="file")
 
-    def get_list(key):
+    def get_list(key: str) -> list[str]:
         return form.fields.get(key + "[]") or form.fields.get(key) or []
 
     fmt, fields = _transcription_fields(form.get, get_list)
@@ -167,7 +170,7 @@ def transcription_from_json(body: object) -> TranscriptionRequest:
     except (binascii.Error, ValueError):
         raise InvalidRequest("'input_audio.data' is not valid base64.", param="input_audio.data") from None
 
-    def get_list(key):
+    def get_list(key: str) -> list[str]:
         value = body.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
             raise InvalidRequest(f"'{key}' must be an array of strings.", param=key)
@@ -180,10 +183,11 @@ def transcription_from_json(body: object) -> TranscriptionRequest:
 class AudioService(FixedPriceService):
     async def speech(self, body: object, auth: KeyAuth, request_id: str, started: float) -> tuple[MediaResult, Meter]:
         upstream = validate_speech(body)
-        chain = self._router.chain(upstream["model"], "speech", body.get("models"))
+        models = body.get("models") if isinstance(body, dict) else None   # (validated: a dict)
+        chain = self._router.chain(upstream["model"], "speech", models)
         chars = len(upstream["input"])      # Unicode code points
         meter = Meter(request_id, auth, "speech", started, units=chars)
-        result = await self._priced(meter, chain, lambda t: t.provider.speech(upstream, t),
+        result = await self._priced(meter, chain, lambda t: cast(SpeechProvider, t.provider).speech(upstream, t),
                                     lambda s: chars_cost(s, self._rates, chars))
         return result, meter
 
@@ -195,6 +199,6 @@ class AudioService(FixedPriceService):
         upload = AudioUpload(req.audio, f"audio.{info.ext}", info.content_type, info.duration, req.response_format,
                              req.fields)
         meter = Meter(request_id, auth, "transcription", started, units=seconds)
-        result = await self._priced(meter, chain, lambda t: t.provider.transcribe(upload, t),
+        result = await self._priced(meter, chain, lambda t: cast(TranscriptionProvider, t.provider).transcribe(upload, t),
                                     lambda s: audio_seconds_cost(s, self._rates, seconds))
         return result, meter

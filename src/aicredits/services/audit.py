@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aicredits.store import audit as audit_repo
+from aicredits.store.accounts import Account
+from aicredits.store.auth import Principal
+from aicredits.store.db import Conn, Engine
 
 # the actions the dashboard and the CLI record (others may add theirs; keep names dotted nouns)
 SIGNIN = "signin"
@@ -39,7 +42,7 @@ class Actor:
     ip: str | None = None
 
     @classmethod
-    def of(cls, account, ip: str | None = None) -> Actor:
+    def of(cls, account: Account | Principal, ip: str | None = None) -> Actor:
         """From anything with `.id` and `.email` (an Account, a Principal)."""
         return cls(account.id, account.email, ip)
 
@@ -48,14 +51,14 @@ class Actor:
         return cls(None, name, ip)
 
 
-async def append(conn, actor: Actor, action: str, *, target: str = "", detail: dict | None = None) -> int:
+async def append(conn: Conn, actor: Actor, action: str, *, target: str = "", detail: dict | None = None) -> int:
     """Record inside the caller's transaction."""
     return await audit_repo.append(conn, action=action, actor_id=actor.account_id, actor=actor.name,
                                    target=target, ip=actor.ip, detail=detail)
 
 
 class Audit:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def record(self, actor: Actor, action: str, *, target: str = "", detail: dict | None = None) -> int:

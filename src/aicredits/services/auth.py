@@ -22,7 +22,7 @@ from aicredits.store import accounts as accounts_repo
 from aicredits.store import audit as audit_repo
 from aicredits.store import auth as auth_repo
 from aicredits.store.auth import Principal, SessionRow
-from aicredits.store.db import now_ms
+from aicredits.store.db import Conn, Engine, now_ms
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 10
@@ -77,8 +77,16 @@ def check_password(password: str) -> None:
         raise AuthError(f"Passwords are at most {MAX_PASSWORD} characters.")
 
 
+async def _principal(conn: Conn, account_id: int) -> Principal:
+    """An account a row of ours refers to (a token, an identity) or one just made."""
+    principal = await auth_repo.principal_by_id(conn, account_id)
+    if principal is None:
+        raise AuthError("This account no longer exists.")
+    return principal
+
+
 class Auth:
-    def __init__(self, engine, *, signup: str = "open", session_seconds: float = 7 * 86400) -> None:
+    def __init__(self, engine: Engine, *, signup: str = "open", session_seconds: float = 7 * 86400) -> None:
         self._engine = engine
         self.signup = signup
         self._session_ms = int(session_seconds * 1000)
@@ -99,7 +107,7 @@ class Auth:
         return await asyncio.to_thread(check)
 
     # ------------------------------------------------------------ sessions
-    async def _open(self, conn, account_id: int | None, ip: str | None, user_agent: str | None,
+    async def _open(self, conn: Conn, account_id: int | None, ip: str | None, user_agent: str | None,
                     data: dict | None = None) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         await auth_repo.create_session(conn, session_id=token_hash(token), account_id=account_id, csrf_token=csrf,
@@ -141,7 +149,7 @@ class Auth:
             await audit.append(conn, Actor.of(principal, ip), audit.SIGNOUT)
 
     # ------------------------------------------------------------ sign-in
-    async def _throttle(self, conn, email: str, ip: str | None) -> None:
+    async def _throttle(self, conn: Conn, email: str, ip: str | None) -> None:
         now = now_ms()
         since = now - THROTTLE_WINDOW_MS
         for kind, limit in (("target", ACCOUNT_FAILURES), ("ip", IP_FAILURES)):
@@ -151,7 +159,8 @@ class Auth:
             n = await audit_repo.count_since(conn, audit.SIGNIN_FAILED, since, **{kind: value})
             if n >= limit:
                 oldest = await audit_repo.oldest_since(conn, audit.SIGNIN_FAILED, since, **{kind: value})
-                raise Throttled(max(1, (oldest + THROTTLE_WINDOW_MS - now + 999) // 1000))
+                first = oldest if oldest is not None else since     # (n > 0: there is one)
+                raise Throttled(max(1, (first + THROTTLE_WINDOW_MS - now + 999) // 1000))
 
     async def sign_in(self, email: str, password: str, ip: str | None, user_agent: str | None) -> OpenedSession:
         email = normal_email(email)[:320]
@@ -160,7 +169,7 @@ class Auth:
             principal = await auth_repo.principal_by_email(conn, email)
         ok = await self._verify(principal.password_hash if principal else None, password or "")
         async with self._engine.begin() as conn:
-            if not ok:
+            if not ok or principal is None:
                 await audit.append(conn, Actor(principal.id if principal else None, email, ip),
                                    audit.SIGNIN_FAILED, target=email)
             elif principal.disabled_at is not None:
@@ -171,7 +180,7 @@ class Auth:
                 await audit.append(conn, Actor.of(principal, ip), audit.SIGNIN, target=email,
                                    detail={"method": "password"})
                 return OpenedSession(token, csrf, principal)
-        if not ok:
+        if not ok or principal is None:
             raise AuthError(BAD_CREDENTIALS)
         raise AuthError("This account is disabled. Ask the operator to enable it.")
 
@@ -190,12 +199,12 @@ class Auth:
                 if found is None or found["email"] != email:
                     raise AuthError("Sign-up needs an invitation: open the link you were sent, with the "
                                     "email it was sent to.")
-                if not await auth_repo.use_token(conn, token_hash(invite), now):
+                if not await auth_repo.use_token(conn, token_hash(invite or ""), now):
                     raise AuthError("This invitation has been used already.")
             if await auth_repo.principal_by_email(conn, email) is not None:
                 raise AuthError("An account with this email exists already: sign in, or reset its password.")
             acct = await accounts_repo.create(conn, email, name=name.strip()[:200], password_hash=hashed)
-            principal = await auth_repo.principal_by_id(conn, acct.id)
+            principal = await _principal(conn, acct.id)
             token, csrf = await self._open(conn, acct.id, ip, user_agent)
             actor = Actor.of(principal, ip)
             await audit.append(conn, actor, audit.SIGNUP, target=email, detail={"mode": self.signup})
@@ -253,7 +262,7 @@ class Auth:
             found = await auth_repo.usable_token(conn, token_hash(token or ""), "reset", now)
             if found is None or not await auth_repo.use_token(conn, token_hash(token), now):
                 raise AuthError("This reset link is invalid, used or expired: ask for a new one.")
-            principal = await auth_repo.principal_by_id(conn, found["account_id"])
+            principal = await _principal(conn, found["account_id"])
             await accounts_repo.set_password(conn, principal.id, hashed)
             await auth_repo.revoke_sessions_of(conn, principal.id)
             await audit.append(conn, Actor.of(principal, ip), audit.PASSWORD_RESET, target=principal.email)
@@ -277,7 +286,7 @@ class Auth:
                     if self.signup != "open":
                         raise AuthError("No account uses this email, and sign-up is not open: ask the operator.")
                     acct = await accounts_repo.create(conn, email, name=str(claims.get("name") or "")[:200])
-                    principal = await auth_repo.principal_by_id(conn, acct.id)
+                    principal = await _principal(conn, acct.id)
                     await audit.append(conn, Actor.of(principal, ip), audit.SIGNUP, target=email,
                                        detail={"mode": "oidc"})
                 await auth_repo.link_identity(conn, issuer=issuer, subject=subject, account_id=principal.id,
@@ -285,7 +294,7 @@ class Auth:
                 await audit.append(conn, Actor.of(principal, ip), audit.OIDC_LINKED, target=email,
                                    detail={"issuer": issuer})
             else:
-                principal = await auth_repo.principal_by_id(conn, account_id)
+                principal = await _principal(conn, account_id)
             if principal.disabled_at is not None:
                 raise AuthError("This account is disabled. Ask the operator to enable it.")
             token, csrf = await self._open(conn, principal.id, ip, user_agent)

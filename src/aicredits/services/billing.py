@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 
@@ -30,6 +30,7 @@ from aicredits.ports import (
     HoldRequest,
     KeyAuth,
     KeyRevoked,
+    Plan,
     SettleJournal,
     Settlement,
     SettleResult,
@@ -38,6 +39,7 @@ from aicredits.ports import (
 
 log = logging.getLogger("aicredits.billing")
 T = TypeVar("T")
+_P = TypeVar("_P", bound=Plan)
 
 
 @dataclass
@@ -79,12 +81,12 @@ class Billing:
         return self.lease_seconds / 6
 
     # ------------------------------------------------------------------ holds
-    async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable):
+    async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
         now = int(time.time() * 1000)
         req = HoldRequest(call_id, auth.account_id, auth.key_id, now, now + self._lease_ms, planner)
         fut = asyncio.ensure_future(self._reserve(req))
         try:
-            return await asyncio.shield(fut)
+            return cast(_P, await asyncio.shield(fut))     # the planner's own plan
         except Refusal as exc:
             raise InsufficientCredits(exc.message) from None
         except KeyRevoked:
@@ -101,7 +103,7 @@ class Billing:
             fut.add_done_callback(lambda f: self._release_orphan(f, auth, call_id))
             raise
 
-    async def _reserve(self, req: HoldRequest):
+    async def _reserve(self, req: HoldRequest) -> Plan:
         plan = await self.store.reserve(req)
         self._leases[req.call_id] = Lease()
         return plan

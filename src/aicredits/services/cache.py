@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import orjson
 
-from aicredits.domain.cache_entry import CacheEntry, hit_charge, hit_response, storable
+from aicredits.domain.cache_entry import CacheEntry, FeedRow, hit_charge, hit_response, storable
 from aicredits.domain.cache_guard import differs
 from aicredits.domain.cache_rules import (
     CachePolicy,
@@ -34,7 +35,12 @@ from aicredits.domain.cache_rules import (
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage
 
+if TYPE_CHECKING:
+    import numpy as np  # the optional extra aicredits[semantic]: only its embedders make vectors
+
 log = logging.getLogger("aicredits.cache")
+# a vector as an embedder gives it, or as a store keeps it (float32 little-endian bytes)
+Vector: TypeAlias = "np.ndarray | bytes"
 
 
 class CacheStore(Protocol):
@@ -44,8 +50,9 @@ class CacheStore(Protocol):
     async def touch(self, used: dict[str, tuple[int, int]]) -> None:
         """Record hits: key -> (last use ms, hits since the last call), for the LRU bound."""
     async def put(self, entry: CacheEntry, max_entries: int) -> None: ...
-    async def feed(self, cursor: Any, now_ms: int) -> tuple[Any, list[tuple]]:
-        """(new cursor, [(key, scope, context, query, vector, expires_at)]) written since `cursor`."""
+    async def feed(self, cursor: Any, now_ms: int) -> tuple[Any, list[FeedRow]]:  # noqa: ANN401 - each store's own
+        """(new cursor, [(key, scope, context, query, vector, expires_at)]) written since `cursor`
+        (the cursor is the store's own: a stream id, a time)."""
     async def purge(self, account_id: int | None, model: str | None) -> int: ...
     async def sweep(self, now_ms: int, max_entries: int) -> int: ...
     async def stats(self, now_ms: int) -> dict: ...
@@ -64,16 +71,17 @@ class SavingsStore(Protocol):
 class Embedder(Protocol):
     name: str
 
-    async def embed(self, text: str) -> Any:
-        """The text's unit-length float32 vector (numpy)."""
+    async def embed(self, text: str) -> np.ndarray:
+        """The text's unit-length float32 vector."""
 
 
 class VectorIndex(Protocol):
-    def add(self, context: str, key: str, text: str, vector: Any, expires_at: int) -> None: ...
+    def add(self, context: str, key: str, text: str, vector: Vector, expires_at: int) -> None: ...
     def discard(self, key: str) -> None: ...
     def has(self, context: str) -> bool: ...
     def clear(self) -> None: ...
-    async def search(self, context: str, vector: Any, threshold: float, now_ms: int) -> list[tuple]: ...
+    async def search(self, context: str, vector: Vector, threshold: float,
+                     now_ms: int) -> list[tuple[float, str, str]]: ...
 
 
 @dataclass
@@ -84,9 +92,15 @@ class CachePlan:
     key: str
     context: str | None = None
     text: str | None = None
-    vector: Any = None
+    vector: np.ndarray | None = None
     entry: CacheEntry | None = None
-    layer: str = ""          # "exact" or "semantic" for a hit
+
+    @property
+    def hit(self) -> CacheEntry:
+        """The entry of a hit (`lookup` said "hit")."""
+        if self.entry is None:
+            raise RuntimeError("not a cache hit")
+        return self.entry
 
 
 def now_ms() -> int:
@@ -146,16 +160,17 @@ class CacheService:
                 exp = self._known.get(plan.key)
                 if exp is not None:
                     if exp > now and await self._fetch(plan, plan.key, now):
-                        plan.layer = "exact"
                         return "hit"
                     self._known.pop(plan.key, None)
-            if plan.context is not None and self.index.has(plan.context):
+            # (a context is set only when the semantic layer is ready: an index and an embedder)
+            index, embedder, text = self.index, self.embedder, plan.text
+            if plan.context is not None and index is not None and embedder is not None and text is not None \
+                    and index.has(plan.context):
                 # (with nothing stored in this context, the question is embedded only if its
                 # answer is stored, after the call, off the request's path)
-                plan.vector = await self.embedder.embed(plan.text)
-                for score, key, text in await self.index.search(plan.context, plan.vector, plan.eff.threshold, now):
-                    if differs(plan.text, text, score) is None and await self._fetch(plan, key, now, plan.context):
-                        plan.layer = "semantic"
+                plan.vector = await embedder.embed(text)
+                for score, key, stored in await index.search(plan.context, plan.vector, plan.eff.threshold, now):
+                    if differs(text, stored, score) is None and await self._fetch(plan, key, now, plan.context):
                         return "hit"
         except Exception as exc:  # noqa: BLE001 - the cache never fails a call
             self._failed("lookup", exc)
@@ -163,6 +178,7 @@ class CacheService:
 
     async def _fetch(self, plan: CachePlan, key: str, now: int, context: str | None = None) -> bool:
         hot = self._hot.get(key)
+        entry: CacheEntry | None
         if hot is not None and time.monotonic() - hot[1] < HOT_SECONDS and hot[0].expires_at > now:
             entry = hot[0]
         else:
@@ -200,20 +216,22 @@ class CacheService:
 
     # ------------------------------------------------------------------ a hit
     def hit_charge(self, plan: CachePlan) -> int:
-        return hit_charge(plan.entry.charge, self.policy.hit_price)
+        return hit_charge(plan.hit.charge, self.policy.hit_price)
 
     def hit_usage(self, plan: CachePlan) -> TokenUsage:
         """What the hit saved, recorded in usage as its tokens."""
-        return TokenUsage(prompt_tokens=plan.entry.prompt_tokens, completion_tokens=plan.entry.completion_tokens)
+        entry = plan.hit
+        return TokenUsage(prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens)
 
     def answer(self, plan: CachePlan, call_id: str, charged: int) -> dict:
         """The hit's chat.completion; its savings are recorded with the next flush (within 0.5 s)."""
+        entry = plan.hit
         row = self._saved.setdefault(plan.account_id, [0, 0, 0, 0])
         row[0] += 1
-        row[1] += plan.entry.prompt_tokens
-        row[2] += plan.entry.completion_tokens
-        row[3] += max(0, plan.entry.charge - charged)
-        return hit_response(plan.entry, call_id, int(time.time()), micros_to_inr(charged))
+        row[1] += entry.prompt_tokens
+        row[2] += entry.completion_tokens
+        row[3] += max(0, entry.charge - charged)
+        return hit_response(entry, call_id, int(time.time()), micros_to_inr(charged))
 
     def record(self, usage_row: dict) -> None:
         """A free hit's usage record, written with the next flush (no money moved)."""
@@ -236,7 +254,7 @@ class CacheService:
         self._spawn(self._put(plan, entry))
 
     async def _put(self, plan: CachePlan, entry: CacheEntry) -> None:
-        if plan.context is not None:
+        if plan.context is not None and plan.text is not None and self.embedder is not None:
             try:
                 vec = plan.vector if plan.vector is not None else await self.embedder.embed(plan.text)
                 entry.context, entry.query, entry.vector = plan.context, plan.text, vec.astype("<f4").tobytes()
@@ -249,12 +267,13 @@ class CacheService:
             return
         self._learn(entry.key, entry.scope, entry.context, entry.query, entry.vector, entry.expires_at)
 
-    def _learn(self, key, scope, context, query, vector, expires_at) -> None:
+    def _learn(self, key: str, scope: str, context: str | None, query: str | None, vector: bytes | None,
+               expires_at: int) -> None:
         self._known[key] = expires_at
-        if context is not None and vector is not None and self.index is not None:
+        if context is not None and query is not None and vector is not None and self.index is not None:
             self.index.add(context, key, query, vector, expires_at)
 
-    def _spawn(self, aw) -> None:
+    def _spawn(self, aw: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(aw)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

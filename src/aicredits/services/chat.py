@@ -15,7 +15,7 @@ A stream whose choice finishes with "error" after output is an upstream_cut.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import cast
 
 import orjson
@@ -30,8 +30,9 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, ChatProvider, UpstreamCut
+from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, UpstreamCut
 from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
+from aicredits.services.cache import CacheService
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.routing import Router, Target
@@ -47,7 +48,7 @@ class ChatService:
         self._rates = rates
         self._metering = metering
         self._prices: dict[str, TokenPrices] = {}
-        self.cache = None     # services/cache.py's CacheService, set by the app when a cache is on
+        self.cache: CacheService | None = None     # set by the app when a cache is on
 
     def prices(self, spec: ModelSpec) -> TokenPrices:
         p = self._prices.get(spec.id)
@@ -64,7 +65,7 @@ class ChatService:
         stream = bool(body.get("stream"))
         meter = Meter(request_id, auth, "chat", started, stream=stream)
         meter.model = chain[0].id
-        if cached and self.cache is not None and await self._cache_lookup(meter, body):
+        if cached and self.cache is not None and await self._cache_lookup(self.cache, meter, body):
             return meter
         prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
@@ -86,17 +87,24 @@ class ChatService:
         meter.include_usage = bool(stream and (body.get("stream_options") or {}).get("include_usage"))
         return meter
 
-    async def _cache_lookup(self, meter: Meter, body: dict) -> bool:
+    @property
+    def _cache(self) -> CacheService:
+        """The response cache of a call that looked it up (meter.cache_plan set: the cache is on)."""
+        if self.cache is None:
+            raise RuntimeError("the response cache is off")
+        return self.cache
+
+    async def _cache_lookup(self, cache: CacheService, meter: Meter, body: dict) -> bool:
         """Look the request up (services/cache.py); on a hit, hold the hit's charge. True: a hit."""
-        plan = self.cache.plan(body, meter.auth.account_id, meter.auth.key_id, meter.model)
+        plan = cache.plan(body, meter.auth.account_id, meter.auth.key_id, meter.model)
         if plan is None:
             return False
         meter.cache_plan = plan
-        meter.cache = await self.cache.lookup(plan)
+        meter.cache = await cache.lookup(plan)
         if meter.cache != "hit":
             return False
         meter.include_usage = bool(meter.stream and (body.get("stream_options") or {}).get("include_usage"))
-        charge = self.cache.hit_charge(plan)
+        charge = cache.hit_charge(plan)
         if charge:
             await self._metering.hold_fixed(meter, charge)
         else:   # a free hit holds nothing: only the key's rate limits apply
@@ -106,20 +114,20 @@ class ChatService:
     async def serve_hit(self, meter: Meter) -> dict:
         """A hit's answer, recorded with the tokens it saved: a charged hit settled like any call;
         a free one (no money moves) recorded by the cache with its next write, within 0.5 s."""
-        plan = meter.cache_plan
-        meter.provider, meter.deployment = plan.entry.provider, "cache"
-        meter.usage = self.cache.hit_usage(plan)
+        plan, cache = meter.cache_plan, self._cache
+        meter.provider, meter.deployment = plan.hit.provider, "cache"
+        meter.usage = cache.hit_usage(plan)
         if meter.hold:
-            charged = (await self._metering.settle(meter, self.cache.hit_charge(plan))).charged
+            charged = (await self._metering.settle(meter, cache.hit_charge(plan))).charged
         else:
             charged = 0
-            self.cache.record(self._metering.free_call(meter))
-        return self.cache.answer(plan, meter.call_id, charged)
+            cache.record(self._metering.free_call(meter))
+        return cache.answer(plan, meter.call_id, charged)
 
     def _remember(self, meter: Meter, data: dict | None, raw: bytes | None, usage: TokenUsage) -> None:
         """A cache miss that completed cleanly is stored for the next asker."""
         if meter.cache == "miss" and meter.end_state == "completed" and meter.settled is not None:
-            self.cache.remember(meter.cache_plan, data, raw, served_by=meter.target.spec.id,
+            self._cache.remember(meter.cache_plan, data, raw, served_by=meter.target.spec.id,
                                 provider=meter.provider, usage=usage, charge=meter.settled.charged)
 
     def _upstream_body(self, meter: Meter, target: Target) -> dict:
@@ -134,10 +142,10 @@ class ChatService:
         meter.usage = usage
         return min(self.prices(meter.target.spec).cost(usage), meter.hold)
 
-    async def _route(self, meter: Meter, stream: bool):
-        def call(target: Target):
+    async def _call(self, meter: Meter) -> ChatResult:
+        def call(target: Target) -> Awaitable[ChatResult]:
             provider = cast(ChatProvider, target.provider)   # a chat model's: checked at start-up
-            return (provider.stream if stream else provider.chat)(self._upstream_body(meter, target), target)
+            return provider.chat(self._upstream_body(meter, target), target)
         result, _ = await self._metering.route(meter, self._router, meter.chain, call)
         return result
 
@@ -145,7 +153,7 @@ class ChatService:
     async def complete(self, meter: Meter, render: Callable[[dict, TokenUsage], bytes] | None = None) -> bytes:
         """The answer's bytes: the provider's (or `render(data, usage)`, e.g. as a Response),
         made before the call is settled, so a failure to make them is never charged."""
-        result = await within_limit(self._route(meter, False), self._max_seconds)
+        result = await within_limit(self._call(meter), self._max_seconds)
         data = result.data
         usage = reported = reported_usage(meter, data.get("usage"))
         # an unreadable answer is charged its reported usage, if valid, else nothing
@@ -178,16 +186,20 @@ class ChatService:
         return out
 
     # ------------------------------------------------------------------ streaming
-    async def start_stream(self, meter: Meter):
+    async def start_stream(self, meter: Meter) -> ChatStream:
         """Open the upstream stream (retries and fallbacks happen here, before any output)."""
-        return await self._route(meter, True)
+        def call(target: Target) -> Awaitable[ChatStream]:
+            provider = cast(ChatProvider, target.provider)   # a chat model's: checked at start-up
+            return provider.stream(self._upstream_body(meter, target), target)
+        upstream, _ = await self._metering.route(meter, self._router, meter.chain, call)
+        return upstream
 
-    def relay(self, meter: Meter, upstream) -> AsyncIterator[bytes]:
+    def relay(self, meter: Meter, upstream: ChatStream) -> AsyncGenerator[bytes, None]:
         """The client's SSE bytes, batch by batch as the upstream sends them. Settles in
         `finally` whatever ends the stream (a cancelled task included)."""
         return self._metering.relay(meter, upstream, _ChatStream(self, meter, upstream), self._max_seconds)
 
-    def _usage_chunk(self, meter: Meter, obj: dict, sm: StreamMeter, upstream) -> bytes:
+    def _usage_chunk(self, meter: Meter, obj: dict, sm: StreamMeter, upstream: ChatStream) -> bytes:
         """OpenAI's usage chunk from a chunk carrying usage: same id, model and created,
         `choices: []`, and the usage with its `cost` (INR): what the call is charged if it ends
         here (nothing after an error finish with no output). Usage without valid counts is
@@ -201,7 +213,7 @@ class ChatService:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     @staticmethod
-    def _stream_usage(meter: Meter, sm: StreamMeter, upstream) -> TokenUsage:
+    def _stream_usage(meter: Meter, sm: StreamMeter, upstream: ChatStream) -> TokenUsage:
         """A stream's usage: the provider's usage chunk if it arrived with valid counts. Else
         what the provider reported so far (its `partial_usage()`: e.g. Anthropic's prompt and
         cache counts from message_start), with the documented estimator filling in what it did
@@ -213,7 +225,8 @@ class ChatService:
                           estimate_text_tokens(sm.text_bytes, sm.fragments))
 
     async def _finish_stream(self, meter: Meter, sm: StreamMeter, cut: str | None, cut_timeout: bool,
-                             upstream, pending: dict | None, collect=None) -> bytes:
+                             upstream: ChatStream, pending: dict | None,
+                             collect: StreamAssembler | None = None) -> bytes:
         if meter.client_gone:
             meter.end_state, meter.status = "client_disconnect", 499
         elif cut is not None:
@@ -256,12 +269,12 @@ class _ChatStream:
     except usage, which reaches the client only as OpenAI's usage chunk; [DONE] ends it."""
     __slots__ = ("chat", "collect", "ended", "meter", "pending", "sm", "upstream")
 
-    def __init__(self, chat: ChatService, meter: Meter, upstream) -> None:
+    def __init__(self, chat: ChatService, meter: Meter, upstream: ChatStream) -> None:
         self.chat = chat
         self.meter = meter
         self.upstream = upstream
         self.sm = StreamMeter()
-        self.pending = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
+        self.pending: dict | None = None    # a chunk whose usage (on a chunk with choices) the client is yet to be shown
         self.ended = False
         self.collect = StreamAssembler() if meter.cache == "miss" else None   # for the response cache
 
@@ -319,7 +332,7 @@ class _ChatStream:
             return "The upstream finished with an error."
         return None if sm.complete else "The upstream stream ended before it finished."
 
-    def finish(self, cut: str | None, timeout: bool):
+    def finish(self, cut: str | None, timeout: bool) -> Awaitable[bytes]:
         return self.chat._finish_stream(self.meter, self.sm, cut, timeout, self.upstream, self.pending,
                                         self.collect)
 

@@ -26,7 +26,7 @@ class KeyConcurrency:
 
     async def enter(self, auth: KeyAuth) -> Slot | None:
         """The request's slot (None when there is no cap), or a 429."""
-        if self.limit is None:
+        if self.limit is None or auth.key_id is None:    # (None: the gateway's own calls)
             return None
         token = await self.counter.enter(auth.key_id, self.limit)
         if token is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import cast
 
 import orjson
 
@@ -16,6 +17,7 @@ from aicredits.domain.reservation import hold_prices
 from aicredits.domain.usage import estimate_input_tokens
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
+from aicredits.providers.base import EmbeddingsProvider
 from aicredits.services.answers import reject_malformed, reported_prompt
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
@@ -24,9 +26,9 @@ from aicredits.services.validation import whole_number
 MAX_INPUTS = 2048
 
 
-def _input_bound(value, window: int | None) -> int:
+def _input_bound(value: str | list, window: int | None) -> int:
     """Upper bound of the tokens an embeddings input is billed for."""
-    def one(item) -> int:
+    def one(item: str | list) -> int:
         if isinstance(item, str):
             n = len(item.encode("utf-8", "surrogatepass")) + 2
         else:   # a token array
@@ -84,7 +86,7 @@ class EmbeddingsService(FixedPriceService):
         worst = ceil_fraction(bound * hold_prices(prices, bound).input)   # the dearest tier it can reach
         meter = Meter(request_id, auth, "embeddings", started)
         upstream = {k: v for k, v in body.items() if k != "models"}
-        result, target = await self._call(meter, chain, worst, lambda t: t.provider.embed(upstream, t))
+        result, target = await self._call(meter, chain, worst, lambda t: cast(EmbeddingsProvider, t.provider).embed(upstream, t))
         data = result.data
         reported = reported_prompt(meter, data.get("usage"))
         prices = token_prices(target.spec, self._rates)

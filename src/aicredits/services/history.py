@@ -13,14 +13,16 @@ Usage records and ledger entries are append-only, so a kept day never changes.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aicredits.domain.days import day_start, local_day, segments
 from aicredits.domain.ledger import KINDS
 from aicredits.store import history as repo
 from aicredits.store import rollups
+from aicredits.store.db import Conn, Engine
 from aicredits.store.history import EXPORT_COLUMNS, Page, UsageFilter, Window
 
 CLOSE_MARGIN_MS = 5 * 60 * 1000
@@ -69,14 +71,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _merge_usage(into: dict, rows) -> None:
+def _merge_usage(into: dict[int, DaySums], rows: Iterable[Sequence[Any]]) -> None:
     for day, model, *sums in rows:
         acc = into.setdefault(day, DaySums(day)).models.setdefault(model, dict.fromkeys(rollups.USAGE_SUMS, 0))
         for name, v in zip(rollups.USAGE_SUMS, sums, strict=True):
             acc[name] += int(v)
 
 
-def _merge_ledger(into: dict, rows) -> None:
+def _merge_ledger(into: dict[int, DaySums], rows: Iterable[Sequence[Any]]) -> None:
     for day, kind, entries, amount, last_id in rows:
         acc = into.setdefault(day, DaySums(day)).kinds.setdefault(kind, {"entries": 0, "amount": 0, "last_id": 0})
         acc["entries"] += int(entries)
@@ -91,11 +93,11 @@ def _flatten(days: dict) -> tuple[list, list]:
 
 
 class History:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     # ------------------------------------------------------------ daily sums
-    async def _sum_rows(self, conn, account_id: int, lo: int, hi: int, tz: ZoneInfo,
+    async def _sum_rows(self, conn: Conn, account_id: int, lo: int, hi: int, tz: ZoneInfo,
                         parts: Sequence[str] = PARTS) -> dict[int, DaySums]:
         days: dict[int, DaySums] = {}
         for seg in segments(lo, hi, tz):
@@ -112,7 +114,7 @@ class History:
         async with self._engine.connect() as conn:
             return await self._roll_up(conn, account_id, tz, now)
 
-    async def _roll_up(self, conn, account_id: int, tz: ZoneInfo, now: int | None = None) -> int | None:
+    async def _roll_up(self, conn: Conn, account_id: int, tz: ZoneInfo, now: int | None = None) -> int | None:
         """The frontier, read on `conn`; when closed days wait, they are kept first (on
         connections of their own) and the new frontier returned."""
         closed = local_day((now or now_ms()) - CLOSE_MARGIN_MS, tz)
@@ -208,11 +210,6 @@ class History:
             async for batch in repo.ledger_batches(conn, Window(account_id, lo, hi), tuple(kinds)):
                 yield batch
 
-    async def ledger_rows(self, account_id: int, **window) -> AsyncIterator[dict]:
-        """The same, one dict per entry."""
-        async for batch in self.ledger_batches(account_id, **window):
-            for row in batch:
-                yield dict(zip(EXPORT_COLUMNS, row, strict=True))
 
     async def ledger_sums(self, account_id: int, *, lo: int | None = None, hi: int | None = None,
                           kinds: Sequence[str] = ()) -> dict[str, tuple[int, int]]:

@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
+
+import orjson
 
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.pricing import images_cost
 from aicredits.errors import GatewayError, InvalidRequest
 from aicredits.ports import KeyAuth
+from aicredits.providers.base import ImagesProvider
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
 from aicredits.services.validation import whole_number
@@ -55,7 +59,7 @@ class ImagePlan:
         if quality in (None, "auto") and isinstance(reported.get("quality"), str):
             quality = reported["quality"]
         by_quality = self.spec.per_image.get(size) if size != "auto" else None
-        if by_quality and quality in by_quality:
+        if by_quality and quality is not None and quality in by_quality:
             return by_quality[quality]
         return self.price
 
@@ -118,7 +122,7 @@ def plan_for(spec: ModelSpec, body: dict, n: int) -> ImagePlan:
     allowed = QUALITIES.get(fam)
     if allowed is not None and quality not in allowed:
         raise InvalidRequest(f"'quality' must be one of {', '.join(allowed)} for {spec.id}.", param="quality")
-    prices = []
+    prices: list[Fraction] = []
     for s in sizes:
         by_quality = spec.per_image[s]
         if quality in (None, "auto"):       # the dearest the upstream may choose
@@ -163,10 +167,12 @@ class ImagesService(FixedPriceService):
         worst = max(images_cost(p.spec, self._rates, p.price, n) for p in plans.values())
         meter = Meter(request_id, auth, "images", started)
         result, target = await self._call(meter, chain, worst,
-                                          lambda t: t.provider.images(upstream_body(body, plans[t.spec.id], n), t))
+                                          lambda t: cast(ImagesProvider, t.provider).images(
+                                              upstream_body(body, plans[t.spec.id], n), t))
         data = result.data
-        images = data.get("data") if isinstance(data.get("data"), list) else []
+        images = data.get("data")
+        images = images if isinstance(images, list) else []
         meter.units = count = min(len(images), n)
         price = plans[target.spec.id].charge_price(data)
         await self._metering.settle(meter, images_cost(target.spec, self._rates, price, count) if count else 0)
-        return result.raw, meter
+        return (result.raw if result.raw is not None else orjson.dumps(data)), meter

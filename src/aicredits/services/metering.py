@@ -11,23 +11,26 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.ledger import SWEPT
 from aicredits.domain.pricing import TokenUsage
 from aicredits.domain.ratelimit import refusal_message
 from aicredits.domain.reservation import plan_fixed_hold
 from aicredits.domain.usage import usage_row
 from aicredits.errors import GatewayError, InternalError, RateLimited, ServiceUnavailable, UpstreamTimeout
-from aicredits.ports import KeyAuth, RateLimiter, Settlement, SettleResult
-from aicredits.providers.base import UpstreamCut
+from aicredits.ports import KeyAuth, Plan, RateLimiter, Settlement, SettleResult
+from aicredits.providers.base import ChatStream, UpstreamCut
 from aicredits.services.billing import Billing
+from aicredits.services.routing import Router, Target
 from aicredits.telemetry import NO_METRICS, NO_TRACING, Metrics, Tracing, current_request
 
 log = logging.getLogger("aicredits.calls")
 T = TypeVar("T")
+_P = TypeVar("_P", bound=Plan)
 # the message a call's task is cancelled with when its client disconnects before the answer
 CLIENT_GONE = "client disconnected"
 # why a stream still open when the server's drain time (AICREDITS_DRAIN_SECONDS) is up was cut
@@ -86,7 +89,7 @@ class Meter:
             self.prompt_estimate = estimate()
         return self.prompt_estimate
 
-    def served_by(self, target) -> None:
+    def served_by(self, target: Target) -> None:
         self.model = target.spec.id
         self.provider = target.spec.provider
         self.deployment = target.name
@@ -175,13 +178,13 @@ class Metering:
         self.metrics = metrics     # counted once per call, when it settles (telemetry.py)
         self.tracing = tracing
 
-    async def hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
+    async def hold(self, meter: Meter, planner: Callable[[int, int | None], _P]) -> _P:
         """Admit the call under its key's rate limits (429), then reserve its worst case (402 with
         what would fit). Every billable endpoint passes here, so no route skips either."""
         with self.tracing.span("hold"):
             return await self._hold(meter, planner)
 
-    async def _hold(self, meter: Meter, planner: Callable[[int, int | None], Any]) -> Any:
+    async def _hold(self, meter: Meter, planner: Callable[[int, int | None], _P]) -> _P:
         await self.admit(meter)
         plan = await self.billing.reserve(meter.call_id, meter.auth, planner)
         meter.plan = plan
@@ -193,7 +196,7 @@ class Metering:
         """The key's rate limits (429). Alone only for a call that costs nothing and holds nothing
         (a free cache hit, services/cache.py)."""
         auth = meter.auth
-        if auth.rpm is not None or auth.tpm is not None:   # unlimited keys never reach the limiter
+        if auth.key_id is not None and (auth.rpm is not None or auth.tpm is not None):   # unlimited keys never reach the limiter
             refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
             if refused is not None:
                 self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
@@ -203,10 +206,10 @@ class Metering:
         """The usage record of a call that costs nothing and held nothing (a free cache hit),
         counted and logged like any call; the caller writes it."""
         row = dict(self._row(meter), cost=0, hold=0)
-        meter.settled = SettleResult(0, None, None)
+        settled = meter.settled = SettleResult(0, None, None)
         u = meter.usage
-        self._count(meter, u)
-        self._log_call(meter, row)
+        self._count(meter, u, settled)
+        self._log_call(meter, row, settled)
         return row
 
     async def hold_fixed(self, meter: Meter, worst: int) -> int:
@@ -215,11 +218,12 @@ class Metering:
                                                                             cost=worst)))
         return meter.hold
 
-    async def route(self, meter: Meter, router, chain: list, call: Callable[[Any], Awaitable[T]]) -> tuple[T, Any]:
+    async def route(self, meter: Meter, router: Router, chain: list[ModelSpec],
+                    call: Callable[[Target], Awaitable[T]]) -> tuple[T, Target]:
         """Run `call(target)` through the router's retries and fallbacks, within the gateway's
         limit of `max_seconds` from the request's start (a timer: past it the call is cancelled,
         504); if every attempt fails, the hold is released (nothing charged) and the error raised."""
-        async def attempt(target):
+        async def attempt(target: Target) -> T:
             meter.served_by(target)
             with self.tracing.attempt(OPERATIONS.get(meter.endpoint, meter.endpoint), target.spec.provider,
                                       target.upstream_id, target.name):
@@ -262,7 +266,8 @@ class Metering:
         finally:
             meter.upstream_seconds += time.perf_counter() - t
 
-    async def relay(self, meter: Meter, upstream, handler: StreamHandler, max_seconds: float) -> AsyncIterator[bytes]:
+    async def relay(self, meter: Meter, upstream: ChatStream, handler: StreamHandler,
+                    max_seconds: float) -> AsyncGenerator[bytes, None]:
         """The client's bytes, batch by batch as the upstream sends them (`handler` turns each
         batch into bytes). Time spent waiting on the upstream is counted out of the overhead.
         A timer cuts the call at `max_seconds` from the request's start (504), whether or not
@@ -288,7 +293,7 @@ class Metering:
                 except StopAsyncIteration:
                     break
                 except asyncio.CancelledError:
-                    if watch.caught(task):
+                    if task is not None and watch.caught(task):
                         raise deadline_cut() from None
                     raise
                 finally:
@@ -319,7 +324,7 @@ class Metering:
         with self.tracing.span("settle"):
             return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
 
-    async def fail(self, meter: Meter, exc, end_state: str = "upstream_error") -> SettleResult:
+    async def fail(self, meter: Meter, exc: GatewayError, end_state: str = "upstream_error") -> SettleResult:
         meter.status, meter.error, meter.end_state = exc.status, exc.message, end_state
         return await self.settle(meter, 0)
 
@@ -338,19 +343,19 @@ class Metering:
     async def _settle(self, meter: Meter, charge: int) -> SettleResult:
         u = meter.usage
         row = self._row(meter)
-        meter.settled = await self.billing.settle(Settlement(
+        settled = meter.settled = await self.billing.settle(Settlement(
             meter.call_id, meter.auth.account_id, meter.auth.key_id, charge, row, note=meter.model))
         tokens = u.prompt_tokens + u.completion_tokens
-        if meter.auth.tpm is not None and meter.settled.charged and tokens:
+        if meter.auth.key_id is not None and meter.auth.tpm is not None and settled.charged and tokens:
             await self.limiter.add_tokens(meter.auth.key_id, tokens)   # the key's tpm window
-        self._count(meter, u)
-        self._log_call(meter, row)
-        return meter.settled
+        self._count(meter, u, settled)
+        self._log_call(meter, row, settled)
+        return settled
 
     @staticmethod
-    def _log_call(meter: Meter, row: dict) -> None:
+    def _log_call(meter: Meter, row: dict, settled: SettleResult) -> None:
         """The one log line of a settled call (docs/operations.md, "Logs")."""
-        u, settled = meter.usage, meter.settled
+        u = meter.usage
         log.info("call", extra={"fields": {
             "request_id": meter.request_id, "key_id": meter.auth.key_id, "endpoint": meter.endpoint,
             "model": meter.model, "cache": meter.cache,
@@ -359,12 +364,12 @@ class Metering:
             "cost_micros": settled.charged, "latency_ms": row["latency_ms"],
             "overhead_ms": row["overhead_ms"], "pending": settled.pending}})
 
-    def _count(self, meter: Meter, u: TokenUsage) -> None:
+    def _count(self, meter: Meter, u: TokenUsage, settled: SettleResult) -> None:
         """The call's metrics and its span's usage, once, as it settles."""
         state = current_request()
         if state is not None:
             state.settled = True
-        charged = meter.settled.charged
+        charged = settled.charged
         self.metrics.settled(state.route if state is not None else meter.endpoint, meter.model, meter.provider,
                              meter.status, meter.cache, meter.overhead_ms() / 1000, meter.upstream_seconds,
                              u.prompt_tokens, u.completion_tokens, charged)

@@ -30,6 +30,8 @@ from aicredits.store import accounts as accounts_repo
 from aicredits.store import api_keys as keys_repo
 from aicredits.store import auth as auth_repo
 from aicredits.store import operator as repo
+from aicredits.store.api_keys import KeyRow
+from aicredits.store.db import Engine
 from aicredits.store.operator import DebitRefused
 
 USER_CREATED = "user.created"
@@ -77,14 +79,14 @@ def _limits(limit: int | None, rpm: int | None, tpm: int | None) -> None:
             raise OperatorError(f"{label} must be a whole number from 1 to {MAX_LIMIT}, or none.")
 
 
-def _key_view(r) -> dict:
+def _key_view(r: KeyRow) -> dict:
     return {"id": r.id, "account_id": r.account_id, "name": r.name, "display": r.display, "limit": r.limit_micros,
             "spent": r.spent, "held": r.held, "rpm": r.rpm, "tpm": r.tpm, "created_at": r.created_at,
             "revoked_at": r.revoked_at}
 
 
 class Operator:
-    def __init__(self, engine, on_key_revoked: Callable[[str | None], None] | None = None) -> None:
+    def __init__(self, engine: Engine, on_key_revoked: Callable[[str | None], None] | None = None) -> None:
         self._engine = engine
         # drops a key (None: every key) from this process's key cache at once (KeyAuthenticator.forget)
         self._on_key_revoked = on_key_revoked
@@ -121,7 +123,9 @@ class Operator:
             acct = await accounts_repo.create(conn, email, name=(name or "").strip()[:200], role=role,
                                               password_hash=hashed)
             await audit.append(conn, actor, USER_CREATED, target=email, detail={"id": acct.id, "role": role})
-            return await repo.account(conn, acct.id)
+            made = await repo.account(conn, acct.id)
+        assert made is not None     # made in this transaction
+        return made
 
     async def set_disabled(self, actor: Actor, account_id: int, disabled: bool) -> bool:
         """Disable (no sign-in, its sessions end, its keys refused: at once here, within the key
@@ -217,6 +221,7 @@ class Operator:
             await keys_repo.set_rate_limits(conn, key_id, values)
             await audit.append(conn, actor, KEY_LIMITS, target=key_id, detail=changes)
             row = await keys_repo.get(conn, key_id)
+        assert row is not None      # found above, in this transaction
         if self._on_key_revoked is not None:
             self._on_key_revoked(key_id)           # the next call reads the new limits
         return _key_view(row)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import auth as auth_repo
 from aicredits.store import cache_sql as cache_repo
+from aicredits.store.db import Engine
 
 
 class Overview:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def of(self, account_id: int) -> dict:

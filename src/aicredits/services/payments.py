@@ -34,9 +34,11 @@ from aicredits.providers.payments.base import (
     ProviderOrder,
     RefundFacts,
 )
+from aicredits.providers.payments.testing import LocalCheckout
 from aicredits.services.audit import TOPUP, Actor, append
 from aicredits.store import accounts as accounts_repo
 from aicredits.store import payments as repo
+from aicredits.store.db import Conn, Engine
 from aicredits.store.payments import Topup
 
 log = logging.getLogger("aicredits.payments")
@@ -57,8 +59,16 @@ class Outcome:
     topup: Topup | None = None
 
 
+async def _topup_now(conn: Conn, topup_id: str) -> Topup:
+    """A top-up as it is now, read back after this service wrote it (top-ups are never deleted)."""
+    t = await repo.topup(conn, topup_id)
+    if t is None:
+        raise NotFound("No such top-up.")
+    return t
+
+
 class PaymentsService:
-    def __init__(self, engine, providers: Mapping[str, PaymentProvider], terms: TopupTerms) -> None:
+    def __init__(self, engine: Engine, providers: Mapping[str, PaymentProvider], terms: TopupTerms) -> None:
         self._engine = engine
         self.providers = dict(providers)
         self.terms = terms
@@ -96,7 +106,7 @@ class PaymentsService:
             raise UpstreamError(f"The payment could not be started: {exc}") from None
         async with self._engine.begin() as conn:
             await repo.set_order(conn, topup_id, order.id)
-            topup = await repo.topup(conn, topup_id)
+            topup = await _topup_now(conn, topup_id)
         return Started(topup, provider.checkout(order, req))
 
     async def checkout(self, account_id: int, topup_id: str) -> dict:
@@ -106,6 +116,8 @@ class PaymentsService:
             raise InvalidRequest("This top-up has no order (it could not be started); start a new one.")
         async with self._engine.connect() as conn:
             account = await accounts_repo.by_id(conn, account_id)
+        if account is None:
+            raise NotFound("No such account.")
         return self._provider(t.provider).checkout(ProviderOrder(t.order_id, t.amount_paise, t.currency),
                                                    OrderRequest(t.id, t.amount_paise, t.currency, account.email))
 
@@ -175,7 +187,7 @@ class PaymentsService:
         """The click on the test checkout page."""
         t = await self.topup(account_id, topup_id)
         provider = self._provider(t.provider)
-        if t.provider != "test" or t.order_id is None:
+        if t.provider != "test" or t.order_id is None or not isinstance(provider, LocalCheckout):
             raise InvalidRequest("This top-up is not paid on the test checkout page.")
         facts = provider.pay(t.order_id, t.amount_paise, t.currency, succeed=succeed)
         return await self._settle(provider, t, facts, "checkout", actor)
@@ -226,7 +238,7 @@ class PaymentsService:
         if facts.status == "failed":
             async with self._engine.begin() as conn:
                 await repo.mark_failed(conn, t.id, facts.error or "the payment failed")
-                t = await repo.topup(conn, t.id)
+                t = await _topup_now(conn, t.id)
             return Outcome("failed", facts.error or "the payment failed", t)
         facts = await self._captured(provider, facts)
         if facts.status != "captured":
@@ -243,7 +255,7 @@ class PaymentsService:
                     "payment_id": facts.id, "provider": provider.name, "source": source,
                     "credit_micros": t.credit_micros, "amount_paise": t.amount_paise})
         async with self._engine.connect() as conn:
-            t = await repo.topup(conn, t.id)
+            t = await _topup_now(conn, t.id)
             if not claimed:
                 first = await repo.payment_of_topup(conn, t.id)
         if claimed:
@@ -256,7 +268,7 @@ class PaymentsService:
             log.error(detail)
             async with self._engine.begin() as conn:
                 await repo.note_error(conn, t.id, detail)
-                t = await repo.topup(conn, t.id)
+                t = await _topup_now(conn, t.id)
             return Outcome("already_credited", detail, t)
         return Outcome("already_credited", "", t)
 
@@ -264,7 +276,7 @@ class PaymentsService:
         log.error("top-up %s refused: %s", t.id, detail)
         async with self._engine.begin() as conn:
             await repo.note_error(conn, t.id, detail)
-            t = await repo.topup(conn, t.id)
+            t = await _topup_now(conn, t.id)
         return Outcome("refused", detail, t)
 
     # ------------------------------------------------------------------ refunds
@@ -280,6 +292,7 @@ class PaymentsService:
                                            account_id=pay["account_id"], amount_paise=refund.amount_paise):
                 return Outcome("already_credited", f"refund {refund.id} was taken already")
             pay = await repo.locked_payment(conn, pay["id"])
+            assert pay is not None      # read above; payments are never deleted
             claimed = refund_claim(refund.amount_paise, pay["amount_paise"], pay["credit_micros"],
                                    pay["refund_claimed_micros"])
             balance, held = await repo.locked_wallet(conn, pay["account_id"])

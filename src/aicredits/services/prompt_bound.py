@@ -5,11 +5,14 @@ model's documented formulas (its provider's `input_costs`); the hold takes the l
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.media import PromptFacts, read_prompt
 from aicredits.domain.reservation import prompt_token_bound
+from aicredits.providers.base import ChatProvider
 from aicredits.services.audio_probe import measured_seconds
+from aicredits.services.routing import Router
 
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
@@ -35,13 +38,13 @@ async def prompt_facts(body: dict) -> PromptFacts:
     return read_prompt(body, measured_seconds)
 
 
-def chain_bound(router, chain: list[ModelSpec], facts: PromptFacts) -> int:
+def chain_bound(router: Router, chain: list[ModelSpec], facts: PromptFacts) -> int:
     """The largest prompt bound over every configured deployment of every model of the chain."""
     bound = 0
     for spec in chain:
         for d in spec.deployments:
-            provider = router.providers.get(d.provider)
+            provider = router.providers.get(d.provider)     # a chat model's: checked at start-up
             if provider is not None:
                 bound = max(bound, prompt_token_bound(facts, spec.context_window,
-                                                      provider.input_costs(d.upstream_id)))
+                                                      cast(ChatProvider, provider).input_costs(d.upstream_id)))
     return bound

@@ -22,19 +22,21 @@ How a stream ends (docs/billing.md):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
 from aicredits.domain.answers import responses_answer_problem
+from aicredits.domain.catalog import ModelSpec
 from aicredits.domain.money import micros_to_inr
-from aicredits.domain.pricing import TokenUsage, max_prices
+from aicredits.domain.pricing import Rates, TokenUsage, max_prices
 from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, native_responses
+from aicredits.providers.base import DONE, ChatResult, ChatStream, ResponsesProvider, native_responses
 from aicredits.providers.http import scrub
 from aicredits.providers.sse import EventSplitter, event_data
 from aicredits.services.answers import reject_malformed, reported_usage
@@ -52,7 +54,7 @@ from aicredits.services.responses_translate import (
     usage_block,
     validate_responses,
 )
-from aicredits.services.routing import Router
+from aicredits.services.routing import Router, Target
 
 MIN_OUTPUT = 16   # OpenAI refuses a smaller max_output_tokens
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -98,7 +100,8 @@ class _Native:
             if isinstance(obj.get("sequence_number"), int):
                 self.seq = obj["sequence_number"]
             if kind == "error" or (kind is None and obj.get("error") is not None):
-                self.error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+                self.error = obj.get("error")
+                self.error = self.error if isinstance(self.error, dict) else obj
                 break
             if kind in OUTPUT_DELTAS and isinstance(obj.get("delta"), str) and obj["delta"]:
                 self.bytes += len(obj["delta"].encode("utf-8", "surrogatepass"))
@@ -115,7 +118,7 @@ class _Native:
             return scrub(str(self.error.get("message") or "The upstream reported an error mid-stream."))
         return "The upstream stream ended before it finished." if self.terminal is None else None
 
-    def finish(self, cut: str | None, timeout: bool):
+    def finish(self, cut: str | None, timeout: bool) -> Awaitable[bytes]:
         return self.service._finish_native(self.call, self, cut, timeout)
 
     def accrued(self) -> int:
@@ -127,7 +130,7 @@ class _Native:
 
 
 class ResponsesService:
-    def __init__(self, router: Router, rates, metering: Metering, chat: ChatService, *,
+    def __init__(self, router: Router, rates: Rates, metering: Metering, chat: ChatService, *,
                  max_seconds: float = 900.0) -> None:
         self._max_seconds = max_seconds
         self._router = router
@@ -136,7 +139,7 @@ class ResponsesService:
         self._chat = chat
 
     # ------------------------------------------------------------------ start
-    def _native(self, chain) -> bool:
+    def _native(self, chain: list[ModelSpec]) -> bool:
         providers = self._router.providers
         return all(native_responses(providers[d.provider])
                    for spec in chain for d in spec.deployments if d.provider in providers)
@@ -189,13 +192,22 @@ class ResponsesService:
         return TokenUsage(prompt_tokens=prompt,
                           completion_tokens=estimate_text_tokens(out_bytes, fragments))
 
-    async def _route(self, call: ResponsesCall, stream: bool):
+    # (both only reached when every provider of the chain is native: _native)
+    async def _call(self, call: ResponsesCall) -> ChatResult:
         meter = call.meter
 
-        def send(t):   # only reached when every provider of the chain is native (_native)
-            return (t.provider.responses_stream if stream else t.provider.responses)(meter.body, t)
+        def send(t: Target) -> Awaitable[ChatResult]:
+            return cast(ResponsesProvider, t.provider).responses(meter.body, t)
         result, _ = await self._metering.route(meter, self._router, meter.chain, send)
         return result
+
+    async def _open_stream(self, call: ResponsesCall) -> ChatStream:
+        meter = call.meter
+
+        def send(t: Target) -> Awaitable[ChatStream]:
+            return cast(ResponsesProvider, t.provider).responses_stream(meter.body, t)
+        upstream, _ = await self._metering.route(meter, self._router, meter.chain, send)
+        return upstream
 
     # ------------------------------------------------------------------ non-streaming
     async def complete(self, call: ResponsesCall) -> bytes:
@@ -203,7 +215,7 @@ class ResponsesService:
         if not call.native:
             return await self._chat.complete(
                 meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
-        result = await within_limit(self._route(call, False), self._max_seconds)
+        result = await within_limit(self._call(call), self._max_seconds)
         data = result.data
         usage = reported_usage(meter, data.get("usage"))
         problem = responses_answer_problem(data)
@@ -215,8 +227,10 @@ class ResponsesService:
         if problem is not None:
             await reject_malformed(self._metering, meter, problem,
                                    self._charge(call, usage) if usage is not None else 0)
+        assert usage is not None    # reported, or estimated above (else the answer was rejected)
         if data.get("status") == "failed" and usage.completion_tokens == 0:
-            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            err = data.get("error")
+            err = err if isinstance(err, dict) else {}
             exc = UpstreamError(scrub(str(err.get("message") or "The upstream response failed with no output.")))
             meter.usage = usage
             await self._metering.fail(meter, exc, "zero_output_error")
@@ -229,12 +243,12 @@ class ResponsesService:
         """Open the upstream stream (retries and fallbacks happen here, before any output);
         the client's SSE bytes come from the returned iterator."""
         if call.native:
-            upstream = await self._route(call, True)
+            upstream = await self._open_stream(call)
             return self._metering.relay(call.meter, upstream, _Native(self, call), self._max_seconds)
         upstream = await self._chat.start_stream(call.meter)
         return self._translate(call, self._chat.relay(call.meter, upstream))
 
-    async def _translate(self, call: ResponsesCall, chunks) -> AsyncIterator[bytes]:
+    async def _translate(self, call: ResponsesCall, chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
         """The chat relay's SSE (which holds the billing) as Responses events."""
         meter = call.meter
         tr = ResponsesEvents(call.body)
@@ -272,10 +286,12 @@ class ResponsesService:
 
     def _terminal(self, call: ResponsesCall, st: _Native, kind: str, obj: dict, raw: bytes | None) -> bytes:
         st.terminal = kind
-        resp = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+        resp = obj.get("response")
+        resp = resp if isinstance(resp, dict) else {}
         st.usage = reported_usage(call.meter, resp.get("usage"))
         if kind == "response.failed":
-            err = resp.get("error") if isinstance(resp.get("error"), dict) else {}
+            err = resp.get("error")
+            err = err if isinstance(err, dict) else {}
             st.failure = scrub(str(err.get("message") or "The upstream response failed."))
         st.charge = self._stream_charge(call, st, kind != "response.failed")
         if resp.get("usage") is None:

@@ -43,7 +43,7 @@ class ResponsesEvents:
         self._call: dict | None = None          # the open function call
         self._calls: dict[int, dict] = {}       # chat tool_calls index -> call state
 
-    def event(self, kind: str, **fields) -> bytes:
+    def event(self, kind: str, **fields: object) -> bytes:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
         return sse(kind, data)
@@ -113,6 +113,7 @@ class ResponsesEvents:
         if m is None or not m.get("open") or m["parts"][-1]["type"] != kind:
             self._open_part(kind, out)
             m = self._msg
+            assert m is not None        # _open_part opened it
         part = m["parts"][-1]
         where = {"item_id": m["id"], "output_index": m["index"], "content_index": len(m["parts"]) - 1}
         if kind == "output_text":
@@ -124,7 +125,7 @@ class ResponsesEvents:
 
     def _close_part(self, out: list[bytes]) -> None:
         m = self._msg
-        if not m.get("open"):
+        if m is None or not m.get("open"):
             return
         part = m["parts"][-1]
         where = {"item_id": m["id"], "output_index": m["index"], "content_index": len(m["parts"]) - 1}
@@ -137,6 +138,8 @@ class ResponsesEvents:
 
     def _close_message(self, out: list[bytes]) -> None:
         m = self._msg
+        if m is None:
+            return
         self._close_part(out)
         item = message_item(m["id"], m["parts"], "incomplete" if self.finish in INCOMPLETE else "completed")
         out.append(self.event("response.output_item.done", output_index=m["index"], item=item))
@@ -165,6 +168,8 @@ class ResponsesEvents:
 
     def _close_call(self, out: list[bytes]) -> None:
         c = self._call
+        if c is None:
+            return
         out.append(self.event("response.function_call_arguments.done", item_id=c["id"], output_index=c["index"],
                               name=c["name"], arguments=c["args"]))
         item = call_item(c["id"], c["call_id"], c["name"], c["args"])

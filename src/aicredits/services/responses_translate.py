@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from aicredits.domain.pricing import TokenUsage
 from aicredits.errors import InvalidRequest
 from aicredits.services.validation import (
     check_counts,
@@ -101,7 +102,8 @@ def as_chat_view(body: dict) -> dict:
 def _part(part: object, where: str) -> dict:
     if isinstance(part, str):
         return {"type": "text", "text": part}
-    kind = object_item(part, where).get("type")
+    part = object_item(part, where)
+    kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
         if not isinstance(part.get("text"), str):
             raise InvalidRequest(f"{where}.text must be a string.", param=where)
@@ -127,8 +129,8 @@ def _part(part: object, where: str) -> dict:
     raise InvalidRequest(f"{where}: content of type {kind!r} is not supported for this model.", param=where)
 
 
-def _content(content: object, role: str, where: str):
-    content_field(content, where)
+def _content(content: object, role: str, where: str) -> str | list[dict]:
+    content = content_field(content, where)
     if isinstance(content, str):
         return content
     parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(content)]
@@ -211,7 +213,7 @@ def _tool_choice(tc: object) -> object:
         if tc not in ("none", "auto", "required"):
             raise InvalidRequest("'tool_choice' must be none, auto, required or a function.", param="tool_choice")
         return tc
-    if tc.get("type") == "function" and isinstance(tc.get("name"), str):
+    if isinstance(tc, dict) and tc.get("type") == "function" and isinstance(tc.get("name"), str):
         return {"type": "function", "function": {"name": tc["name"]}}
     raise InvalidRequest("'tool_choice' of this kind is not supported for this model.", param="tool_choice")
 
@@ -262,7 +264,7 @@ def responses_to_chat(body: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- response: chat -> Responses
-def usage_block(u) -> dict:
+def usage_block(u: TokenUsage) -> dict:
     """A TokenUsage in the Responses shape."""
     return {"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
             "output_tokens": u.completion_tokens,
@@ -306,7 +308,7 @@ def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str
             "status": status}
 
 
-def chat_to_response(data: dict, body: dict, usage) -> dict:
+def chat_to_response(data: dict, body: dict, usage: TokenUsage) -> dict:
     """A chat.completion (first choice) as a Response; `usage` is the TokenUsage billed."""
     choices = data.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}

@@ -12,7 +12,9 @@ from fractions import Fraction
 from aicredits.domain.catalog import TOKEN_PRICE_FIELDS, Catalog, ModelSpec
 from aicredits.domain.money import ceil_fraction
 from aicredits.domain.pricing import Rates, inr_rate_view
+from aicredits.services.routing import Router
 from aicredits.store import history as history_repo
+from aicredits.store.db import Engine
 
 RECENT_CALLS = 5000            # the newest calls looked at
 RECENT_MS = 60 * 60 * 1000     # ... within the last hour
@@ -33,7 +35,7 @@ def percentile(values: list[int], p: float) -> int | None:
 
 
 class Runtime:
-    def __init__(self, catalog: Catalog, rates: Rates, router, served: set[str],
+    def __init__(self, catalog: Catalog, rates: Rates, router: Router, served: set[str],
                  builtin_ids: Iterable[str] = (), configured: Iterable[str] = ()) -> None:
         self.catalog = catalog
         self.rates = rates
@@ -77,7 +79,7 @@ class Runtime:
                          "fallbacks": list(spec.fallbacks), "context_window": spec.context_window})
         return rows
 
-    async def provider_status(self, engine) -> list[dict]:
+    async def provider_status(self, engine: Engine) -> list[dict]:
         """Per configured provider: its deployments' breakers and its recent calls' error rate
         and latency (p50, p95)."""
         since = int(time.time() * 1000) - RECENT_MS

@@ -35,9 +35,10 @@ def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
         depth += 1
         if depth > limit:
             raise too_deep(limit)
-        below = []
+        below: list[object] = []
         for node in level:
-            below.extend(v for v in (node.values() if type(node) is dict else node) if type(v) in _BRANCHES)
+            children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+            below.extend(v for v in children if type(v) in _BRANCHES)
         level = below
 
 
@@ -147,10 +148,11 @@ def object_item(value: object, where: str) -> dict:
     return value
 
 
-def content_field(content: object, where: str) -> None:
+def content_field(content: object, where: str) -> str | list[object]:
     """A message's content: a string or an array of parts."""
     if not isinstance(content, (str, list)):
         raise InvalidRequest(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
+    return content
 
 
 def validate_chat(body: object) -> dict:

@@ -9,7 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aicredits.domain.ledger import KIND_RULES, adds_to_total_added
-from aicredits.store.db import now_ms, row_dict
+from aicredits.store.db import AnyRow, now_ms, row_dict
 from aicredits.store.tables import accounts, ledger_entries, wallets
 
 
@@ -35,7 +35,7 @@ class Wallet:
         return self.balance - self.held
 
 
-def _account(row) -> Account:
+def _account(row: AnyRow) -> Account:
     return Account(row.id, row.email, row.name, row.role, row.password_hash is not None)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aicredits.store.db import now_ms
+from aicredits.store.db import AnyRow, now_ms
 from aicredits.store.tables import api_keys
 
 
@@ -26,7 +26,7 @@ class KeyRow:
     tpm: int | None = None
 
 
-def _row(r) -> KeyRow:
+def _row(r: AnyRow) -> KeyRow:
     return KeyRow(r.id, r.account_id, r.name, r.display, r.limit_micros, r.spent, r.held, r.created_at,
                   r.revoked_at, r.rpm, r.tpm)
 

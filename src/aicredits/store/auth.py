@@ -4,12 +4,13 @@ only. Repositories never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aicredits.store.db import now_ms
+from aicredits.store.db import AnyRow, now_ms
 from aicredits.store.tables import accounts, api_keys, auth_tokens, oidc_identities, web_sessions
 
 
@@ -40,7 +41,7 @@ class SessionRow:
     expires_at: int
 
 
-def _principal(r) -> Principal:
+def _principal(r: AnyRow) -> Principal:
     return Principal(r.id, r.email, r.name, r.role, r.password_hash, r.disabled_at, r.timezone)
 
 
@@ -156,12 +157,12 @@ async def link_identity(conn: AsyncConnection, *, issuer: str, subject: str, acc
 
 
 # ---------------------------------------------------------------- keys, as their owner sees them
-async def owned_key(conn: AsyncConnection, account_id: int, key_id: str):
+async def owned_key(conn: AsyncConnection, account_id: int, key_id: str) -> AnyRow | None:
     """The key row when this account owns it; None otherwise (someone else's key looks absent)."""
     return (await conn.execute(select(api_keys).where(api_keys.c.id == key_id,
                                                       api_keys.c.account_id == account_id))).first()
 
 
-async def keys_of(conn: AsyncConnection, account_id: int) -> list:
+async def keys_of(conn: AsyncConnection, account_id: int) -> Sequence[AnyRow]:
     return (await conn.execute(select(api_keys).where(api_keys.c.account_id == account_id)
                                .order_by(api_keys.c.revoked_at.is_not(None), api_keys.c.created_at.desc()))).all()

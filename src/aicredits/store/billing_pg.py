@@ -15,15 +15,19 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult, StoreUnavailable
+from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, StoreUnavailable
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 
 log = logging.getLogger("aicredits.store")
+_R = TypeVar("_R")
+# a pooled connection (asyncpg hands out proxies of its connections)
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 N = {name: q.numbered(getattr(q, name)) for name in (
     "FIND_KEY", "WALLET", "KEY_STATE", "HOLD_WALLET", "HOLD_KEY", "INSERT_HOLD", "EXPIRED_HOLDS", "CREDITS",
@@ -44,13 +48,14 @@ def _sql(kind: str, sql: str) -> str:
     return out
 
 
-async def drive(conn: asyncpg.Connection, steps: q.Steps):
+async def drive(conn: Conn, steps: q.Steps[_R]) -> _R:
     """Run a shared procedure (store/billing_sql.py) on this connection (in its transaction)."""
     try:
         step = next(steps)
         while True:
             kind, sql, args = step
             text = _sql(kind, sql)
+            result: Any
             if kind == q.MANY:
                 await conn.executemany(text, args)
                 result = None
@@ -66,13 +71,13 @@ async def drive(conn: asyncpg.Connection, steps: q.Steps):
         return stop.value
 
 
-async def _clean(conn: asyncpg.Connection) -> None:
+async def _clean(conn: Conn) -> None:
     """The pool's reset: nothing to undo. Every operation runs in a transaction that has ended
     (asyncpg rolls back one that has not) and leaves no session state: no LISTEN, advisory lock,
     temporary table or SET."""
 
 
-def _close(conn) -> None:
+def _close(conn: Conn) -> None:
     with contextlib.suppress(asyncpg.InterfaceError):   # closed already: the pool has it back
         conn.terminate()
 
@@ -87,17 +92,17 @@ class TimedPool(asyncpg.Pool):
     """asyncpg's pool, counting how long taking a connection waits (for /metrics: a pool too small
     shows as waiting before it shows as slow calls). Two clock reads per connection taken."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - asyncpg.Pool's
         super().__init__(*args, **kwargs)
         self.acquires = 0
         self.waiting = 0
         self.wait_seconds = 0.0
 
-    async def _acquire(self, timeout):
+    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy:
         t = time.perf_counter()
         self.waiting += 1
         try:
-            return await super()._acquire(timeout)
+            return await super()._acquire(timeout)  # type: ignore[misc]  # asyncpg's own, not in its stubs
         finally:
             self.waiting -= 1
             self.acquires += 1
@@ -123,7 +128,7 @@ class PostgresBilling:
         return cls(pool, timeout)
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _conn(self) -> AsyncIterator[Conn]:
         """A pooled connection for one operation, all of it within the store's timeout;
         StoreUnavailable when the database cannot be reached or does not answer in time. A
         connection an operation left in an unknown state (a timeout, a broken connection, a
@@ -153,7 +158,7 @@ class PostgresBilling:
             return None
         return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
 
-    async def reserve(self, req: HoldRequest) -> Any:
+    async def reserve(self, req: HoldRequest) -> Plan:
         async with self._conn() as conn, conn.transaction():
             w = await conn.fetchrow(WALLET_FOR_UPDATE, req.account_id)
             if w is None:
@@ -193,6 +198,7 @@ class PostgresBilling:
         async with self._conn() as conn:
             w = await conn.fetchrow(N["CREDITS"], account_id)
             k = await conn.fetchrow(N["KEY_CREDITS"], key_id) if key_id else None
+            assert w is not None        # an account's wallet is made with it
             return q.credits_view(tuple(w), tuple(k) if k else None)
 
     async def ping(self) -> None:
@@ -202,6 +208,7 @@ class PostgresBilling:
     async def holds_outstanding(self) -> tuple[int, int]:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT count(*), coalesce(sum(amount), 0) FROM holds")
+        assert row is not None      # an aggregate's one row
         return int(row[0]), int(row[1])
 
     def pool_stats(self) -> dict:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -61,7 +61,9 @@ KEY_CREDITS = "SELECT name, limit_micros, spent, held FROM api_keys WHERE id = ?
 
 # step kinds
 ONE, LOCK, ALL, EXEC, MANY = "one", "lock", "all", "exec", "many"
-Steps = Generator[tuple[str, str, Any], Any, Any]
+_R = TypeVar("_R")
+# a procedure: yields (kind, sql, args), is sent each step's result, returns its own result
+Steps = Generator[tuple[str, str, Any], Any, _R]
 
 SWEPT_ERROR = ("The gateway process serving this call stopped before it settled; charged from the "
                "progress it last recorded.")
@@ -77,13 +79,13 @@ def usage_values(usage: dict) -> tuple:
     return tuple(usage.get(c) for c in USAGE_COLUMNS)
 
 
-def key_headroom(limit_micros, spent, held) -> int | None:
+def key_headroom(limit_micros: int | None, spent: int, held: int) -> int | None:
     return None if limit_micros is None else limit_micros - spent - held
 
 
-def credits_view(wallet_row, key_row) -> dict:
+def credits_view(wallet_row: Sequence[Any], key_row: Sequence[Any] | None) -> dict[str, Any]:
     balance, held, added, spent = wallet_row
-    out = {"balance": balance, "held": held, "total_added": added, "total_spent": spent, "key": None}
+    out: dict[str, Any] = {"balance": balance, "held": held, "total_added": added, "total_spent": spent, "key": None}
     if key_row is not None:
         name, limit, kspent, kheld = key_row
         out["key"] = {"name": name, "limit": limit, "spent": kspent, "held": kheld}
@@ -91,7 +93,7 @@ def credits_view(wallet_row, key_row) -> dict:
 
 
 # ---------------------------------------------------------------- procedures
-def settle_steps(s: Settlement, now: int) -> Steps:
+def settle_steps(s: Settlement, now: int) -> Steps[SettleResult]:
     """Settle one call: with its hold, charge at most the hold and release it; without it,
     `settle_without_hold` decides (an already settled call changes nothing). Idempotent by call id."""
     w = yield LOCK, WALLET, (s.account_id,)
@@ -101,7 +103,7 @@ def settle_steps(s: Settlement, now: int) -> Steps:
     return (yield from _without_hold(s, w, now))
 
 
-def _charge_hold(s: Settlement, held: int, now: int) -> Steps:
+def _charge_hold(s: Settlement, held: int, now: int) -> Steps[SettleResult]:
     charge = min(max(s.charge, 0), held)
     bal, still_held = yield ONE, CHARGE_WALLET, (held, charge, charge, now, s.account_id)
     if s.key_id is not None:
@@ -112,7 +114,7 @@ def _charge_hold(s: Settlement, held: int, now: int) -> Steps:
     return SettleResult(charge, bal, bal - still_held)
 
 
-def _without_hold(s: Settlement, wallet, now: int) -> Steps:
+def _without_hold(s: Settlement, wallet: Sequence[int], now: int) -> Steps[SettleResult]:
     prior = yield ONE, USAGE_OF, (s.call_id,)
     headroom = None
     if s.key_id is not None:

@@ -15,17 +15,18 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
+from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult
 from aicredits.store import billing_sql as q
 from aicredits.store.db import SQLITE_BUSY_TIMEOUT_MS, now_ms
 
 log = logging.getLogger("aicredits.store")
 MAX_BATCH = 256
+_R = TypeVar("_R")
 
 
-def drive(conn: sqlite3.Connection, steps: q.Steps):
+def drive(conn: sqlite3.Connection, steps: q.Steps[_R]) -> _R:
     """Run a shared procedure (store/billing_sql.py) on the writer's connection."""
     try:
         step = next(steps)
@@ -115,7 +116,7 @@ class SqliteBilling:
         per_loop: dict[Any, list] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
-            done = []
+            done: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Exception | None]] = []
             for fn, fut, loop in batch:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -135,15 +136,15 @@ class SqliteBilling:
             except sqlite3.Error:
                 pass
             done = [(fut, loop, None, exc) for fn, fut, loop in batch]
-        for fut, loop, value, exc in done:
-            per_loop.setdefault(loop, []).append((fut, value, exc))
+        for fut, loop, value, err in done:
+            per_loop.setdefault(loop, []).append((fut, value, err))
         for loop, results in per_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve_all, results)
             except RuntimeError:  # that loop is closed
                 pass
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
+    def _submit(self, fn: Callable[[sqlite3.Connection], _R]) -> asyncio.Future[_R]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.put((fn, fut, loop))
@@ -151,15 +152,15 @@ class SqliteBilling:
 
     # ---------------------------------------------------------------- operations
     async def find_key(self, key_hash: str) -> KeyAuth | None:
-        def op(conn):
+        def op(conn: sqlite3.Connection) -> KeyAuth | None:
             row = conn.execute(q.FIND_KEY, (key_hash,)).fetchone()
             if row is None or row[4] is not None:
                 return None
             return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
         return await self._submit(op)
 
-    async def reserve(self, req: HoldRequest) -> Any:
-        def op(conn):
+    async def reserve(self, req: HoldRequest) -> Plan:
+        def op(conn: sqlite3.Connection) -> Plan:
             w = conn.execute(q.WALLET, (req.account_id,)).fetchone()
             if w is None:
                 raise KeyRevoked("the key's account has no wallet")
@@ -185,13 +186,13 @@ class SqliteBilling:
         await self._submit(lambda conn: drive(conn, q.renew_steps(expires_at, call_ids, progress)))
 
     async def sweep(self, now: int) -> int:
-        def op(conn):
+        def op(conn: sqlite3.Connection) -> int:
             rows = conn.execute(q.EXPIRED_HOLDS, (now,)).fetchall()
             return sum(1 for call_id, account_id in rows if drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return await self._submit(op)
 
-    async def credits(self, account_id: int, key_id: str | None) -> dict:
-        def op(conn):
+    async def credits(self, account_id: int, key_id: str | None) -> dict[str, Any]:
+        def op(conn: sqlite3.Connection) -> dict[str, Any]:
             w = conn.execute(q.CREDITS, (account_id,)).fetchone()
             k = conn.execute(q.KEY_CREDITS, (key_id,)).fetchone() if key_id else None
             return q.credits_view(w, k)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aicredits.domain.cache_entry import CacheEntry
+from aicredits.domain.cache_entry import CacheEntry, FeedRow
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 from aicredits.store.tables import cache_entries as t
@@ -52,7 +52,7 @@ class SqlCacheStore:
             await conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.key], set_={
                 k: stmt.excluded[k] for k in values if k != "key"}))
 
-    async def feed(self, cursor, now: int) -> tuple[int, list[tuple]]:
+    async def feed(self, cursor: int | None, now: int) -> tuple[int, list[FeedRow]]:
         since = 0 if cursor is None else max(0, cursor - FEED_OVERLAP_MS)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
@@ -121,14 +121,15 @@ class SqlCacheStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(func.sum(s.c.hits), func.sum(s.c.prompt_tokens),
                                              func.sum(s.c.completion_tokens), func.sum(s.c.saved)))).first()
-        return {"hits": int(row[0] or 0), "prompt_tokens": int(row[1] or 0),
-                "completion_tokens": int(row[2] or 0), "saved": int(row[3] or 0)}
+        hits, prompt, completion, saved = row or (0, 0, 0, 0)
+        return {"hits": int(hits or 0), "prompt_tokens": int(prompt or 0),
+                "completion_tokens": int(completion or 0), "saved": int(saved or 0)}
 
     async def close(self) -> None:
         return None
 
 
-async def savings_of(conn, account_id: int) -> dict:
+async def savings_of(conn: AsyncConnection, account_id: int) -> dict:
     """What cache hits saved the account (the dashboard's overview; one connection's query)."""
     row = (await conn.execute(select(s.c.hits, s.c.prompt_tokens, s.c.completion_tokens, s.c.saved)
                               .where(s.c.account_id == account_id))).first()

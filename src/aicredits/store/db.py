@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection, Row, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+AnyRow = Row[*tuple[Any, ...]]     # a result row of any columns
+# what services hold and pass to the store (they import no database library themselves)
+Engine = AsyncEngine
+Conn = AsyncConnection
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -17,7 +26,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def row_dict(row) -> dict:
+def row_dict(row: AnyRow) -> dict[str, Any]:
     """A result row as a plain dict (str keys: SQLAlchemy's quoted_name is a str subclass that
     JSON encoders refuse)."""
     return {str(k): v for k, v in row._mapping.items()}
@@ -61,7 +70,7 @@ def redact_url(url: str) -> str:
         return "<unparseable database url>"
 
 
-def configure_sqlite(dbapi_conn) -> None:
+def configure_sqlite(dbapi_conn: DBAPIConnection) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -75,14 +84,14 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn, _record):
+        def _on_connect(dbapi_conn: DBAPIConnection, _record: object) -> None:
             configure_sqlite(dbapi_conn)
 
         return engine
     return create_async_engine(async_url(url), pool_size=5, max_overflow=10, pool_pre_ping=True)
 
 
-def _alembic_config(url: str):
+def _alembic_config(url: str) -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -98,7 +107,7 @@ async def migrate(engine: AsyncEngine, url: str) -> None:
 
     cfg = _alembic_config(url)
 
-    def run(connection) -> None:
+    def run(connection: Connection) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from aicredits.store.db import row_dict
 from aicredits.store.tables import api_keys, ledger_entries, usage_records
@@ -38,7 +41,7 @@ class Window:
     hi: int | None = None          # created_at < hi
 
 
-def _window(cols, w: Window) -> list:
+def _window(cols: ReadOnlyColumnCollection[str, ColumnElement[Any]], w: Window) -> list[ColumnElement[bool]]:
     conds = [cols.account_id == w.account_id]
     if w.lo is not None:
         conds.append(cols.created_at >= w.lo)
@@ -60,7 +63,8 @@ def _narrowed(w: Window, before: tuple[int, int] | None, after: tuple[int, int] 
     return Window(w.account_id, lo, hi)
 
 
-async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[int, int] | None,
+async def _keyset(conn: AsyncConnection, query: Select[Any],
+                  cols: ReadOnlyColumnCollection[str, ColumnElement[Any]], limit: int, before: tuple[int, int] | None,
                   after: tuple[int, int] | None) -> Page:
     key = tuple_(cols.created_at, cols.id)
     if after is not None:            # the page newer than `after`, read oldest first then turned
@@ -76,7 +80,7 @@ async def _keyset(conn: AsyncConnection, query, cols, limit: int, before: tuple[
 
 
 # ---------------------------------------------------------------- the ledger
-def _ledger_select(conds: list):
+def _ledger_select(conds: list[ColumnElement[bool]]) -> Select[Any]:
     return select(ledger_entries, api_keys.c.name.label("key_name"), UR.model.label("model")).select_from(
         ledger_entries.outerjoin(api_keys, api_keys.c.id == LE.key_id)
         .outerjoin(usage_records, and_(UR.call_id == LE.call_id, UR.account_id == LE.account_id))

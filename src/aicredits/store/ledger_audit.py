@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ColumnElement, Subquery
 
 from aicredits.domain.ledger import KeyFacts, WalletFacts, kinds_in_total, kinds_with_sign
 from aicredits.store.db import row_dict
@@ -32,7 +33,7 @@ async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             await conn.rollback()
 
 
-async def _first_and_count(conn: AsyncConnection, bad) -> tuple[dict | None, int]:
+async def _first_and_count(conn: AsyncConnection, bad: Subquery) -> tuple[dict | None, int]:
     """The lowest-id row of the subquery `bad` (it has an `id` column) and how many it has."""
     first = (await conn.execute(select(bad).order_by(bad.c.id).limit(1))).first()
     if first is None:
@@ -60,7 +61,7 @@ async def sign_violations(conn: AsyncConnection) -> tuple[dict | None, int]:
     return await _first_and_count(conn, bad)
 
 
-def _sum(expr):
+def _sum(expr: ColumnElement[int]) -> ColumnElement[int]:
     return func.coalesce(func.sum(expr), 0)
 
 

@@ -3,7 +3,9 @@ their wallets (search, keyset pages), debits, admin API keys. Repositories never
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -119,7 +121,8 @@ async def admin_key_used(conn: AsyncConnection, key_id: str, at: int) -> None:
 
 
 # ---------------------------------------------------------------- the audit log, for its export
-async def audit_batches(conn: AsyncConnection, *, action: str | None = None, actor_id: int | None = None):
+async def audit_batches(conn: AsyncConnection, *, action: str | None = None,
+                        actor_id: int | None = None) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Every audit row (filtered), oldest first, as lists of tuples in AUDIT_COLUMNS order read
     from a server-side cursor."""
     q = (select(*(audit_log.c[c] for c in AUDIT_COLUMNS)).order_by(audit_log.c.id.asc())

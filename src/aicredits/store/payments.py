@@ -10,12 +10,14 @@ statement of that transaction, so on SQLite it takes the write lock before anyth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
-from aicredits.store.db import now_ms, row_dict
+from aicredits.store.db import AnyRow, now_ms, row_dict
 from aicredits.store.tables import accounts, ledger_entries, payments, refunds, topups, usage_records, wallets
 
 
@@ -37,13 +39,13 @@ class Topup:
     paid_at: int | None
 
 
-def _topup(row) -> Topup:
+def _topup(row: AnyRow) -> Topup:
     return Topup(row.id, row.account_id, row.provider, row.status, row.credit_micros, row.fee_paise,
                  row.gst_paise, row.amount_paise, row.currency, row.order_id, row.payment_id, row.error,
                  row.created_at, row.paid_at)
 
 
-def _insert_ignoring_duplicates(conn: AsyncConnection, table, **values):
+def _insert_ignoring_duplicates(conn: AsyncConnection, table: Table, **values: object) -> ReturningInsert[Any]:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING the key: a row back means this transaction
     inserted it; none means the row (or another row with the same unique key) exists."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

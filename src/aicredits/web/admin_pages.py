@@ -19,7 +19,7 @@ from aicredits.web.formatting import inr
 PAGE = 50
 
 
-def _amount(value) -> int:
+def _amount(value: object) -> int:
     text = str(value or "").strip().replace(",", "").removeprefix("₹").strip()
     try:
         micros = inr_to_micros(text)
@@ -45,7 +45,7 @@ def admin_links(request: Request) -> list[tuple[str, str]]:
     return out
 
 
-async def render_admin(request: Request, template: str, status_code: int = 200, **values) -> Response:
+async def render_admin(request: Request, template: str, status_code: int = 200, **values: object) -> Response:
     return await render(request, template, status_code=status_code, admin_links=admin_links(request), **values)
 
 
@@ -66,7 +66,7 @@ async def users(request: Request) -> Response:
                         next_after=rows[-1]["id"] if more else None, paged=after_id is not None)
 
 
-async def _user_page(request: Request, account_id: int, status_code: int = 200, **values) -> Response:
+async def _user_page(request: Request, account_id: int, status_code: int = 200, **values: object) -> Response:
     ctx = context(request)
     try:
         u = await ctx.operator.user(account_id)
@@ -143,7 +143,7 @@ async def revoke_user_key(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------- admin API keys
-async def _keys_page(request: Request, status_code: int = 200, **values) -> Response:
+async def _keys_page(request: Request, status_code: int = 200, **values: object) -> Response:
     values.setdefault("secret", None)
     values.setdefault("created", None)
     return await render_admin(request, "admin_keys.html", status_code=status_code,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import AsyncIterator
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -89,7 +90,7 @@ async def audit_csv(request: Request) -> Response:
     action, _, actor_id = await _audit_filter(request)
     operator, zone = context(request).operator, tz(request)
 
-    async def lines():
+    async def lines() -> AsyncIterator[bytes]:
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\r\n")
         out.writerow(CSV_COLUMNS)
@@ -105,7 +106,7 @@ async def audit_csv(request: Request) -> Response:
         "content-disposition": 'attachment; filename="aicredits-audit-log.csv"', "cache-control": "no-store"})
 
 
-def _safe(text) -> str:
+def _safe(text: object) -> str:
     """A text cell a spreadsheet will not run as a formula."""
     text = text if isinstance(text, str) else json.dumps(text, separators=(",", ":"), sort_keys=True)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

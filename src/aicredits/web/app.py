@@ -8,25 +8,31 @@ and give it a NAV line if it belongs in the navigation bar.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from aicredits.ports import Mailer
 from aicredits.services.account_keys import AccountKeys
 from aicredits.services.audit import Audit
 from aicredits.services.auth import Auth
 from aicredits.services.history import History
 from aicredits.services.operator import Operator
 from aicredits.services.overview import Overview
+from aicredits.services.payments import PaymentsService
+from aicredits.services.runtime import Runtime
 from aicredits.settings import Settings
+from aicredits.store.auth import Principal
+from aicredits.store.db import Engine
 from aicredits.web import (
     admin_pages,
     admin_views,
@@ -64,7 +70,7 @@ ROUTE_MODULES = [home, auth_pages, keys_pages, oidc, wallet_pages, billing_pages
 class WebContext:
     """What pages reach through `core.context(request)`."""
     settings: Settings
-    engine: Any
+    engine: Engine
     auth: Auth
     keys: AccountKeys
     audit: Audit
@@ -73,12 +79,12 @@ class WebContext:
     operator: Operator
     templates: Jinja2Templates
     oidc: oidc.OidcClient | None = None
-    mailer: Any = None              # ports.Mailer when SMTP is configured
-    runtime: Any = None             # services.runtime.Runtime: the catalog and breakers (set by the Gateway)
-    payments: Any = None            # services.payments.PaymentsService (the wallet pages)
+    mailer: Mailer | None = None    # when SMTP is configured
+    runtime: Runtime | None = None  # the catalog and breakers (set by the Gateway)
+    payments: PaymentsService | None = None     # the wallet pages
     extra: dict = field(default_factory=dict)
 
-    def nav(self, user) -> list[tuple[str, str]]:
+    def nav(self, user: Principal | None) -> list[tuple[str, str]]:
         if user is None:
             return []
         return [(label, name) for label, name, who in NAV if who == "user" or user.is_admin]
@@ -92,22 +98,24 @@ def make_templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-async def not_found(request: Request, exc: HTTPException):
+async def not_found(request: Request, exc: Exception) -> Response:
     await visitor(request)
+    assert isinstance(exc, HTTPException)      # (its handler's)
     status = exc.status_code
     titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed"}
     message = exc.detail if status == 403 else "There is no such page here."
     return await render(request, "error.html", status_code=status, title=titles.get(status, "Error"), message=message)
 
 
-async def server_error(request: Request, exc: Exception):
+async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("dashboard error on %s %s", request.method, request.url.path, exc_info=exc)
     return await render(request, "error.html", status_code=500, title="Something went wrong",
                   message="The server could not show this page; the error has been logged.")
 
 
-def build(settings: Settings, engine, *, on_key_revoked=None, mailer=None,
-          payments=None) -> tuple[SecurityHeaders, WebContext]:
+def build(settings: Settings, engine: Engine, *, on_key_revoked: Callable[[str | None], None] | None = None,
+          mailer: Mailer | None = None,
+          payments: PaymentsService | None = None) -> tuple[SecurityHeaders, WebContext]:
     """The dashboard app (wrapped in its security headers) and its context. `on_key_revoked(key_id)`
     drops a revoked key from this process's key cache at once."""
     ctx = WebContext(

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from aicredits.services.auth import AuthError, Throttled
 from aicredits.web.core import (
     SESSION_COOKIE,
+    CsrfRefused,
     actor,
     checked_form,
     clear_cookie,
@@ -96,6 +97,8 @@ async def signup(request: Request) -> Response:
 async def signout(request: Request) -> Response:
     await checked_form(request)
     v = await visitor(request)
+    if v.token is None or v.user is None:      # (signed_in: both are set)
+        raise CsrfRefused()
     await context(request).auth.sign_out(v.token, v.user, client_ip(request))
     response = redirect(request, "signin", "You are signed out.")
     clear_cookie(request, response, SESSION_COOKIE)
@@ -111,6 +114,8 @@ async def account(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     form = await checked_form(request)
     v = await visitor(request)
+    if v.token is None or v.user is None:      # (signed_in: both are set)
+        raise CsrfRefused()
     new, again = str(form.get("new_password") or ""), str(form.get("new_password_again") or "")
     try:
         if new != again:

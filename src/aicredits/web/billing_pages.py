@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,14 +28,14 @@ KIND_WORDS = {"grant": "grants", "topup": "top-ups", "refund": "less refunds"}
 CSV_COLUMNS = ["entry_id", "time", "kind", "amount_inr", "balance_after_inr", "key_id", "call_id", "note"]
 
 
-def _filters(request: Request, zone, now: int) -> dict:
+def _filters(request: Request, zone: ZoneInfo, now: int) -> dict:
     first, last = params.date_range(request, zone, now, default_days=None, max_days=None)
     kind = params.choice(request, "kind", KINDS)
     view = params.choice(request, "view", ("days", "entries")) or "days"
     return {"first": first, "last": last, "kind": kind, "view": view}
 
 
-def _query(f: dict, **more) -> dict:
+def _query(f: dict, **more: object) -> dict:
     """The filters as query parameters for links (empty ones left out)."""
     q = {"from": params.iso_day(f["first"]), "to": params.iso_day(f["last"]), "kind": f["kind"] or "",
          "view": f["view"]}
@@ -106,7 +108,7 @@ async def billing_csv(request: Request) -> Response:
     account_id = request.state.user.id
     kinds = (f["kind"],) if f["kind"] else ()
 
-    async def rows():
+    async def rows() -> AsyncIterator[bytes]:
         buf = io.StringIO()
         out = csv.writer(buf, lineterminator="\r\n")
         out.writerow(CSV_COLUMNS)

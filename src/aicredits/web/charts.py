@@ -57,7 +57,7 @@ def day_bars(labels: Sequence[str], series: Sequence[Series], *, title: str, fmt
     bar_w = max(1.0, slot * 0.75)
     for i, label in enumerate(labels):
         x = LEFT + i * slot + (slot - bar_w) / 2
-        base = TOP + ph
+        base: float = TOP + ph
         for j, s in enumerate(series):
             v = s.values[i]
             if v <= 0:

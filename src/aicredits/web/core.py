@@ -18,14 +18,22 @@ from __future__ import annotations
 import functools
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from aicredits.web.app import WebContext
+
+Page = Callable[[Request], Awaitable[Response]]      # a page's handler
 
 from aicredits.services.audit import Actor
 from aicredits.store.auth import Principal, SessionRow
@@ -52,7 +60,7 @@ class Visitor:
     set_csrf_cookie: bool = False      # an anonymous token minted for this response
 
 
-def context(request: Request):
+def context(request: Request) -> WebContext:
     """The WebContext (web/app.py): settings and the services pages call."""
     return request.app.state.ctx
 
@@ -86,7 +94,7 @@ async def visitor(request: Request) -> Visitor:
         anon = request.cookies.get(CSRF_COOKIE)
         fresh = not anon or len(anon) > 100
         v = Visitor(token if found else None, found[0] if found else None, None,
-                    secrets.token_urlsafe(32) if fresh else anon, fresh)
+                    secrets.token_urlsafe(32) if fresh or not anon else anon, fresh)
     request.state.visitor = v
     request.state.user = v.user
     return v
@@ -116,12 +124,12 @@ async def checked_form(request: Request) -> FormData:
         return form
 
 
-def tz(request: Request):
+def tz(request: Request) -> ZoneInfo:
     user = getattr(request.state, "user", None)
     return formatting.zone(user.timezone if user else None, context(request).settings.timezone)
 
 
-def url(request: Request, name: str, **params: Any) -> str:
+def url(request: Request, name: str, **params: object) -> str:
     """The path of a named route ('/dashboard/keys')."""
     return str(request.app.url_path_for(name, **params))
 
@@ -133,12 +141,12 @@ def flash(request: Request, response: Response, message: str) -> Response:
     return response
 
 
-def redirect(request: Request, name: str, message: str | None = None, **params: Any) -> Response:
+def redirect(request: Request, name: str, message: str | None = None, **params: object) -> Response:
     response = RedirectResponse(url(request, name, **params), status_code=303)
     return flash(request, response, message) if message else response
 
 
-async def render(request: Request, template: str, status_code: int = 200, **values: Any) -> Response:
+async def render(request: Request, template: str, status_code: int = 200, **values: object) -> Response:
     """The template with the visitor, CSRF token, navigation, flash notice and formatters."""
     v = await visitor(request)
     ctx = context(request)
@@ -158,7 +166,7 @@ async def render(request: Request, template: str, status_code: int = 200, **valu
     return response
 
 
-def signed_in(handler):
+def signed_in(handler: Page) -> Page:
     """Pages for signed-in users; others are sent to the sign-in page (and back after)."""
     @functools.wraps(handler)
     async def page(request: Request) -> Response:
@@ -172,7 +180,7 @@ def signed_in(handler):
     return page
 
 
-def admin_only(handler):
+def admin_only(handler: Page) -> Page:
     """Pages for admins; anyone else gets 404 (the page does not exist for them)."""
     @functools.wraps(handler)
     async def page(request: Request) -> Response:

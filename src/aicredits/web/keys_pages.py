@@ -13,7 +13,7 @@ from aicredits.services.account_keys import KeyInputError, KeyNotFound
 from aicredits.web.core import actor, checked_form, context, redirect, render, signed_in
 
 
-def _optional_int(value, label: str) -> int | None:
+def _optional_int(value: object, label: str) -> int | None:
     text = str(value or "").strip().replace(",", "")
     if not text:
         return None
@@ -22,7 +22,7 @@ def _optional_int(value, label: str) -> int | None:
     return int(text)
 
 
-def _optional_inr(value) -> int | None:
+def _optional_inr(value: object) -> int | None:
     text = str(value or "").strip().replace(",", "").removeprefix("₹").strip()
     if not text:
         return None
@@ -35,7 +35,7 @@ def _optional_inr(value) -> int | None:
     return micros
 
 
-async def _page(request: Request, status_code: int = 200, **values) -> Response:
+async def _page(request: Request, status_code: int = 200, **values: object) -> Response:
     keys = await context(request).keys.list(request.state.user.id)
     values.setdefault("form", {})
     values.setdefault("secret", None)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import httpx
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth, OAuthError
+
+if TYPE_CHECKING:
+    from aicredits.settings import Settings
 from joserfc.errors import JoseError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,8 +41,8 @@ PROVIDER_ERRORS = (AuthlibBaseError, JoseError, httpx.HTTPError, OSError, ValueE
 
 
 class OidcClient:
-    def __init__(self, settings) -> None:
-        self.issuer = settings.oidc_issuer.rstrip("/")
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = (settings.oidc_issuer or "").rstrip("/")
         self.label = settings.oidc_name
         self.public_url = settings.public_url
         self.app = OAuth().register(
@@ -86,7 +90,7 @@ async def callback(request: Request) -> Response:
     if ctx.oidc is None:
         raise HTTPException(404)
     v = await visitor(request)
-    if v.session is None or v.user is not None:
+    if v.session is None or v.token is None or v.user is not None:
         return await _failed(request, "This sign-in took too long or began in another browser; try again.")
     request.scope["session"] = json.loads(v.session.data or "{}")
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -50,7 +51,7 @@ def cursor_of(row: dict) -> str:
     return f"{row['created_at']}.{row['id']}"
 
 
-def choice(request: Request, name: str, allowed) -> str | None:
+def choice(request: Request, name: str, allowed: Collection[str]) -> str | None:
     value = text(request, name, 64)
     if not value:
         return None

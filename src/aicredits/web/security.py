@@ -3,7 +3,13 @@ scripts, styles and images only; no framing), nosniff, no referrer outside the s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from aicredits.web.app import WebContext
 
 
 def _origin(url: str | None) -> str:
@@ -14,7 +20,7 @@ def _origin(url: str | None) -> str:
 
 
 class SecurityHeaders:
-    def __init__(self, app, ctx) -> None:
+    def __init__(self, app: ASGIApp, ctx: WebContext) -> None:
         self.app = app
         self.ctx = ctx
         self._static = self._headers()
@@ -37,8 +43,8 @@ class SecurityHeaders:
             headers[0] = (b"content-security-policy", csp.encode())
         self._static = headers
 
-    async def __call__(self, scope, receive, send) -> None:
-        async def with_headers(message) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 # a page that sets one of these itself (the pay page: the checkout's origins) keeps its own

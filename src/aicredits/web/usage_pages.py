@@ -36,6 +36,7 @@ async def usage(request: Request) -> Response:
         error, status = str(exc), 400
         last = local_day(now, zone)
         first = last - 29
+    first = last - 29 if first is None else first       # (a default range: never None)
     days = {d.day: d for d in await ctx.history.daily(request.state.user.id, zone, first, last)}
     span = list(range(first, last + 1))
     labels = [_label(d) for d in span]

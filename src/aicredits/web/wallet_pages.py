@@ -8,6 +8,7 @@ Money moves only in services/payments.py; these pages ask it and show what it sa
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from fractions import Fraction
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from starlette.routing import Route
 
 from aicredits.domain.payments import format_paise, paise_to_micros
 from aicredits.errors import GatewayError, InvalidRequest, NotFound
+from aicredits.services.payments import Outcome, PaymentsService
 from aicredits.web.admin_pages import render_admin
 from aicredits.web.core import actor, admin_only, checked_form, context, redirect, render, signed_in, tz, url
 from aicredits.web.formatting import inr
@@ -36,19 +38,25 @@ def paise(value: int) -> str:
     return inr(paise_to_micros(value))
 
 
-def _percent(frac) -> str:
+def _payments(request: Request) -> PaymentsService:
+    payments = context(request).payments
+    if payments is None:        # (the gateway always has it; a dashboard built without has no wallet)
+        raise HTTPException(404)
+    return payments
+
+
+def _percent(frac: Fraction) -> str:
     value = frac * 100
     return f"{float(value):g}%"
 
 
-async def _wallet_page(request: Request, status_code: int = 200, **values) -> Response:
-    ctx = context(request)
+async def _wallet_page(request: Request, status_code: int = 200, **values: object) -> Response:
     user = request.state.user
     values.setdefault("form", {})
-    t = ctx.payments.terms
+    t = _payments(request).terms
     return await render(request, "wallet.html", status_code=status_code,
-                        wallet=await ctx.payments.wallet(user.id, month_start_ms(request)),
-                        topups=await ctx.payments.topups(user.id, 20), providers=list(ctx.payments.providers),
+                        wallet=await _payments(request).wallet(user.id, month_start_ms(request)),
+                        topups=await _payments(request).topups(user.id, 20), providers=list(_payments(request).providers),
                         labels=PROVIDER_LABELS, states=TOPUP_STATES, presets=t.presets, terms=t,
                         fee=_percent(t.fee), gst=_percent(t.gst), paise=paise, format_paise=format_paise,
                         **values)
@@ -63,14 +71,14 @@ async def wallet(request: Request) -> Response:
 async def start_topup(request: Request) -> Response:
     form = await checked_form(request)
     fields = {k: str(form.get(k) or "").strip() for k in ("amount", "custom", "provider")}
-    providers = list(context(request).payments.providers)
+    providers = list(_payments(request).providers)
     provider = fields["provider"] or (providers[0] if len(providers) == 1 else "")
     amount = fields["custom"] or fields["amount"]      # a typed amount wins over the preset choice
     amount = amount.replace(",", "").removeprefix("₹").strip()
     try:
         if not provider:
             raise InvalidRequest("Choose how to pay.")
-        started = await context(request).payments.start(request.state.user.id, provider, amount)
+        started = await _payments(request).start(request.state.user.id, provider, amount)
     except GatewayError as exc:
         return await _wallet_page(request, 400 if exc.status < 500 else 502, error=exc.message, form=fields)
     return redirect(request, "pay_topup", topup_id=started.topup.id)
@@ -85,7 +93,8 @@ def checkout_csp(checkout_url: str, api_url: str) -> str:
     """The pay page's Content-Security-Policy: the dashboard's, plus Razorpay Checkout's script, its
     frame and the calls it makes (*.razorpay.com for Razorpay's own CDN, else the configured origins)."""
     origins = {_origin(checkout_url), _origin(api_url)}
-    if urlsplit(checkout_url).hostname and urlsplit(checkout_url).hostname.endswith("razorpay.com"):
+    host = urlsplit(checkout_url).hostname
+    if host and host.endswith("razorpay.com"):
         origins.add("https://*.razorpay.com")
     extra = " ".join(sorted(origins))
     return (f"default-src 'none'; script-src 'self' {extra}; style-src 'self' 'unsafe-inline'; "
@@ -97,15 +106,15 @@ async def _pay_page(request: Request, topup_id: str, status_code: int = 200, err
     ctx = context(request)
     user = request.state.user
     try:
-        t = await ctx.payments.topup(user.id, topup_id)
-        checkout = await ctx.payments.checkout(user.id, topup_id) if t.status != "paid" else {}
+        t = await _payments(request).topup(user.id, topup_id)
+        checkout = await _payments(request).checkout(user.id, topup_id) if t.status != "paid" else {}
     except NotFound:
         raise HTTPException(404) from None
     except GatewayError as exc:
         checkout, error = {}, error or exc.message
     if t.status == "paid" and error is None:
         return redirect(request, "receipt", topup_id=t.id)
-    terms = ctx.payments.terms
+    terms = _payments(request).terms
     response = await render(request, "topup_pay.html", status_code=status_code, t=t, checkout=checkout,
                             error=error or (t.error if t.status == "failed" else None), paise=paise,
                             fee=_percent(terms.fee), gst=_percent(terms.gst), labels=PROVIDER_LABELS)
@@ -122,7 +131,7 @@ async def pay_topup(request: Request) -> Response:
     return await _pay_page(request, request.path_params["topup_id"])
 
 
-def _credited_message(outcome) -> str:
+def _credited_message(outcome: Outcome) -> str:
     t = outcome.topup
     if outcome.status in ("credited", "already_credited") and t is not None and t.status == "paid":
         return f"{inr(t.credit_micros)} added to your wallet."
@@ -136,7 +145,7 @@ async def razorpay_callback(request: Request) -> Response:
     params = {k: str(form.get(k) or "") for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
     topup_id = str(form.get("topup_id") or "")
     try:
-        outcome = await context(request).payments.confirm_callback(request.state.user.id, "razorpay", params,
+        outcome = await _payments(request).confirm_callback(request.state.user.id, "razorpay", params,
                                                                    actor(request))
     except NotFound:
         raise HTTPException(404) from None
@@ -144,9 +153,11 @@ async def razorpay_callback(request: Request) -> Response:
         if not topup_id:
             raise HTTPException(400, exc.message) from None
         return await _pay_page(request, topup_id, 400 if exc.status < 500 else 502, error=exc.message)
-    if outcome.topup.status == "paid":
-        return redirect(request, "receipt", _credited_message(outcome), topup_id=outcome.topup.id)
-    return await _pay_page(request, outcome.topup.id, error=f"The payment is {outcome.detail or outcome.status}.")
+    t = outcome.topup
+    assert t is not None        # a settled callback's outcome has its top-up
+    if t.status == "paid":
+        return redirect(request, "receipt", _credited_message(outcome), topup_id=t.id)
+    return await _pay_page(request, t.id, error=f"The payment is {outcome.detail or outcome.status}.")
 
 
 @signed_in
@@ -155,14 +166,14 @@ async def test_checkout(request: Request) -> Response:
     form = await checked_form(request)
     topup_id = request.path_params["topup_id"]
     try:
-        outcome = await context(request).payments.complete_test(request.state.user.id, topup_id,
+        outcome = await _payments(request).complete_test(request.state.user.id, topup_id,
                                                                 succeed=form.get("outcome") == "pay",
                                                                 actor=actor(request))
     except NotFound:
         raise HTTPException(404) from None
     except GatewayError as exc:
         return await _pay_page(request, topup_id, 400, error=exc.message)
-    if outcome.topup.status == "paid":
+    if outcome.topup is not None and outcome.topup.status == "paid":
         return redirect(request, "receipt", _credited_message(outcome), topup_id=topup_id)
     return redirect(request, "pay_topup", "The test payment failed; nothing was added.", topup_id=topup_id)
 
@@ -171,20 +182,20 @@ async def test_checkout(request: Request) -> Response:
 async def receipt(request: Request) -> Response:
     user = request.state.user
     try:
-        r = await context(request).payments.receipt(None if user.is_admin else user.id,
+        r = await _payments(request).receipt(None if user.is_admin else user.id,
                                                     request.path_params["topup_id"])
     except NotFound:
         raise HTTPException(404) from None
     p = context(request).settings.payments
     return await render(request, "receipt.html", r=r, t=r["topup"], pay=r["payment"], refunds=r["refunds"],
                         seller=p.business_name, gstin=p.gstin, paise=paise, labels=PROVIDER_LABELS,
-                        fee=_percent(context(request).payments.terms.fee),
-                        gst=_percent(context(request).payments.terms.gst))
+                        fee=_percent(_payments(request).terms.fee),
+                        gst=_percent(_payments(request).terms.gst))
 
 
 @admin_only
 async def admin_payments(request: Request) -> Response:
-    overview = await context(request).payments.admin_overview()
+    overview = await _payments(request).admin_overview()
     return await render_admin(request, "admin_payments.html", rows=overview["topups"],
                               shortfall=overview["shortfall_micros"], paise=paise, states=TOPUP_STATES,
                               format_paise=format_paise,

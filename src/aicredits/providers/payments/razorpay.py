@@ -48,7 +48,7 @@ def _valid(signature: str | None, message: bytes, secret: str) -> bool:
     return bool(signature) and hmac.compare_digest(sign(message, secret), str(signature).strip())
 
 
-def _int(value, what: str) -> int:
+def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PaymentProviderError(f"Razorpay sent a {what} that is not an integer amount of paise")
     return value
