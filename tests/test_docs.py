@@ -605,7 +605,7 @@ def test_every_variable_the_docs_name_is_a_setting():
                     ok = name in settings or name in tools or name in NOT_SETTINGS
                 if not ok:
                     problems.append(f"{path.relative_to(ROOT)}:{n}: {name} is not a setting "
-                                    "(src/aicredits/settings.py)")
+                                    "(src/aicredits/settings/)")
     assert not problems, "\n".join(problems)
 
 

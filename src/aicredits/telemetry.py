@@ -1,13 +1,13 @@
 """What the gateway tells its operator, behind two small interfaces the services call.
 
 `Metrics` counts (Prometheus, infra/metrics.py) and `Tracing` traces (OpenTelemetry,
-infra/tracing.py); app.py picks the implementations. The services call them once per event: a
+infra/tracing.py); wiring/ picks the implementations. The services call them once per event: a
 call settled (services/metering.py, the one place requests, tokens and money are counted), a
-request answered without a settled call (app.py), a rate-limit refusal, a failed upstream attempt
+request answered without a settled call (api/dispatch.py), a rate-limit refusal, a failed upstream attempt
 (services/routing.py). Tracing wraps auth, the hold, each upstream attempt and the settle in
 spans; without AICREDITS_OTEL_ENDPOINT the no-op below is used and no span object is ever made.
 
-`RequestState` is the one per-request record they share: app.py sets it in a context variable
+`RequestState` is the one per-request record they share: api/dispatch.py sets it in a context variable
 when a request starts; the settle marks it, so a request is counted once, whoever answers it.
 docs/operations.md describes what is exported.
 """

@@ -25,8 +25,8 @@ async def setup(gw):
     from aicredits.services.admin import Admin
     from aicredits.services.audit import Actor
     from aicredits.services.operator import Operator
-    await Admin(gw._web_engine).create_user(ADMIN, password="long enough password", role="admin")
-    secret, _ = await Operator(gw._web_engine).create_admin_key(Actor.system("test"), "script", owner_email=ADMIN)
+    await Admin(gw.services.engine).create_user(ADMIN, password="long enough password", role="admin")
+    secret, _ = await Operator(gw.services.engine).create_admin_key(Actor.system("test"), "script", owner_email=ADMIN)
     return secret, client_for(gw, "198.51.100.20")
 
 
@@ -117,7 +117,7 @@ async def test_a_script_provisions_a_user_key_and_credits_and_reads_them_back(we
         assert mine["detail"]["reason"] == "rounding"
         # grants, the charge and the debit leave a ledger that `aicredits ledger verify` passes
         from aicredits.services.admin import Admin
-        assert await Admin(gw._web_engine).verify() == []
+        assert await Admin(gw.services.engine).verify() == []
 
 
 async def test_each_endpoint_takes_only_its_own_kind_of_key(web_gateway):  # noqa: F811
@@ -141,9 +141,9 @@ async def test_each_endpoint_takes_only_its_own_kind_of_key(web_gateway):  # noq
         from sqlalchemy import update
 
         from aicredits.store.tables import accounts
-        async with gw._web_engine.begin() as conn:
+        async with gw.services.engine.begin() as conn:
             await conn.execute(update(accounts).where(accounts.c.email == ADMIN).values(role="user"))
-        gw.admin_api.state.services.keys.forget()
+        gw.services.admin_api.state.services.keys.forget()
         assert_error(await client.get("/admin/api/users", headers=auth(secret)), 401, "authentication_error")
 
 

@@ -75,7 +75,7 @@ async def ask_stream(client, messages=Q, **extra):
 
 async def stored(gw, n: int = 1) -> None:
     """Wait until the background stores of the last answers are done."""
-    await gw.cache.drain()
+    await gw.services.cache.drain()
 
 
 # ---------------------------------------------------------------- exact layer
@@ -212,13 +212,13 @@ async def test_a_free_hit_is_recorded_with_what_it_saved(cache_gateway, upstream
     await ask(c)
     await stored(gw)
     original = expected_micros(_entry(gw), 1234, 567)
-    before = (await gw.billing.store.credits(key["account_id"], key["id"]))["total_spent"]
+    before = (await gw.services.billing.store.credits(key["account_id"], key["id"]))["total_spent"]
     assert before == original
     h, _ = await ask(c)
     assert h["x-aicredits-cache"] == "hit" and h["x-aicredits-cost"] == "0.000000"
-    assert (await gw.billing.store.credits(key["account_id"], key["id"]))["total_spent"] == original
-    await gw.cache.drain()
-    saved = await gw.cache.savings(key["account_id"])
+    assert (await gw.services.billing.store.credits(key["account_id"], key["id"]))["total_spent"] == original
+    await gw.services.cache.drain()
+    saved = await gw.services.cache.savings(key["account_id"])
     assert saved == {"hits": 1, "prompt_tokens": 1234, "completion_tokens": 567, "saved": original}
     credits = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw").get(
         "/v1/credits", headers={"Authorization": f"Bearer {key['key']}"})).json()
@@ -240,17 +240,17 @@ async def test_a_fractional_hit_is_charged_exactly_and_in_the_ledger(cache_gatew
     h, _ = await ask(c)
     assert h["x-aicredits-cache"] == "hit"
     assert h["x-aicredits-cost"] == f"{want // 10**6}.{want % 10**6:06d}"
-    view = await gw.billing.store.credits(key["account_id"], key["id"])
+    view = await gw.services.billing.store.credits(key["account_id"], key["id"])
     assert view["total_spent"] == original + want and view["held"] == 0
     ledger = await _ledger(gw, key["account_id"])
     assert [e["amount"] for e in ledger if e["kind"] == "charge"] == [-original, -want]
     # a streamed hit is charged the same, and its usage chunk says so
     h, chunks = await ask_stream(c, stream_options={"include_usage": True})
     assert h["x-aicredits-cache"] == "hit" and chunks[-1].usage.model_extra["cost"] == want / 1e6
-    view = await gw.billing.store.credits(key["account_id"], key["id"])
+    view = await gw.services.billing.store.credits(key["account_id"], key["id"])
     assert view["total_spent"] == original + 2 * want and view["held"] == 0
-    await gw.cache.drain()
-    assert (await gw.cache.savings(key["account_id"]))["saved"] == 2 * (original - want)
+    await gw.services.cache.drain()
+    assert (await gw.services.cache.savings(key["account_id"]))["saved"] == 2 * (original - want)
 
 
 # ---------------------------------------------------------------- lifetime and bounds
@@ -280,8 +280,8 @@ async def test_the_least_recently_used_entries_are_evicted_beyond_the_bound(cach
     await asyncio.sleep(0.01)
     await ask(c, messages=qs[2])
     await stored(gw)
-    await gw.cache.sweep()
-    assert (await gw.cache.stats())["entries"] == 2
+    await gw.services.cache.sweep()
+    assert (await gw.services.cache.stats())["entries"] == 2
     hits = [(await ask(c, messages=q))[0]["x-aicredits-cache"] for q in qs]
     assert hits == ["hit", "miss", "hit"]
 
@@ -293,17 +293,17 @@ async def test_purge_by_account_and_model(cache_gateway, upstream):
     for c in (a, b):
         await ask(c)
         await stored(gw)
-    assert await gw.cache.purge(account_id=ka["account_id"]) == 1
+    assert await gw.services.cache.purge(account_id=ka["account_id"]) == 1
     assert (await ask(a))[0]["x-aicredits-cache"] == "miss"
     assert (await ask(b))[0]["x-aicredits-cache"] == "hit"
     await stored(gw)
-    assert await gw.cache.purge(model=MODEL) == 2
+    assert await gw.services.cache.purge(model=MODEL) == 2
     assert (await ask(b))[0]["x-aicredits-cache"] == "miss"
 
 
 async def test_the_cache_off_costs_no_lookup(cache_gateway, upstream):
     gw = await cache_gateway({"AICREDITS_CACHE_EXACT": "false"})
-    assert gw.cache is None and gw.chat.cache is None
+    assert gw.services.cache is None and gw.services.chat.cache is None
     c = sdk(gw, await gw.new_key())
     for _ in range(2):
         h, _r = await ask(c)
@@ -314,14 +314,17 @@ async def test_the_cache_off_costs_no_lookup(cache_gateway, upstream):
 # ---------------------------------------------------------------- helpers reading the database
 def _entry(gw) -> dict:
     import orjson
-    return {e["id"]: e for e in orjson.loads(gw.catalog_json)["data"]}[MODEL]
+
+    from aicredits.api.meta import catalog_document
+    doc = catalog_document(gw.services.catalog, gw.services.rates, gw.services.served)   # GET /api/models
+    return {e["id"]: e for e in orjson.loads(doc)["data"]}[MODEL]
 
 
 async def _usage(gw, account_id: int) -> list[dict]:
     from sqlalchemy import select
 
     from aicredits.store.tables import usage_records
-    async with gw._cache_engine.connect() as conn:
+    async with gw.services.cache_engine.connect() as conn:
         rows = (await conn.execute(select(usage_records).where(usage_records.c.account_id == account_id)
                                    .order_by(usage_records.c.id))).mappings().all()
     return [dict(r) for r in rows]
@@ -331,7 +334,7 @@ async def _ledger(gw, account_id: int) -> list[dict]:
     from sqlalchemy import select
 
     from aicredits.store.tables import ledger_entries
-    async with gw._cache_engine.connect() as conn:
+    async with gw.services.cache_engine.connect() as conn:
         rows = (await conn.execute(select(ledger_entries).where(ledger_entries.c.account_id == account_id)
                                    .order_by(ledger_entries.c.id))).mappings().all()
     return [dict(r) for r in rows]
@@ -340,7 +343,7 @@ async def _ledger(gw, account_id: int) -> list[dict]:
 # ---------------------------------------------------------------- semantic layer
 async def test_semantic_hit_on_a_paraphrase_and_none_on_near_misses(cache_gateway, upstream):
     gw = await cache_gateway({"AICREDITS_CACHE_SEMANTIC": "true"})
-    assert gw.cache.semantic_ready
+    assert gw.services.cache.semantic_ready
     c = sdk(gw, await gw.new_key())
     system = {"role": "system", "content": "You answer in one sentence."}
     upstream.enqueue(Scenario(content="Paris is the capital of France."), Scenario(content="2 + 2 = 4."))
@@ -367,8 +370,8 @@ async def test_a_catalog_embedder_is_billed_to_the_operators_account(cache_gatew
     gw = await cache_gateway({"AICREDITS_CACHE_EXACT": "false", "AICREDITS_CACHE_SEMANTIC": "true",
                               "AICREDITS_CACHE_EMBEDDER": "openai/text-embedding-3-small",
                               "AICREDITS_CACHE_EMBEDDER_ACCOUNT": operator})
-    assert gw.cache.semantic_ready and gw.cache.embedder.name == "openai/text-embedding-3-small"
-    await Admin(gw._cache_engine).grant(operator, 1_000_000)
+    assert gw.services.cache.semantic_ready and gw.services.cache.embedder.name == "openai/text-embedding-3-small"
+    await Admin(gw.services.cache_engine).grant(operator, 1_000_000)
     key = await gw.new_key()
     c = sdk(gw, key)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
@@ -381,13 +384,13 @@ async def test_a_catalog_embedder_is_billed_to_the_operators_account(cache_gatew
     assert [r.body["input"] for r in embeds] == ["What is the capital of France?"] * 2
     assert key["key"] not in str([r.headers for r in embeds])
     from aicredits.store import accounts as accounts_repo
-    async with gw._cache_engine.connect() as conn:
+    async with gw.services.cache_engine.connect() as conn:
         op_id = (await accounts_repo.by_email(conn, operator)).id
     op_rows = await _usage(gw, op_id)
     assert [(r["endpoint"], r["model"]) for r in op_rows] == [("embeddings", "openai/text-embedding-3-small")] * 2
     assert all(r["cost"] > 0 for r in op_rows)
-    view = await gw.billing.store.credits(op_id, None)
+    view = await gw.services.billing.store.credits(op_id, None)
     assert view["total_spent"] == sum(r["cost"] for r in op_rows)
-    await gw.cache.drain()      # the free hit's usage record is written with the next flush
+    await gw.services.cache.drain()      # the free hit's usage record is written with the next flush
     assert [(r["endpoint"], r["cache"]) for r in await _usage(gw, key["account_id"])] == [
         ("chat", "miss"), ("chat", "hit")]

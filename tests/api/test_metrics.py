@@ -118,9 +118,9 @@ def test_a_scrape_counts_known_calls_exactly(gw, upstream):
 
 def test_holds_outstanding_are_read_from_the_database(gw):
     key = gw.create_key()
-    auth = gw.run(gw.app.keys.authenticate(f"Bearer {key['key']}"))
+    auth = gw.run(gw.app.services.keys.authenticate(f"Bearer {key['key']}"))
     for amount in (1234, 5000):
-        gw.run(gw.app.billing.reserve(uuid.uuid4().hex, auth, lambda avail, headroom, a=amount: FixedHold(a)))
+        gw.run(gw.app.services.billing.reserve(uuid.uuid4().hex, auth, lambda avail, headroom, a=amount: FixedHold(a)))
     s = scrape(gw)
     assert value(s, "aicredits_holds_outstanding") == 2
     assert value(s, "aicredits_holds_outstanding_micro_inr") == 6234

@@ -123,8 +123,8 @@ def test_tracing_is_off_unless_configured(tmp_path, upstream):
     gw = InProcessGateway(tmp_path, {"OPENAI_BASE_URL": upstream.base_url,
                                      "OPENAI_API_KEY": upstream.api_key}).start()
     try:
-        assert gw.app.tracing is NO_TRACING
-        assert gw.app.metering.tracing is NO_TRACING and gw.app.keys.tracing is NO_TRACING
+        assert gw.app.services.tracing is NO_TRACING
+        assert gw.app.services.metering.tracing is NO_TRACING and gw.app.services.keys.tracing is NO_TRACING
         # one shared empty context for every span: no span object is made per call
         assert NO_TRACING.span("auth") is NO_TRACING.attempt("chat", "openai", "m", "d") is NO_TRACING.span("x")
         _, _, traceparent = client_trace()

@@ -56,7 +56,7 @@ async def test_a_signed_webhook_credits_once(db_url, fake):
     async with gateway(db_url, razorpay_env(fake)) as (gw, client, admin):
         email = f"hook-{uuid.uuid4().hex[:8]}@example.com"
         acct = await admin.create_user(email)
-        t = (await gw.payments.start(acct["id"], "razorpay", "500")).topup
+        t = (await gw.services.payments.start(acct["id"], "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         statuses = []
         for event in paid.events + paid.events:          # every event twice, as Razorpay may retry
@@ -71,7 +71,7 @@ async def test_a_signed_webhook_credits_once(db_url, fake):
 async def test_a_forged_webhook_is_refused_in_the_error_shape(db_url, fake):
     async with gateway(db_url, razorpay_env(fake)) as (gw, client, admin):
         acct = await admin.create_user(f"hook-{uuid.uuid4().hex[:8]}@example.com")
-        t = (await gw.payments.start(acct["id"], "razorpay", "500")).topup
+        t = (await gw.services.payments.start(acct["id"], "razorpay", "500")).topup
         (event,) = [e for e in fake.pay(t.order_id).events if e.name == "payment.captured"]
         r = await client.post("/webhooks/razorpay", content=event.body,
                               headers={**event.headers, "X-Razorpay-Signature": "ab" * 32})
@@ -83,7 +83,7 @@ async def test_a_forged_webhook_is_refused_in_the_error_shape(db_url, fake):
         assert (await client.get("/webhooks/razorpay")).status_code == 405
         big = await client.post("/webhooks/razorpay", content=b"x" * (1024 * 1024 + 1), headers=event.headers)
         assert big.status_code == 413
-        assert (await gw.payments.topup(None, t.id)).status == "created"
+        assert (await gw.services.payments.topup(None, t.id)).status == "created"
 
 
 async def test_without_razorpay_the_webhook_is_not_found(tmp_path):

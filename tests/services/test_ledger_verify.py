@@ -12,7 +12,6 @@ from fractions import Fraction
 
 from sqlalchemy import text
 
-from aicredits.app import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.domain.ledger import KIND_RULES, Finding, kinds_with_sign
 from aicredits.domain.reservation import plan_hold
@@ -20,6 +19,7 @@ from aicredits.ports import HoldRequest, Settlement
 from aicredits.services.admin import Admin
 from aicredits.settings import load_settings
 from aicredits.store.db import make_engine, migrate
+from aicredits.wiring import open_billing_store
 
 INR = 1_000_000
 

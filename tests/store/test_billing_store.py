@@ -13,13 +13,13 @@ from fractions import Fraction
 import pytest
 from sqlalchemy import inspect
 
-from aicredits.app import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.domain.reservation import HoldPlan, Refusal, plan_hold
 from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Settlement, SettleResult
 from aicredits.services.admin import Admin, AdminError
 from aicredits.settings import load_settings
 from aicredits.store.db import _alembic_config, make_engine, migrate
+from aicredits.wiring import open_billing_store
 
 HOLD = 10_000            # micros: what `planner()` reserves (10 output tokens at 1000 micros each)
 TTL_MS = 60_000

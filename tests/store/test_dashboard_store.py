@@ -7,13 +7,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from aicredits.app import open_billing_store
 from aicredits.domain.keys import hash_key
 from aicredits.services.admin import Admin
 from aicredits.services.audit import Actor, Audit
 from aicredits.services.auth import Auth
 from aicredits.settings import load_settings
 from aicredits.store.db import make_engine, migrate
+from aicredits.wiring import open_billing_store
 from tests.store.test_billing_store import _at_revision
 
 

@@ -31,7 +31,7 @@ async def sign_in(client, email: str, password: str = PASSWORD):
 async def admin_client(gw, ip: str = "192.0.2.50"):
     """(a client signed in as an admin, its CSRF token)."""
     from aicredits.services.admin import Admin
-    await Admin(gw._web_engine).create_user(ADMIN, password=PASSWORD, role="admin")
+    await Admin(gw.services.engine).create_user(ADMIN, password=PASSWORD, role="admin")
     async with client_for(gw, ip) as client:
         r = await sign_in(client, ADMIN)
         assert r.status_code == 303, r.text
@@ -169,7 +169,7 @@ async def test_admin_revokes_a_users_key_and_manages_admin_keys(web_gateway):
             admin_key_id = re.search(r'/dashboard/admin/keys/([^/]+)/revoke', listing).group(1)
             r = await admin.post(f"/dashboard/admin/keys/{admin_key_id}/revoke", data={"csrf_token": admin_csrf})
             assert r.status_code == 303
-            gw.admin_api.state.services.keys.forget()      # this process's 1 s cache, as the next second would
+            gw.services.admin_api.state.services.keys.forget()      # this process's 1 s cache, as the next second would
             gone = await admin.get("/admin/api/users", headers={"authorization": f"Bearer {admin_secret}"})
             assert gone.status_code == 401
 
@@ -185,7 +185,7 @@ async def test_catalog_prices_and_provider_status(web_gateway):
         await call(user, await make_key(user, csrf))
         async with admin_client(gw) as (admin, _):
             models = (await admin.get("/dashboard/admin/models")).text
-            per_1m = ceil_fraction(Fraction("0.15") * gw.rates.usd_inr * (1 + gw.rates.markup) * 1_000_000)
+            per_1m = ceil_fraction(Fraction("0.15") * gw.services.rates.usd_inr * (1 + gw.services.rates.markup) * 1_000_000)
             from aicredits.web.formatting import inr
             row = models.split("<strong>demo/echo</strong>")[1].split("</tr>")[0]
             assert inr(per_1m, exact=True) in row and "$0.150000" in row and "built-in" in row

@@ -87,7 +87,7 @@ async def test_sign_in_is_throttled_per_account_and_per_ip(web_gateway):
         for i in range(20):
             assert (await sign_in(spray, f"user{i}@example.in", "guess guess")).status_code == 400
         assert (await sign_in(spray, "fresh@example.in", "guess guess")).status_code == 429
-    failures = await gw.web_context.audit.recent(action="signin.failed", limit=100)
+    failures = await gw.services.web_context.audit.recent(action="signin.failed", limit=100)
     assert len(failures) == 25 and failures[-1]["ip"] == "198.51.100.1"
 
 
@@ -132,7 +132,7 @@ async def test_sign_up_modes(web_gateway, mode):
         assert r.status_code == 400
         if mode == "invite":
             from aicredits.services.audit import Actor
-            token = await gw.web_context.auth.invite("x@example.in", Actor.system("test"))
+            token = await gw.services.web_context.auth.invite("x@example.in", Actor.system("test"))
             page = await client.get(f"/dashboard/signup?invite={token}&email=x@example.in")
             form = {"csrf_token": csrf_of(page.text), "invite": token, "password": PASSWORD}
             wrong = await client.post("/dashboard/signup", data={**form, "email": "other@example.in"})
@@ -173,7 +173,7 @@ async def test_change_password_ends_the_other_sessions(web_gateway):
         assert (await phone.get("/dashboard/account")).status_code == 303
     async with client_for(gw) as fresh:
         assert (await sign_in(fresh, "change@example.in", "a new password 1")).status_code == 303
-    actions = [e["action"] for e in await gw.web_context.audit.recent()]
+    actions = [e["action"] for e in await gw.services.web_context.audit.recent()]
     assert "password.changed" in actions
 
 
@@ -242,12 +242,12 @@ async def test_a_disabled_user_cannot_sign_in_and_their_keys_stop_within_a_secon
         secret = re.search(r'value="(sk-[0-9a-f]{64})"', created.text).group(1)
         auth = {"Authorization": f"Bearer {secret}"}
         assert (await client.get("/v1/credits", headers=auth)).status_code == 200     # cached now
-        await gw.web_context.auth.set_disabled("gone@example.in", True, Actor.system("test"))
+        await gw.services.web_context.auth.set_disabled("gone@example.in", True, Actor.system("test"))
         await asyncio.sleep(1.05)
         assert (await client.get("/v1/credits", headers=auth)).status_code == 401
         assert (await client.get("/dashboard/keys")).status_code == 303                 # session ended
         r = await sign_in(client, "gone@example.in")
         assert r.status_code == 400 and "disabled" in r.text
-        await gw.web_context.auth.set_disabled("gone@example.in", False, Actor.system("test"))
+        await gw.services.web_context.auth.set_disabled("gone@example.in", False, Actor.system("test"))
         await asyncio.sleep(1.05)
         assert (await client.get("/v1/credits", headers=auth)).status_code == 200

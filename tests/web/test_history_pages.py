@@ -27,7 +27,7 @@ async def make_key(client, csrf: str, name: str = "laptop") -> str:
 async def grant(gw, email: str, inr: str) -> None:
     from aicredits.domain.money import inr_to_micros
     from aicredits.services.admin import Admin
-    await Admin(gw._web_engine).grant(email, inr_to_micros(inr), note="welcome")
+    await Admin(gw.services.engine).grant(email, inr_to_micros(inr), note="welcome")
 
 
 async def call(client, secret: str, text: str = "namaste") -> dict:

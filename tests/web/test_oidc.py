@@ -45,7 +45,7 @@ async def test_a_new_verified_email_gets_an_account_and_the_next_sign_in_finds_i
     async with client_for(gw) as client:
         assert (await provider_round_trip(client)).status_code == 303
         assert "oidc.user@example.com" in (await client.get("/dashboard/")).text
-    events = [e["action"] for e in await gw.web_context.audit.recent()]
+    events = [e["action"] for e in await gw.services.web_context.audit.recent()]
     assert events.count("signin") == 2 and events.count("oidc.linked") == 1 and "signup" in events
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -30,17 +33,29 @@ from aicredits.services.operator import NotFound as OperatorNotFound
 
 MAX_BODY = 64 * 1024
 log = logging.getLogger("aicredits.admin_api")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def ok(obj, status: int = 200) -> Response:
+@dataclass(frozen=True)
+class AdminServices:
+    """What the admin API's endpoints use (built by wiring/, on the dashboard's engine)."""
+    keys: AdminKeyAuthenticator
+    operator: Operator
+    history: History
+    audit: Audit
+    timezone: str
+    trust_proxy: bool
+
+
+def ok(obj: object, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
-def listing(rows: list, more: bool, **cursor) -> Response:
+def listing(rows: list[dict], more: bool, **cursor: object) -> Response:
     return ok({"object": "list", "data": rows, "has_more": more, **cursor})
 
 
-def services(request: Request):
+def services(request: Request) -> AdminServices:
     return request.app.state.services
 
 
@@ -53,7 +68,7 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def admin(handler):
+def admin(handler: Endpoint) -> Endpoint:
     """The admin key checked first; the actor is its owner, named with the key."""
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
@@ -251,6 +266,7 @@ async def usage_daily(request: Request) -> Response:
     s, q = services(request), request.query_params
     tz = j.zone(q.get("tz"), s.timezone)
     first, last, _, _ = j.days(q, tz, int(time.time() * 1000), default_days=30, max_days=400)
+    assert first is not None   # default_days gives one
     out = []
     for d in await s.history.daily(account_id, tz, first, last):
         for model, m in sorted(d.models.items()):
@@ -276,7 +292,7 @@ async def audit_log(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------- the app
-def by_method(**handlers):
+def by_method(**handlers: Endpoint) -> Endpoint:
     """One endpoint for a path served by several methods (so a 405 names all of them in Allow)."""
     async def endpoint(request: Request) -> Response:
         return await handlers["GET" if request.method == "HEAD" else request.method](request)
@@ -331,19 +347,10 @@ async def on_crash(request: Request, exc: Exception) -> Response:
     return _error(InternalError("The admin API failed to handle this request; it has been logged."))
 
 
-class AdminServices:
-    def __init__(self, engine, settings, on_key_revoked=None) -> None:
-        self.keys = AdminKeyAuthenticator(engine, settings.key_cache_seconds)
-        self.operator = Operator(engine, on_key_revoked=on_key_revoked)
-        self.history = History(engine)
-        self.audit = Audit(engine)
-        self.timezone = settings.timezone
-        self.trust_proxy = settings.trust_proxy
-
-
-def build(engine, settings, *, on_key_revoked=None) -> Starlette:
-    app = Starlette(routes=ROUTES, exception_handlers={
+def build(services: AdminServices) -> Starlette:
+    handlers: dict[Any, Callable[[Request, Any], Awaitable[Response]]] = {
         GatewayError: on_gateway_error, OperatorError: on_refusal, OperatorNotFound: on_missing,
-        HistoryNotFound: on_missing, HTTPException: on_http, Exception: on_crash})
-    app.state.services = AdminServices(engine, settings, on_key_revoked)
+        HistoryNotFound: on_missing, HTTPException: on_http, Exception: on_crash}
+    app = Starlette(routes=ROUTES, exception_handlers=handlers)
+    app.state.services = services
     return app

@@ -5,7 +5,9 @@ as epoch milliseconds and ISO 8601) and how query and body fields are read (a ba
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Literal, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aicredits.domain.days import day_date, day_start, local_day, parse_day
@@ -84,6 +86,10 @@ def cursor(value: str | None, name: str = "before") -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+@overload
+def int_param(value: str | None, name: str, *, default: int, low: int, high: int) -> int: ...
+@overload
+def int_param(value: str | None, name: str, *, default: None, low: int, high: int) -> int | None: ...
 def int_param(value: str | None, name: str, *, default: int | None, low: int, high: int) -> int | None:
     if value is None or value == "":
         return default
@@ -99,7 +105,7 @@ def zone(value: str | None, default: str) -> ZoneInfo:
         raise InvalidRequest(f"'tz' is not a time zone name: {value!r}.", param="tz") from None
 
 
-def days(q, tz: ZoneInfo, now_ms: int, *, default_days: int | None,
+def days(q: Mapping[str, str], tz: ZoneInfo, now_ms: int, *, default_days: int | None,
          max_days: int | None = None) -> tuple[int | None, int, int | None, int]:
     """(first day, last day, lo ms, hi ms) from `from`/`to` (YYYY-MM-DD in `tz`)."""
     parsed = {}
@@ -120,6 +126,10 @@ def days(q, tz: ZoneInfo, now_ms: int, *, default_days: int | None,
     return first, last, (None if first is None else day_start(first, tz)), day_start(last + 1, tz)
 
 
+@overload
+def amount(body: dict, name: str, *, required: Literal[True]) -> int: ...
+@overload
+def amount(body: dict, name: str, *, required: bool) -> int | None: ...
 def amount(body: dict, name: str, *, required: bool) -> int | None:
     """An INR amount (a JSON number or a decimal string, at most 6 decimals) as micro-INR."""
     if name not in body or body[name] is None:

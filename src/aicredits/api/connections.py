@@ -19,10 +19,15 @@ yet, or it is given up): the status line, content-type, content-length and `conn
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from aicredits.errors import GatewayError, RequestTimeout, RequestTooLarge, ServiceUnavailable
 
@@ -38,7 +43,7 @@ class ConnectionLimits:
     max_header_bytes: int = MAX_HEADER_BYTES
 
 
-def guarded_protocol(limits: ConnectionLimits):
+def guarded_protocol(limits: ConnectionLimits) -> Callable[..., GuardedHttpToolsProtocol]:
     """The protocol factory for uvicorn's `http=` (picklable, for `--workers N`)."""
     return functools.partial(GuardedHttpToolsProtocol, limits=limits)
 
@@ -52,16 +57,17 @@ def raw_response(exc: GatewayError) -> bytes:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    def __init__(self, config, server_state, app_state, _loop=None, *, limits: ConnectionLimits) -> None:
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *, limits: ConnectionLimits) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
-        self._timer = None
+        self._timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True   # the next bytes are a request's line and headers
         self._header_bytes = 0
         self._refused = False
 
     # ------------------------------------------------------------------ timers
-    def _arm(self, seconds: float, callback) -> None:
+    def _arm(self, seconds: float, callback: Callable[[], object]) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, callback)
 
@@ -99,7 +105,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                      "of its headers."), answered=self.cycle.response_started)
 
     # ------------------------------------------------------------------ asyncio.Protocol
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self._refused = True
@@ -111,7 +117,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._arm(self.limits.header_timeout, self._headers_late)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from aicredits.api.admission import Admission
 from aicredits.api.chat import json_call
-from aicredits.api.http import Request
+from aicredits.api.http import Handler
+from aicredits.services.embeddings import EmbeddingsService
 
 
-async def embeddings(gw, req: Request, send) -> None:
-    await json_call(gw, req, send, gw.embeddings.create)
+def embeddings(admission: Admission, service: EmbeddingsService, max_body: int) -> Handler:
+    return json_call(admission, service.create, max_body)

@@ -4,12 +4,17 @@ of a text field hold while the body streams in; only the parts are kept, never t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from aicredits.api.http import Request
 from aicredits.errors import InvalidRequest
 from aicredits.services.audio import Form, FormFile
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_PARTS = 256
 MAX_FIELD_BYTES = 1024 * 1024   # a text field (a prompt, a language); files are bounded by the body limit
@@ -33,7 +38,7 @@ class _Parts:
         self._filename: str | None = None
         self._data = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {"on_part_begin": self.begin, "on_header_field": self.header_field,
                 "on_header_value": self.header_value, "on_header_end": self.header_end,
                 "on_headers_finished": self.headers_finished, "on_part_data": self.data,

@@ -1,17 +1,20 @@
-"""Minimal ASGI request/response helpers for the gateway's routes."""
+"""The gateway's one layer of raw ASGI: the request (`Request`: headers, the body within its
+limits), and every response written (`send_bytes`, `send_json`, `send_error`, `send_redirect`,
+`send_sse`). Handlers and the dispatcher (api/dispatch.py) build no ASGI message themselves."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from aicredits.errors import GatewayError, InvalidRequest, RateLimited, RequestTooLarge
+from aicredits.services.concurrency import Slot
 from aicredits.services.metering import CLIENT_GONE
 from aicredits.services.validation import check_json_size, check_nesting, too_deep
 
@@ -20,6 +23,19 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SCAN_IN_THREAD_BYTES = 1024 * 1024   # a larger body's structure is counted off the event loop
 _SCANNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aicredits-body-scan")
 T = TypeVar("T")
+# how long a stream cut at the end of the drain time may take to send its cut event (a client that
+# does not read it is dropped)
+STOP_GRACE_SECONDS = 5.0
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+# the ASGI interface, as Starlette spells it (so the mounted Starlette apps are ASGIApps too)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 
 class BodyBudget:
@@ -47,12 +63,12 @@ class BodyBudget:
 class Request:
     __slots__ = ("_budget", "_headers", "_held", "receive", "request_id", "scope", "slot")
 
-    def __init__(self, scope, receive, budget: BodyBudget | None = None) -> None:
+    def __init__(self, scope: Scope, receive: Receive, budget: BodyBudget | None = None) -> None:
         self.scope = scope
         self.receive = receive
         self._budget = budget
         self._held = 0          # bytes of the budget this request's body holds
-        self.slot = None        # its key's concurrency slot (services/concurrency.py), if any
+        self.slot: Slot | None = None   # its key's concurrency slot (services/concurrency.py), if any
         self._headers: dict[bytes, bytes] | None = None
         rid = self.header(b"x-request-id")
         self.request_id = rid.decode() if rid and REQUEST_ID_RE.match(rid.decode("latin-1")) else uuid.uuid4().hex
@@ -78,7 +94,7 @@ class Request:
 
     def release_body(self) -> None:
         """The body is parsed (or the request over): its bytes leave the budget."""
-        if self._held:
+        if self._held and self._budget is not None:
             self._budget.give(self._held)
             self._held = 0
 
@@ -149,7 +165,10 @@ class ClientGone(Exception):
     """The client disconnected before its answer: nothing is sent."""
 
 
-async def wait_disconnect(receive) -> None:
+Handler = Callable[[Request, Send], Awaitable[None]]   # one route's method (api/routes.py)
+
+
+async def wait_disconnect(receive: Receive) -> None:
     """Return when the client disconnects (call once the body has been read)."""
     while True:
         message = await receive()
@@ -157,13 +176,14 @@ async def wait_disconnect(receive) -> None:
             return
 
 
-async def until_answered(receive, work: Awaitable[T]) -> T:
+async def until_answered(receive: Receive, work: Awaitable[T]) -> T:
     """Await a call up to its answer (or a stream's opening, before its first byte) while watching
     the connection, as a stream is watched: if the client disconnects first, the call is cancelled
     at once (its upstream request closed, its hold settled as `client_disconnect`, nothing
     charged) and ClientGone raised. The call runs in this task, so a stream that opens is relayed
     without a task switch; the watcher only cancels it."""
     me = asyncio.current_task()
+    assert me is not None   # always called from a request's task
     gone = False
 
     async def watch() -> None:
@@ -188,17 +208,82 @@ async def until_answered(receive, work: Awaitable[T]) -> T:
     return result
 
 
-async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-                     content_type: bytes = JSON) -> None:
+async def send_start(send: Send, status: int, headers: Headers) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def send_body(send: Send, body: bytes, more: bool = False) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: Headers, content_type: bytes = JSON) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send, status: int, obj: object, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send: Send, status: int, obj: object, headers: Headers | tuple[()] = ()) -> None:
     await send_bytes(send, status, orjson.dumps(obj), list(headers))
 
 
-async def send_error(send, exc: GatewayError, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_error(send: Send, exc: GatewayError, headers: Headers | tuple[()] = ()) -> None:
     await send_bytes(send, exc.status, exc.render(), [*headers, *exc.headers()])
+
+
+async def send_redirect(send: Send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class StoppableCall(Protocol):
+    """What send_sse needs of a metered stream (services/metering.py's Meter)."""
+
+    client_gone: bool
+
+    def stop(self) -> bool: ...
+
+
+async def send_sse(send: Send, receive: Receive, call: StoppableCall, chunks: AsyncIterator[bytes],
+                   headers: Headers) -> None:
+    """Send an SSE body as the chunks come; if the client goes away, cancel at once (the
+    relay's `finally` closes the upstream connection and settles)."""
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+
+    async def pump() -> None:
+        try:
+            async for piece in chunks:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await chunks.aclose()   # type: ignore[attr-defined]   # an async generator (the relay)
+
+    pump_task = asyncio.ensure_future(pump())
+    watch = asyncio.ensure_future(wait_disconnect(receive))
+    try:
+        await asyncio.wait((pump_task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        watch.cancel()
+        # only the server cancels this task (a client leaving is seen by `watch`): its drain time
+        # is up. The relay cuts the stream, settles it and sends the cut event, then the body ends.
+        if call.stop():
+            await asyncio.wait((pump_task,), timeout=STOP_GRACE_SECONDS)
+            if pump_task.done():
+                me = asyncio.current_task()
+                if me is not None:
+                    me.uncancel()
+                return
+        call.client_gone = True
+        pump_task.cancel()
+        raise
+    if pump_task.done():
+        watch.cancel()
+        pump_task.result()
+        return
+    call.client_gone = True
+    pump_task.cancel()
+    try:
+        await pump_task
+    except asyncio.CancelledError:
+        pass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from aicredits.api.admission import Admission
 from aicredits.api.chat import json_call
-from aicredits.api.http import Request
+from aicredits.api.http import Handler
+from aicredits.services.images import ImagesService
 
 
-async def images_generations(gw, req: Request, send) -> None:
-    await json_call(gw, req, send, gw.images.create)
+def images_generations(admission: Admission, service: ImagesService, max_body: int) -> Handler:
+    return json_call(admission, service.create, max_body)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from fractions import Fraction
 
 import orjson
 
 from aicredits.api.chat import call_headers
-from aicredits.api.http import Request, send_bytes, send_json
+from aicredits.api.http import Handler, Request, Send, send_bytes, send_json
 from aicredits.domain.catalog import TOKEN_PRICE_ATTRS, TOKEN_PRICE_FIELDS, Catalog, PriceTier
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates
+from aicredits.ports import BillingStore
+from aicredits.services.cache import CacheService
+from aicredits.services.keys import KeyAuthenticator
 
 
 def _number(price: Fraction | None) -> float:
@@ -20,7 +25,7 @@ def _number(price: Fraction | None) -> float:
     return float(price) if price is not None else 0.0
 
 
-def catalog_document(catalog: Catalog, rates: Rates, served: set[str]) -> bytes:
+def catalog_document(catalog: Catalog, rates: Rates, served: AbstractSet[str]) -> bytes:
     """GET /api/models. Every price field is a number: `input_cost_per_1m` and
     `output_cost_per_1m` are in every entry (0 where the model bills no such unit, e.g. an
     embedding model's output), the cache prices where the catalog gives them, and the price of
@@ -28,10 +33,10 @@ def catalog_document(catalog: Catalog, rates: Rates, served: set[str]) -> bytes:
     price its endpoint needs (it is never served; its missing prices show as 0)."""
     data = []
     for spec in catalog:
-        entry = {"id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
-                 "modalities": list(spec.modalities), "currency": spec.currency,
-                 "context_window": spec.context_window,
-                 "input_cost_per_1m": _number(spec.input), "output_cost_per_1m": _number(spec.output)}
+        entry: dict[str, object] = {
+            "id": spec.id, "name": spec.name, "provider": spec.provider, "endpoint": spec.endpoint,
+            "modalities": list(spec.modalities), "currency": spec.currency, "context_window": spec.context_window,
+            "input_cost_per_1m": _number(spec.input), "output_cost_per_1m": _number(spec.output)}
         for key, price in (("cache_read_cost_per_1m", spec.cache_read), ("cache_write_cost_per_1m", spec.cache_write),
                            ("cache_write_1h_cost_per_1m", spec.cache_write_1h)):
             if price is not None:
@@ -66,44 +71,57 @@ def _tier(tier: PriceTier) -> dict:
     return shown
 
 
-def models_list(catalog: Catalog, served: set[str]) -> bytes:
+def models_list(catalog: Catalog, served: AbstractSet[str]) -> bytes:
     created = int(time.time())
     return orjson.dumps({"object": "list", "data": [
         {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
         for s in catalog if s.id in served]})
 
 
-async def api_models(gw, req: Request, send) -> None:
-    await send_bytes(send, 200, gw.catalog_json, [])
+def api_models(document: bytes) -> Handler:
+    """GET /api/models: `document` (catalog_document, built once at start)."""
+    async def handle(req: Request, send: Send) -> None:
+        await send_bytes(send, 200, document, [])
+    return handle
 
 
-async def v1_models(gw, req: Request, send) -> None:
-    await gw.keys.authenticate(req.authorization())
-    await send_bytes(send, 200, gw.models_json, call_headers(req.request_id))
+def v1_models(keys: KeyAuthenticator, models_json: bytes) -> Handler:
+    async def handle(req: Request, send: Send) -> None:
+        await keys.authenticate(req.authorization())
+        await send_bytes(send, 200, models_json, call_headers(req.request_id))
+    return handle
 
 
-async def v1_credits(gw, req: Request, send) -> None:
-    auth = await gw.keys.authenticate(req.authorization())
-    view = await gw.billing.store.credits(auth.account_id, auth.key_id)
-    key = view["key"]
-    body = {"object": "credits", "balance": micros_to_inr(view["balance"] - view["held"]), "currency": "INR",
-            "held": micros_to_inr(view["held"]), "total_added": micros_to_inr(view["total_added"]),
-            "total_spent": micros_to_inr(view["total_spent"]),
-            "key": {"id": auth.key_id, "name": key["name"],
-                    "limit": micros_to_inr(key["limit"]) if key["limit"] is not None else None,
-                    "spent": micros_to_inr(key["spent"]), "held": micros_to_inr(key["held"])} if key else None}
-    if gw.cache is not None:    # what the response caches saved this account (docs/caching.md)
-        saved = await gw.cache.savings(auth.account_id)
-        body["cache"] = {"hits": saved["hits"], "tokens_saved": saved["prompt_tokens"] + saved["completion_tokens"],
-                         "saved": micros_to_inr(saved["saved"])}
-    await send_json(send, 200, body, call_headers(req.request_id))
+def v1_credits(keys: KeyAuthenticator, store: BillingStore, cache: CacheService | None) -> Handler:
+    async def handle(req: Request, send: Send) -> None:
+        auth = await keys.authenticate(req.authorization())
+        view = await store.credits(auth.account_id, auth.key_id)
+        key = view["key"]
+        body = {"object": "credits", "balance": micros_to_inr(view["balance"] - view["held"]), "currency": "INR",
+                "held": micros_to_inr(view["held"]), "total_added": micros_to_inr(view["total_added"]),
+                "total_spent": micros_to_inr(view["total_spent"]),
+                "key": {"id": auth.key_id, "name": key["name"],
+                        "limit": micros_to_inr(key["limit"]) if key["limit"] is not None else None,
+                        "spent": micros_to_inr(key["spent"]), "held": micros_to_inr(key["held"])} if key else None}
+        if cache is not None:    # what the response caches saved this account (docs/caching.md)
+            saved = await cache.savings(auth.account_id)
+            body["cache"] = {"hits": saved["hits"],
+                             "tokens_saved": saved["prompt_tokens"] + saved["completion_tokens"],
+                             "saved": micros_to_inr(saved["saved"])}
+        await send_json(send, 200, body, call_headers(req.request_id))
+    return handle
 
 
-async def health(gw, req: Request, send) -> None:
-    await send_bytes(send, 200, b'{"status":"ok"}', [])
+def health() -> Handler:
+    async def handle(req: Request, send: Send) -> None:
+        await send_bytes(send, 200, b'{"status":"ok"}', [])
+    return handle
 
 
-async def _check(ping, timeout: float) -> str:
+Ping = Callable[[], Awaitable[object]]
+
+
+async def _check(ping: Ping, timeout: float) -> str:
     try:
         async with asyncio.timeout(timeout):
             await ping()
@@ -112,17 +130,18 @@ async def _check(ping, timeout: float) -> str:
     return "ok"
 
 
-async def ready(gw, req: Request, send) -> None:
+def ready(db_ping: Ping, redis_ping: Ping | None, timeout: float) -> Handler:
     """Both dependencies checked at once, each within AICREDITS_READY_TIMEOUT: a database or Redis
     that does not answer (a partition) is reported unavailable in that time, not waited for."""
-    timeout = gw.settings.ready_timeout
-    checks = [_check(gw.billing.store.ping, timeout)]
-    if gw.redis is not None:
-        checks.append(_check(gw.redis.ping, timeout))
-    db, *redis = await asyncio.gather(*checks)
-    status = {"status": "ready", "db": db, "redis": redis[0] if redis else "disabled"}
-    if "unavailable" in (db, *redis):
-        status["status"] = "unavailable"
-        await send_json(send, 503, status, [(b"retry-after", b"5")])
-        return
-    await send_json(send, 200, status)
+    async def handle(req: Request, send: Send) -> None:
+        checks = [_check(db_ping, timeout)]
+        if redis_ping is not None:
+            checks.append(_check(redis_ping, timeout))
+        db, *redis = await asyncio.gather(*checks)
+        status = {"status": "ready", "db": db, "redis": redis[0] if redis else "disabled"}
+        if "unavailable" in (db, *redis):
+            status["status"] = "unavailable"
+            await send_json(send, 503, status, [(b"retry-after", b"5")])
+            return
+        await send_json(send, 200, status)
+    return handle

@@ -4,8 +4,9 @@ a bearer token when it is set (docs/operations.md, "Metrics")."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 
-from aicredits.api.http import Request, send_bytes, send_error
+from aicredits.api.http import Handler, Request, Send, send_bytes, send_error
 from aicredits.errors import AuthenticationFailed
 
 
@@ -16,11 +17,14 @@ def allowed(authorization: str | None, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-async def metrics(gw, req: Request, send) -> None:
-    if not allowed(req.authorization(), gw.settings.metrics_token):
-        exc = AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <the AICREDITS_METRICS_TOKEN value>'.")
-        await send_error(send, exc, [(b"x-request-id", req.request_id.encode()),
-                                     (b"www-authenticate", b'Bearer realm="metrics"')])
-        return
-    body = await gw.metrics.render()
-    await send_bytes(send, 200, body, [(b"cache-control", b"no-store")], content_type=gw.metrics.content_type)
+def metrics(render: Callable[[], Awaitable[bytes]], content_type: bytes, token: str | None) -> Handler:
+    """`render` gives the exposition (PrometheusMetrics.render) in `content_type`."""
+    async def handle(req: Request, send: Send) -> None:
+        if not allowed(req.authorization(), token):
+            exc = AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <the AICREDITS_METRICS_TOKEN "
+                                       "value>'.")
+            await send_error(send, exc, [(b"x-request-id", req.request_id.encode()),
+                                         (b"www-authenticate", b'Bearer realm="metrics"')])
+            return
+        await send_bytes(send, 200, await render(), [(b"cache-control", b"no-store")], content_type=content_type)
+    return handle

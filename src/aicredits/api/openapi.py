@@ -1,6 +1,6 @@
 """GET /openapi.json, generated: every route is one `Operation` below, its bodies the pydantic
 models of api/schemas.py. `document()` builds the OpenAPI 3.1 document once per process, on the
-first request. tests/api/test_openapi.py fails when a route of app.ROUTES (or the dashboard's
+first request. tests/api/test_openapi.py fails when a route of wiring/routes.py (or the dashboard's
 mount) has no operation here, and runs schemathesis against a live gateway from this document.
 
 Adding routes (the admin API at /admin/api does so): write the body models (in api/schemas.py or
@@ -195,8 +195,8 @@ PAGE = (_param("before", "query", {"type": "string", "pattern": r"^\d{1,15}\.\d{
 ADMIN_ERRORS = (400, 401, 404)
 
 
-def _admin(path: str, method: str, op_id: str, summary: str, description: str = "", *, request=None, response=None,
-           status: int = 200, parameters: tuple[dict, ...] = ()) -> Operation:
+def _admin(path: str, method: str, op_id: str, summary: str, description: str = "", *,
+           request: type[BaseModel] | None = None, response: type[BaseModel] | None = None, status: int = 200, parameters: tuple[dict, ...] = ()) -> Operation:
     return Operation(path, method, op_id, "admin", summary, description,
                      request=(Body(model=request),) if request else (), response=(Body(model=response),),
                      status=status, status_description="Created." if status == 201 else "OK.", security="admin",

@@ -34,7 +34,7 @@ class Open(BaseModel):
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message: str
-    type: Literal[ERROR_TYPES]
+    type: Literal[ERROR_TYPES]  # type: ignore[valid-type]   # the tuple's values
     code: int = Field(description="Equal to the HTTP status.")
     param: str | None = Field(None, description="The request field at fault, when there is one.")
 
@@ -52,7 +52,7 @@ class ContentPart(Open):
 
 
 class Message(Open):
-    role: Literal[tuple(sorted(ROLES))]
+    role: Literal[tuple(sorted(ROLES))]  # type: ignore[valid-type]   # the set's values
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None

@@ -10,13 +10,16 @@ enabled; 5xx only when we failed (then Razorpay's retries are wanted).
 
 from __future__ import annotations
 
-from aicredits.api.http import Request, send_json
+from aicredits.api.http import Handler, Request, Send, send_json
+from aicredits.services.payments import PaymentsService
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
-async def razorpay(gw, req: Request, send) -> None:
-    body = await req.body(MAX_WEBHOOK_BYTES)
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers.items()}
-    outcome = await gw.payments.handle_webhook("razorpay", body, headers)
-    await send_json(send, 200, {"status": outcome.status})
+def razorpay(payments: PaymentsService) -> Handler:
+    async def handle(req: Request, send: Send) -> None:
+        body = await req.body(MAX_WEBHOOK_BYTES)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers.items()}
+        outcome = await payments.handle_webhook("razorpay", body, headers)
+        await send_json(send, 200, {"status": outcome.status})
+    return handle

@@ -24,8 +24,8 @@ app.add_typer(cache_app, name="cache")
 
 def _with_cache(fn: Callable[[CacheService, Admin, Settings], Awaitable[T]]) -> T:
     """fn(CacheService, admin, settings) on the store the gateway uses (Redis when configured)."""
-    from aicredits.cache_wiring import open_stores
     from aicredits.services.cache import CacheService
+    from aicredits.wiring.cache import open_stores
 
     async def call(admin: Admin, settings: Settings) -> T:
         redis: Redis | None = None

@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -128,7 +129,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     # streams still open (their cut event, billed by its rule), settle everything and exit; see
     # "Graceful restarts" in docs/operations.md
     limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
-    common = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": guarded_protocol(limits), "ws": "none",
               "lifespan": "on", "access_log": False, "log_config": None, "server_header": False,
               "date_header": False, "proxy_headers": False, "timeout_graceful_shutdown": settings.drain_seconds,
               "backlog": 4096}

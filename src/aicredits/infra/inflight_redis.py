@@ -5,7 +5,7 @@ One sorted set per key, `<prefix>inflight:<key id>`: a member per request in fli
 the time it expires (Redis's own clock, in ms). Entering is one Lua script: drop expired members,
 count, add when under the limit, set the set's expiry; leaving removes the member. A process that
 dies holding slots frees them when they expire: `ttl_seconds` after they were taken (the longest
-a request can run, and a minute: app.py passes the body timeout + AICREDITS_MAX_REQUEST_SECONDS + 60).
+a request can run, and a minute: wiring/ passes the body timeout + AICREDITS_MAX_REQUEST_SECONDS + 60).
 
 Fail-open as the rate limiter is (infra/ratelimit_redis.py): when Redis does not answer, the
 request is counted in this process's memory instead (so each process still caps the key), a

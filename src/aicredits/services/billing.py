@@ -73,7 +73,7 @@ class Billing:
         self._leases: dict[str, Lease] = {}
         self._journaled: set[str] = set()
         self._background: set[asyncio.Task] = set()
-        self.on_revoked = None   # called with a key id found revoked while holding
+        self.on_revoked: Callable[[str | None], None] | None = None   # called with a key id found revoked while holding
 
     @property
     def tick_seconds(self) -> float:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -78,7 +78,7 @@ class Breaker:
 
 
 class Router:
-    def __init__(self, catalog: Catalog, providers: dict[str, object], policy: RoutePolicy | None = None,
+    def __init__(self, catalog: Catalog, providers: Mapping[str, object], policy: RoutePolicy | None = None,
                  rng: random.Random | None = None, metrics: Metrics = NO_METRICS) -> None:
         self.catalog = catalog
         self.providers = providers

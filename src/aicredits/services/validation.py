@@ -42,7 +42,7 @@ def check_nesting(body: object, limit: int = MAX_NESTING) -> None:
         level = below
 
 
-def check_json_size(raw: bytes) -> None:
+def check_json_size(raw: bytes | bytearray) -> None:
     """A 413 when the body holds more than MAX_JSON_CONTAINERS objects and arrays or more than
     MAX_JSON_VALUES items: the '{', '[' and ',' bytes outside strings, counted between one string
     and the next (bytes.find and bytes.count, in C) and stopping at the first limit passed, so the

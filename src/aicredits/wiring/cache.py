@@ -1,18 +1,27 @@
-"""Composition of the response caches (part of the composition root, app.py): the store (Redis
-when configured, else the database), the savings table, and for the semantic layer the
-embedder and the in-process index. docs/caching.md describes the settings."""
+"""Composition of the response caches: the store (Redis when configured, else the database),
+the savings table, and for the semantic layer the embedder and the in-process index.
+docs/caching.md describes the settings."""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from aicredits.services.cache import CacheService
+from aicredits.domain.catalog import Catalog
+from aicredits.services.cache import CacheService, CacheStore, Embedder
+from aicredits.services.embeddings import EmbeddingsService
 from aicredits.settings import Settings
+from aicredits.store.db import Engine
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from aicredits.store.cache_sql import SqlCacheStore
 
 log = logging.getLogger("aicredits.cache")
 
 
-async def _operator_account(engine, email: str) -> int:
+async def _operator_account(engine: Engine, email: str) -> int:
     from aicredits.store import accounts as accounts_repo
     async with engine.begin() as conn:
         acct = await accounts_repo.by_email(conn, email)
@@ -21,20 +30,20 @@ async def _operator_account(engine, email: str) -> int:
         return acct.id
 
 
-async def _embedder(settings: Settings, gw, engine):
+async def _embedder(settings: Settings, catalog: Catalog, embeddings: EmbeddingsService, engine: Engine) -> Embedder:
     policy = settings.cache
     if policy.embedder == "local":
         from aicredits.infra.cache_embed import LocalEmbedder
         return LocalEmbedder()
-    spec = gw.catalog.get(policy.embedder)
+    spec = catalog.get(policy.embedder)
     if spec is None or spec.endpoint != "embeddings":
         raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local' nor an embeddings "
                            "model of the catalog")
     from aicredits.infra.cache_embed import CatalogEmbedder
-    return CatalogEmbedder(gw.embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
+    return CatalogEmbedder(embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
 
 
-def open_stores(settings: Settings, engine, redis=None):
+def open_stores(settings: Settings, engine: Engine, redis: Redis | None = None) -> tuple[CacheStore, SqlCacheStore]:
     """(the entries' store, the savings' store): Redis when configured, else the database."""
     from aicredits.store.cache_sql import SqlCacheStore
     sql = SqlCacheStore(engine)
@@ -44,7 +53,8 @@ def open_stores(settings: Settings, engine, redis=None):
     return sql, sql
 
 
-async def build_cache(settings: Settings, gw):
+async def build_cache(settings: Settings, catalog: Catalog, embeddings: EmbeddingsService,
+                      redis: Redis | None) -> tuple[CacheService | None, Engine | None]:
     """(CacheService or None when every layer is off, the engine it opened or None)."""
     policy = settings.cache
     if not policy.enabled:
@@ -52,11 +62,11 @@ async def build_cache(settings: Settings, gw):
     from aicredits.store.db import make_engine
 
     engine = make_engine(settings.database_url)
-    store, sql = open_stores(settings, engine, gw.redis)
+    store, sql = open_stores(settings, engine, redis)
     embedder = index = None
     if policy.semantic_anywhere:
         try:
-            embedder = await _embedder(settings, gw, engine)
+            embedder = await _embedder(settings, catalog, embeddings, engine)
             from aicredits.infra.cache_index import VectorIndex
             index = VectorIndex(getattr(embedder, "dim", None))
             log.info("semantic cache on: embedder %s, threshold %s", embedder.name, policy.threshold)

@@ -1,0 +1,79 @@
+"""The gateway's own work per request, counted rather than timed: requests go straight into the
+ASGI app (no sockets), one at a time, under cProfile, and the Python and built-in function calls
+per request are printed for GET /health, GET /v1/models and a non-streaming chat call to the
+offline `demo/echo` model. Unlike a timing on a shared machine, the count does not move with the
+load, so a change to the request path (api/dispatch.py, api/http.py) can be compared with the
+code before it:
+
+    .venv/bin/python bench/calls_per_request.py
+    git archive main src | tar -x -C /tmp/before && PYTHONPATH=/tmp/before/src .venv/bin/python bench/calls_per_request.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import logging
+import pstats
+import shutil
+import tempfile
+
+import uvloop
+
+
+async def main():
+    from aicredits.app import Gateway
+    from aicredits.services.admin import Admin
+    from aicredits.settings import load_settings
+    from aicredits.store.db import make_engine, migrate
+    d = tempfile.mkdtemp(prefix="aicredits-calls-")
+    url = f"sqlite:///{d}/a.db"
+    engine = make_engine(url)
+    await migrate(engine, url)
+    out = await Admin(engine).create_key("m@example.com", name="t", credits=10**15, limit=None)
+    gw = Gateway(load_settings({"AICREDITS_DATABASE_URL": url, "AICREDITS_STATE_DIR": d,
+                                "AICREDITS_LOG_LEVEL": "CRITICAL"}))
+    await gw.startup()
+    logging.disable(logging.CRITICAL)
+    auth = f"Bearer {out['key']}".encode()
+    chat = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 5}).encode()
+
+    async def one(method, path, body=b""):
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"",
+                 "headers": [(b"authorization", auth), (b"content-length", str(len(body)).encode())]}
+        sent = []
+        done = False
+
+        async def receive():
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+
+        async def send(m):
+            sent.append(m)
+        await gw(scope, receive, send)
+        assert sent[0]["status"] == 200, sent
+
+    results = {}
+    for name, args in (("health", ("GET", "/health")), ("models", ("GET", "/v1/models")),
+                       ("chat", ("POST", "/v1/chat/completions", chat))):
+        for _ in range(200):
+            await one(*args)
+        n = 1000 if name != "chat" else 300
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(n):
+            await one(*args)
+        pr.disable()
+        st = pstats.Stats(pr)
+        results[name] = round(st.total_calls / n, 1)
+    print(json.dumps(results))
+    await gw.shutdown()
+    await engine.dispose()
+    shutil.rmtree(d, ignore_errors=True)
+
+uvloop.run(main())

@@ -1,0 +1,56 @@
+"""The gateway's core settings: the database and Redis, the exchange rate and markup, the
+upstream timeouts, retries and breakers, the request limits (docs/operations.md, "Hostile
+clients") and the logs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
+from aicredits.settings.types import Count, LogLevel, Seconds, Strict, decimal, not_bool
+
+DEFAULT_DB_URL = "sqlite:///aicredits.db"
+
+
+class CoreSettings(Strict):
+    database_url: str = DEFAULT_DB_URL
+    redis_url: str | None = None
+    redis_prefix: str = "aicredits:"             # every Redis key the gateway writes starts with this
+    redis_timeout: Seconds = 0.5                 # seconds to connect to Redis or wait for an answer
+    rate_window_seconds: Annotated[Seconds, Field(le=MAX_WINDOW_SECONDS)] = 60.0   # per-key rpm/tpm window
+    usd_inr: Annotated[str, decimal("positive")] = "88"
+    markup: Annotated[str, decimal("non-negative")] = "0"
+    upstream_connect_timeout: Seconds = 5.0
+    upstream_timeout: Seconds = 120.0
+    stream_idle_timeout: Seconds = 60.0
+    max_request_seconds: Seconds = 900.0         # the longest call, on every endpoint (a timer)
+    hold_lease_seconds: Seconds = 30.0           # a hold's lease; its process renews it every lease / 6
+    settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
+    state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
+    db_timeout: Seconds = 5.0                    # PostgreSQL: the longest one operation waits (then 503)
+    ready_timeout: Seconds = 2.0                 # /health/ready answers within this
+    drain_seconds: Annotated[float, BeforeValidator(not_bool), Field(ge=0, allow_inf_nan=False)] = 25.0
+    max_body_bytes: Count = 40 * 1024 * 1024
+    # hostile clients (docs/operations.md, "Hostile clients"): what one process lets bodies,
+    # keys and connections take
+    body_bytes_in_flight: Count = 256 * 1024 * 1024   # bodies being received and parsed at once
+    key_max_concurrent: Count | None = None          # requests in flight per API key (None: no cap)
+    header_timeout: Seconds = 10.0                   # a request's line and headers, from its first byte
+    body_timeout: Seconds = 60.0                     # a request's whole body, from its headers' end
+    max_connections: Count = 1000                    # open client connections per process
+    retries: Annotated[int, BeforeValidator(not_bool), Field(ge=0)] = 2
+    retry_base_delay: Seconds = 0.2
+    retry_max_delay: Seconds = 2.0
+    breaker_failures: Count = 5
+    breaker_cooldown: Seconds = 30.0
+    log_level: LogLevel = "INFO"
+    access_log: bool = True
+
+    def check_core(self) -> None:
+        """The rules across core settings (GatewaySettings runs every idea's check)."""
+        if self.body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(f"AICREDITS_BODY_BYTES_IN_FLIGHT ({self.body_bytes_in_flight}) must be at least "
+                             f"AICREDITS_MAX_BODY_BYTES ({self.max_body_bytes}), or the largest body is never "
+                             "accepted")
