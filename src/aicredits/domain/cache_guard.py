@@ -6,6 +6,7 @@ if none of these differ (docs/caching.md says what each check compares).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -102,9 +103,15 @@ def _same_word(x: str, y: str) -> bool:
 def swapped(a: str, b: str, lang: str) -> bool:
     """The same question with one or two content words exchanged for others (water -> ethanol,
     dogs -> cats): the usual shape of a near-miss, rarely of a paraphrase."""
+    return _swapped(_content(a, lang), _content(b, lang))
+
+
+def _content(text: str, lang: str) -> frozenset[str]:
     stop = STOPWORDS | (HINGLISH if lang == "hi-latn" else set())
-    ca = {_stem(w) for w in _words(_fold(a)) if w not in stop}
-    cb = {_stem(w) for w in _words(_fold(b)) if w not in stop}
+    return frozenset(_stem(w) for w in _words(_fold(text)) if w not in stop)
+
+
+def _swapped(ca: frozenset[str], cb: frozenset[str]) -> bool:
     only_a = {w for w in ca - cb if not any(_same_word(w, v) for v in cb)}
     only_b = {w for w in cb - ca if not any(_same_word(w, v) for v in ca)}
     return bool(only_a and only_b and len(only_a) <= 2 and len(only_b) <= 2 and ca & cb)
@@ -184,24 +191,38 @@ def names(text: str) -> set[str]:
 SWAP_COSINE = 0.99   # above this, exchanged words are taken for synonyms (ocean / sea)
 
 
+@functools.lru_cache(maxsize=8192)
+def _language(text: str) -> str:
+    return language(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _features(text: str, lang: str) -> tuple:
+    """What differs() compares, per text (cached: a lookup compares one question with up to four
+    stored ones, and stored questions come back)."""
+    return (tuple(numbers(text, lang)), negations(text, lang) > 0, tuple(code(text)), frozenset(targets(text)),
+            _content(text, lang), frozenset(_words(text)), frozenset(names(text)))
+
+
 def differs(a: str, b: str, cosine: float = 0.0) -> str | None:
     """Why two texts must not share an answer, or None when no guard sees a difference.
     `cosine`: their embeddings' similarity (the swap check trusts only a very high one)."""
-    lang = language(a)
-    if lang != language(b):
+    lang = _language(a)
+    if lang != _language(b):
         return "language"
-    if numbers(a, lang) != numbers(b, lang):
+    num_a, neg_a, code_a, tgt_a, content_a, words_a, names_a = _features(a, lang)
+    num_b, neg_b, code_b, tgt_b, content_b, words_b, names_b = _features(b, lang)
+    if num_a != num_b:
         return "number"
-    if (negations(a, lang) > 0) != (negations(b, lang) > 0):
+    if neg_a != neg_b:
         return "negation"
-    if code(a) != code(b):
+    if code_a != code_b:
         return "code"
-    if targets(a) != targets(b):
+    if tgt_a != tgt_b:
         return "target"
-    if cosine < SWAP_COSINE and swapped(a, b, lang):
+    if cosine < SWAP_COSINE and _swapped(content_a, content_b):
         return "swap"
     # a named thing of one text missing from the other (in any case)
-    wa, wb = set(_words(a)), set(_words(b))
-    if any(n not in wb for n in names(a)) or any(n not in wa for n in names(b)):
+    if any(n not in words_b for n in names_a) or any(n not in words_a for n in names_b):
         return "name"
     return None

