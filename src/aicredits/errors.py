@@ -60,6 +60,10 @@ class InsufficientCredits(GatewayError):
     status, type = 402, "insufficient_credits"
 
 
+class PermissionDenied(GatewayError):
+    status, type = 403, "permission_error"
+
+
 class NotFound(GatewayError):
     status, type = 404, "not_found_error"
 

@@ -44,6 +44,8 @@ async def start(settings: Settings, metrics_dir: str | None) -> Running:
         log.exception("replaying the settle journal at start failed")
     tasks.append(asyncio.create_task(services.billing.renew_forever()))
     tasks.append(asyncio.create_task(services.billing.sweep_forever()))
+    if services.billing.quota is not None:   # the batch settle of quota slices, every 0.05 s
+        tasks.append(asyncio.create_task(services.billing.quota.run_forever()))
     if metrics_dir:   # every second: this worker's counts and gauges to its files, for any scrape
         tasks.append(asyncio.create_task(services.metrics.sample_forever()))
     # start-up objects live as long as the process: keep the collector from rescanning them

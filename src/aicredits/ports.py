@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from aicredits.domain.ratelimit import Refused
+from aicredits.domain.ratelimit import RateState, Refused
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class KeyAuth:
     limit_micros: int | None
     rpm: int | None = None      # requests per rate window (None: unlimited)
     tpm: int | None = None      # billed tokens per rate window (None: unlimited)
+    expires_at: int | None = None             # epoch ms after which the key is refused (None: never)
+    models: tuple[str, ...] | None = None     # glob patterns of the models it may call (None: all)
 
 
 class Plan(Protocol):
@@ -76,11 +79,50 @@ class SettleJournal(Protocol):
     def has(self, call_id: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class SliceView:
+    """A quota slice and its wallet as one transaction left them (store/billing_sql.py):
+    `granted` what this transaction added to the slice; `amount` the slice's hold now (0: it is
+    gone); the wallet's balance and held; the key's headroom (limit - spent - held, None without a
+    limit)."""
+    granted: int
+    amount: int
+    balance: int
+    held: int
+    key_headroom: int | None
+
+
+class GrantLog(Protocol):
+    """The grant journal of quota slices (infra/journal.py, GrantJournal): the charges of calls
+    authorized against slices, one line each, written before the call's answer; a file whose
+    process is gone is an orphan, replayed by any process on the same directory."""
+
+    seq: int     # the current segment's number
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Write one record whole; the segment's number (for `retire`)."""
+    def sync(self) -> None:
+        """fsync what was appended (called off the event loop)."""
+    def retire(self, oldest_pending: int | None) -> None:
+        """Delete the rotated segments older than the oldest charge still to land."""
+    def rotate_if_full(self, running: list[dict[str, Any]]) -> None:
+        """Start a new segment when this one is full, carrying `running` over."""
+    def close(self, *, landed: bool) -> None: ...
+    def orphans(self) -> list[tuple[int, Path]]:
+        """Files of processes that are gone, each opened and locked: (fd, path)."""
+    def read(self, fd: int, path: Path) -> list[dict[str, Any]]: ...
+    def done(self, fd: int, path: Path, *, remove: bool) -> None: ...
+
+
 class RateLimiter(Protocol):
     """Per-key rpm/tpm counters (infra/: in process memory, or in Redis shared by every process)."""
 
     async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> Refused | None:
         """Count one request, or say why it is refused (then nothing is counted)."""
+    async def check(self, key_id: str, rpm: int | None, tpm: int | None) -> tuple[Refused | None, RateState | None]:
+        """admit(), and the key's limits as they stand after it (None when not known)."""
+    async def peek(self, key_id: str, rpm: int | None, tpm: int | None) -> RateState | None:
+        """The key's limits as they stand, nothing counted (None when not known)."""
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         """Add a settled call's billed tokens to the key's tpm window."""
 
@@ -104,11 +146,24 @@ class BillingStore(Protocol):
         """Hold the planner's amount; the plan."""
     async def settle(self, s: Settlement) -> SettleResult:
         """Idempotent by call id: settling a settled call again changes nothing and returns its charge."""
+    async def record(self, rows: list[dict]) -> None:
+        """Write usage rows of refused calls (zero cost, no hold): nothing else changes."""
     async def renew(self, expires_at: int, call_ids: list[str], progress: list[tuple[str, int, str]]) -> None:
         """Extend these holds' leases to `expires_at`; `progress`: (call id, accrued charge, usage row
         JSON) of those whose progress changed."""
     async def sweep(self, now_ms: int) -> int:
         """Settle every hold whose lease expired from its recorded progress; how many."""
+    # quota slices (services/quota.py), one transaction each
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None,
+                    want: Callable[[int, int | None], int], now: int, expires_at: int) -> SliceView:
+        """Add `want(available, key headroom)` to the slice (within both), creating it if needed."""
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView:
+        """Settle these calls of the slice (idempotent by call id)."""
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
+        """Give `amount` of the slice back to the wallet."""
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        """Give the whole slice back; the amount."""
     async def credits(self, account_id: int, key_id: str | None) -> dict: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...

@@ -20,13 +20,19 @@ from typing import Protocol
 
 
 class RequestState:
-    """The request being answered: its route label, whether a call settled in it, its key."""
-    __slots__ = ("key_id", "route", "settled")
+    """The request being answered: its route label, whether a call settled in it, its key (and
+    the key's account and model allow-list, once authenticated), the model it named, and headers
+    every answer to it carries (the key's rate-limit headers)."""
+    __slots__ = ("account_id", "allow", "headers", "key_id", "model", "route", "settled")
 
     def __init__(self, route: str) -> None:
         self.route = route
         self.settled = False
         self.key_id: str | None = None
+        self.account_id: int | None = None
+        self.allow: tuple[str, ...] | None = None
+        self.model = ""
+        self.headers: list[tuple[bytes, bytes]] | None = None
 
 
 CURRENT_REQUEST: ContextVar[RequestState | None] = ContextVar("aicredits_request", default=None)

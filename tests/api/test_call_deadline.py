@@ -60,8 +60,16 @@ async def test_a_stalled_stream_keeps_its_hold_and_is_cut_at_the_deadline(db_url
 
         entry = {e["id"]: e for e in (await g.client.get("/api/models")).json()["data"]}["openai/gpt-4o-mini"]
         charge = expected_micros(entry, prompt_estimate(MESSAGES), output_estimate(split_content(STORY)[:2]))
-        rows = await g.usage(key)
-        assert [(r["end_state"], r["status"], r["cost"]) for r in rows] == [("upstream_cut", 504, charge)]
+        # the refused second call is a usage row too (status 402, no money; written within 0.5 s)
+        for _ in range(40):
+            rows = await g.usage(key)
+            if len(rows) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted((r["end_state"], r["status"], r["cost"]) for r in rows) == [
+            ("rejected", 402, 0), ("upstream_cut", 504, charge)]
+        refused = next(r for r in rows if r["status"] == 402)
+        assert (refused["hold"], refused["request_id"]) == (0, second.headers["x-request-id"])
         k = await g.key_row(key)
         assert (k["spent"], k["held"]) == (charge, 0)
         assert k["spent"] <= LIMIT

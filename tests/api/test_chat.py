@@ -177,7 +177,7 @@ def test_usage_on_the_finish_chunk_becomes_openais_usage_chunk(gemini_gw, gemini
         u = usage_chunks[0]
         assert u["choices"] == []
         assert (u["id"], u["model"], u["created"], u["object"]) == \
-            ("gem-abc123", "gemini-2.0-flash", 1700000000, "chat.completion.chunk")
+            ("gem-abc123", GEMINI, 1700000000, "chat.completion.chunk")   # the gateway's id, not Gemini's
         assert {k: v for k, v in u["usage"].items() if k != "cost"} == GEMINI_USAGE
         assert round(u["usage"]["cost"] * 1_000_000) == want
     else:

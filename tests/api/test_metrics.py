@@ -102,7 +102,8 @@ def test_a_scrape_counts_known_calls_exactly(gw, upstream):
 
     # tokens and money: exactly what the usage records (and so the ledger) say
     rows = gw.usage_rows(key) + gw.usage_rows(limited)
-    assert len(rows) == 5
+    # the refused call's own row (status 429, no tokens, no money) may be written by now or not
+    assert len([r for r in rows if r["end_state"] != "rejected"]) == 5
     assert value(s, "aicredits_tokens_total", model=MODEL, provider="openai", direction="input") == \
         sum(r["prompt_tokens"] for r in rows) == 3 * 19 + 40
     assert value(s, "aicredits_tokens_total", model=MODEL, provider="openai", direction="output") == \

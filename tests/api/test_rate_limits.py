@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -95,17 +96,30 @@ def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, start
         gw = start_gateway(request.getfixturevalue("make_pg_db")(),
                            env=redis_env(request.getfixturevalue("redis_url")))
     key = make_key(gw, rpm=3)
-    for _ in range(3):
-        assert chat(gw, key).status_code == 200
+    for left in (2, 1, 0):   # OpenAI's headers, counted by this backend (docs/rate-limits.md)
+        r = chat(gw, key)
+        assert r.status_code == 200
+        assert (r.headers["x-ratelimit-limit-requests"], r.headers["x-ratelimit-remaining-requests"]) == \
+            ("3", str(left))
+        assert re.fullmatch(r"([0-9]+m)?[0-9.]+s", r.headers["x-ratelimit-reset-requests"])
+        assert "x-ratelimit-limit-tokens" not in r.headers   # no tpm on this key
     before, forwarded = money(gw, key), len(upstream.requests)
     r = chat(gw, key)
     retry_after = assert_429(r, "rpm", 3)
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    listed = httpx.get(gw.v1 + "/models", headers=auth(key))   # not limited, but shows the limits
+    assert listed.status_code == 200 and listed.headers["x-ratelimit-remaining-requests"] == "0"
     assert retry_after <= 120         # at most two windows of 60 s
     assert "3 requests per minute" in r.json()["error"]["message"]
     assert money(gw, key) == before   # nothing held, nothing charged
     assert len(upstream.requests) == forwarded   # nothing sent upstream
-    assert len(usage_rows(gw, key)) == 3
     assert chat(gw, key, stream=True).status_code == 429   # streams too, before any SSE
+    # each refusal is a usage row with its status and no money (written within 0.5 s)
+    deadline = time.time() + 5
+    while len(rows := usage_rows(gw, key)) < 5 and time.time() < deadline:
+        time.sleep(0.1)
+    assert sorted((r["status"], r["end_state"], r["cost"]) for r in rows)[-2:] == [(429, "rejected", 0)] * 2
+    assert [r["status"] for r in rows].count(200) == 3 and len(rows) == 5
     assert gw.verify() == []
 
 
@@ -161,6 +175,7 @@ def test_tpm_counts_the_billed_tokens_of_settled_calls(request, upstream, backen
     before, forwarded = money(gw, key), len(upstream.requests)
     r = chat(gw, key)                                              # 56 >= 50
     assert_429(r, "tpm", 50)
+    assert (r.headers["x-ratelimit-limit-tokens"], r.headers["x-ratelimit-remaining-tokens"]) == ("50", "0")
     assert "50 tokens per minute" in r.json()["error"]["message"]
     assert money(gw, key) == before and len(upstream.requests) == forwarded
 

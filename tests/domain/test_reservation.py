@@ -78,15 +78,23 @@ def test_a_hold_never_exceeds_the_headroom_and_covers_the_worst_case(
 def test_a_given_max_tokens_is_held_exactly_or_refused(
         available, key_headroom, prompt_cost, output_price, requested, cap, n):
     headroom = headroom_of(available, key_headroom)
-    need = hold_for(prompt_cost, output_price, n, requested)
+    # a value above the model's cap is held, and sent upstream, as the cap (docs/billing.md)
+    capped = bool(cap) and requested > cap
+    held = cap if capped else requested
+    need = hold_for(prompt_cost, output_price, n, held)
     if need <= headroom:
         plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
                          output_price=output_price, requested_max=requested, model_cap=cap, n=n)
-        assert (plan.amount, plan.max_tokens, plan.inject_max_tokens) == (need, requested, False)
+        assert (plan.amount, plan.max_tokens, plan.inject_max_tokens) == (need, held, capped)
     else:
-        with pytest.raises(Refusal):
+        with pytest.raises(Refusal) as refused:
             plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
                       output_price=output_price, requested_max=requested, model_cap=cap, n=n)
+        m = re.search(r"max_tokens <= (\d+) would fit", refused.value.message)
+        if m:   # what the 402 says fits does fit, and one more does not
+            fit = int(m.group(1))
+            assert fit <= (cap or fit) and hold_for(prompt_cost, output_price, n, fit) <= headroom
+            assert hold_for(prompt_cost, output_price, n, fit + 1) > headroom or fit == cap
 
 
 @SETTINGS
@@ -104,7 +112,7 @@ def test_without_max_tokens_the_largest_affordable_value_up_to_the_cap_is_inject
                      output_price=output_price, requested_max=None, model_cap=cap, n=n)
     assert 1 <= plan.max_tokens <= limit
     assert plan.max_tokens == limit or hold_for(prompt_cost, output_price, n, plan.max_tokens + 1) > headroom
-    # docs/billing.md ("When the client sends no max_tokens"): when the client gives no max_tokens the gateway *sends* the value it held
+    # docs/billing.md ("When the gateway sends max_tokens itself"): when the client gives no max_tokens the gateway *sends* the value it held
     # for, so the upstream can never produce more output than the hold covers.
     assert plan.inject_max_tokens is True
 
@@ -162,7 +170,8 @@ def short_of(draw, need: int):
        n_st, st.data())
 def test_refusal_names_a_max_tokens_that_fits_exactly(
         prompt_cost, output_price, requested, cap, n, data):
-    need = hold_for(prompt_cost, output_price, n, requested)
+    held = min(requested, cap) if cap else requested   # above the model's cap: held as the cap
+    need = hold_for(prompt_cost, output_price, n, held)
     assume(need >= 1)
     available, key_headroom = data.draw(short_of(need))
     headroom = headroom_of(available, key_headroom)
@@ -178,23 +187,22 @@ def test_refusal_names_a_max_tokens_that_fits_exactly(
     assert (m is not None) == one_fits, message
     if m:
         fit = int(m.group(1))
-        assert 1 <= fit < requested
-        # the largest that fits, but never more than the model can produce
+        assert 1 <= fit < held
+        # the largest that fits, below what the model can produce (the cap itself did not fit)
         assert hold_for(prompt_cost, output_price, n, fit) <= headroom
-        assert fit == cap or headroom < hold_for(prompt_cost, output_price, n, fit + 1)
-        if cap:
-            assert fit <= cap
-        # and the gateway agrees: asking for exactly that many is accepted, one more is not
+        assert headroom < hold_for(prompt_cost, output_price, n, fit + 1)
+        # and the gateway agrees: asking for exactly that many is accepted, one more is not, and
+        # neither is any larger value (issue 13: a 402 saying "<= 4096 would fit" was followed
+        # by a 16,000 success, held as the requested 16,000 while the message capped it)
         plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
                          output_price=output_price, requested_max=fit, model_cap=cap, n=n)
         assert plan.max_tokens == fit
-        if fit == cap:
-            return
-        with pytest.raises(Refusal):
-            plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
-                      output_price=output_price, requested_max=fit + 1, model_cap=cap, n=n)
-        assert inr_in(message, rf"max_tokens={requested} needs up to (-?\d+\.\d{{6}}) INR") == \
-            hold_for(prompt_cost, output_price, n, requested)
+        for more in (fit + 1, requested, requested * 4):
+            with pytest.raises(Refusal):
+                plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                          output_price=output_price, requested_max=more, model_cap=cap, n=n)
+        shown = rf"max_tokens={requested}(?: \(the model writes at most {cap}\))? needs up to (-?\d+\.\d{{6}}) INR"
+        assert inr_in(message, shown) == hold_for(prompt_cost, output_price, n, held)
     assert inr_in(message, r"has (-?\d+\.\d{6}) INR available") == max(headroom, 0)
 
 

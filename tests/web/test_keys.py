@@ -22,9 +22,9 @@ async def test_the_secret_is_shown_once_and_never_again(web_client):
     listing = await web_client.get("/dashboard/keys")
     assert secret not in listing.text and secret[-4:] in listing.text and "laptop" in listing.text
     assert "₹1,23,456.78" in listing.text
-    keys = await web_client.gateway.web_context.keys.list(1)
+    keys = await web_client.gateway.services.web_context.keys.list(1)
     assert (keys[0].limit, keys[0].rpm, keys[0].tpm) == (123_456_780_000, 60, None)
-    audit = await web_client.gateway.web_context.audit.recent(action="key.created")
+    audit = await web_client.gateway.services.web_context.audit.recent(action="key.created")
     assert audit[0]["target"] == key_id and secret not in str(audit[0])
 
 
@@ -35,7 +35,7 @@ async def test_bad_fields_are_explained(web_client):
                             ({"tpm": "0"}, "from 1 to")):
         r = await web_client.post("/dashboard/keys", data={"csrf_token": csrf, "name": "k", **fields})
         assert r.status_code == 400 and message in r.text, (fields, r.text[-600:])
-    assert await web_client.gateway.web_context.keys.list(1) == []
+    assert await web_client.gateway.services.web_context.keys.list(1) == []
 
 
 async def test_another_accounts_key_is_404_everywhere(web_gateway):
@@ -62,7 +62,7 @@ async def test_another_accounts_key_is_404_everywhere(web_gateway):
 async def test_revoke_is_immediate_in_this_process_and_last_use_is_shown(web_client):
     csrf = await signed_up(web_client, "revoke@example.in")
     from aicredits.services.admin import Admin
-    await Admin(web_client.gateway.web_context.engine).grant("revoke@example.in", 5_000_000)
+    await Admin(web_client.gateway.services.web_context.engine).grant("revoke@example.in", 5_000_000)
     secret, key_id = await create(web_client, csrf)
     auth = {"Authorization": f"Bearer {secret}"}
     assert "never" in (await web_client.get("/dashboard/keys")).text
@@ -76,7 +76,7 @@ async def test_revoke_is_immediate_in_this_process_and_last_use_is_shown(web_cli
     assert (await web_client.get("/v1/credits", headers=auth)).status_code == 401     # no 1 s wait here
     again = await web_client.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf_token": csrf})
     assert again.status_code == 303
-    assert [e["action"] for e in await web_client.gateway.web_context.audit.recent()][:1] == ["key.revoked"]
+    assert [e["action"] for e in await web_client.gateway.services.web_context.audit.recent()][:1] == ["key.revoked"]
 
 
 async def test_signed_out_visitors_are_sent_to_sign_in(web_client):
@@ -92,10 +92,42 @@ async def test_the_overview_shows_what_the_cache_saved(web_client):
     await signed_up(web_client, "saver@example.in")
     page = await web_client.get("/dashboard/")
     assert "Saved by the cache" not in page.text
-    async with web_client.gateway.web_context.engine.begin() as conn:
+    async with web_client.gateway.services.web_context.engine.begin() as conn:
         await conn.execute(insert(cache_savings).values(account_id=1, hits=1234, prompt_tokens=100_000,
                                                         completion_tokens=23_456, saved=12_345_670_000,
                                                         updated_at=0))
     page = await web_client.get("/dashboard/")
     assert "Saved by the cache" in page.text and "₹12,345.67" in page.text
     assert "1,234 answers from the cache, 1,23,456 tokens not sent" in page.text
+
+
+async def test_a_keys_expiry_and_models_are_listed(web_client):
+    await signed_up(web_client, "scoped@example.in")
+    from aicredits.services.admin import Admin
+    await Admin(web_client.gateway.services.web_context.engine).create_key(
+        "scoped@example.in", name="ci", expires_at=4_070_908_800_000, models=("openai/*", "demo/*"))
+    row = (await web_client.get("/dashboard/keys")).text.split("<tbody>")[1]
+    assert "Jan 2099" in row and "openai/*, demo/*" in row
+    assert "no expiry" not in row
+
+
+async def test_a_refused_call_is_in_the_request_log_with_its_status(web_client):
+    """A call refused for its key's model list: a row with 403, `rejected` and no charge."""
+    import asyncio
+
+    await signed_up(web_client, "refused@example.in")
+    from aicredits.services.admin import Admin
+    made = await Admin(web_client.gateway.services.web_context.engine).create_key(
+        "refused@example.in", name="narrow", credits=1_000_000, models=("demo/*",))
+    call = await web_client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {made['key']}"},
+                                 json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert call.status_code == 403
+    for _ in range(50):   # written within 0.5 s
+        page = (await web_client.get("/dashboard/usage/requests")).text
+        if "rejected" in page:
+            break
+        await asyncio.sleep(0.1)
+    rows = await Admin(web_client.gateway.services.web_context.engine).usage("refused@example.in", 10)
+    assert [(r["status"], r["end_state"]) for r in rows] == [(403, "rejected")], page[-3000:]
+    row = page.split("<tbody>")[1].split("</tr>")[0]
+    assert "openai/gpt-4o-mini" in row and "403" in row and "rejected" in row and "not charged" in row

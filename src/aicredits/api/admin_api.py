@@ -184,7 +184,8 @@ async def create_key(request: Request) -> Response:
     await user_or_404(request, account_id)
     secret, key = await services(request).operator.create_key(
         request.state.actor, account_id, name=j.text(b, "name", required=True),
-        limit=j.amount(b, "limit", required=False), rpm=j.optional_int(b, "rpm"), tpm=j.optional_int(b, "tpm"))
+        limit=j.amount(b, "limit", required=False), rpm=j.optional_int(b, "rpm"), tpm=j.optional_int(b, "tpm"),
+        expires_at=j.expiry(b), models=j.model_patterns(b))
     return ok({**j.key_json(key), "key": secret}, 201)
 
 

@@ -5,12 +5,14 @@ as epoch milliseconds and ISO 8601) and how query and body fields are read (a ba
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aicredits.domain.days import day_date, day_start, local_day, parse_day
+from aicredits.domain.keys import parse_expiry, parse_model_patterns
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.errors import InvalidRequest
 
@@ -44,7 +46,34 @@ def user_json(u: dict) -> dict:
 def key_json(k: dict) -> dict:
     return {"object": "key", "id": k["id"], "user_id": k["account_id"], "name": k["name"], "display": k["display"],
             "limit": money(k["limit"]), "spent": money(k["spent"]), "rpm": k["rpm"], "tpm": k["tpm"],
-            "created_at": k["created_at"], "revoked": k["revoked_at"] is not None, "revoked_at": k["revoked_at"]}
+            "created_at": k["created_at"], "revoked": k["revoked_at"] is not None, "revoked_at": k["revoked_at"],
+            "expires_at": k.get("expires_at"), "models": k.get("models")}
+
+
+def expiry(b: dict, name: str = "expires") -> int | None:
+    """A key's expiry: a duration from now (`30d`) or an ISO date or date-time; null/absent: never."""
+    value = b.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string: a duration such as 30d, or an ISO date.", param=name)
+    try:
+        return parse_expiry(value, int(time.time() * 1000))
+    except ValueError as exc:
+        raise InvalidRequest(f"'{name}': {exc}.", param=name) from None
+
+
+def model_patterns(b: dict, name: str = "models") -> tuple[str, ...] | None:
+    """A key's model allow-list: an array of ids or glob patterns; null/absent: every model."""
+    value = b.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and "," not in v for v in value):
+        raise InvalidRequest(f"'{name}' must be an array of model ids or glob patterns.", param=name)
+    try:
+        return parse_model_patterns(",".join(value))
+    except ValueError as exc:
+        raise InvalidRequest(f"'{name}': {exc}.", param=name) from None
 
 
 def entry_json(e: dict) -> dict:

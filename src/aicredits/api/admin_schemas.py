@@ -31,6 +31,9 @@ class AdminKey(Strict):
     created_at: int
     revoked: bool
     revoked_at: int | None
+    expires_at: int | None = Field(description="Epoch ms from which the key is refused (401); null: never.")
+    models: list[str] | None = Field(description="Glob patterns of the models it may call (403 for others); "
+                                                  "null: every model.")
     key: str | None = Field(None, description="The secret (sk-<64 hex>): only in the answer to its creation.")
     changed: bool | None = Field(None, description="Revoke only: false when it was revoked already.")
 
@@ -187,6 +190,9 @@ class AdminCreateKey(BaseModel):
     limit: Amount | None = Field(None, description="The key's credit limit, INR.")
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
+    expires: str | None = Field(None, description="When the key stops working: a duration from now (12h, 30d, "
+                                                  "2w) or an ISO date or date-time (UTC when no offset).")
+    models: list[str] | None = Field(None, description="Model ids or glob patterns ('openai/*') it may call.")
 
 
 class AdminUpdateKey(BaseModel):

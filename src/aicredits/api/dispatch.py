@@ -29,6 +29,7 @@ from aicredits.api.http import (
 )
 from aicredits.errors import MethodNotAllowed, NotFound, ServiceUnavailable
 from aicredits.services.metering import STOPPED_BEFORE_ANSWER
+from aicredits.services.rejected import RECORDED_STATUSES, RejectedCalls
 from aicredits.telemetry import Metrics, RequestState, begin_request
 
 calls_log = logging.getLogger("aicredits.calls")
@@ -79,7 +80,7 @@ class Dispatcher:
     """The ASGI app of one process's HTTP requests (app.py hands it each one)."""
 
     def __init__(self, routes: Routes, *, admission: Admission, metrics: Metrics, body_budget: BodyBudget,
-                 admin_api: ASGIApp, dashboard: ASGIApp) -> None:
+                 admin_api: ASGIApp, dashboard: ASGIApp, rejected: RejectedCalls | None = None) -> None:
         self.routes = routes
         self._exact = routes.exact   # looked up first, inline: the hot path's one dict lookup
         self._admission = admission
@@ -87,6 +88,7 @@ class Dispatcher:
         self._budget = body_budget
         self._admin_api = admin_api
         self._dashboard = dashboard
+        self._rejected = rejected   # usage rows of refused calls of known keys (services/rejected.py)
         self.inflight: set[asyncio.Task[None]] = set()   # requests being handled (waited for at shutdown)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,11 +102,15 @@ class Dispatcher:
         path = scope["path"]
         state = begin_request(self.routes.label(path))
 
+        error_message: str | None = None
+
         async def tracking_send(message: Message) -> None:
             nonlocal started, status
             if not started:
                 started = True
                 status = message.get("status", 0)
+                if state.headers:   # the key's x-ratelimit-* headers, on every answer
+                    message = {**message, "headers": [*message.get("headers", ()), *state.headers]}
             await send(message)
 
         methods: Methods | None = None
@@ -139,8 +145,8 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - mapped to its answer (and logged) by failure_answer
             error = failure_answer(exc, scope, req.request_id)
             if not started:
-                status = error.status
-                extra: Headers = [(b"x-request-id", req.request_id.encode())]
+                status, error_message = error.status, error.message
+                extra: Headers = [(b"x-request-id", req.request_id.encode()), *(state.headers or ())]
                 if isinstance(error, MethodNotAllowed) and methods is not None:
                     extra.append((b"allow", ", ".join(methods).encode()))
                 await send_error(send, error, extra)
@@ -151,6 +157,12 @@ class Dispatcher:
             self.inflight.discard(me)
             if not state.settled:   # a settled call was counted and logged by its settle
                 self._answered(state, req, status)
+                if status in RECORDED_STATUSES and state.account_id is not None and self._rejected is not None \
+                        and path.startswith("/v1/"):
+                    self._rejected.note(request_id=req.request_id, account_id=state.account_id,
+                                        key_id=state.key_id, path=path, model=state.model, status=status,
+                                        error=error_message, latency_ms=int(
+                                            (time.perf_counter() - scope["aicredits.started"]) * 1000))
 
     def _answered(self, state: RequestState, req: Request, status: int) -> None:
         """Count (and, on /v1, log) a request that settled no call: refused, invalid, not billable."""

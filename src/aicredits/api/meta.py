@@ -13,11 +13,14 @@ import orjson
 from aicredits.api.chat import call_headers
 from aicredits.api.http import Handler, Request, Send, send_bytes, send_json
 from aicredits.domain.catalog import TOKEN_PRICE_ATTRS, TOKEN_PRICE_FIELDS, Catalog, PriceTier
+from aicredits.domain.keys import model_allowed
 from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import Rates
+from aicredits.errors import NotFound
 from aicredits.ports import BillingStore
 from aicredits.services.cache import CacheService
 from aicredits.services.keys import KeyAuthenticator
+from aicredits.services.metering import Metering
 
 
 def _number(price: Fraction | None) -> float:
@@ -71,11 +74,15 @@ def _tier(tier: PriceTier) -> dict:
     return shown
 
 
-def models_list(catalog: Catalog, served: AbstractSet[str]) -> bytes:
+def model_objects(catalog: Catalog, served: AbstractSet[str]) -> dict[str, dict]:
+    """Every served model as OpenAI's model object, by id (GET /v1/models and /v1/models/{id})."""
     created = int(time.time())
-    return orjson.dumps({"object": "list", "data": [
-        {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
-        for s in catalog if s.id in served]})
+    return {s.id: {"id": s.id, "object": "model", "created": created, "owned_by": s.provider}
+            for s in catalog if s.id in served}
+
+
+def models_list(objects: dict[str, dict]) -> bytes:
+    return orjson.dumps({"object": "list", "data": list(objects.values())})
 
 
 def api_models(document: bytes) -> Handler:
@@ -85,16 +92,43 @@ def api_models(document: bytes) -> Handler:
     return handle
 
 
-def v1_models(keys: KeyAuthenticator, models_json: bytes) -> Handler:
+def v1_models(keys: KeyAuthenticator, metering: Metering, objects: dict[str, dict]) -> Handler:
+    models_json = models_list(objects)
+
     async def handle(req: Request, send: Send) -> None:
-        await keys.authenticate(req.authorization())
-        await send_bytes(send, 200, models_json, call_headers(req.request_id))
+        auth = await keys.authenticate(req.authorization())
+        await metering.show_limits(auth)
+        if auth.models:   # a key with an allow-list sees the models it may call
+            body = models_list({k: v for k, v in objects.items() if model_allowed(auth.models, k)})
+        else:
+            body = models_json
+        await send_bytes(send, 200, body, call_headers(req.request_id))
     return handle
 
 
-def v1_credits(keys: KeyAuthenticator, store: BillingStore, cache: CacheService | None) -> Handler:
+MODEL_PREFIX = "/v1/models/"
+
+
+def v1_model(keys: KeyAuthenticator, metering: Metering, objects: dict[str, dict]) -> Handler:
+    """GET /v1/models/{id}: one served model in OpenAI's shape (the id may hold slashes:
+    /v1/models/openai/gpt-4o-mini); 404 for an id the gateway does not serve to this key."""
     async def handle(req: Request, send: Send) -> None:
         auth = await keys.authenticate(req.authorization())
+        await metering.show_limits(auth)
+        model = req.scope["path"][len(MODEL_PREFIX):]
+        found = objects.get(model)
+        if found is None or (auth.models and not model_allowed(auth.models, model)):
+            raise NotFound(f"The model '{model}' does not exist or is not served by this gateway; "
+                           f"GET /v1/models lists the models you can use.", param="model")
+        await send_json(send, 200, found, call_headers(req.request_id))
+    return handle
+
+
+def v1_credits(keys: KeyAuthenticator, metering: Metering, store: BillingStore,
+               cache: CacheService | None) -> Handler:
+    async def handle(req: Request, send: Send) -> None:
+        auth = await keys.authenticate(req.authorization())
+        await metering.show_limits(auth)
         view = await store.credits(auth.account_id, auth.key_id)
         key = view["key"]
         body = {"object": "credits", "balance": micros_to_inr(view["balance"] - view["held"]), "currency": "INR",

@@ -29,9 +29,11 @@ ERRORS = {   # status -> (components/responses name, description)
     400: ("BadRequest", ("invalid_request_error: the body is empty, not JSON, or not a valid request; the model is "
                         "for another endpoint or has no price; more than 10,000 messages, input items or content "
                         "parts; or the provider rejected the request (400/422).")),
-    401: ("Unauthorized", "authentication_error: the key is missing, malformed, unknown or revoked."),
+    401: ("Unauthorized", "authentication_error: the key is missing, malformed, unknown, revoked or expired."),
     402: ("PaymentRequired", ("insufficient_credits: the call's worst-case cost does not fit in the wallet or the "
                              "key's limit. Nothing is sent upstream.")),
+    403: ("Forbidden", ("permission_error: the key's model allow-list does not include the model (or a model of "
+                        "the request's `models`). Nothing is sent upstream.")),
     404: ("NotFound", ("not_found_error: unknown route or model, a model whose provider is not configured, or the "
                       "provider answered 404.")),
     405: ("MethodNotAllowed", ("The method is not allowed on this path (type invalid_request_error, code 405); "
@@ -55,8 +57,12 @@ ERRORS = {   # status -> (components/responses name, description)
 }
 # every route can answer these: an unknown method, a slow client, a failure inside the gateway
 ALWAYS = (405, 408, 500)
-BILLABLE = (400, 401, 402, 404, 413, 429, 502, 503, 504)
-METERED = ("x-request-id", "x-aicredits-cost", "x-aicredits-balance", "x-aicredits-cache", "x-aicredits-overhead-ms")
+BILLABLE = (400, 401, 402, 403, 404, 413, 429, 502, 503, 504)
+RATE_LIMIT = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+              "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+METERED = ("x-request-id", "x-aicredits-cost", "x-aicredits-balance", "x-aicredits-cache", "x-aicredits-overhead-ms",
+           *RATE_LIMIT)
+_GO_DURATION = r"^([0-9]+h)?([0-9]+m)?([0-9]+(\.[0-9]+)?s|[0-9]+ms)$"
 HEADERS = {
     "x-request-id": ("XRequestId", {"type": "string", "pattern": REQUEST_ID_PATTERN},
                      ("The request id: the client's `x-request-id` when it matches `[A-Za-z0-9._:-]{1,128}`, else a "
@@ -73,6 +79,18 @@ HEADERS = {
                            "the cache never serves). See docs/caching.md.")),
     "x-aicredits-overhead-ms": ("XAicreditsOverheadMs", {"type": "string", "pattern": r"^[0-9]+\.[0-9]{3}$"},
                                 "Milliseconds spent in the gateway itself, upstream time excluded."),
+    "x-ratelimit-limit-requests": ("XRatelimitLimitRequests", {"type": "string", "pattern": "^[0-9]+$"},
+                                   "The key's rpm (only for a key with one; docs/rate-limits.md)."),
+    "x-ratelimit-remaining-requests": ("XRatelimitRemainingRequests", {"type": "string", "pattern": "^[0-9]+$"},
+                                       "Requests the key may still make in the sliding window."),
+    "x-ratelimit-reset-requests": ("XRatelimitResetRequests", {"type": "string", "pattern": _GO_DURATION},
+                                   "Time until the request window is back to full, as `1s`, `6m0s`."),
+    "x-ratelimit-limit-tokens": ("XRatelimitLimitTokens", {"type": "string", "pattern": "^[0-9]+$"},
+                                 "The key's tpm (only for a key with one)."),
+    "x-ratelimit-remaining-tokens": ("XRatelimitRemainingTokens", {"type": "string", "pattern": "^[0-9]+$"},
+                                     "Tokens the key may still use in the sliding window."),
+    "x-ratelimit-reset-tokens": ("XRatelimitResetTokens", {"type": "string", "pattern": _GO_DURATION},
+                                 "Time until the token window is back to full."),
     "retry-after": ("RetryAfter", {"type": "string", "pattern": "^[0-9]+$"}, "Seconds to wait before retrying."),
     "allow": ("Allow", {"type": "string"}, "The methods this path accepts."),
     "location": ("Location", {"type": "string"}, "Where to go."),
@@ -143,6 +161,13 @@ OPERATIONS: list[Operation] = [
     Operation("/v1/models", "get", "listModels", "models", "Models this gateway serves (OpenAI list shape)",
               response=(Body(model=s.ModelList),), response_headers=("x-request-id", "x-aicredits-cache"),
               errors=(401,)),
+    Operation("/v1/models/{model}", "get", "retrieveModel", "models", "One model this gateway serves (OpenAI shape)",
+              "The id may hold slashes (`/v1/models/openai/gpt-4o-mini`); 404 for an id the gateway does not "
+              "serve, or one outside the key's model allow-list.",
+              response=(Body(model=s.ModelObject),), response_headers=("x-request-id", "x-aicredits-cache"),
+              errors=(401, 404), parameters=({"name": "model", "in": "path", "required": True,
+                                               "schema": {"type": "string"},
+                                               "description": "A model id from GET /v1/models."},)),
     Operation("/api/models", "get", "getCatalog", "models", "The public model catalog with prices",
               response=(Body(model=s.Catalog),), security=None),
     Operation("/health", "get", "health", "health", "Liveness", response=(Body(model=s.Health),), security=None),

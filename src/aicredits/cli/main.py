@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -12,6 +13,7 @@ import typer
 from aicredits import __version__
 from aicredits.cli.admin_keys import app as admin_keys_app
 from aicredits.cli.output import inr, print_json, table
+from aicredits.domain.keys import expiry_text, parse_expiry, parse_model_patterns
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
 
@@ -23,7 +25,7 @@ T = TypeVar("T")
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
                   no_args_is_help=True, add_completion=False)
-keys_app = typer.Typer(help="Create, list and revoke API keys, and set their rate limits.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys, and set their rate limits, expiry and models.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 wallet_app = typer.Typer(help="Show and credit wallets.", no_args_is_help=True)
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
@@ -106,6 +108,28 @@ def _rate(value: str, name: str) -> int | None:
     return n
 
 
+EXPIRES_HELP = ("When the key stops working (then calls get 401): a duration from now (12h, 30d, 2w) or an "
+                "ISO date or date-time (2026-12-31 is its start, UTC). Default: never.")
+MODELS_HELP = ("The models the key may call, comma-separated glob patterns ('openai/*,demo/*'); any other "
+               "model gets 403 permission_error. Default: every model.")
+
+
+def _expiry(value: str | None) -> int | None:
+    try:
+        return parse_expiry(value, int(time.time() * 1000))
+    except ValueError as exc:
+        typer.echo(f"error: --expires: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _models(value: str | None) -> tuple[str, ...] | None:
+    try:
+        return parse_model_patterns(value)
+    except ValueError as exc:
+        typer.echo(f"error: --models: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _rate_text(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
@@ -148,17 +172,23 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
                 limit: str | None = typer.Option(None, help="The key's own credit limit in INR."),
                 rpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=RPM_HELP + " Default: unlimited."),
                 tpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=TPM_HELP + " Default: unlimited."),
+                expires: str | None = typer.Option(None, help=EXPIRES_HELP),
+                models: str | None = typer.Option(None, help=MODELS_HELP),
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Create an API key (shown once)."""
     credit_micros = _amount(credits, "--credits") or 0
     limit_micros = _amount(limit, "--limit")
+    expires_at = _expiry(expires)
+    patterns = _models(models)
     out = _run(lambda admin, s: admin.create_key(email, name=name, credits=credit_micros, limit=limit_micros,
-                                                 rpm=rpm, tpm=tpm))
+                                                 rpm=rpm, tpm=tpm, expires_at=expires_at, models=patterns))
     if as_json:
         print_json({"key": out["key"], "id": out["id"], "account": out["account"], "name": out["name"],
                     "balance": micros_to_inr(out["balance"]),
                     "limit": micros_to_inr(out["limit"]) if out["limit"] is not None else None,
-                    "rpm": out["rpm"], "tpm": out["tpm"]})
+                    "rpm": out["rpm"], "tpm": out["tpm"],
+                    "expires_at": expiry_text(expires_at) if expires_at is not None else None,
+                    "models": out["models"]})
         return
     typer.echo(f"key:     {out['key']}")
     typer.echo(f"id:      {out['id']}")
@@ -166,6 +196,10 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
     typer.echo(f"balance: {inr(out['balance'])} INR")
     if rpm is not None or tpm is not None:
         typer.echo(f"limits:  rpm {_rate_text(rpm)}, tpm {_rate_text(tpm)}")
+    if expires_at is not None:
+        typer.echo(f"expires: {expiry_text(expires_at)}")
+    if patterns:
+        typer.echo(f"models:  {', '.join(patterns)}")
     typer.echo("Store the key now: it is not shown again.")
 
 
@@ -176,12 +210,21 @@ def keys_list(email: str | None = typer.Option(None, help="Only this account's k
     rows = _run(lambda admin, s: admin.list_keys(email))
     if as_json:
         print_json([{**r, "limit": micros_to_inr(r["limit"]) if r["limit"] is not None else None,
+                     "expires_at": expiry_text(r["expires_at"]) if r["expires_at"] is not None else None,
                      "spent": micros_to_inr(r["spent"]), "held": micros_to_inr(r["held"])} for r in rows])
         return
-    table(["id", "account", "name", "key", "limit", "rpm", "tpm", "spent", "revoked"],
+    table(["id", "account", "name", "key", "limit", "rpm", "tpm", "expires", "models", "spent", "revoked"],
           [[r["id"], r["account"], r["name"], r["display"], inr(r["limit"]) if r["limit"] is not None else "-",
-            "-" if r["rpm"] is None else r["rpm"], "-" if r["tpm"] is None else r["tpm"], inr(r["spent"]), "yes" if r["revoked"] else ""]
+            "-" if r["rpm"] is None else r["rpm"], "-" if r["tpm"] is None else r["tpm"],
+            _expires_cell(r["expires_at"]), ",".join(r["models"]) if r["models"] else "*", inr(r["spent"]),
+            "yes" if r["revoked"] else ""]
            for r in rows])
+
+
+def _expires_cell(at: int | None) -> str:
+    if at is None:
+        return "-"
+    return expiry_text(at) + (" (expired)" if at <= time.time() * 1000 else "")
 
 
 @keys_app.command("limit")

@@ -111,11 +111,14 @@ def hit_charge(original: int, price: Fraction) -> int:
 
 
 def hit_response(entry: CacheEntry, call_id: str, now_s: int, cost_inr: float) -> dict:
-    """The cached chat.completion as this call's answer: a fresh id and time (a shallow copy:
-    the stored parts are shared, never changed)."""
+    """The cached chat.completion as this call's answer: a fresh id and time, and the gateway's
+    model id (entries stored before answers carried it may hold the upstream's name); a shallow
+    copy: the stored parts are shared, never changed."""
     if entry.parsed is None:
         entry.parsed = orjson.loads(entry.response)
     data = dict(entry.parsed, id="chatcmpl-" + call_id, created=now_s)
+    if entry.model:
+        data["model"] = entry.model
     if isinstance(data.get("usage"), dict):
         data["usage"] = dict(data["usage"], cost=cost_inr)
     return data

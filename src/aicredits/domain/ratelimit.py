@@ -56,6 +56,11 @@ class Counters:
 
     def admit(self, now_ms: int, window_ms: int, rpm: int | None, tpm: int | None) -> Refused | None:
         """Decide one request at `now_ms`; an admitted request is counted (when rpm is set)."""
+        return self.check(now_ms, window_ms, rpm, tpm)[0]
+
+    def check(self, now_ms: int, window_ms: int, rpm: int | None,
+              tpm: int | None) -> tuple[Refused | None, RateState]:
+        """admit(), and the key's limits as they stand after it (its response headers)."""
         index, elapsed = position(now_ms, window_ms)
         self.roll(index)
         if index < self.window:
@@ -64,7 +69,8 @@ class Counters:
                          self.prev_tokens, self.tokens)
         if refused is None and rpm is not None:
             self.requests += 1
-        return refused
+        return refused, rate_state(elapsed, window_ms, rpm, tpm, self.prev_requests, self.requests,
+                                   self.prev_tokens, self.tokens)
 
     def add_tokens(self, now_ms: int, window_ms: int, tokens: int) -> None:
         self.roll(position(now_ms, window_ms)[0])
@@ -153,3 +159,65 @@ def refusal_message(refused: Refused, window_ms: int) -> str:
         else:
             parts.append(f"this API key's tpm limit is {value} tokens {per}, and its recent calls used them")
     return f"Rate limit reached: {'; '.join(parts)}. Retry after {refused.retry_after} s."
+
+
+# ---------------------------------------------------------------- what the client is told
+@dataclass(frozen=True)
+class RateState:
+    """A key's limits as its answer's x-ratelimit-* headers tell them (OpenAI's names), right
+    after the check: each limit, what remains of it in the sliding window, and the milliseconds
+    until the window is back to its initial state (the estimate at zero) if nothing else comes."""
+    rpm: int | None
+    tpm: int | None
+    remaining_requests: int = 0
+    remaining_tokens: int = 0
+    reset_requests_ms: int = 0
+    reset_tokens_ms: int = 0
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        if self.rpm is not None:
+            out += [(b"x-ratelimit-limit-requests", str(self.rpm).encode()),
+                    (b"x-ratelimit-remaining-requests", str(self.remaining_requests).encode()),
+                    (b"x-ratelimit-reset-requests", duration_text(self.reset_requests_ms).encode())]
+        if self.tpm is not None:
+            out += [(b"x-ratelimit-limit-tokens", str(self.tpm).encode()),
+                    (b"x-ratelimit-remaining-tokens", str(self.remaining_tokens).encode()),
+                    (b"x-ratelimit-reset-tokens", duration_text(self.reset_tokens_ms).encode())]
+        return out
+
+
+def _drained_ms(prev: int, curr: int, elapsed: int, window_ms: int) -> int:
+    """Milliseconds until the estimate of (prev, curr) is zero, if nothing more is counted: the
+    current count becomes the previous one next window and has faded out at its end."""
+    if curr > 0:
+        return window_ms - elapsed + window_ms
+    if prev > 0:
+        return window_ms - elapsed
+    return 0
+
+
+def rate_state(elapsed: int, window_ms: int, rpm: int | None, tpm: int | None, prev_requests: int,
+               requests: int, prev_tokens: int, tokens: int) -> RateState:
+    """The RateState of counts as they are after the check (the request counted if admitted)."""
+    used_r = -(-scaled_estimate(prev_requests, requests, elapsed, window_ms) // window_ms)
+    used_t = -(-scaled_estimate(prev_tokens, tokens, elapsed, window_ms) // window_ms)
+    return RateState(rpm, tpm, max(0, (rpm or 0) - used_r), max(0, (tpm or 0) - used_t),
+                     _drained_ms(prev_requests, requests, elapsed, window_ms),
+                     _drained_ms(prev_tokens, tokens, elapsed, window_ms))
+
+
+def duration_text(ms: int) -> str:
+    """A duration as OpenAI's reset headers write it (Go's form): 0s, 250ms, 1.5s, 6m0s, 1h0m0s."""
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{minutes}m{seconds}"
+    return seconds

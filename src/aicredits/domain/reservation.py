@@ -8,8 +8,8 @@ concurrent calls never spend a wallet below zero:
                   one byte of text, so bytes bound tokens); the whole window when a part's size
                   is not in the request (prompt_token_bound)
   output bound  = max_tokens (or max_completion_tokens) x n, at the output price
-When the client gives no max_tokens, the largest affordable value (up to the model's
-max_output_tokens) is sent upstream instead. For a model priced by prompt-size tiers, both
+When the client gives no max_tokens, or one above the model's max_output_tokens, the largest
+affordable value up to max_output_tokens is sent upstream in its place. For a model priced by prompt-size tiers, both
 prices are those of `hold_prices(prices, prompt bound)`: the dearest tier the prompt bound
 can reach.
 """
@@ -100,7 +100,7 @@ def hold_prices(prices: TokenPrices, prompt_bound: int) -> TokenPrices:
 class HoldPlan:
     amount: Micros
     max_tokens: int           # output tokens per choice the hold covers
-    inject_max_tokens: bool   # the gateway must send max_tokens upstream (client gave none)
+    inject_max_tokens: bool   # the gateway sends max_tokens upstream (the client gave none, or more than the cap)
 
 
 class Refusal(Exception):
@@ -121,14 +121,21 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
     room = Fraction(headroom) - prompt_cost
     fit = int(room // per_token) if per_token > 0 else (10**12 if room >= 0 else -1)
     if requested_max is not None:
+        asked = f"max_tokens={requested_max}"
+        # the model writes at most its cap: a larger value is held, and sent upstream, as the cap
+        # (so a 402's "max_tokens <= N would fit" is exact: every value above N is refused)
+        capped = model_cap is not None and model_cap > 0 and requested_max > model_cap
+        if capped and model_cap is not None:
+            requested_max = model_cap
+            asked += f" (the model writes at most {model_cap})"
         amount = ceil_fraction(prompt_cost + per_token * requested_max)
         if amount <= headroom:
-            return HoldPlan(amount, requested_max, False)
+            return HoldPlan(amount, requested_max, capped)
         if model_cap:
             fit = min(fit, model_cap)
         if fit >= 1:
             raise Refusal(
-                f"Insufficient credits: max_tokens={requested_max} needs up to "
+                f"Insufficient credits: {asked} needs up to "
                 f"{format_inr(amount)} INR but {who} has {format_inr(max(headroom, 0))} INR available; "
                 f"max_tokens <= {fit} would fit.", key_limited=key_limited)
         raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from aicredits.domain.ratelimit import Counters, Refused
+from aicredits.domain.ratelimit import Counters, RateState, Refused, position, rate_state
 
 PRUNE_ABOVE = 10_000   # keys with counters; beyond it, idle ones are dropped
 
@@ -33,8 +33,20 @@ class MemoryRateLimiter:
             del self._keys[key_id]
 
     async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> Refused | None:
+        return (await self.check(key_id, rpm, tpm))[0]
+
+    async def check(self, key_id: str, rpm: int | None, tpm: int | None) -> tuple[Refused | None, RateState | None]:
         now_ms = int(time.time() * 1000)
-        return self._counters(key_id, now_ms).admit(now_ms, self.window_ms, rpm, tpm)
+        return self._counters(key_id, now_ms).check(now_ms, self.window_ms, rpm, tpm)
+
+    async def peek(self, key_id: str, rpm: int | None, tpm: int | None) -> RateState | None:
+        """The key's limits as they stand, nothing counted (a call that is not limited)."""
+        now_ms = int(time.time() * 1000)
+        c = self._counters(key_id, now_ms)
+        c.check(now_ms, self.window_ms, None, None)   # rolls the windows; decides and counts nothing
+        index, elapsed = position(now_ms, self.window_ms)
+        return rate_state(elapsed if index >= c.window else 0, self.window_ms, rpm, tpm, c.prev_requests,
+                          c.requests, c.prev_tokens, c.tokens)
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         now_ms = int(time.time() * 1000)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 import logging
 import time
 
-from aicredits.domain.ratelimit import Refused, decide
+from aicredits.domain.ratelimit import RateState, Refused, decide, rate_state
 
 log = logging.getLogger("aicredits.ratelimit")
 SKIP_AFTER_ERROR_SECONDS = 1.0
@@ -97,19 +97,38 @@ class RedisRateLimiter:
             log.warning("rate limits enforced again: Redis answers")
 
     async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> Refused | None:
+        return (await self.check(key_id, rpm, tpm))[0]
+
+    async def check(self, key_id: str, rpm: int | None, tpm: int | None) -> tuple[Refused | None, RateState | None]:
+        """admit(), and the key's limits after it (None while Redis fails: nothing is known)."""
         if not self._available():
-            return None
+            return None, None
         try:
             ok, elapsed, rc, rp, tc, tp = await self._check(keys=[self._prefix + key_id],
                                                             args=[self.window_ms, rpm or 0, tpm or 0])
         except Exception as exc:  # noqa: BLE001 - fail-open: no Redis problem may fail a call
             self._failed(exc)
+            return None, None
+        self._answered()
+        elapsed, rc, rp, tc, tp = int(elapsed), int(rc), int(rp), int(tc), int(tp)
+        if ok:
+            return None, rate_state(elapsed, self.window_ms, rpm, tpm, rp, rc + (1 if rpm else 0), tp, tc)
+        refused = decide(elapsed, self.window_ms, rpm, tpm, rp, rc, tp, tc)
+        state = rate_state(elapsed, self.window_ms, rpm, tpm, rp, rc, tp, tc)
+        return refused or Refused((("rpm", rpm),) if rpm else (("tpm", tpm or 0),), 1), state
+
+    async def peek(self, key_id: str, rpm: int | None, tpm: int | None) -> RateState | None:
+        """The key's limits as they stand, nothing counted: the check's script with no limit
+        (it decides nothing and counts nothing). None while Redis fails."""
+        if not self._available():
+            return None
+        try:
+            _, elapsed, rc, rp, tc, tp = await self._check(keys=[self._prefix + key_id], args=[self.window_ms, 0, 0])
+        except Exception as exc:  # noqa: BLE001 - fail-open: no headers, no failure
+            self._failed(exc)
             return None
         self._answered()
-        if ok:
-            return None
-        refused = decide(int(elapsed), self.window_ms, rpm, tpm, int(rp), int(rc), int(tp), int(tc))
-        return refused or Refused((("rpm", rpm),) if rpm else (("tpm", tpm or 0),), 1)
+        return rate_state(int(elapsed), self.window_ms, rpm, tpm, int(rp), int(rc), int(tp), int(tc))
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         if not self._available():

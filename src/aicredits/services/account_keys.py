@@ -35,11 +35,13 @@ class KeyView:
     rpm: int | None
     tpm: int | None
     revoked_at: int | None
+    expires_at: int | None = None       # refused from then on; None: never
+    models: str | None = None           # comma-separated glob patterns; None: every model
 
 
 def _view(r: AnyRow) -> KeyView:
     return KeyView(r.id, r.name, r.display, r.created_at, r.last_used_at, r.spent, r.limit_micros, r.rpm, r.tpm,
-                   r.revoked_at)
+                   r.revoked_at, r.expires_at, r.models)
 
 
 def _check(name: str, limit: int | None, rpm: int | None, tpm: int | None) -> str:

@@ -83,8 +83,11 @@ class Admin:
 
     async def create_key(self, email: str | None, *, name: str = "", credits: int = 0,
                          limit: int | None = None, role: str = "user", rpm: int | None = None,
-                         tpm: int | None = None) -> dict:
+                         tpm: int | None = None, expires_at: int | None = None,
+                         models: tuple[str, ...] | None = None) -> dict:
+        """`expires_at` (epoch ms) and `models` (glob patterns) come parsed (domain/keys.py)."""
         _check_rate_limits({"rpm": rpm, "tpm": tpm})
+        models_text = ",".join(models) if models else None
         key = generate_key()
         async with self._engine.begin() as conn:
             acct = await self._account(conn, email or DEFAULT_EMAIL, create=True, role=role)
@@ -95,12 +98,14 @@ class Admin:
                     "id": acct.id, "amount": credits, "reason": "keys create --credits", "balance_after": balance})
             row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=acct.id, name=name,
                                          key_hash=hash_key(key), display=display_form(key), limit_micros=limit,
-                                         rpm=rpm, tpm=tpm)
+                                         rpm=rpm, tpm=tpm, expires_at=expires_at, models=models_text)
             await audit_log.append(conn, CLI, audit_log.KEY_CREATED, target=row.id, detail={
-                "account": acct.email, "name": name, "limit": limit, "rpm": rpm, "tpm": tpm})
+                "account": acct.email, "name": name, "limit": limit, "rpm": rpm, "tpm": tpm,
+                "expires_at": expires_at, "models": models_text})
             wallet = await _wallet(conn, acct.id)
         return {"key": key, "id": row.id, "account": acct.email, "name": name, "display": row.display,
-                "balance": wallet.available, "limit": limit, "rpm": rpm, "tpm": tpm}
+                "balance": wallet.available, "limit": limit, "rpm": rpm, "tpm": tpm, "expires_at": expires_at,
+                "models": list(models) if models else None}
 
     async def list_keys(self, email: str | None = None) -> list[dict]:
         async with self._engine.connect() as conn:
@@ -111,7 +116,8 @@ class Admin:
             emails = {a.id: a.email for a in await accounts_repo.list_all(conn)}
         return [{"id": r.id, "account": emails.get(r.account_id), "name": r.name, "display": r.display,
                  "limit": r.limit_micros, "rpm": r.rpm, "tpm": r.tpm, "spent": r.spent, "held": r.held,
-                 "created_at": r.created_at, "revoked": r.revoked_at is not None} for r in rows]
+                 "created_at": r.created_at, "revoked": r.revoked_at is not None, "expires_at": r.expires_at,
+                 "models": r.models.split(",") if r.models else None} for r in rows]
 
     async def set_rate_limits(self, key_id: str, **changes: int | None) -> dict:
         """Set or clear (None) a key's `rpm` and/or `tpm`; running gateways apply it within their

@@ -68,3 +68,15 @@ async def reject_malformed(metering: Metering, meter: Meter, problem: str, charg
                 meter.model, meter.request_id, problem)
     await metering.settle(meter, charge)
     raise exc
+
+
+def as_served(data: dict, raw: bytes | None, model: str) -> bytes:
+    """An answer's bytes with its `model` the gateway's id of the model that served it (the id
+    the client asked for, e.g. `demo/echo`, or the fallback that answered), not the upstream's
+    own name (`echo`, `gpt-4o-mini-2024-07-18`), which the usage record's `deployment` keeps.
+    The upstream's bytes as they are when they already say so; else `data` is changed and
+    serialized."""
+    if raw is not None and data.get("model") == model:
+        return raw
+    data["model"] = model
+    return orjson.dumps(data)

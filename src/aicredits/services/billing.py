@@ -36,6 +36,7 @@ from aicredits.ports import (
     SettleResult,
     StoreUnavailable,
 )
+from aicredits.services.quota import Quota
 
 log = logging.getLogger("aicredits.billing")
 T = TypeVar("T")
@@ -60,8 +61,9 @@ def database_unavailable() -> ServiceUnavailable:
 class Billing:
     def __init__(self, store: BillingStore, *, lease_seconds: float = 30.0,
                  journal: SettleJournal | None = None, settle_retry_seconds: float = 15.0,
-                 max_call_seconds: float = 900.0) -> None:
+                 max_call_seconds: float = 900.0, quota: Quota | None = None) -> None:
         self.store = store
+        self.quota = quota      # quota slices (services/quota.py), when AICREDITS_QUOTA_SLICES is on
         self.lease_seconds = lease_seconds
         # a lease older than this belongs to a call that can no longer be running (the deadline
         # ended it, and its settle had its retries): it is left to expire, so a hold that was
@@ -82,6 +84,10 @@ class Billing:
 
     # ------------------------------------------------------------------ holds
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
+        if self.quota is not None:
+            fast = self.quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
+            if fast is not None:
+                return cast(_P, fast)     # the planner's own plan
         now = int(time.time() * 1000)
         req = HoldRequest(call_id, auth.account_id, auth.key_id, now, now + self._lease_ms, planner)
         fut = asyncio.ensure_future(self._reserve(req))
@@ -104,12 +110,18 @@ class Billing:
             raise
 
     async def _reserve(self, req: HoldRequest) -> Plan:
+        if self.quota is not None:
+            granted = await self.quota.authorize(req.call_id, req.account_id, req.key_id, req.planner)
+            if granted is not None:
+                return granted
         plan = await self.store.reserve(req)
         self._leases[req.call_id] = Lease()
         return plan
 
     def track(self, call_id: str, accrued: Callable[[], int], row: Callable[[], dict]) -> None:
         """Record this call's progress with its lease from now on."""
+        if self.quota is not None and self.quota.track(call_id, accrued, row):
+            return
         lease = self._leases.get(call_id)
         if lease is not None:
             lease.accrued, lease.row = accrued, row
@@ -125,6 +137,10 @@ class Billing:
     async def settle(self, s: Settlement) -> SettleResult:
         """Settle, retrying with backoff for `settle_retry_seconds`; then journal it (the lease is
         kept until a replay lands, so the hold is not swept meanwhile)."""
+        if self.quota is not None:
+            result = self.quota.charge(s)      # a call authorized against a slice: journaled, batched
+            if result is not None:
+                return result
         deadline = time.monotonic() + self.settle_retry_seconds
         delay = 0.1
         while True:
@@ -157,10 +173,13 @@ class Billing:
         self._journaled.add(s.call_id)
 
     async def replay_journal(self) -> int:
-        """Settle what the journal holds (written by this or any process); how many landed."""
-        if self.journal is None:
-            return 0
+        """Settle what the journal holds (written by this or any process); how many landed. With
+        quota slices, the grant journals of stopped processes first."""
         landed = 0
+        if self.quota is not None:
+            landed += await self.quota.replay()
+        if self.journal is None:
+            return landed
         for s in await asyncio.to_thread(self.journal.pending):
             try:
                 await self.store.settle(s)
@@ -182,9 +201,12 @@ class Billing:
     # ------------------------------------------------------------------ leases and the sweeper
     async def renew(self) -> None:
         """Extend every lease this process holds; record the progress of those that changed."""
-        if not self._leases:
-            return
         plain, changed = [], []
+        if self.quota is not None:
+            plain.extend(self.quota.slice_ids())
+            self.quota.record_progress()
+        if not self._leases and not plain:
+            return
         too_old = time.monotonic() - self.max_lease_age
         for call_id, lease in list(self._leases.items()):
             if lease.born < too_old and call_id not in self._journaled:
@@ -252,3 +274,8 @@ class Billing:
     async def drain(self) -> None:
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self.quota is not None:
+            try:
+                await self.quota.close()
+            except Exception:   # what is left is in the grant journal, replayed at the next start
+                log.exception("settling quota slices at shutdown failed")

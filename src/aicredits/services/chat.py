@@ -30,8 +30,8 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, UpstreamCut
-from aicredits.services.answers import reject_malformed, reported_usage, warn_incomplete
+from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, StreamEvent, UpstreamCut
+from aicredits.services.answers import as_served, reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.cache import CacheService
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -135,6 +135,8 @@ class ChatService:
         if not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
+        body.pop("max_tokens", None)              # a client's value above the model's cap is replaced
+        body.pop("max_completion_tokens", None)
         body[cast(ChatProvider, target.provider).max_tokens_field] = plan.max_tokens
         return body
 
@@ -172,7 +174,7 @@ class ChatService:
                 if render is not None:
                     out = render(data, usage)
                 else:
-                    out = result.raw if result.raw is not None else orjson.dumps(data)
+                    out = as_served(data, result.raw, meter.model)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError):   # e.g. nested past orjson's limit
             await reject_malformed(self._metering, meter, "the answer cannot be passed on", malformed)
         if finish == "error" and usage.completion_tokens == 0:
@@ -181,8 +183,8 @@ class ChatService:
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
         await self._metering.settle(meter, self._cost(meter, usage))
-        if meter.cache == "miss":
-            self._remember(meter, data, result.raw, usage)
+        if meter.cache == "miss":   # stored with the gateway's model id (as_served changed `data`)
+            self._remember(meter, data, out if render is None else None, usage)
         return out
 
     # ------------------------------------------------------------------ streaming
@@ -254,7 +256,7 @@ class ChatService:
         err = ServiceUnavailable(cut, retry_after=1) if meter.stopping else \
             (UpstreamTimeout if cut_timeout else UpstreamError)(cut)
         chunk = {"id": sm.id or "chatcmpl-" + meter.call_id, "object": "chat.completion.chunk",
-                 "created": sm.created or int(time.time()), "model": sm.model or meter.target.upstream_id,
+                 "created": sm.created or int(time.time()), "model": meter.model,
                  "error": err.body()["error"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
         return head + b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
@@ -296,6 +298,9 @@ class _ChatStream:
                     out.append(ev.raw)
                 continue
             try:
+                if obj.get("model", meter.model) != meter.model:   # the gateway's id (services/answers.py)
+                    obj["model"] = meter.model
+                    ev = StreamEvent(obj)
                 sm.observe(obj)
                 if self.collect is not None:
                     self.collect.observe(obj)

@@ -18,7 +18,7 @@ from aicredits.domain.usage import estimate_input_tokens
 from aicredits.errors import InvalidRequest
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import EmbeddingsProvider
-from aicredits.services.answers import reject_malformed, reported_prompt
+from aicredits.services.answers import as_served, reject_malformed, reported_prompt
 from aicredits.services.fixed_price import FixedPriceService
 from aicredits.services.metering import Meter
 from aicredits.services.validation import whole_number
@@ -91,7 +91,7 @@ class EmbeddingsService(FixedPriceService):
         reported = reported_prompt(meter, data.get("usage"))
         prices = token_prices(target.spec, self._rates)
         problem = embeddings_answer_problem(data)
-        out = result.raw
+        out = as_served(data, result.raw, target.spec.id) if problem is None else result.raw
         if problem is None and body.get("encoding_format") == "base64" and isinstance(data["data"][0]["embedding"], list):
             try:   # an upstream that only speaks float: encoded here, before the call is settled
                 out = orjson.dumps(encode_base64(data))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from aicredits.domain.keys import ADMIN_PREFIX, hash_key, well_formed
+from aicredits.domain.keys import ADMIN_PREFIX, expiry_text, hash_key, well_formed
 from aicredits.errors import AuthenticationFailed
 from aicredits.ports import BillingStore, KeyAuth, StoreUnavailable
 from aicredits.services.billing import database_unavailable
@@ -27,7 +27,10 @@ class KeyAuthenticator:
             auth = await self._authenticate(authorization)
         state = current_request()
         if state is not None:   # the request's log line and span name the key by its id
-            state.key_id = auth.key_id
+            state.key_id, state.account_id, state.allow = auth.key_id, auth.account_id, auth.models
+        if auth.expires_at is not None and auth.expires_at <= time.time() * 1000:
+            raise AuthenticationFailed(f"This API key expired at {expiry_text(auth.expires_at)}; "
+                                       "ask for a new key.")
         return auth
 
     async def _authenticate(self, authorization: str | None) -> KeyAuth:

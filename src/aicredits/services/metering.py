@@ -197,10 +197,23 @@ class Metering:
         (a free cache hit, services/cache.py)."""
         auth = meter.auth
         if auth.key_id is not None and (auth.rpm is not None or auth.tpm is not None):   # unlimited keys never reach the limiter
-            refused = await self.limiter.admit(auth.key_id, auth.rpm, auth.tpm)
+            refused, limits = await self.limiter.check(auth.key_id, auth.rpm, auth.tpm)
+            state = current_request()
+            if state is not None and limits is not None:   # x-ratelimit-* on its answer, whatever it is
+                state.headers = limits.headers()
             if refused is not None:
                 self.metrics.rate_limited(_route(meter), ",".join(name for name, _ in refused.limits))
                 raise RateLimited(refusal_message(refused, self._window_ms), retry_after=refused.retry_after)
+
+    async def show_limits(self, auth: KeyAuth) -> None:
+        """The x-ratelimit-* headers on an answer that is not limited itself (/v1/models,
+        /v1/credits): the key's limits as they stand, nothing counted."""
+        if auth.key_id is None or (auth.rpm is None and auth.tpm is None):
+            return
+        limits = await self.limiter.peek(auth.key_id, auth.rpm, auth.tpm)
+        state = current_request()
+        if state is not None and limits is not None:
+            state.headers = limits.headers()
 
     def free_call(self, meter: Meter) -> dict:
         """The usage record of a call that costs nothing and held nothing (a free cache hit),
@@ -322,6 +335,11 @@ class Metering:
     async def settle(self, meter: Meter, charge: int) -> SettleResult:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""
         with self.tracing.span("settle"):
+            quota = self.billing.quota
+            if quota is not None and meter.auth.tpm is None and quota.has(meter.call_id):
+                # a slice's call settles in memory (services/quota.py) without ever suspending, so
+                # nothing can cancel it half-way: no task and shield needed
+                return await self._settle(meter, min(max(charge, 0), meter.hold))
             return await self.billing.shielded(self._settle(meter, min(max(charge, 0), meter.hold)))
 
     async def fail(self, meter: Meter, exc: GatewayError, end_state: str = "upstream_error") -> SettleResult:

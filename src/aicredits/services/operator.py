@@ -82,7 +82,8 @@ def _limits(limit: int | None, rpm: int | None, tpm: int | None) -> None:
 def _key_view(r: KeyRow) -> dict:
     return {"id": r.id, "account_id": r.account_id, "name": r.name, "display": r.display, "limit": r.limit_micros,
             "spent": r.spent, "held": r.held, "rpm": r.rpm, "tpm": r.tpm, "created_at": r.created_at,
-            "revoked_at": r.revoked_at}
+            "revoked_at": r.revoked_at, "expires_at": r.expires_at,
+            "models": r.models.split(",") if r.models else None}
 
 
 class Operator:
@@ -176,8 +177,11 @@ class Operator:
 
     # ------------------------------------------------------------ inference keys
     async def create_key(self, actor: Actor, account_id: int, *, name: str, limit: int | None = None,
-                         rpm: int | None = None, tpm: int | None = None) -> tuple[str, dict]:
-        """(the secret, shown once; the key) for the account."""
+                         rpm: int | None = None, tpm: int | None = None, expires_at: int | None = None,
+                         models: tuple[str, ...] | None = None) -> tuple[str, dict]:
+        """(the secret, shown once; the key) for the account. `expires_at` (epoch ms) and `models`
+        (glob patterns) come parsed (domain/keys.py)."""
+        models_text = ",".join(models) if models else None
         name = _name(name)
         _limits(limit, rpm, tpm)
         target = await self.user(account_id)
@@ -185,10 +189,10 @@ class Operator:
         async with self._engine.begin() as conn:
             row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=account_id, name=name,
                                          key_hash=hash_key(secret), display=display_form(secret), limit_micros=limit,
-                                         rpm=rpm, tpm=tpm)
+                                         rpm=rpm, tpm=tpm, expires_at=expires_at, models=models_text)
             await audit.append(conn, actor, audit.KEY_CREATED, target=row.id,
                                detail={"account": target["email"], "name": name, "limit": limit, "rpm": rpm,
-                                       "tpm": tpm})
+                                       "tpm": tpm, "expires_at": expires_at, "models": models_text})
         return secret, _key_view(row)
 
     async def key(self, key_id: str) -> dict:

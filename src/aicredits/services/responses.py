@@ -36,10 +36,17 @@ from aicredits.domain.reservation import HoldPlan, hold_prices, plan_hold
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens
 from aicredits.errors import UpstreamError
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, ChatResult, ChatStream, ResponsesProvider, native_responses
+from aicredits.providers.base import (
+    DONE,
+    ChatResult,
+    ChatStream,
+    ResponsesProvider,
+    StreamEvent,
+    native_responses,
+)
 from aicredits.providers.http import scrub
 from aicredits.providers.sse import EventSplitter, event_data
-from aicredits.services.answers import reject_malformed, reported_usage
+from aicredits.services.answers import as_served, reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
@@ -97,6 +104,11 @@ class _Native:
                     out.append(ev.raw)     # comments, keep-alives
                 continue
             kind = obj.get("type")
+            resp = obj.get("response")
+            if isinstance(resp, dict) and resp.get("model", self.call.meter.model) != self.call.meter.model:
+                # the gateway's model id (services/answers.py, as_served)
+                obj["response"] = {**resp, "model": self.call.meter.model}
+                ev = StreamEvent(obj)
             if isinstance(obj.get("sequence_number"), int):
                 self.seq = obj["sequence_number"]
             if kind == "error" or (kind is None and obj.get("error") is not None):
@@ -236,7 +248,7 @@ class ResponsesService:
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
         await self._metering.settle(meter, self._charge(call, usage))
-        return result.raw if result.raw is not None else orjson.dumps(data)
+        return as_served(data, result.raw, meter.model)
 
     # ------------------------------------------------------------------ streaming
     async def start_stream(self, call: ResponsesCall) -> AsyncIterator[bytes]:

@@ -24,8 +24,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aicredits.domain.catalog import Catalog, Deployment, ModelSpec
-from aicredits.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable, UpstreamTimeout
-from aicredits.telemetry import NO_METRICS, Metrics
+from aicredits.domain.keys import model_allowed
+from aicredits.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    UpstreamTimeout,
+)
+from aicredits.telemetry import NO_METRICS, Metrics, current_request
 
 log = logging.getLogger("aicredits.routing")
 T = TypeVar("T")
@@ -108,11 +116,21 @@ class Router:
         """The requested model, then the request's `models`, then configured fallbacks."""
         if extra is not None and (not isinstance(extra, list) or not all(isinstance(m, str) for m in extra)):
             raise InvalidRequest("'models' must be an array of model ids.", param="models")
+        state = current_request()
+        allow = state.allow if state is not None else None   # the key's model allow-list, if any
+        if state is not None and isinstance(model, str):
+            state.model = model[:200]
+        for name in (model, *(extra or [])) if allow else ():
+            if allow and isinstance(name, str) and not model_allowed(allow, name):
+                raise PermissionDenied(f"This API key may not call the model '{name}': it is limited to "
+                                       f"{', '.join(allow)}.", param="model")
         first = self._check(model, endpoint)
         out, seen = [first], {first.id}
         for name in [*(extra or []), *first.fallbacks]:
             if len(out) >= MAX_CHAIN:
                 break
+            if allow and not model_allowed(allow, name):   # a configured fallback the key may not use
+                continue
             try:
                 spec = self._check(name, endpoint)
             except GatewayError as exc:

@@ -29,6 +29,12 @@ class CoreSettings(Strict):
     hold_lease_seconds: Seconds = 30.0           # a hold's lease; its process renews it every lease / 6
     settle_retry_seconds: Seconds = 15.0         # a failed settle is retried this long, then journaled
     state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
+    # quota slices (docs/billing.md, "Quota slices"): calls authorized in memory against a slice of
+    # the wallet reserved in advance, charges settled in batches
+    quota_slices: bool = False
+    quota_slice_calls: Count = 64                # a slice is up to this many of a call's hold
+    quota_min_calls: Count = 16                  # a wallet with less than this many holds: per-call holds
+    quota_flush_seconds: Annotated[Seconds, Field(le=5)] = 0.05   # the batch settle's interval
     db_timeout: Seconds = 5.0                    # PostgreSQL: the longest one operation waits (then 503)
     ready_timeout: Seconds = 2.0                 # /health/ready answers within this
     drain_seconds: Annotated[float, BeforeValidator(not_bool), Field(ge=0, allow_inf_nan=False)] = 25.0

@@ -57,6 +57,11 @@ class Settings(GatewaySettings):
         return self.hold_lease_seconds * 7 / 6
 
     @property
+    def grant_journal_dir(self) -> Path:
+        """The grant journal of quota slices: beside the settle journal."""
+        return self.journal_dir.with_name("grant-journal")
+
+    @property
     def journal_dir(self) -> Path:
         """The settle journal's directory: <state_dir>/settle-journal. Without AICREDITS_STATE_DIR,
         the state directory is the SQLite database's directory, or the working directory for

@@ -24,21 +24,24 @@ class KeyRow:
     revoked_at: int | None
     rpm: int | None = None
     tpm: int | None = None
+    expires_at: int | None = None      # epoch ms; None: never
+    models: str | None = None          # comma-separated glob patterns; None: every model
 
 
 def _row(r: AnyRow) -> KeyRow:
     return KeyRow(r.id, r.account_id, r.name, r.display, r.limit_micros, r.spent, r.held, r.created_at,
-                  r.revoked_at, r.rpm, r.tpm)
+                  r.revoked_at, r.rpm, r.tpm, r.expires_at, r.models)
 
 
 async def create(conn: AsyncConnection, *, key_id: str, account_id: int, name: str, key_hash: str,
                  display: str, limit_micros: int | None, rpm: int | None = None,
-                 tpm: int | None = None) -> KeyRow:
+                 tpm: int | None = None, expires_at: int | None = None, models: str | None = None) -> KeyRow:
     ts = now_ms()
     await conn.execute(insert(api_keys).values(id=key_id, account_id=account_id, name=name, key_hash=key_hash,
                                                display=display, limit_micros=limit_micros, spent=0, held=0,
-                                               created_at=ts, revoked_at=None, rpm=rpm, tpm=tpm))
-    return KeyRow(key_id, account_id, name, display, limit_micros, 0, 0, ts, None, rpm, tpm)
+                                               created_at=ts, revoked_at=None, rpm=rpm, tpm=tpm,
+                                               expires_at=expires_at, models=models))
+    return KeyRow(key_id, account_id, name, display, limit_micros, 0, 0, ts, None, rpm, tpm, expires_at, models)
 
 
 async def set_rate_limits(conn: AsyncConnection, key_id: str, changes: dict) -> None:

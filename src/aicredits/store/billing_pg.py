@@ -14,13 +14,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, StoreUnavailable
+from aicredits.ports import (
+    HoldRequest,
+    KeyAuth,
+    KeyRevoked,
+    Plan,
+    Settlement,
+    SettleResult,
+    SliceView,
+    StoreUnavailable,
+)
 from aicredits.store import billing_sql as q
 from aicredits.store.db import now_ms
 
@@ -154,9 +163,7 @@ class PostgresBilling:
     async def find_key(self, key_hash: str) -> KeyAuth | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(N["FIND_KEY"], key_hash)
-        if row is None or row[4] is not None:
-            return None
-        return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
+        return q.key_auth(tuple(row) if row is not None else None)
 
     async def reserve(self, req: HoldRequest) -> Plan:
         async with self._conn() as conn, conn.transaction():
@@ -185,6 +192,10 @@ class PostgresBilling:
         async with self._conn() as conn, conn.transaction():
             await drive(conn, q.renew_steps(expires_at, call_ids, progress))
 
+    async def record(self, rows: list[dict]) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await drive(conn, q.record_steps(rows))
+
     async def sweep(self, now: int) -> int:
         async with self._conn() as conn:
             expired = await conn.fetch(N["EXPIRED_HOLDS"], now)
@@ -193,6 +204,25 @@ class PostgresBilling:
             async with self._conn() as conn, conn.transaction():
                 swept += bool(await drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return swept
+
+    # ---------------------------------------------------------------- quota slices (services/quota.py)
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None, want: Callable[[int, int | None], int], now: int,
+                    expires_at: int) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now, expires_at))
+
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
+
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount))
+
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        async with self._conn() as conn, conn.transaction():
+            return await drive(conn, q.release_slice_steps(slice_id, account_id))
 
     async def credits(self, account_id: int, key_id: str | None) -> dict:
         async with self._conn() as conn:

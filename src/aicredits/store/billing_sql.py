@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from aicredits.domain.ledger import SWEPT, settle_without_hold
 from aicredits.domain.usage import usage_row
-from aicredits.ports import Settlement, SettleResult
+from aicredits.ports import KeyAuth, KeyRevoked, Settlement, SettleResult, SliceView
 
 log = logging.getLogger("aicredits.store")
 
@@ -31,7 +31,8 @@ USAGE_COLUMNS = (
 )
 
 # a disabled account's keys are found as no key at all
-FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm FROM api_keys k "
+FIND_KEY = ("SELECT k.id, k.account_id, k.name, k.limit_micros, k.revoked_at, k.rpm, k.tpm, k.expires_at, "
+            "k.models FROM api_keys k "
             "JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ? AND a.disabled_at IS NULL")
 WALLET = "SELECT balance, held FROM wallets WHERE account_id = ?"
 KEY_STATE = "SELECT limit_micros, spent, held, revoked_at FROM api_keys WHERE id = ?"
@@ -59,6 +60,19 @@ RECORD_PROGRESS = "UPDATE holds SET expires_at = ?, accrued = ?, progress = ? WH
 CREDITS = ("SELECT w.balance, w.held, w.total_added, w.total_spent FROM wallets w WHERE w.account_id = ?")
 KEY_CREDITS = "SELECT name, limit_micros, spent, held FROM api_keys WHERE id = ?"
 
+# quota slices (services/quota.py): a slice is a hold row whose call id starts with SLICE_PREFIX
+SLICE_PREFIX = "slice_"
+SLICE_OF = "SELECT amount FROM holds WHERE call_id = ?"
+SLICE_ADD = "UPDATE holds SET amount = amount + ?, expires_at = ? WHERE call_id = ?"
+SLICE_TAKE = "UPDATE holds SET amount = amount - ? WHERE call_id = ?"
+DELETE_SLICE = "DELETE FROM holds WHERE call_id = ? RETURNING amount, key_id"
+TAKE_EXPIRED_SLICE = "DELETE FROM holds WHERE call_id = ? AND expires_at < ? RETURNING amount, key_id"
+SHRINK_SLICE = "UPDATE holds SET amount = amount - ? WHERE call_id = ? AND amount >= ? RETURNING amount"
+RELEASE_WALLET = "UPDATE wallets SET held = held - ? WHERE account_id = ?"
+RELEASE_KEY = "UPDATE api_keys SET held = held - ? WHERE id = ?"
+KEY_HEADROOM = "SELECT limit_micros, spent, held FROM api_keys WHERE id = ?"
+LANDED_CHUNK = 500
+
 # step kinds
 ONE, LOCK, ALL, EXEC, MANY = "one", "lock", "all", "exec", "many"
 _R = TypeVar("_R")
@@ -73,6 +87,14 @@ def numbered(sql: str) -> str:
     """'?' placeholders as PostgreSQL's $1, $2, ..."""
     counter = iter(range(1, 1000))
     return re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
+
+
+def key_auth(row: Sequence[Any] | None) -> KeyAuth | None:
+    """A FIND_KEY row as the hot path's KeyAuth (None: revoked)."""
+    if row is None or row[4] is not None:
+        return None
+    models = tuple(p for p in row[8].split(",") if p) if row[8] else None   # validated when set
+    return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6], row[7], models or None)
 
 
 def usage_values(usage: dict) -> tuple:
@@ -147,7 +169,10 @@ def _without_hold(s: Settlement, wallet: Sequence[int], now: int) -> Steps[Settl
 def sweep_one_steps(call_id: str, account_id: int, now: int) -> Steps:
     """Settle an expired hold (its process stopped renewing it) from the progress its process last
     recorded: `accrued` charged, a usage row with end state SWEPT. False if it was renewed or
-    settled meanwhile."""
+    settled meanwhile. An expired quota slice is released whole (its calls' charges come from
+    their process's grant journal, replayed before every sweep)."""
+    if call_id.startswith(SLICE_PREFIX):
+        return bool((yield from release_slice_steps(call_id, account_id, now)))
     yield LOCK, WALLET, (account_id,)
     row = yield ONE, TAKE_EXPIRED, (call_id, now)
     if row is None:
@@ -179,3 +204,142 @@ def renew_steps(expires_at: int, call_ids: list[str], progress: list[tuple[str, 
         yield MANY, RENEW, [(expires_at, c) for c in call_ids]
     if progress:
         yield MANY, RECORD_PROGRESS, [(expires_at, accrued, text, c) for c, accrued, text in progress]
+
+
+def record_steps(rows: list[dict]) -> Steps:
+    """Usage rows of calls that moved no money (refused ones: 401, 402, 403, 429), in one
+    statement. Nothing else is touched: no hold, no wallet, no ledger entry."""
+    if rows:
+        yield MANY, INSERT_USAGE, [usage_values(dict(r, cost=0, hold=0)) for r in rows]
+
+
+# ---------------------------------------------------------------- quota slices (services/quota.py)
+def _view(granted: int, amount: int, account_id: int, key_id: str | None) -> Steps:
+    w = yield ONE, WALLET, (account_id,)
+    headroom = None
+    if key_id is not None:
+        k = yield ONE, KEY_HEADROOM, (key_id,)
+        if k is not None:
+            headroom = key_headroom(k[0], k[1], k[2])
+    return SliceView(granted, amount, w[0], w[1], headroom)
+
+
+def grant_steps(slice_id: str, account_id: int, key_id: str | None, want: Callable[[int, int | None], int],
+                now: int, expires_at: int) -> Steps:
+    """Reserve `want(available, key headroom)` more for the slice (0: none), in the hold
+    transaction's way: the wallet locked, then the key; only what fits in balance - held (and the
+    key's limit - spent - held) is ever granted, so the sum of all holds and slices never exceeds
+    the balance. KeyRevoked for a revoked key or an account without a wallet."""
+    w = yield LOCK, WALLET, (account_id,)
+    if w is None:
+        raise KeyRevoked("the key's account has no wallet")
+    headroom = None
+    if key_id is not None:
+        k = yield LOCK, KEY_STATE, (key_id,)
+        if k is None or k[3] is not None:
+            raise KeyRevoked("the key was revoked")
+        headroom = key_headroom(k[0], k[1], k[2])
+    available = w[0] - w[1]
+    amount = want(available, headroom)
+    amount = max(0, min(amount, available, headroom if headroom is not None else amount))
+    cur = yield ONE, SLICE_OF, (slice_id,)
+    if amount:
+        yield EXEC, HOLD_WALLET, (amount, account_id)
+        if key_id is not None:
+            yield EXEC, HOLD_KEY, (amount, key_id)
+        if cur is None:
+            yield EXEC, INSERT_HOLD, (slice_id, account_id, key_id, amount, now, expires_at)
+        else:
+            yield EXEC, SLICE_ADD, (amount, expires_at, slice_id)
+    total = (cur[0] if cur is not None else 0) + amount
+    return SliceView(amount, total, w[0], w[1] + amount,
+                     None if headroom is None else headroom - amount)
+
+
+def charge_slice_steps(slice_id: str, account_id: int, key_id: str | None, items: list[Settlement],
+                       now: int) -> Steps:
+    """Settle many calls authorized against one slice, in one transaction: each charge moves from
+    the slice (its hold) to the wallet's balance, with a `charge` entry and a usage row per call.
+    Idempotent by call id (a call with a usage row already is left alone), so a retry after a lost
+    commit, or a replay of the grant journal, changes nothing twice. A charge the slice no longer
+    covers (the slice was swept or released) is settled as "Settling without a hold" says."""
+    w = yield LOCK, WALLET, (account_id,)
+    if key_id is not None:
+        yield LOCK, KEY_STATE, (key_id,)
+    landed: set[str] = set()
+    ids = list(dict.fromkeys(s.call_id for s in items))
+    for i in range(0, len(ids), LANDED_CHUNK):
+        chunk = ids[i:i + LANDED_CHUNK]
+        rows = yield ALL, ("SELECT call_id FROM usage_records WHERE call_id IN ("
+                           + ", ".join("?" for _ in chunk) + ")"), tuple(chunk)
+        landed.update(r[0] for r in rows)
+    cur = yield ONE, SLICE_OF, (slice_id,)
+    room = cur[0] if cur is not None else 0
+    covered, rest = [], []
+    for s in items:
+        if s.call_id in landed:
+            continue
+        landed.add(s.call_id)
+        charge = max(s.charge, 0)
+        if charge <= room:
+            room -= charge
+            covered.append((s, charge))
+        else:
+            rest.append(s)
+    total = sum(c for _, c in covered)
+    if covered:
+        if total:
+            yield EXEC, SLICE_TAKE, (total, slice_id)
+            bal, _ = yield ONE, CHARGE_WALLET, (total, total, total, now, account_id)
+        else:
+            bal = w[0]
+        if key_id is not None:
+            yield EXEC, CHARGE_KEY, (total, total, now, key_id)
+        running = bal + total
+        entries, rows = [], []
+        for s, charge in covered:
+            if charge:
+                running -= charge
+                entries.append((account_id, "charge", -charge, running, s.call_id, key_id, s.note, now))
+            rows.append(usage_values(dict(s.usage, cost=charge)))
+        if entries:
+            yield MANY, INSERT_ENTRY, entries
+        yield MANY, INSERT_USAGE, rows
+    for s in rest:
+        wallet = yield ONE, WALLET, (account_id,)
+        yield from _without_hold(s, wallet, now)
+    amount = room if cur is not None else 0
+    return (yield from _view(0, amount, account_id, key_id))
+
+
+def shrink_slice_steps(slice_id: str, account_id: int, key_id: str | None, amount: int) -> Steps:
+    """Give `amount` of a slice back to the wallet (and the key), the rest staying held."""
+    yield LOCK, WALLET, (account_id,)
+    row = yield ONE, SHRINK_SLICE, (amount, slice_id, amount)
+    if row is None:     # gone (swept), or holding less than that: nothing to give back
+        cur = yield ONE, SLICE_OF, (slice_id,)
+        left = cur[0] if cur is not None else 0
+    else:
+        left = row[0]
+        yield EXEC, RELEASE_WALLET, (amount, account_id)
+        if key_id is not None:
+            yield EXEC, RELEASE_KEY, (amount, key_id)
+    return (yield from _view(0, left, account_id, key_id))
+
+
+def release_slice_steps(slice_id: str, account_id: int, expired_before: int | None = None) -> Steps:
+    """Give a slice's hold back to the wallet (and the key): all of it, no charge, no usage row.
+    With `expired_before`, only if its lease ran out before then (the sweeper). The amount released."""
+    yield LOCK, WALLET, (account_id,)
+    if expired_before is None:
+        row = yield ONE, DELETE_SLICE, (slice_id,)
+    else:
+        row = yield ONE, TAKE_EXPIRED_SLICE, (slice_id, expired_before)
+    if row is None:
+        return 0
+    amount, key_id = row
+    if amount:
+        yield EXEC, RELEASE_WALLET, (amount, account_id)
+        if key_id is not None:
+            yield EXEC, RELEASE_KEY, (amount, key_id)
+    return amount

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult
+from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, SliceView
 from aicredits.store import billing_sql as q
 from aicredits.store.db import SQLITE_BUSY_TIMEOUT_MS, now_ms
 
@@ -154,9 +154,7 @@ class SqliteBilling:
     async def find_key(self, key_hash: str) -> KeyAuth | None:
         def op(conn: sqlite3.Connection) -> KeyAuth | None:
             row = conn.execute(q.FIND_KEY, (key_hash,)).fetchone()
-            if row is None or row[4] is not None:
-                return None
-            return KeyAuth(row[0], row[1], row[2], row[3], row[5], row[6])
+            return q.key_auth(row)
         return await self._submit(op)
 
     async def reserve(self, req: HoldRequest) -> Plan:
@@ -179,6 +177,9 @@ class SqliteBilling:
             return plan
         return await self._submit(op)
 
+    async def record(self, rows: list[dict]) -> None:
+        return await self._submit(lambda conn: drive(conn, q.record_steps(rows)))
+
     async def settle(self, s: Settlement) -> SettleResult:
         return await self._submit(lambda conn: drive(conn, q.settle_steps(s, now_ms())))
 
@@ -190,6 +191,23 @@ class SqliteBilling:
             rows = conn.execute(q.EXPIRED_HOLDS, (now,)).fetchall()
             return sum(1 for call_id, account_id in rows if drive(conn, q.sweep_one_steps(call_id, account_id, now)))
         return await self._submit(op)
+
+    # ---------------------------------------------------------------- quota slices (services/quota.py)
+    async def grant(self, slice_id: str, account_id: int, key_id: str | None, want: Callable[[int, int | None], int], now: int,
+                    expires_at: int) -> SliceView:
+        return await self._submit(lambda conn: drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now,
+                                                                          expires_at)))
+
+    async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
+                           items: list[Settlement]) -> SliceView:
+        return await self._submit(lambda conn: drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items,
+                                                                                 now_ms())))
+
+    async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
+        return await self._submit(lambda conn: drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount)))
+
+    async def release_slice(self, slice_id: str, account_id: int) -> int:
+        return await self._submit(lambda conn: drive(conn, q.release_slice_steps(slice_id, account_id)))
 
     async def credits(self, account_id: int, key_id: str | None) -> dict[str, Any]:
         def op(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -74,6 +74,8 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),       # requests per rate window; NULL: unlimited
     Column("tpm", BigInteger, nullable=True),    # billed tokens per rate window; NULL: unlimited
     Column("last_used_at", BigInteger, nullable=True),   # the last settled call (set by settle)
+    Column("expires_at", BigInteger, nullable=True),     # refused from then on (401); NULL: never (0006)
+    Column("models", Text, nullable=True),               # comma-separated glob patterns; NULL: every model
     Index("ix_api_keys_account", "account_id"),
 )
 

@@ -31,6 +31,7 @@ from aicredits.services.images import ImagesService
 from aicredits.services.keys import KeyAuthenticator
 from aicredits.services.metering import Metering
 from aicredits.services.payments import PaymentsService
+from aicredits.services.rejected import RejectedCalls
 from aicredits.services.responses import ResponsesService
 from aicredits.services.routing import RoutePolicy, Router
 from aicredits.services.runtime import Runtime
@@ -81,12 +82,14 @@ class Services:
     dashboard: ASGIApp                # /dashboard (web/)
     web_context: WebContext
     admin_api: ASGIApp                # /admin/api (api/admin_api.py)
+    rejected: RejectedCalls           # usage rows of refused calls (services/rejected.py)
 
     async def close(self) -> None:
         """Close what build_services opened, once the requests and background tasks are done:
         pending settlements are drained before the store closes."""
         await self.engine.dispose()
         await self.billing.drain()
+        await self.rejected.drain()
         if self.cache is not None:
             await self.cache.drain()
         if self.cache_engine is not None:
@@ -165,8 +168,16 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
     store = await open_billing_store(s)
     session = make_session(s.upstream_connect_timeout)
     providers = build_providers(s, session, catalog)
+    quota = None
+    if s.quota_slices:   # quota slices (docs/billing.md, "Quota slices")
+        from aicredits.infra.journal import GrantJournal
+        from aicredits.services.quota import Quota
+        quota = Quota(store, GrantJournal(s.grant_journal_dir), slice_calls=s.quota_slice_calls,
+                      min_calls=s.quota_min_calls, flush_seconds=s.quota_flush_seconds,
+                      idle_seconds=s.hold_lease_seconds / 6, lease_ms=int(s.hold_lease_seconds * 1000))
     billing = Billing(store, lease_seconds=s.hold_lease_seconds, journal=FileJournal(s.journal_dir),
-                      settle_retry_seconds=s.settle_retry_seconds, max_call_seconds=s.max_request_seconds)
+                      settle_retry_seconds=s.settle_retry_seconds, max_call_seconds=s.max_request_seconds,
+                      quota=quota)
     keys = KeyAuthenticator(store, s.key_cache_seconds, tracing=tracing)
     billing.on_revoked = keys.forget
     router = Router(catalog, providers, RoutePolicy(
@@ -190,7 +201,7 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
         images=ImagesService(router, rates, metering), audio=AudioService(router, rates, metering),
         responses=ResponsesService(router, rates, metering, chat, max_seconds=s.max_request_seconds),
         cache=cache, cache_engine=cache_engine, engine=engine, payments=payments, dashboard=dashboard,
-        web_context=web_context, admin_api=admin_api)
+        web_context=web_context, admin_api=admin_api, rejected=RejectedCalls(store))
 
 
 def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, served: frozenset[str],

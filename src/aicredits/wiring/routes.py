@@ -26,6 +26,7 @@ def root() -> Handler:
 
 def build_routes(s: Services, admission: Admission) -> Routes:
     limit = s.settings.max_body_bytes
+    models = meta.model_objects(s.catalog, s.served)
     return Routes({
         "/": {"GET": root()},
         "/v1/chat/completions": {"POST": chat.chat_completions(admission, s.chat, limit)},
@@ -34,8 +35,8 @@ def build_routes(s: Services, admission: Admission) -> Routes:
         "/v1/images/generations": {"POST": images.images_generations(admission, s.images, limit)},
         "/v1/audio/speech": {"POST": audio.speech(admission, s.audio, limit)},
         "/v1/audio/transcriptions": {"POST": audio.transcriptions(admission, s.audio, limit)},
-        "/v1/credits": {"GET": meta.v1_credits(s.keys, s.store, s.cache)},
-        "/v1/models": {"GET": meta.v1_models(s.keys, meta.models_list(s.catalog, s.served))},
+        "/v1/credits": {"GET": meta.v1_credits(s.keys, s.metering, s.store, s.cache)},
+        "/v1/models": {"GET": meta.v1_models(s.keys, s.metering, models)},
         "/api/models": {"GET": meta.api_models(meta.catalog_document(s.catalog, s.rates, s.served))},
         "/health": {"GET": meta.health()},
         "/health/ready": {"GET": meta.ready(s.store.ping, s.redis.ping if s.redis is not None else None,
@@ -43,6 +44,9 @@ def build_routes(s: Services, admission: Admission) -> Routes:
         "/openapi.json": {"GET": openapi()},
         "/webhooks/razorpay": {"POST": webhooks.razorpay(s.payments)},
         "/metrics": {"GET": metrics.metrics(s.metrics.render, s.metrics.content_type, s.settings.metrics_token)},
+    }, {
+        # the id may hold slashes: /v1/models/openai/gpt-4o-mini
+        meta.MODEL_PREFIX: ("/v1/models/{model}", {"GET": meta.v1_model(s.keys, s.metering, models)}),
     })
 
 
@@ -51,4 +55,4 @@ def build_dispatcher(s: Services) -> Dispatcher:
     admission = Admission(s.keys, s.concurrency)
     return Dispatcher(build_routes(s, admission), admission=admission, metrics=s.metrics,
                       body_budget=BodyBudget(s.settings.body_bytes_in_flight), admin_api=s.admin_api,
-                      dashboard=s.dashboard)
+                      dashboard=s.dashboard, rejected=s.rejected)

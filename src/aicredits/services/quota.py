@@ -1,0 +1,392 @@
+"""Quota slices: calls authorized in memory against a slice of the wallet reserved in advance.
+
+The way online-charging systems grant quota (RFC 4006's credit control): a gateway process
+reserves a slice of a wallet's (and its key's) headroom in one database transaction, a hold row
+like any call's (`holds`, call id `slice_...`, with a lease this process renews). Calls are then
+authorized against the slice in this process's memory: a call's worst case (its hold, computed as
+for a per-call hold) is taken from the slice's free part, with no database round trip before the
+answer. The slice is the call's hold, and it exists in the database before the call is authorized.
+
+When a call ends, its charge (at most its hold) is appended to the grant journal
+(infra/journal.py, `GrantJournal`) before the answer, and settled in the database with the other
+charges of the slice by a batch settle every `flush_seconds`: one transaction moves the charges
+from the slice's hold to the wallet's balance, with one `charge` entry and one usage row per call
+(`store/billing_sql.py`, `charge_slice_steps`; idempotent by call id). A slice is topped up when
+its free part runs low (one more transaction), and given back when idle.
+
+Guarantees (docs/billing.md, "Quota slices"): a slice is granted only from balance - held (and
+the key's limit - spent - held), so the sum of all holds and slices of every process never
+exceeds the balance; a call is authorized only within its slice's free part, so its charge never
+exceeds what is reserved. A wallet whose available money is under `min_calls` x a call's hold
+gets per-call holds instead (as does any call the slice cannot fit after a top-up). A process
+that dies leaves its slices to expire like any hold (the sweeper releases them whole) and its
+journal to be replayed (by any process on the same state directory, before every sweep, and at
+start): each call's own charge, or for a call that was still running its last recorded progress,
+as the sweeper charges a per-call hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from aicredits.domain.reservation import Refusal
+from aicredits.ports import BillingStore, GrantLog, Plan, Settlement, SettleResult, SliceView
+from aicredits.store.billing_sql import SLICE_PREFIX, swept_usage
+
+log = logging.getLogger("aicredits.billing")
+Planner = Callable[[int, int | None], Plan]
+
+
+class _Fallback:
+    """_fit's answer for a call that takes a per-call hold."""
+
+
+_FALLBACK = _Fallback()
+
+
+class Slice:
+    """One (account, key) slice of this process, as far as this process knows it."""
+    __slots__ = ("account_id", "amount", "balance", "base", "calls", "granting", "id", "key_base", "key_id",
+                 "known", "last_used", "lock", "outstanding", "pending", "unflushed", "unit")
+
+    def __init__(self, account_id: int, key_id: str | None) -> None:
+        self.id = SLICE_PREFIX + uuid.uuid4().hex
+        self.account_id, self.key_id = account_id, key_id
+        self.amount = 0          # the slice's hold in the database (after the last transaction on it)
+        self.outstanding = 0     # holds of the calls authorized against it and still running
+        self.unflushed = 0       # charges journaled, not yet in the database
+        self.balance = 0         # the wallet's balance, as of the last transaction on this slice
+        self.base = 0            # the wallet's available money with this slice counted free, ditto
+        self.key_base: int | None = None   # the key's headroom with this slice counted free (None: no limit)
+        self.known = False       # a transaction has read the wallet
+        self.calls = 0
+        self.unit = 0            # the last call's hold (sizes background top-ups)
+        self.pending: list[tuple[int, Settlement]] = []   # (journal segment, charge) to settle
+        self.lock = asyncio.Lock()                        # one database operation on it at a time
+        self.granting: asyncio.Future | None = None
+        self.last_used = time.monotonic()
+
+    def apply(self, view: SliceView) -> None:
+        """What a transaction on this slice read and left."""
+        self.amount = view.amount
+        self.balance = view.balance
+        self.base = view.balance - view.held + view.amount
+        self.key_base = None if view.key_headroom is None else view.key_headroom + view.amount
+        self.known = True
+
+    @property
+    def free(self) -> int:
+        return self.amount - self.outstanding - self.unflushed
+
+
+class SliceCall:
+    __slots__ = ("accrued", "hold", "last", "reported", "row", "slice")
+
+    def __init__(self, sl: Slice, hold: int) -> None:
+        self.slice, self.hold = sl, hold
+        self.accrued: Callable[[], int] | None = None
+        self.row: Callable[[], dict] | None = None
+        self.reported = -1
+        self.last: dict | None = None    # the progress record last journaled
+
+
+class Quota:
+    def __init__(self, store: BillingStore, journal: GrantLog, *, slice_calls: int = 64, min_calls: int = 16,
+                 flush_seconds: float = 0.05, idle_seconds: float = 5.0, lease_ms: int = 30_000) -> None:
+        self.store = store
+        self.journal = journal
+        self.slice_calls = slice_calls
+        self.min_calls = min_calls
+        self.flush_seconds = flush_seconds
+        self.idle_seconds = idle_seconds
+        self.lease_ms = lease_ms
+        self._slices: dict[tuple[int, str | None], Slice] = {}
+        self._calls: dict[str, SliceCall] = {}
+        self._background: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ authorizing
+    def try_now(self, call_id: str, account_id: int, key_id: str | None, planner: Planner) -> Plan | None:
+        """The call's plan when its slice has room for it now (no await), else None."""
+        sl = self._slices.get((account_id, key_id))
+        if sl is None or not sl.known:
+            return None
+        plan = self._fit(sl, planner)
+        if plan is None or isinstance(plan, _Fallback):
+            return None
+        return self._take(sl, call_id, plan)
+
+    async def authorize(self, call_id: str, account_id: int, key_id: str | None, planner: Planner) -> Plan | None:
+        """The call's plan, authorized against its slice (granted or topped up first if needed);
+        None: the call takes a per-call hold (a small wallet, or the slice cannot fit it)."""
+        key = (account_id, key_id)
+        for _ in range(3):
+            sl = self._slices.get(key)
+            if sl is None:
+                sl = self._slices[key] = Slice(account_id, key_id)
+            if sl.known:
+                plan = self._fit(sl, planner)
+                if isinstance(plan, _Fallback):
+                    await self._give_back(sl)   # so the per-call hold can use what the slice kept
+                    return None
+                if plan is not None:
+                    return self._take(sl, call_id, plan)
+                unit = self._probe(sl, planner)
+            else:
+                unit = self._probe(sl, planner)
+            if unit is None:
+                return None
+            if not await self._top_up(sl, unit):
+                return None
+        return None
+
+    def _fit(self, sl: Slice, planner: Planner) -> Plan | _Fallback | None:
+        used = sl.outstanding + sl.unflushed
+        avail = sl.base - used
+        key = None if sl.key_base is None else sl.key_base - used
+        try:
+            plan = planner(avail, key)
+        except Refusal:
+            return _FALLBACK    # the per-call hold gives the exact answer (402 with what fits)
+        if plan.amount <= sl.amount - used:
+            return plan
+        need = plan.amount * self.min_calls
+        if avail < need or (key is not None and key < need):
+            return _FALLBACK    # a small wallet (or key): per-call holds
+        return None             # the slice needs a top-up
+
+    @staticmethod
+    def _probe(sl: Slice, planner: Planner) -> int | None:
+        """A call's hold, were money no limit: how big a slice it asks for."""
+        try:
+            return planner(1 << 62, None).amount
+        except Refusal:
+            return None
+
+    def _take(self, sl: Slice, call_id: str, plan: Plan) -> Plan:
+        amount = plan.amount
+        sl.outstanding += amount
+        sl.calls += 1
+        sl.unit = amount
+        sl.last_used = time.monotonic()
+        self._calls[call_id] = SliceCall(sl, amount)
+        if sl.free < amount * (self.slice_calls // 4) and sl.granting is None:
+            self._spawn(self._top_up(sl, amount))     # top up before it runs out
+        return plan
+
+    async def _top_up(self, sl: Slice, unit: int) -> bool:
+        """Grant the slice more (one transaction); wait for one already under way. False when
+        nothing could be granted (a small wallet: per-call holds)."""
+        if sl.granting is not None:
+            await asyncio.shield(sl.granting)
+            return True
+        fut = sl.granting = asyncio.get_running_loop().create_future()
+        slice_calls, min_calls = self.slice_calls, self.min_calls
+
+        def want(available: int, key_headroom: int | None) -> int:
+            room = available if key_headroom is None else min(available, key_headroom)
+            if room < unit * min_calls:
+                return 0
+            return min(unit * slice_calls, room // 4)
+        try:
+            async with sl.lock:
+                now = int(time.time() * 1000)
+                view = await self.store.grant(sl.id, sl.account_id, sl.key_id, want, now, now + self.lease_ms)
+                # charges flushed meanwhile are in the view; those still pending stay counted
+                sl.apply(view)
+            return view.granted > 0
+        finally:
+            sl.granting = None
+            fut.set_result(None)
+
+    async def _give_back(self, sl: Slice) -> None:
+        """Return the slice's free part to the wallet (one transaction), so a small wallet's or
+        key's per-call holds are not refused while money sits in this process's slice."""
+        async with sl.lock:
+            give = sl.free
+            if give <= 0:
+                return
+            sl.amount -= give          # no call takes it from now on
+            try:
+                view = await self.store.shrink_slice(sl.id, sl.account_id, sl.key_id, give)
+            except BaseException:
+                # it may have landed (a lost answer): the slice is re-read by its next grant before
+                # any call is authorized against it again
+                sl.known = False
+                raise
+            sl.apply(view)
+
+    def has(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    def track(self, call_id: str, accrued: Callable[[], int], row: Callable[[], dict]) -> bool:
+        c = self._calls.get(call_id)
+        if c is None:
+            return False
+        c.accrued, c.row = accrued, row
+        return True
+
+    # ------------------------------------------------------------------ charging
+    def charge(self, s: Settlement) -> SettleResult | None:
+        """Charge a call authorized against a slice (at most its hold): journaled before this
+        returns, settled in the database by the next batch. None: not a slice's call."""
+        c = self._calls.pop(s.call_id, None)
+        if c is None:
+            return None
+        sl = c.slice
+        charge = min(max(s.charge, 0), c.hold)
+        usage = dict(s.usage, cost=charge, hold=c.hold)
+        st = Settlement(s.call_id, s.account_id, s.key_id, charge, usage, s.note)
+        try:
+            seq = self.journal.append({"t": "c", "slice": sl.id, "call_id": s.call_id, "account_id": s.account_id,
+                                       "key_id": s.key_id, "charge": charge, "usage": usage, "note": s.note})
+        except OSError:
+            log.exception("cannot write call %s to the grant journal; it is settled by the next batch", s.call_id)
+            seq = self.journal.seq
+        sl.outstanding -= c.hold
+        sl.calls -= 1
+        sl.unflushed += charge
+        sl.pending.append((seq, st))
+        # balance after this charge; available: minus every open hold, this slice's only as far as
+        # its running calls hold it (docs/billing.md, "Quota slices")
+        return SettleResult(charge, sl.balance - sl.unflushed, sl.base - sl.outstanding - sl.unflushed)
+
+    # ------------------------------------------------------------------ leases and progress
+    def slice_ids(self) -> list[str]:
+        return [sl.id for sl in self._slices.values()]
+
+    def record_progress(self) -> None:
+        """Journal the progress of running calls that changed (what the sweeper would charge)."""
+        for call_id, c in list(self._calls.items()):
+            if c.accrued is None or c.row is None:
+                continue
+            try:
+                accrued = c.accrued()
+                if accrued == c.reported:
+                    continue
+                sl = c.slice
+                rec = {"t": "p", "slice": sl.id, "call_id": call_id, "account_id": sl.account_id,
+                       "key_id": sl.key_id, "accrued": min(max(accrued, 0), c.hold), "hold": c.hold, "row": c.row()}
+                self.journal.append(rec)
+            except Exception:  # a bad progress report must not stop the others
+                log.exception("progress of call %s", call_id)
+                continue
+            c.reported, c.last = accrued, rec
+
+    # ------------------------------------------------------------------ the batch settle
+    async def flush(self) -> None:
+        work = [sl for sl in self._slices.values() if sl.pending]
+        if work:
+            await asyncio.to_thread(self.journal.sync)
+            await asyncio.gather(*(self._flush_one(sl) for sl in work))
+        oldest = min((sl.pending[0][0] for sl in self._slices.values() if sl.pending), default=None)
+        self.journal.retire(oldest)
+        self.journal.rotate_if_full([c.last for c in self._calls.values() if c.last is not None])
+
+    async def _flush_one(self, sl: Slice) -> None:
+        async with sl.lock:
+            batch, sl.pending = sl.pending, []
+            if not batch:
+                return
+            try:
+                view = await self.store.charge_slice(sl.id, sl.account_id, sl.key_id, [st for _, st in batch])
+            except Exception as exc:  # noqa: BLE001 - kept (and journaled): the next round retries
+                sl.pending[:0] = batch
+                log.warning("settling %d call(s) of slice %s failed (%s); retrying", len(batch), sl.id, exc)
+                return
+            sl.unflushed -= sum(st.charge for _, st in batch)
+            sl.apply(view)
+
+    async def _return_idle(self) -> None:
+        now = time.monotonic()
+        for key, sl in list(self._slices.items()):
+            if (sl.calls == 0 and not sl.pending and sl.unflushed == 0 and sl.granting is None
+                    and not sl.lock.locked() and now - sl.last_used > self.idle_seconds):
+                del self._slices[key]
+                if sl.known:
+                    self._spawn(self._release(sl))
+
+    async def _release(self, sl: Slice) -> None:
+        try:
+            async with sl.lock:
+                await self.store.release_slice(sl.id, sl.account_id)
+        except Exception as exc:  # noqa: BLE001 - its lease runs out and the sweeper releases it
+            log.warning("returning slice %s failed (%s); it is released when its lease runs out", sl.id, exc)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            try:
+                await self.flush()
+                await self._return_idle()
+            except Exception:
+                log.exception("settling quota slices failed")
+
+    # ------------------------------------------------------------------ replay and shutdown
+    async def replay(self) -> int:
+        """Settle what the grant journals of dead processes hold (on this state directory); how
+        many calls. Safe to repeat: settling is idempotent by call id."""
+        files = await asyncio.to_thread(self.journal.orphans)
+        if not files:
+            return 0
+        ok = False
+        try:
+            records: dict[str, dict] = {}
+            for fd, path in files:
+                for rec in await asyncio.to_thread(self.journal.read, fd, path):
+                    records[rec["call_id"]] = rec          # a call's last line counts
+            now = int(time.time() * 1000)
+            groups: dict[str, tuple[int, str | None, list[Settlement]]] = {}
+            for rec in records.values():
+                if rec["t"] == "c":
+                    st = Settlement(rec["call_id"], rec["account_id"], rec["key_id"], rec["charge"], rec["usage"],
+                                    rec.get("note", ""))
+                else:   # still running when its process died: its last progress, as the sweeper charges it
+                    row = rec["row"]
+                    usage = swept_usage(rec["call_id"], rec["account_id"], rec["key_id"], orjson.dumps(row).decode(),
+                                        int(row.get("created_at") or now), now)
+                    usage["hold"] = rec["hold"]
+                    st = Settlement(rec["call_id"], rec["account_id"], rec["key_id"], rec["accrued"], usage,
+                                    usage.get("model") or "")
+                groups.setdefault(rec["slice"], (rec["account_id"], rec["key_id"], []))[2].append(st)
+            for slice_id, (account_id, key_id, items) in groups.items():
+                await self.store.charge_slice(slice_id, account_id, key_id, items)
+            ok = True
+            if records:
+                log.warning("grant journal: %d call(s) of a stopped process settled", len(records))
+            return len(records)
+        finally:
+            for fd, path in files:
+                self.journal.done(fd, path, remove=ok)
+
+    async def close(self) -> None:
+        """Settle every pending charge and give every slice back (at shutdown, after the drain)."""
+        for _ in range(3):
+            await self.flush()
+            if not any(sl.pending for sl in self._slices.values()):
+                break
+            await asyncio.sleep(0.2)
+        landed = not any(sl.pending for sl in self._slices.values())
+        for sl in list(self._slices.values()):
+            if sl.known and sl.calls == 0 and not sl.pending:
+                await self._release(sl)
+        self._slices.clear()
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        self.journal.close(landed=landed)
+
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("quota slice top-up failed: %s", task.exception())
