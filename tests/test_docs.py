@@ -705,3 +705,10 @@ def test_the_reader_splits_commands_as_a_shell_does():
     problems = check_make(parse(Command(ROOT, 1, "make rnu NOPE=1 run")))
     assert len(problems) == 2 and "no target 'rnu'" in problems[0] and "no variable NOPE" in problems[1]
     assert check_synopsis(["keys", "create", "[--emial", "E]"]) == ["`aicredits keys create` has no option --emial"]
+
+
+def test_readme_links_every_doc():
+    """README.md is the front door: it links every file of docs/."""
+    text = (ROOT / "README.md").read_text()
+    missing = [p.name for p in DOCS if p.parent.name == "docs" and f"](docs/{p.name})" not in text]
+    assert not missing, f"README.md links no docs/{', docs/'.join(missing)}"
