@@ -17,8 +17,14 @@ install: $(STAMP)
 run: $(STAMP)  ## create .venv, install, migrate, serve on 127.0.0.1:8000 with SQLite
 	$(BIN)/aicredits serve --host 127.0.0.1 --port 8000
 
+# the suite runs in parallel (pytest-xdist), one worker per core (`make test WORKERS=0` runs it in
+# this process); a test file stays on one worker (--dist loadfile), so a module's fixtures (a shared
+# gateway process, a fake upstream) start once; files go out in collection order, the longest
+# first (tests/conftest.py LONG_FILES)
+WORKERS ?= auto
+
 test: $(STAMP)  ## the whole suite (SQLite always; PostgreSQL and Redis when reachable, required when CI=true)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (src, tests, bench) and mypy (src; configured in pyproject.toml)
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,6 +45,46 @@ def pytest_sessionfinish(session, exitstatus):
         for nodeid in _skipped:
             print(f"  {nodeid}", file=sys.stderr)
         session.exitstatus = 1
+
+
+# ---------------------------------------------------------------- parallel runs: the long files first
+# `make test` hands whole files to pytest-xdist workers in collection order (--dist loadfile
+# --no-loadscope-reorder). These files take the longest (real processes under load, fault
+# injection, many CLI processes, the browser, schemathesis): started first, they do not leave
+# one worker running a long file alone at the end while the others are idle. The real-process
+# fault tests alternate with the others so two of them rarely load the machine at once.
+LONG_FILES = (
+    "tests/cli/test_cli.py",
+    "tests/test_database_faults.py",
+    "tests/api/test_openapi.py",
+    "tests/test_redis_faults.py",
+    "tests/api/test_rate_limits.py",
+    "tests/test_upstream_faults.py",
+    "tests/store/test_backup_restore.py",
+    "tests/test_lifecycle.py",
+    "tests/web/test_browser.py",
+    "tests/test_worker_crash.py",
+    "tests/api/test_secrets.py",
+    "tests/test_money_under_load.py",
+    "tests/api/test_cache_shared.py",
+    "tests/test_concurrency.py",
+    "tests/web/test_browser_payments.py",
+    "tests/web/test_browser_history.py",
+    "tests/api/test_body_fuzz.py",
+    "tests/api/test_errors.py",
+    "tests/api/test_audio.py",
+    "tests/api/test_cache.py",
+    "tests/conformance/test_chat_conformance.py",
+    "tests/api/test_connections.py",
+    "tests/api/test_responses.py",
+    "tests/services/test_settle_journal.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)   # before --lf/--ff/--nf, which reorder after this
+def pytest_collection_modifyitems(session, config, items):
+    rank = {path: i for i, path in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))   # stable: order kept within
 
 
 def unavailable(what: str) -> None:
@@ -107,12 +148,13 @@ def pg_server():
 
 @pytest.fixture
 def make_pg_db(pg_server):
-    """Creates uniquely named PostgreSQL databases; drops them after the test."""
+    """Creates uniquely named PostgreSQL databases (empty, or copies of `template`); drops them
+    after the test."""
     created = []
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = "aicredits_test_" + uuid.uuid4().hex[:12]
-        asyncio.run(_pg_exec(pg_server, f'CREATE DATABASE "{name}"'))
+        asyncio.run(_pg_exec(pg_server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
         created.append(name)
         return pg_server.rsplit("/", 1)[0] + "/" + name
 
@@ -123,10 +165,51 @@ def make_pg_db(pg_server):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
-    """The same test on SQLite and on PostgreSQL."""
+    """The same test on SQLite and on PostgreSQL (an empty database: the test migrates it)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/aicredits.db"
     return request.getfixturevalue("make_pg_db")()
+
+
+async def _migrate(url: str) -> None:
+    from aicredits.store.db import make_engine, migrate
+
+    engine = make_engine(url)
+    try:
+        await migrate(engine, url)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file migrated to the newest revision once (per test process), for copying."""
+    path = tmp_path_factory.mktemp("template") / "aicredits.db"
+    asyncio.run(_migrate(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server):
+    """A PostgreSQL database migrated to the newest revision once (per test process); a test's
+    database is a copy of it (CREATE DATABASE ... TEMPLATE), which takes a fraction of the time of
+    running every migration again."""
+    name = "aicredits_tpl_" + uuid.uuid4().hex[:12]
+    asyncio.run(_pg_exec(pg_server, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_migrate(pg_server.rsplit("/", 1)[0] + "/" + name))
+    yield name
+    asyncio.run(_pg_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated_db_url(request, tmp_path):
+    """db_url with the schema at the newest revision already: for tests of what runs on the schema
+    (their own `migrate()` finds nothing to do), not of the migrations themselves."""
+    if request.param == "sqlite":
+        path = tmp_path / "aicredits.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("make_pg_db")(template=request.getfixturevalue("pg_template"))
 
 
 @pytest.fixture(scope="session")

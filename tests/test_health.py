@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
+import pytest
 
 from tests.conftest import free_port
+from tests.inproc import running
 
 
 def test_health(gateway):
@@ -20,21 +24,21 @@ def test_ready_without_redis(gateway):
     assert r.json() == {"status": "ready", "db": "ok", "redis": "disabled"}
 
 
-def test_ready_with_redis(start_gateway, redis_url):
-    gw = start_gateway(env={"AICREDITS_REDIS_URL": redis_url})
-    try:
-        r = httpx.get(gw.base_url + "/health/ready")
+# readiness with Redis and on PostgreSQL: the same Gateway that `serve` runs, in this process
+# (tests/inproc.py); the subprocess `gateway` above proves /health and /health/ready over a socket
+async def test_ready_with_redis(redis_url, fake_openai, tmp_path):
+    async with running(f"sqlite:///{tmp_path}/a.db", fake_openai, tmp_path, AICREDITS_REDIS_URL=redis_url,
+                       AICREDITS_REDIS_PREFIX=f"health-{uuid.uuid4().hex[:8]}:") as g:
+        r = await g.client.get("/health/ready")
         assert r.status_code == 200
         assert r.json() == {"status": "ready", "db": "ok", "redis": "ok"}
-    finally:
-        gw.stop()
 
 
-def test_ready_names_redis_when_it_is_down(start_gateway):
-    gw = start_gateway(env={"AICREDITS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    try:
-        assert httpx.get(gw.base_url + "/health").status_code == 200   # liveness does not depend on Redis
-        r = httpx.get(gw.base_url + "/health/ready", timeout=15)
+async def test_ready_names_redis_when_it_is_down(fake_openai, tmp_path):
+    async with running(f"sqlite:///{tmp_path}/a.db", fake_openai, tmp_path,
+                       AICREDITS_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as g:
+        assert (await g.client.get("/health")).status_code == 200   # liveness does not depend on Redis
+        r = await g.client.get("/health/ready", timeout=15)
         assert r.status_code == 503
         body = r.json()
         assert body.get("redis") not in (None, "ok", "disabled"), body
@@ -42,18 +46,18 @@ def test_ready_names_redis_when_it_is_down(start_gateway):
         assert body.get("status") != "ready", body
         assert "redis" in r.text
         assert r.headers.get("retry-after")
-    finally:
-        gw.stop()
 
 
-def test_ready_on_postgresql(start_gateway, make_pg_db):
-    gw = start_gateway(db_url=make_pg_db())
-    try:
-        r = httpx.get(gw.base_url + "/health/ready")
+@pytest.fixture
+def pg_url(make_pg_db) -> str:
+    return make_pg_db()
+
+
+async def test_ready_on_postgresql(pg_url, fake_openai, tmp_path):
+    async with running(pg_url, fake_openai, tmp_path) as g:
+        r = await g.client.get("/health/ready")
         assert r.status_code == 200
         assert r.json() == {"status": "ready", "db": "ok", "redis": "disabled"}
-    finally:
-        gw.stop()
 
 
 def test_openapi_json(gateway):

@@ -222,3 +222,70 @@ async def test_openapi_documents_every_admin_route():
         op = doc["paths"][path][method.lower()]
         assert op["security"] == [{"adminKey": []}], (path, method)
         assert "401" in op["responses"], (path, method)
+
+
+async def test_patch_changes_and_clears_a_keys_expiry_and_models_and_every_gateway_obeys(web_gateway, tmp_path):  # noqa: F811
+    """A PATCHed model list is enforced at once by the gateway that took it and within the key
+    cache's 1 s by another gateway on the same database; the expiry is set, cleared, validated."""
+    import asyncio
+    import time
+
+    gw = await web_gateway()
+    other = await web_gateway(db_url=f"sqlite:///{tmp_path}/web-0.db")     # a second process, same DB
+    secret, client = await setup(gw)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    async with client, client_for(other) as elsewhere:
+        h = auth(secret)
+        uid = (await client.post("/admin/api/users", headers=h, json={
+            "email": "scope@example.in", "credits": "10", "reason": "trial"})).json()["id"]
+        made = (await client.post(f"/admin/api/users/{uid}/keys", headers=h, json={"name": "ci"})).json()
+        key_h = auth(made["key"])
+        for c in (client, elsewhere):       # both gateways have the key cached as allowed everything
+            assert (await c.post("/v1/chat/completions", headers=key_h, json={"model": "demo/echo", **chat})
+                    ).status_code == 200
+
+        r = await client.patch(f"/admin/api/keys/{made['id']}", headers=h, json={"models": ["openai/*", "x/y?"]})
+        assert r.status_code == 200, r.text
+        assert schemas.AdminKey.model_validate(r.json()).models == ["openai/*", "x/y?"]
+        here = await client.post("/v1/chat/completions", headers=key_h, json={"model": "demo/echo", **chat})
+        assert_error(here, 403, "permission_error")                     # at once on this gateway
+        started = time.monotonic()
+        while True:
+            there = await elsewhere.post("/v1/chat/completions", headers=key_h, json={"model": "demo/echo", **chat})
+            if there.status_code == 403 or time.monotonic() - started > 1.5:
+                break
+            await asyncio.sleep(0.1)
+        assert_error(there, 403, "permission_error")                    # within the cache's 1 s elsewhere
+
+        r = await client.patch(f"/admin/api/keys/{made['id']}", headers=h, json={"models": None, "expires": "30d"})
+        assert r.status_code == 200 and r.json()["models"] is None, r.text
+        assert abs(r.json()["expires_at"] - (time.time() * 1000 + 30 * 86_400_000)) < 60_000
+        assert (await client.post("/v1/chat/completions", headers=key_h, json={"model": "demo/echo", **chat})
+                ).status_code == 200
+        r = await client.patch(f"/admin/api/keys/{made['id']}", headers=h, json={"expires_at": None})
+        assert r.status_code == 200 and r.json()["expires_at"] is None and r.json()["models"] is None
+
+        soon = int(time.time() * 1000) + 600
+        r = await client.patch(f"/admin/api/keys/{made['id']}", headers=h, json={"expires_at": soon})
+        assert r.status_code == 200 and r.json()["expires_at"] == soon
+        await asyncio.sleep(0.7)
+        expired = await client.post("/v1/chat/completions", headers=key_h, json={"model": "demo/echo", **chat})
+        assert "expired" in assert_error(expired, 401, "authentication_error")["message"]
+
+        past = int(time.time() * 1000) - 1000
+        for body, param in [({"models": ["bad pattern"]}, "models"), ({"models": "openai/*"}, "models"),
+                            ({"models": ["a,b"]}, "models"), ({"expires": "soon"}, "expires"),
+                            ({"expires": "2001-01-01"}, "expires"), ({"expires": 30}, "expires"),
+                            ({"expires_at": past}, "expires_at"), ({"expires_at": "2099-01-01"}, "expires_at"),
+                            ({"expires_at": True}, "expires_at"), ({"expires_at": 10**20}, "expires_at"),
+                            ({"expires": "30d", "expires_at": None}, "expires")]:
+            err = assert_error(await client.patch(f"/admin/api/keys/{made['id']}", headers=h, json=body),
+                               400, "invalid_request_error")
+            assert err["param"] == param, (body, err)
+        assert (await client.get(f"/admin/api/users/{uid}/keys", headers=h)).json()["data"][0]["expires_at"] == soon
+
+        audit = (await client.get("/admin/api/audit", headers=h, params={"action": "key.limits"})).json()["data"]
+        details = [a["detail"] for a in reversed(audit) if a["target"] == made["id"]]
+        assert details == [{"models": "openai/*,x/y?"}, {"models": None, "expires_at": details[1]["expires_at"]},
+                           {"expires_at": None}, {"expires_at": soon}]
+        assert all(a["actor"].startswith(ADMIN + " (sk-admin-") for a in audit)

@@ -16,6 +16,7 @@ from tests.fakes.audio_files import decode, encode, mp3_with_frame_count, tone
 from tests.fakes.openai_media import TRANSCRIPT, speech_seconds
 from tests.fakes.openai_upstream import Scenario
 from tests.fakes.sarvam_upstream import MAX_CHARS, MS_PER_CHAR, FakeSarvam, tts_frames
+from tests.inproc import running
 
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg; codecs=opus", "aac": "audio/aac", "flac": "audio/flac",
                  "wav": "audio/wav", "pcm": "audio/pcm"}
@@ -413,12 +414,15 @@ def test_sarvam_models_are_not_served_without_its_key(gateway, key):
     assert "not served" in exc.value.body["message"]
 
 
-def test_multipart_beyond_the_body_limit_is_413(start_gateway, upstream):
-    small = start_gateway(env={"AICREDITS_MAX_BODY_BYTES": "60000"})
-    key = small.create_key(credits="5")
-    with pytest.raises(openai.APIStatusError) as exc:
-        client(small, key).audio.transcriptions.create(model="whisper-1", file=("a.wav", make_wav(3.0)))
-    assert exc.value.status_code == 413 and exc.value.body["type"] == "request_too_large"
-    ok = client(small, key).audio.transcriptions.create(model="whisper-1", file=("a.wav", make_wav(1.0)))
-    assert ok.text == TRANSCRIPT
-    assert len(paths(upstream, "/v1/audio/transcriptions")) == 1
+async def test_multipart_beyond_the_body_limit_is_413(upstream, tmp_path):
+    """The body limit on an upload (the gateway in this process, tests/inproc.py; the SDK on its client)."""
+    async with running(f"sqlite:///{tmp_path}/a.db", upstream, tmp_path, AICREDITS_MAX_BODY_BYTES="60000") as small:
+        key = await small.new_key(5_000_000)
+        sdk = openai.AsyncOpenAI(base_url=str(small.client.base_url) + "/v1", api_key=key["key"], max_retries=0,
+                                 http_client=small.client)
+        with pytest.raises(openai.APIStatusError) as exc:
+            await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", make_wav(3.0)))
+        assert exc.value.status_code == 413 and exc.value.body["type"] == "request_too_large"
+        ok = await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", make_wav(1.0)))
+        assert ok.text == TRANSCRIPT
+        assert len(paths(upstream, "/v1/audio/transcriptions")) == 1

@@ -232,7 +232,7 @@ def test_the_key_cap_holds_across_workers_through_redis(start_gateway, redis_url
     refuses the key's next request on whichever worker gets it."""
     gw = start_gateway(workers=2, env={"AICREDITS_REDIS_URL": redis_url, "AICREDITS_KEY_MAX_CONCURRENT": "1",
                                        "AICREDITS_REDIS_PREFIX": f"aicredits-test-{uuid.uuid4().hex[:10]}:",
-                                       "AICREDITS_BODY_TIMEOUT": "3"})
+                                       "AICREDITS_BODY_TIMEOUT": "6"})   # the six calls fit in it on a busy machine
     key = gw.create_key(credits="10")["key"]
 
     async def go():

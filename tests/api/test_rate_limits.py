@@ -123,10 +123,10 @@ def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, start
     assert gw.verify() == []
 
 
-def test_every_billable_endpoint_passes_the_limit(start_gateway, upstream):
+def test_every_billable_endpoint_passes_the_limit(gateway, upstream):
     """chat (plain and stream), responses, embeddings, images, speech and transcriptions each
     count one request, and each is refused once the key's rpm is spent."""
-    gw = start_gateway()
+    gw = gateway
     key = make_key(gw, rpm=7, credits="100")
     h = auth(key)
     wav = make_wav(1.0)

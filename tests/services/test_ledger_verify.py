@@ -86,16 +86,16 @@ async def ledger(url: str):
         await engine.dispose()
 
 
-async def test_a_sound_ledger_passes_with_holds_open(db_url):
-    async with ledger(db_url) as lg:
+async def test_a_sound_ledger_passes_with_holds_open(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         assert await lg.admin.verify() == []
         now = int(time.time() * 1000)    # a call in flight: its hold is consistent, not a problem
         await lg.store.reserve(HoldRequest("in-flight", lg.account_id, lg.key_id, now, now + 60_000, _plan))
         assert await lg.admin.verify() == []
 
 
-async def test_moving_one_inr_from_a_grant_into_a_charge(db_url):
-    async with ledger(db_url) as lg:
+async def test_moving_one_inr_from_a_grant_into_a_charge(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         grant, charge = lg.entries[0], lg.entries[2]
         await lg.sql("UPDATE ledger_entries SET amount = amount - 1000000 WHERE id = :i", i=grant["id"])
         await lg.sql("UPDATE ledger_entries SET amount = amount + 1000000 WHERE id = :i", i=charge["id"])
@@ -111,8 +111,8 @@ async def test_moving_one_inr_from_a_grant_into_a_charge(db_url):
         assert f"key {lg.key_id} " in found["key spent"].first
 
 
-async def test_a_middle_entrys_balance_after(db_url):
-    async with ledger(db_url) as lg:
+async def test_a_middle_entrys_balance_after(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         middle = lg.entries[1]
         await lg.sql("UPDATE ledger_entries SET balance_after = 123 WHERE id = :i", i=middle["id"])
         found = await lg.findings()
@@ -123,16 +123,16 @@ async def test_a_middle_entrys_balance_after(db_url):
         assert chain.count == 2                          # it, and the next entry that follows from it
 
 
-async def test_a_keys_spent_set_to_zero(db_url):
-    async with ledger(db_url) as lg:
+async def test_a_keys_spent_set_to_zero(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         await lg.sql("UPDATE api_keys SET spent = 0 WHERE id = :k", k=lg.key_id)
         found = await lg.findings()
         assert set(found) == {"key spent"}
         assert found["key spent"].first == f"key {lg.key_id} (account {lg.account_id}): spent 0 != sum of its charges 5555"
 
 
-async def test_a_wallets_totals_rewritten(db_url):
-    async with ledger(db_url) as lg:
+async def test_a_wallets_totals_rewritten(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         await lg.sql("UPDATE wallets SET total_added = 9000000, total_spent = 0 WHERE account_id = :a",
                      a=lg.account_id)
         found = await lg.findings()
@@ -143,8 +143,8 @@ async def test_a_wallets_totals_rewritten(db_url):
         assert "total_spent 0 != sum of its charge/correction entries 5555" in text_
 
 
-async def test_a_key_spent_above_its_limit(db_url):
-    async with ledger(db_url) as lg:
+async def test_a_key_spent_above_its_limit(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         await lg.sql("UPDATE api_keys SET spent = 2000001 WHERE id = :k", k=lg.key_id)
         found = await lg.findings()
         assert set(found) == {"key spent", "key limit"}
@@ -152,8 +152,8 @@ async def test_a_key_spent_above_its_limit(db_url):
                                             "its limit 2000000")
 
 
-async def test_holds_against_open_calls(db_url):
-    async with ledger(db_url) as lg:
+async def test_holds_against_open_calls(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         # a hold left behind for a call that was settled (it has a usage record): money held for nothing,
         # even with the wallet's and the key's held matching it
         now = int(time.time() * 1000)
@@ -174,8 +174,8 @@ async def test_holds_against_open_calls(db_url):
         assert found["key held"].first == f"key {lg.key_id} (account {lg.account_id}): held 5 != sum of its open holds 777"
 
 
-async def test_an_unknown_kind_and_the_first_of_many(db_url):
-    async with ledger(db_url) as lg:
+async def test_an_unknown_kind_and_the_first_of_many(migrated_db_url):
+    async with ledger(migrated_db_url) as lg:
         await lg.sql("UPDATE ledger_entries SET kind = 'bonus' WHERE id = :i", i=lg.entries[1]["id"])
         await lg.sql("UPDATE ledger_entries SET amount = 0, balance_after = balance_after + 4321 WHERE id = :i",
                      i=lg.entries[3]["id"])
@@ -194,12 +194,12 @@ def test_sign_rules_cover_every_kind():
     assert set(kinds_with_sign(1)) | set(kinds_with_sign(-1)) | set(kinds_with_sign(0)) == set(KIND_RULES)
 
 
-async def test_verify_while_calls_are_billed_reports_nothing(db_url):
+async def test_verify_while_calls_are_billed_reports_nothing(migrated_db_url):
     """Calls reserve and settle (wallet, key, hold, ledger and usage rows change together) while
     verify runs again and again: no run reports a problem that a live gateway's own writes cause."""
     import asyncio
 
-    async with ledger(db_url) as lg:
+    async with ledger(migrated_db_url) as lg:
         stop = asyncio.Event()
 
         async def calls():

@@ -106,8 +106,8 @@ async def deliver(env: Env, event):
 
 
 # ---------------------------------------------------------------------------- success
-async def test_callback_credits_then_webhooks_change_nothing(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_callback_credits_then_webhooks_change_nothing(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         started = await env.svc.start(env.account_id, "razorpay", "500")
         t = started.topup
         assert (t.status, t.amount_paise, t.credit_micros, t.provider) == ("created", 50_000, 500 * INR, "razorpay")
@@ -138,8 +138,8 @@ async def test_callback_credits_then_webhooks_change_nothing(db_url, fake):
         assert receipt["payment"]["method"] == "card"
 
 
-async def test_webhook_before_callback(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_webhook_before_callback(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "750.25")).topup
         paid = fake.pay(t.order_id)
         (captured,) = events(paid, "payment.captured")
@@ -151,8 +151,8 @@ async def test_webhook_before_callback(db_url, fake):
         assert (await env.svc.receipt(env.account_id, t.id))["payment"]["source"] == "webhook"
 
 
-async def test_duplicate_webhooks_credit_once(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_duplicate_webhooks_credit_once(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         (order_paid,) = events(paid, "order.paid")
@@ -164,9 +164,9 @@ async def test_duplicate_webhooks_credit_once(db_url, fake):
         assert len(await env.entries("topup")) == 1
 
 
-async def test_fee_and_gst_are_paid_on_top_and_the_wallet_gets_the_credits(db_url, fake):
+async def test_fee_and_gst_are_paid_on_top_and_the_wallet_gets_the_credits(migrated_db_url, fake):
     terms = TopupTerms(10_000, 10_000_000, (), fee=percent("2"), gst=percent("18"))
-    async with opened(db_url, fake, terms) as env:
+    async with opened(migrated_db_url, fake, terms) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         assert (t.fee_paise, t.gst_paise, t.amount_paise) == (1_000, 9_180, 60_180)
         assert fake.orders[t.order_id]["amount"] == 60_180          # Razorpay collects 601.80
@@ -175,9 +175,9 @@ async def test_fee_and_gst_are_paid_on_top_and_the_wallet_gets_the_credits(db_ur
         assert (await env.wallet())["balance"] == 500 * INR          # the wallet receives 500.00
 
 
-async def test_manual_capture_is_captured_before_crediting(db_url, fake):
+async def test_manual_capture_is_captured_before_crediting(migrated_db_url, fake):
     fake.auto_capture = False
-    async with opened(db_url, fake) as env:
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "200")).topup
         paid = fake.pay(t.order_id)
         assert fake.payments[paid.payment["id"]]["status"] == "authorized"
@@ -191,8 +191,8 @@ async def test_manual_capture_is_captured_before_crediting(db_url, fake):
 
 
 # ---------------------------------------------------------------------------- failure
-async def test_failure_then_a_retry_on_the_same_order(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_failure_then_a_retry_on_the_same_order(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         failed = fake.pay(t.order_id, succeed=False)
         out = await deliver(env, events(failed, "payment.failed")[0])
@@ -206,8 +206,8 @@ async def test_failure_then_a_retry_on_the_same_order(db_url, fake):
 
 
 # ---------------------------------------------------------------------------- refusals
-async def test_a_forged_callback_signature_credits_nothing(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_a_forged_callback_signature_credits_nothing(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         forged = {**paid.response, "razorpay_signature": "f" * 64}
@@ -222,8 +222,8 @@ async def test_a_forged_callback_signature_credits_nothing(db_url, fake):
         assert (await env.wallet())["balance"] == 0 and await env.entries() == []
 
 
-async def test_a_forged_webhook_credits_nothing(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_a_forged_webhook_credits_nothing(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         (captured,) = events(fake.pay(t.order_id), "payment.captured")
         headers = captured.lower_headers
@@ -238,8 +238,8 @@ async def test_a_forged_webhook_credits_nothing(db_url, fake):
         assert (await env.wallet())["balance"] == 0 and await env.entries() == []
 
 
-async def test_an_amount_mismatch_is_refused(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_an_amount_mismatch_is_refused(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id, amount=40_000)        # a payment of 400.00 on a 500.00 order
         with pytest.raises(InvalidRequest, match=r"400\.00 INR does not match the top-up's 500\.00 INR"):
@@ -250,8 +250,8 @@ async def test_an_amount_mismatch_is_refused(db_url, fake):
         assert (await env.wallet())["balance"] == 0 and await env.entries() == []
 
 
-async def test_an_unknown_order_is_ignored_and_a_callback_needs_its_owner(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_an_unknown_order_is_ignored_and_a_callback_needs_its_owner(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         order = fake.create_order(50_000)           # made by another integration on the same account
         paid = fake.pay(order["id"])
         assert (await deliver(env, events(paid, "payment.captured")[0])).status == "ignored"
@@ -264,8 +264,8 @@ async def test_an_unknown_order_is_ignored_and_a_callback_needs_its_owner(db_url
         assert (await env.wallet())["balance"] == 0
 
 
-async def test_a_second_payment_on_a_paid_top_up_is_not_credited(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_a_second_payment_on_a_paid_top_up_is_not_credited(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         first = fake.pay(t.order_id)
         await env.svc.confirm_callback(env.account_id, "razorpay", first.response)
@@ -277,8 +277,8 @@ async def test_a_second_payment_on_a_paid_top_up_is_not_credited(db_url, fake):
 
 
 # ---------------------------------------------------------------------------- starting
-async def test_start_checks_amount_and_provider(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_start_checks_amount_and_provider(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         for amount, message in (("99.99", "smallest top-up is 100.00"), ("100000.01", "largest top-up"),
                                 ("12.345", "not an amount")):
             with pytest.raises(InvalidRequest, match=message):
@@ -289,9 +289,9 @@ async def test_start_checks_amount_and_provider(db_url, fake):
         assert await env.svc.topups(env.account_id) == []
 
 
-async def test_razorpay_unreachable_fails_the_top_up_cleanly(db_url, fake):
+async def test_razorpay_unreachable_fails_the_top_up_cleanly(migrated_db_url, fake):
     from tests.conftest import free_port
-    async with opened(db_url, fake, base_url=f"http://127.0.0.1:{free_port()}") as env:
+    async with opened(migrated_db_url, fake, base_url=f"http://127.0.0.1:{free_port()}") as env:
         with pytest.raises(UpstreamError, match="could not be reached") as err:
             await env.svc.start(env.account_id, "razorpay", "500")
         assert fake.key_secret not in str(err.value.message)
@@ -300,8 +300,8 @@ async def test_razorpay_unreachable_fails_the_top_up_cleanly(db_url, fake):
 
 
 # ---------------------------------------------------------------------------- refunds
-async def test_refunds_debit_the_credits_once(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_refunds_debit_the_credits_once(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         await env.svc.confirm_callback(env.account_id, "razorpay", paid.response)
@@ -326,8 +326,8 @@ async def test_refunds_debit_the_credits_once(db_url, fake):
             ("razorpay", t.id, 300 * INR), ("razorpay", t.id, 200 * INR)]
 
 
-async def test_a_refund_never_takes_the_wallet_below_zero(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_a_refund_never_takes_the_wallet_below_zero(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id)
         await env.svc.confirm_callback(env.account_id, "razorpay", paid.response)
@@ -345,8 +345,8 @@ async def test_a_refund_never_takes_the_wallet_below_zero(db_url, fake):
             (500 * INR, 79_500_000, 420_500_000)]
 
 
-async def test_a_refund_of_a_payment_that_credited_nothing_is_ignored(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_a_refund_of_a_payment_that_credited_nothing_is_ignored(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "razorpay", "500")).topup
         paid = fake.pay(t.order_id, amount=40_000)       # refused for its amount, then refunded
         _, (_, processed) = fake.refund(paid.payment["id"])
@@ -355,11 +355,11 @@ async def test_a_refund_of_a_payment_that_credited_nothing_is_ignored(db_url, fa
 
 
 # ---------------------------------------------------------------------------- the race
-async def test_callback_and_webhooks_racing_credit_exactly_once(db_url, fake):
+async def test_callback_and_webhooks_racing_credit_exactly_once(migrated_db_url, fake):
     """Two gateway processes (two engines): one gets the browser's callback, the other Razorpay's
     payment.captured and order.paid, all at the same moment; five top-ups in a row."""
-    async with opened(db_url, fake) as env:
-        engine2 = make_engine(db_url)
+    async with opened(migrated_db_url, fake) as env:
+        engine2 = make_engine(migrated_db_url)
         other = PaymentsService(engine2, {"razorpay": razorpay_for(fake)}, TERMS)
         try:
             for _ in range(5):
@@ -380,10 +380,10 @@ async def test_callback_and_webhooks_racing_credit_exactly_once(db_url, fake):
         assert len(await Audit(env.engine).recent(action="topup")) == 5
 
 
-async def test_the_unique_constraint_is_what_stops_a_second_credit(db_url, fake):
+async def test_the_unique_constraint_is_what_stops_a_second_credit(migrated_db_url, fake):
     """Not a check-then-insert: two inserts of one payment id, the second inside a transaction that
     has already seen no row, cannot both succeed."""
-    async with opened(db_url, fake) as env:
+    async with opened(migrated_db_url, fake) as env:
         t = (await env.svc.start(env.account_id, "test", "500")).topup
         kw = {"payment_id": "pay_Same0000000000", "provider": "test", "topup_id": t.id,
               "account_id": env.account_id, "amount_paise": 50_000, "credit_micros": 500 * INR, "method": "test",
@@ -396,8 +396,8 @@ async def test_the_unique_constraint_is_what_stops_a_second_credit(db_url, fake)
 
 
 # ---------------------------------------------------------------------------- the test provider
-async def test_the_test_provider_pays_or_fails_on_a_click(db_url, fake):
-    async with opened(db_url, fake) as env:
+async def test_the_test_provider_pays_or_fails_on_a_click(migrated_db_url, fake):
+    async with opened(migrated_db_url, fake) as env:
         started = await env.svc.start(env.account_id, "test", "500")
         t = started.topup
         assert started.checkout == {"page": f"test-checkout/{t.id}"} and t.order_id.startswith("test_order_")

@@ -104,8 +104,8 @@ async def test_migrations_are_idempotent(db_url):
         await engine.dispose()
 
 
-async def test_find_key_known_unknown_and_revoked(db_url):
-    async with opened(db_url) as env:
+async def test_find_key_known_unknown_and_revoked(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 5_000_000, limit=2_000_000)
         assert auth.key_id == created["id"]
         assert auth.name == "test key"
@@ -117,8 +117,8 @@ async def test_find_key_known_unknown_and_revoked(db_url):
         assert await env.store.find_key(hash_key(created["key"])) is None
 
 
-async def test_reserve_then_settle_moves_money_exactly(db_url):
-    async with opened(db_url) as env:
+async def test_reserve_then_settle_moves_money_exactly(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000)
         req = hold_request(auth)
         plan = await env.store.reserve(req)
@@ -154,8 +154,8 @@ async def test_reserve_then_settle_moves_money_exactly(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_settle_caps_the_charge_at_the_hold(db_url):
-    async with opened(db_url) as env:
+async def test_settle_caps_the_charge_at_the_hold(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000)
         req = hold_request(auth)
         await env.store.reserve(req)
@@ -168,8 +168,8 @@ async def test_settle_caps_the_charge_at_the_hold(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_zero_charge_releases_the_hold_without_a_ledger_entry(db_url):
-    async with opened(db_url) as env:
+async def test_zero_charge_releases_the_hold_without_a_ledger_entry(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, _created, auth = await new_key(env, 1_000_000)
         req = hold_request(auth)
         await env.store.reserve(req)
@@ -182,8 +182,8 @@ async def test_zero_charge_releases_the_hold_without_a_ledger_entry(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_refusal_leaves_nothing_held(db_url):
-    async with opened(db_url) as env:
+async def test_refusal_leaves_nothing_held(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, HOLD - 1)
         with pytest.raises(Refusal) as info:
             await env.store.reserve(hold_request(auth))
@@ -198,8 +198,8 @@ async def test_refusal_leaves_nothing_held(db_url):
         assert plan.amount == 9_000
 
 
-async def test_key_limit_bounds_holds(db_url):
-    async with opened(db_url) as env:
+async def test_key_limit_bounds_holds(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000, limit=HOLD + HOLD // 2)
         first = hold_request(auth)
         await env.store.reserve(first)
@@ -216,8 +216,8 @@ async def test_key_limit_bounds_holds(db_url):
             await env.store.reserve(hold_request(auth))
 
 
-async def test_reserve_against_a_revoked_key_raises(db_url):
-    async with opened(db_url) as env:
+async def test_reserve_against_a_revoked_key_raises(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000)
         await env.admin.revoke_key(created["id"])
         with pytest.raises(KeyRevoked):
@@ -227,8 +227,8 @@ async def test_reserve_against_a_revoked_key_raises(db_url):
         assert (await key_row(env, email, created["id"]))["held"] == 0
 
 
-async def test_sweep_releases_expired_holds_only(db_url):
-    async with opened(db_url) as env:
+async def test_sweep_releases_expired_holds_only(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000)
         stale = hold_request(auth, expires_in_ms=-1_000)
         fresh = hold_request(auth, plan=planner(7))
@@ -257,8 +257,8 @@ async def test_sweep_releases_expired_holds_only(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_late_settle_after_sweep_never_goes_below_zero(db_url):
-    async with opened(db_url) as env:
+async def test_late_settle_after_sweep_never_goes_below_zero(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, _created, auth = await new_key(env, HOLD)
         stale = hold_request(auth, expires_in_ms=-1_000)
         await env.store.reserve(stale)
@@ -273,8 +273,8 @@ async def test_late_settle_after_sweep_never_goes_below_zero(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_concurrent_reserves_never_overspend(db_url):
-    async with opened(db_url) as env:
+async def test_concurrent_reserves_never_overspend(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 20 * HOLD)
         reqs = [hold_request(auth) for _ in range(50)]
         results = await asyncio.gather(*(env.store.reserve(r) for r in reqs), return_exceptions=True)
@@ -299,8 +299,8 @@ async def test_concurrent_reserves_never_overspend(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_ping_and_credits_view(db_url):
-    async with opened(db_url) as env:
+async def test_ping_and_credits_view(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         _email, _created, auth = await new_key(env, 2_500_000, limit=1_000_000)
         await env.store.ping()
         view = await env.store.credits(auth.account_id, auth.key_id)
@@ -311,8 +311,8 @@ async def test_ping_and_credits_view(db_url):
 
 
 # ---------------------------------------------------------------------------- rate limits (migration 0002)
-async def test_find_key_carries_the_rate_limits(db_url):
-    async with opened(db_url) as env:
+async def test_find_key_carries_the_rate_limits(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         _email, created, auth = await new_key(env, 1_000_000)
         assert (auth.rpm, auth.tpm) == (None, None)              # unlimited by default
         limited = await env.admin.create_key(f"r-{uuid.uuid4().hex[:8]}@example.com", rpm=60, tpm=90_000)

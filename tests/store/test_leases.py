@@ -29,11 +29,11 @@ async def ledger(env, email: str) -> list[tuple[str, int, str | None]]:
     return [(e["kind"], e["amount"], e["call_id"]) for e in reversed(entries) if e["kind"] != "grant"]
 
 
-async def test_a_late_settle_never_takes_a_key_past_its_limit(db_url):
+async def test_a_late_settle_never_takes_a_key_past_its_limit(migrated_db_url):
     """The reproduction: a call's hold is released while the call runs, a second call holds the
     same headroom, then the first settles. Before the fix the late charge was capped only by the
     wallet, and the key ended above its limit with `ledger verify` saying ok."""
-    async with opened(db_url) as env:
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000, limit=LIMIT)   # 1 INR wallet, 0.1 INR key
         first = hold_request(auth, expires_in_ms=-1_000, plan=planner(100))  # holds the whole 0.1 INR
         await env.store.reserve(first)
@@ -52,8 +52,8 @@ async def test_a_late_settle_never_takes_a_key_past_its_limit(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_a_late_settle_takes_only_the_headroom_left(db_url):
-    async with opened(db_url) as env:
+async def test_a_late_settle_takes_only_the_headroom_left(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000, limit=LIMIT)
         first = hold_request(auth, expires_in_ms=-1_000, plan=planner(50))
         await env.store.reserve(first)
@@ -66,8 +66,8 @@ async def test_a_late_settle_takes_only_the_headroom_left(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_settle_is_idempotent_by_call_id(db_url):
-    async with opened(db_url) as env:
+async def test_settle_is_idempotent_by_call_id(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, _created, auth = await new_key(env, 1_000_000)
         req = hold_request(auth)
         await env.store.reserve(req)
@@ -82,8 +82,8 @@ async def test_settle_is_idempotent_by_call_id(db_url):
         assert await env.admin.verify() == []
 
 
-async def test_a_renewed_lease_is_never_swept(db_url):
-    async with opened(db_url) as env:
+async def test_a_renewed_lease_is_never_swept(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, _created, auth = await new_key(env, 1_000_000)
         req = hold_request(auth, expires_in_ms=200)
         await env.store.reserve(req)
@@ -95,8 +95,8 @@ async def test_a_renewed_lease_is_never_swept(db_url):
         assert (await env.admin.wallet(email))["held"] == 0
 
 
-async def test_the_sweeper_charges_recorded_progress_and_the_call_own_settle_corrects_it(db_url):
-    async with opened(db_url) as env:
+async def test_the_sweeper_charges_recorded_progress_and_the_call_own_settle_corrects_it(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000)
         up, down, dead = (hold_request(auth) for _ in range(3))
         for req in (up, down, dead):
@@ -129,8 +129,8 @@ async def test_the_sweeper_charges_recorded_progress_and_the_call_own_settle_cor
         assert await env.admin.verify() == []
 
 
-async def test_a_correction_after_the_sweeper_stays_within_the_key_limit(db_url):
-    async with opened(db_url) as env:
+async def test_a_correction_after_the_sweeper_stays_within_the_key_limit(migrated_db_url):
+    async with opened(migrated_db_url) as env:
         email, created, auth = await new_key(env, 1_000_000, limit=LIMIT)
         req = hold_request(auth, plan=planner(60))
         await env.store.reserve(req)

@@ -6,10 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 
 from tests.web.conftest import PASSWORD, client_for, csrf_of, signed_up
+
+
+async def session_rows(url: str, ended: bool = False) -> int:
+    """Rows of web_sessions (ended: only those past their expiry)."""
+    from sqlalchemy import text
+
+    from aicredits.store.db import make_engine
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT count(*) FROM web_sessions"
+                                           + (" WHERE expires_at < :now" if ended else "")),
+                                      {"now": int(time.time() * 1000)})).scalar_one()
+    finally:
+        await engine.dispose()
 
 
 async def sign_in(client, email: str, password: str = PASSWORD, next_: str = ""):
@@ -109,6 +125,11 @@ async def test_sessions_expire(web_gateway):
         await asyncio.sleep(1.3)
         r = await client.get("/dashboard/keys")
         assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin?next=/dashboard/keys"
+        # the ended session is deleted when the next one opens: the table keeps only live sessions
+        url = gw.services.settings.database_url
+        assert await session_rows(url, ended=True) == 1
+        assert (await sign_in(client, "brief@example.in")).status_code == 303
+        assert await session_rows(url, ended=True) == 0 and await session_rows(url) >= 1
 
 
 async def test_next_goes_back_to_a_dashboard_page_only(web_client):

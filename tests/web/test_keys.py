@@ -3,6 +3,7 @@ give 404 in every URL and form; revocation is immediate in this process; last us
 
 from __future__ import annotations
 
+import html
 import re
 
 from tests.web.conftest import client_for, signed_up
@@ -131,3 +132,44 @@ async def test_a_refused_call_is_in_the_request_log_with_its_status(web_client):
     assert [(r["status"], r["end_state"]) for r in rows] == [(403, "rejected")], page[-3000:]
     row = page.split("<tbody>")[1].split("</tr>")[0]
     assert "openai/gpt-4o-mini" in row and "403" in row and "rejected" in row and "not charged" in row
+
+
+async def test_the_form_sets_an_expiry_and_a_model_list_that_are_enforced(web_client):
+    import time
+
+    csrf = await signed_up(web_client, "formscope@example.in")
+    from aicredits.services.admin import Admin
+    await Admin(web_client.gateway.services.web_context.engine).grant("formscope@example.in", 5_000_000)
+    secret, key_id = await create(web_client, csrf, name="narrow", expires="30d", models=" demo/*, openai/gpt-4o* ")
+    _, dated_id = await create(web_client, csrf, name="dated", expires_on="2099-01-01")
+    keys = {k.id: k for k in await web_client.gateway.services.web_context.keys.list(1)}
+    now = time.time() * 1000
+    assert abs(keys[key_id].expires_at - (now + 30 * 86_400_000)) < 60_000
+    assert keys[key_id].models == "demo/*,openai/gpt-4o*"
+    assert (keys[dated_id].expires_at, keys[dated_id].models) == (4_070_908_800_000, None)
+    audit = await web_client.gateway.services.web_context.audit.recent(action="key.created")
+    assert {e["target"]: e["detail"]["models"] for e in audit}[key_id] == "demo/*,openai/gpt-4o*"
+    auth = {"Authorization": f"Bearer {secret}"}
+    ok = await web_client.post("/v1/chat/completions", headers=auth, json={
+        "model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]})
+    assert ok.status_code == 200, ok.text
+    refused = await web_client.post("/v1/chat/completions", headers=auth, json={
+        "model": "anthropic/claude-3-5-haiku", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 403, refused.text
+
+
+async def test_a_bad_expiry_or_model_pattern_is_a_form_error(web_client):
+    csrf = await signed_up(web_client, "badscope@example.in")
+    for fields, message in (({"models": "openai/*, bad pattern"}, "'bad pattern' is not a model id"),
+                            ({"models": "a$b"}, "is not a model id or glob pattern"),
+                            ({"expires": "soon"}, "neither a duration"),
+                            ({"expires_on": "2001-01-01"}, "is in the past"),
+                            ({"expires_on": "31/12/2099"}, "neither a duration"),
+                            ({"expires": "7d", "expires_on": "2099-01-01"}, "not both")):
+        r = await web_client.post("/dashboard/keys", data={"csrf_token": csrf, "name": "k", **fields})
+        assert r.status_code == 400 and message in html.unescape(r.text), (fields, r.text[-600:])
+        if "models" in fields:      # what was typed is kept
+            assert f'name="models" type="text" maxlength="2000" spellcheck="false" value="{fields["models"]}"' in r.text
+    no_csrf = await web_client.post("/dashboard/keys", data={"name": "k", "models": "demo/*"})
+    assert no_csrf.status_code == 403
+    assert await web_client.gateway.services.web_context.keys.list(1) == []

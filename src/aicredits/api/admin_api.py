@@ -196,12 +196,20 @@ def _key_id(request: Request) -> str:
 @admin
 async def update_key(request: Request) -> Response:
     b = await body(request)
-    changes = {}
+    changes: dict[str, int | tuple[str, ...] | None] = {}
     if "limit" in b:
         changes["limit"] = j.amount(b, "limit", required=False)
     for name in ("rpm", "tpm"):
         if name in b:
             changes[name] = j.optional_int(b, name)
+    if "expires" in b and "expires_at" in b:
+        raise InvalidRequest("Give 'expires' or 'expires_at', not both.", param="expires")
+    if "expires" in b:
+        changes["expires_at"] = j.expiry(b)
+    if "expires_at" in b:
+        changes["expires_at"] = j.expiry_at(b)
+    if "models" in b:
+        changes["models"] = j.model_patterns(b)
     try:
         key = await services(request).operator.set_key_limits(request.state.actor, _key_id(request), changes)
     except OperatorNotFound:

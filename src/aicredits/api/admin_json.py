@@ -63,6 +63,21 @@ def expiry(b: dict, name: str = "expires") -> int | None:
         raise InvalidRequest(f"'{name}': {exc}.", param=name) from None
 
 
+MAX_EPOCH_MS = 253_402_300_799_999     # 9999-12-31T23:59:59.999Z
+
+
+def expiry_at(b: dict, name: str = "expires_at") -> int | None:
+    """A key's expiry as epoch milliseconds, in the future; null: never."""
+    value = b.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_EPOCH_MS:
+        raise InvalidRequest(f"'{name}' must be epoch milliseconds (an integer), or null for no expiry.", param=name)
+    if value <= time.time() * 1000:
+        raise InvalidRequest(f"'{name}' is in the past.", param=name)
+    return value
+
+
 def model_patterns(b: dict, name: str = "models") -> tuple[str, ...] | None:
     """A key's model allow-list: an array of ids or glob patterns; null/absent: every model."""
     value = b.get(name)

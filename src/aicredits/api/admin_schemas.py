@@ -199,3 +199,9 @@ class AdminUpdateKey(BaseModel):
     limit: Amount | None = Field(None, description="INR; null removes it. Fields left out stay.")
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
+    expires: str | None = Field(None, description="A new expiry: a duration from now (12h, 30d, 2w) or an ISO date "
+                                                  "or date-time (UTC when no offset); null: never expires.")
+    expires_at: int | None = Field(None, ge=1, description="A new expiry as epoch ms (in the future); null: never "
+                                                            "expires. Give `expires` or `expires_at`, not both.")
+    models: list[str] | None = Field(None, description="A new model allow-list: ids or glob patterns ('openai/*'); "
+                                                       "null: every model.")

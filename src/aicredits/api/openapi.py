@@ -268,9 +268,9 @@ OPERATIONS += [
            "A user's requests, tokens and spend per day and model",
            "The last 30 days by default, at most 400; days are calendar days in `tz`.",
            response=a.AdminUsageDays, parameters=(USER_ID, *DAYS)),
-    _admin("/admin/api/keys/{key_id}", "patch", "adminUpdateKey", "Change a key's credit limit or rate limits",
-           "Fields left out stay; null removes a limit. Running gateways apply it within a second. Audited as "
-           "`key.limits`.", request=a.AdminUpdateKey, response=a.AdminKey, parameters=(KEY_ID,)),
+    _admin("/admin/api/keys/{key_id}", "patch", "adminUpdateKey", "Change a key's limits, expiry or models",
+           "Fields left out stay; null removes a limit, the expiry or the model list. Running gateways apply it "
+           "within a second. Audited as `key.limits`.", request=a.AdminUpdateKey, response=a.AdminKey, parameters=(KEY_ID,)),
     _admin("/admin/api/keys/{key_id}/revoke", "post", "adminRevokeKey", "Revoke a key",
            "Every running gateway refuses it within a second. Audited as `key.revoked`.", response=a.AdminKey,
            parameters=(KEY_ID,)),

@@ -73,18 +73,22 @@ class AccountKeys:
         return _view(row)
 
     async def create(self, actor: Actor, *, name: str, limit: int | None = None, rpm: int | None = None,
-                     tpm: int | None = None) -> tuple[str, KeyView]:
-        """(the secret, shown once; the key)."""
+                     tpm: int | None = None, expires_at: int | None = None,
+                     models: tuple[str, ...] | None = None) -> tuple[str, KeyView]:
+        """(the secret, shown once; the key). `expires_at` (epoch ms) and `models` (glob patterns)
+        come parsed (domain/keys.py)."""
         if actor.account_id is None:
             raise KeyNotFound("no account")
         name = _check(name, limit, rpm, tpm)
+        models_text = ",".join(models) if models else None
         secret = generate_key()
         async with self._engine.begin() as conn:
             row = await keys_repo.create(conn, key_id=generate_key_id(), account_id=actor.account_id, name=name,
                                          key_hash=hash_key(secret), display=display_form(secret), limit_micros=limit,
-                                         rpm=rpm, tpm=tpm)
+                                         rpm=rpm, tpm=tpm, expires_at=expires_at, models=models_text)
             await audit.append(conn, actor, audit.KEY_CREATED, target=row.id,
-                               detail={"name": name, "limit": limit, "rpm": rpm, "tpm": tpm})
+                               detail={"name": name, "limit": limit, "rpm": rpm, "tpm": tpm,
+                                       "expires_at": expires_at, "models": models_text})
             made = await auth_repo.owned_key(conn, actor.account_id, row.id)
             assert made is not None     # made in this transaction
             view = _view(made)

@@ -110,6 +110,7 @@ class Auth:
     async def _open(self, conn: Conn, account_id: int | None, ip: str | None, user_agent: str | None,
                     data: dict | None = None) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        await auth_repo.purge_sessions(conn, now_ms())     # sessions that ended go as new ones open
         await auth_repo.create_session(conn, session_id=token_hash(token), account_id=account_id, csrf_token=csrf,
                                        data=json.dumps(data or {}), ip=ip, user_agent=user_agent,
                                        expires_at=now_ms() + self._session_ms)

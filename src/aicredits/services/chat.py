@@ -115,6 +115,8 @@ class ChatService:
         """A hit's answer, recorded with the tokens it saved: a charged hit settled like any call;
         a free one (no money moves) recorded by the cache with its next write, within 0.5 s."""
         plan, cache = meter.cache_plan, self._cache
+        if plan is None:
+            raise RuntimeError("not a cache hit")
         meter.provider, meter.deployment = plan.hit.provider, "cache"
         meter.usage = cache.hit_usage(plan)
         if meter.hold:
@@ -126,13 +128,14 @@ class ChatService:
 
     def _remember(self, meter: Meter, data: dict | None, raw: bytes | None, usage: TokenUsage) -> None:
         """A cache miss that completed cleanly is stored for the next asker."""
-        if meter.cache == "miss" and meter.end_state == "completed" and meter.settled is not None:
-            self._cache.remember(meter.cache_plan, data, raw, served_by=meter.target.spec.id,
+        if meter.cache == "miss" and meter.end_state == "completed" and meter.settled is not None \
+                and meter.cache_plan is not None:
+            self._cache.remember(meter.cache_plan, data, raw, served_by=meter.served.spec.id,
                                 provider=meter.provider, usage=usage, charge=meter.settled.charged)
 
     def _upstream_body(self, meter: Meter, target: Target) -> dict:
         plan = meter.plan
-        if not plan.inject_max_tokens:
+        if not isinstance(plan, HoldPlan) or not plan.inject_max_tokens:
             return meter.body
         body = dict(meter.body)
         body.pop("max_tokens", None)              # a client's value above the model's cap is replaced
@@ -142,7 +145,7 @@ class ChatService:
 
     def _cost(self, meter: Meter, usage: TokenUsage) -> int:
         meter.usage = usage
-        return min(self.prices(meter.target.spec).cost(usage), meter.hold)
+        return min(self.prices(meter.served.spec).cost(usage), meter.hold)
 
     async def _call(self, meter: Meter) -> ChatResult:
         def call(target: Target) -> Awaitable[ChatResult]:

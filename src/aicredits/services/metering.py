@@ -25,6 +25,7 @@ from aicredits.errors import GatewayError, InternalError, RateLimited, ServiceUn
 from aicredits.ports import KeyAuth, Plan, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import ChatStream, UpstreamCut
 from aicredits.services.billing import Billing
+from aicredits.services.cache import CachePlan
 from aicredits.services.routing import Router, Target
 from aicredits.telemetry import NO_METRICS, NO_TRACING, Metrics, Tracing, current_request
 
@@ -48,7 +49,7 @@ class Meter:
     stream: bool = False
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hold: int = 0
-    plan: Any = None
+    plan: Plan | None = None    # what the hold holds (domain/reservation.py's HoldPlan for token-priced calls)
     model: str = ""
     provider: str = ""
     deployment: str = ""
@@ -57,18 +58,18 @@ class Meter:
     end_state: str = "completed"
     error: str | None = None
     cache: str = "bypass"
-    cache_plan: Any = None      # services/cache.py's CachePlan when the cache looked the request up
+    cache_plan: CachePlan | None = None     # when the response cache looked the request up
     client_gone: bool = False
     usage: TokenUsage = field(default_factory=TokenUsage)
     units: int = 0
     settled: SettleResult | None = None
-    body: Any = None            # what goes upstream (gateway-only fields removed)
-    chain: list = field(default_factory=list)   # candidate models, first = requested
-    target: Any = None          # the routing Target that answered
+    body: dict[str, Any] = field(default_factory=dict)   # what goes upstream (gateway-only fields removed)
+    chain: list[ModelSpec] = field(default_factory=list)   # candidate models, first = requested
+    target: Target | None = None    # the routing target that answered
     include_usage: bool = False
     prompt_estimate: int | None = None   # the estimator's prompt tokens, once computed (see `estimated_prompt`)
     stopping: bool = False      # the server cut this stream at the end of its drain time (`stop`)
-    watch: Any = None           # the stream's deadline while `Metering.relay` runs it
+    watch: _Deadline | None = None  # the stream's deadline while `Metering.relay` runs it
 
     def stop(self) -> bool:
         """The server is stopping: cut this call's stream now (the relay ends it with the cut event
@@ -78,6 +79,13 @@ class Meter:
         self.stopping = True
         self.watch.expire()
         return True
+
+    @property
+    def served(self) -> Target:
+        """The routing target that answered (a call past its routing has one)."""
+        if self.target is None:
+            raise RuntimeError("the call has not reached a provider")
+        return self.target
 
     def overhead_ms(self) -> float:
         return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
@@ -244,7 +252,8 @@ class Metering:
         deadline = asyncio.timeout(remaining(meter, self.max_seconds))
         try:
             async with deadline:
-                result, meter.target = await router.run(chain, attempt)
+                result, target = await router.run(chain, attempt)
+                meter.target = target
         except TimeoutError:
             if not deadline.expired():   # not ours: an unexpected error inside the gateway
                 await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
@@ -269,7 +278,7 @@ class Metering:
         except BaseException:
             await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
             raise
-        return result, meter.target
+        return result, target
 
     async def upstream(self, meter: Meter, aw: Awaitable[T]) -> T:
         """Await upstream work, counting its time out of the gateway's overhead."""

@@ -38,6 +38,7 @@ USER_CREATED = "user.created"
 CREDITS_GRANTED = "credits.granted"
 CREDITS_DEBITED = "credits.debited"
 KEY_LIMITS = "key.limits"
+KEY_FIELDS = {"limit", "rpm", "tpm", "expires_at", "models"}     # what set_key_limits changes
 ADMIN_KEY_CREATED = "admin_key.created"
 ADMIN_KEY_REVOKED = "admin_key.revoked"
 # every action the audit log holds, for its filter
@@ -214,10 +215,17 @@ class Operator:
         return done
 
     async def set_key_limits(self, actor: Actor, key_id: str, changes: dict) -> dict:
-        """Set or clear (None) a key's `limit` (micro-INR), `rpm`, `tpm`; keys left out stay."""
-        if not changes or set(changes) - {"limit", "rpm", "tpm"}:
-            raise OperatorError("Change one or more of limit, rpm, tpm.")
+        """Set or clear (None) a key's `limit` (micro-INR), `rpm`, `tpm`, `expires_at` (epoch ms)
+        and `models` (glob patterns, parsed by domain/keys.py); keys left out stay."""
+        if not changes or set(changes) - KEY_FIELDS:
+            raise OperatorError("Change one or more of limit, rpm, tpm, expires_at, models.")
         _limits(changes.get("limit"), changes.get("rpm"), changes.get("tpm"))
+        expires_at = changes.get("expires_at")
+        if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, int)):
+            raise OperatorError("A key's expiry is epoch milliseconds, or none.")
+        if "models" in changes:
+            models = changes["models"]
+            changes = {**changes, "models": ",".join(models) if models else None}
         values = {("limit_micros" if k == "limit" else k): v for k, v in changes.items()}
         async with self._engine.begin() as conn:
             if await keys_repo.get(conn, key_id[:64]) is None:

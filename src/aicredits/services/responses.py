@@ -186,17 +186,17 @@ class ResponsesService:
 
         meter = Meter(request_id, auth, "responses", started, stream=stream)
         meter.model = chain[0].id
-        await self._metering.hold(meter, planner)
+        plan = await self._metering.hold(meter, planner)
         meter.body = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
-        if meter.plan.inject_max_tokens:
-            meter.body["max_output_tokens"] = meter.plan.max_tokens
+        if plan.inject_max_tokens:
+            meter.body["max_output_tokens"] = plan.max_tokens
         meter.chain = chain
         return ResponsesCall(meter, body, True, stream)
 
     def _charge(self, call: ResponsesCall, usage: TokenUsage) -> int:
         meter = call.meter
         meter.usage = usage
-        return min(self._chat.prices(meter.target.spec).cost(usage), meter.hold)
+        return min(self._chat.prices(meter.served.spec).cost(usage), meter.hold)
 
     def _estimate(self, call: ResponsesCall, out_bytes: int, fragments: int = 0) -> TokenUsage:
         """The documented estimator (domain/usage.py) when the upstream sent no usage."""

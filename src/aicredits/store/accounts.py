@@ -19,7 +19,6 @@ class Account:
     email: str
     name: str
     role: str
-    has_password: bool
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Wallet:
 
 
 def _account(row: AnyRow) -> Account:
-    return Account(row.id, row.email, row.name, row.role, row.password_hash is not None)
+    return Account(row.id, row.email, row.name, row.role)
 
 
 async def count(conn: AsyncConnection) -> int:
@@ -62,7 +61,7 @@ async def create(conn: AsyncConnection, email: str, *, name: str = "", role: str
     account_id = result.scalar_one()
     await conn.execute(insert(wallets).values(account_id=account_id, balance=0, held=0, total_added=0,
                                               total_spent=0, updated_at=ts))
-    return Account(account_id, email, name, role, password_hash is not None)
+    return Account(account_id, email, name, role)
 
 
 async def set_password(conn: AsyncConnection, account_id: int, password_hash: str) -> None:

@@ -3,11 +3,14 @@ is not the signed-in account's gives 404, in the URL or in a form."""
 
 from __future__ import annotations
 
+import time
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aicredits.domain.keys import parse_expiry, parse_model_patterns
 from aicredits.domain.money import inr_to_micros
 from aicredits.services.account_keys import KeyInputError, KeyNotFound
 from aicredits.web.core import actor, checked_form, context, redirect, render, signed_in
@@ -35,11 +38,33 @@ def _optional_inr(value: object) -> int | None:
     return micros
 
 
+EXPIRY_CHOICES = ("", "7d", "30d", "90d")      # the select's values; "" is never
+
+
+def _expiry(choice: str, on_date: str) -> int | None:
+    """The select (a duration from now) or a date (its start, UTC); both given is a mistake."""
+    choice, on_date = choice.strip(), on_date.strip()
+    if choice and on_date:
+        raise KeyInputError("Choose an expiry period or a date, not both.")
+    try:
+        return parse_expiry(choice or on_date, int(time.time() * 1000))
+    except ValueError as exc:
+        raise KeyInputError(f"Expiry: {exc}.") from None
+
+
+def _models(text: str) -> tuple[str, ...] | None:
+    try:
+        return parse_model_patterns(text)
+    except ValueError as exc:
+        raise KeyInputError(f"Models: {exc}.") from None
+
+
 async def _page(request: Request, status_code: int = 200, **values: object) -> Response:
     keys = await context(request).keys.list(request.state.user.id)
     values.setdefault("form", {})
     values.setdefault("secret", None)
     values.setdefault("created", None)
+    values.setdefault("expiry_choices", EXPIRY_CHOICES)
     return await render(request, "keys.html", status_code=status_code, keys=keys, **values)
 
 
@@ -51,11 +76,12 @@ async def keys_page(request: Request) -> Response:
 @signed_in
 async def create_key(request: Request) -> Response:
     form = await checked_form(request)
-    fields = {k: str(form.get(k) or "") for k in ("name", "limit", "rpm", "tpm")}
+    fields = {k: str(form.get(k) or "") for k in ("name", "limit", "rpm", "tpm", "expires", "expires_on", "models")}
     try:
         secret, key = await context(request).keys.create(
             actor(request), name=fields["name"], limit=_optional_inr(fields["limit"]),
-            rpm=_optional_int(fields["rpm"], "Requests per minute"), tpm=_optional_int(fields["tpm"], "Tokens per minute"))
+            rpm=_optional_int(fields["rpm"], "Requests per minute"), tpm=_optional_int(fields["tpm"], "Tokens per minute"),
+            expires_at=_expiry(fields["expires"], fields["expires_on"]), models=_models(fields["models"]))
     except KeyInputError as exc:
         return await _page(request, 400, error=str(exc), form=fields)
     # the one time the secret is shown: this response is not stored (no-store) nor redirected to
