@@ -1,4 +1,4 @@
-"""The CLI contract (README, "CLI"), run as a real subprocess: `python -m aicredits ...`."""
+"""The CLI contract (docs/cli.md), run as a real subprocess: `python -m aicredits ...`."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_keys_list_never_prints_a_secret(url):
 
 
 def test_keys_list_table_prints_whole_key_ids(url):
-    """`keys revoke ID` takes the id printed by `keys list` (README, "CLI"): the table must not cut it."""
+    """`keys revoke ID` takes the id printed by `keys list` (docs/cli.md): the table must not cut it."""
     made = one_json(ok(url, "keys", "create", "--email", "a-rather-long-address@example.com", "--json"))
     proc = ok(url, "keys", "list")   # COLUMNS=80, as in a usual terminal
     assert made["id"] in proc.stdout, f"the key id {made['id']} is not printed whole:\n{proc.stdout}"

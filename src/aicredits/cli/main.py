@@ -1,4 +1,4 @@
-"""`aicredits` commands (README, "CLI": scripts and tests rely on these exact forms)."""
+"""`aicredits` commands (docs/cli.md: scripts and tests rely on these exact forms)."""
 
 from __future__ import annotations
 
