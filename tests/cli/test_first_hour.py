@@ -359,8 +359,9 @@ def test_log_format_auto_is_text_on_a_terminal_and_json_otherwise(tmp_path, caps
 
 def test_make_run_installs_only_what_serving_needs_and_honours_port_and_host():
     def dry(*args: str) -> list[str]:
-        out = subprocess.run(["make", "-n", "-B", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                             check=True).stdout
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        out = subprocess.run(["make", "--no-print-directory", "-n", "-B", *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
         return out.splitlines()
     run = dry("run", "PORT=8001", "HOST=0.0.0.0")
     assert not any("[dev]" in line for line in run), run

@@ -126,7 +126,7 @@ def test_system_developer_multiturn_image_translated(gw, up, key, bill):
     assert key["key"] not in rec.raw.decode() and key["key"] not in str(rec.headers)
     assert resp.choices[0].message.content == "A cat." and resp.choices[0].finish_reason == "stop"
     assert resp.choices[0].message.tool_calls is None and resp.object == "chat.completion"
-    assert resp.model == UPSTREAM and resp.id.startswith("msg_")
+    assert resp.model == MODEL and resp.id.startswith("msg_")
     assert (resp.usage.prompt_tokens, resp.usage.completion_tokens, resp.usage.total_tokens) == (50, 3, 53)
     assert bill() == expected(gw.catalog()[MODEL], inp=50, out=3)
 

@@ -52,9 +52,12 @@ def wallets(url: str, emails: list[str]) -> dict:
 
 
 def shown(wallet: dict) -> dict:
-    """A wallet as `aicredits wallet show --json` prints it (INR amounts, no entries)."""
-    return {k: micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent") else v
-            for k, v in wallet.items() if k != "entries"}
+    """A wallet as `aicredits wallet show --json` prints it: INR amounts, and its ledger entries by
+    call id and INR amount (newest first, as the command lists them)."""
+    out = {k: micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent") else v
+           for k, v in wallet.items() if k != "entries"}
+    out["entries"] = [(e["call_id"], e["kind"], micros_to_inr(e["amount"])) for e in wallet["entries"]]
+    return out
 
 
 def wallets_shown(url: str, cwd, emails: list[str]) -> dict:
@@ -63,7 +66,9 @@ def wallets_shown(url: str, cwd, emails: list[str]) -> dict:
     for email in emails:
         proc = aicredits(url, cwd, "wallet", "show", "--email", email, "--json")
         assert proc.returncode == 0, proc.stderr
-        out[email] = json.loads(proc.stdout)
+        shown_ = json.loads(proc.stdout)
+        shown_["entries"] = [(e["call_id"], e["kind"], e["amount"]) for e in shown_["entries"]]
+        out[email] = shown_
     return out
 
 
