@@ -6,6 +6,7 @@ Redis when reachable, and required when CI=true), and the gateway as a real subp
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import shutil
@@ -242,6 +243,17 @@ def upstream(fake_openai):
 
 
 # ---------------------------------------------------------------- the gateway process
+def run_async(fn):
+    """asyncio.run(fn()), also from a thread where a loop is running already (sync Playwright keeps
+    one): then on a loop of a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(fn())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(fn())).result()
+
+
 class GatewayProcess:
     def __init__(self, db_url: str, workdir: Path, env: dict[str, str], workers: int = 1) -> None:
         self.db_url = db_url
@@ -314,7 +326,7 @@ class GatewayProcess:
                 return await fn(Admin(engine))
             finally:
                 await engine.dispose()
-        return asyncio.run(go())
+        return run_async(go)
 
     def create_key(self, credits: str | None = "100", limit: str | None = None, email: str | None = None,
                    rpm: int | None = None, tpm: int | None = None) -> dict:
@@ -372,7 +384,7 @@ class ServedGateway(GatewayProcess):
                 await migrate(engine, self.db_url)
             finally:
                 await engine.dispose()
-        asyncio.run(prepare())
+        run_async(prepare)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
