@@ -415,6 +415,7 @@ class ServedGateway(GatewayProcess):
         if getattr(self, "handler", None) is not None:
             logging.getLogger().removeHandler(self.handler)
             self.handler.close()
+            self.handler = None
 
 
 class _ThreadLog(logging.FileHandler):
