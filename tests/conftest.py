@@ -465,9 +465,10 @@ def start_gateway(tmp_path_factory, fake_openai):
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway):
-    """The default gateway: SQLite, the fake OpenAI upstream, rate 83.5 INR/USD, markup 15%."""
-    return start_gateway()
+def gateway(serve_gateway):
+    """The default gateway: SQLite, the fake OpenAI upstream, rate 83.5 INR/USD, markup 15%; served
+    on a real socket from a thread of this process (`serve_gateway`)."""
+    return serve_gateway()
 
 
 @pytest.fixture
