@@ -2,20 +2,28 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` installs the package and what serving needs; `make test` (lint, bench) adds the dev extras
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test install lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(RUN_STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)  ## create .venv, install, migrate, serve on 127.0.0.1:8000 with SQLite
-	$(BIN)/aicredits serve --host 127.0.0.1 --port 8000
+run: $(RUN_STAMP)  ## create .venv, install what serving needs, migrate, serve on $(HOST):$(PORT)
+	$(BIN)/aicredits serve --host $(HOST) --port $(PORT)
 
 # the suite runs in parallel (pytest-xdist), one worker per core (`make test WORKERS=0` runs it in
 # this process); a test file stays on one worker (--dist loadfile), so a module's fixtures (a shared

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     """The app of one `serve --workers N` worker process (uvicorn's factory): its logging is set
     up here, as `serve` does for a single process."""
     settings = settings or load_settings()
-    logs.configure(settings.log_level, settings.access_log)
+    logs.configure(settings.log_level, settings.access_log, settings.log_format)
     # set by `serve` before the workers start: every worker writes its metrics there
     from aicredits.infra.metrics import MULTIPROC_ENV
     return Gateway(settings, metrics_dir=os.environ.get(MULTIPROC_ENV) or None)

@@ -17,8 +17,9 @@ ADMIN_KEY_RE = re.compile(r"^sk-admin-[0-9a-f]{64}$")
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/admin-keys.db"
+def url(tmp_path, new_db) -> str:
+    """A migrated, empty database (only serve and migrate create one)."""
+    return new_db(tmp_path / "admin-keys.db")
 
 
 def test_create_list_revoke(url, tmp_path):

@@ -1,4 +1,4 @@
-"""The CLI contract (README, "CLI"), run as a real subprocess: `python -m aicredits ...`."""
+"""The CLI contract (docs/cli.md), run as a real subprocess: `python -m aicredits ...`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from tests.cli.conftest import migrate_now
 from tests.conftest import expected_micros
 from tests.fakes.openai_upstream import Scenario
 
@@ -55,8 +56,9 @@ def is_number(v) -> bool:
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/aicredits.db"
+def url(tmp_path, new_db) -> str:
+    """A migrated, empty database (only serve and migrate create one)."""
+    return new_db(tmp_path / "aicredits.db")
 
 
 def sql(url: str, statement: str, params: tuple = ()) -> list:
@@ -148,7 +150,7 @@ def test_keys_list_never_prints_a_secret(url):
 
 
 def test_keys_list_table_prints_whole_key_ids(url):
-    """`keys revoke ID` takes the id printed by `keys list` (README, "CLI"): the table must not cut it."""
+    """`keys revoke ID` takes the id printed by `keys list` (docs/cli.md): the table must not cut it."""
     made = one_json(ok(url, "keys", "create", "--email", "a-rather-long-address@example.com", "--json"))
     proc = ok(url, "keys", "list")   # COLUMNS=80, as in a usual terminal
     assert made["id"] in proc.stdout, f"the key id {made['id']} is not printed whole:\n{proc.stdout}"
@@ -318,6 +320,7 @@ def _db(url: str, statement: str) -> list:
 
 
 def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url):
+    migrate_now(db_url)
     ok(db_url, "keys", "create", "--email", "chain@example.com", "--credits", "5", "--limit", "1", "--json")
     for amount in ("1.5", "2"):
         ok(db_url, "wallet", "grant", amount, "--email", "chain@example.com")
@@ -336,9 +339,10 @@ def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url)
         "ledger verify: 3 check(s) failed"]
 
 
-def test_migrate_creates_the_schema_and_is_idempotent(url, tmp_path):
+def test_migrate_creates_the_schema_and_is_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path}/new/aicredits.db"     # its directory is created too
     proc = ok(url, "migrate")
-    assert proc.stdout.strip()
+    assert f"{tmp_path}/new/aicredits.db" in proc.stdout and "newest migration" in proc.stdout
     tables = {r[0] for r in sql(url, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"accounts", "wallets", "ledger_entries", "api_keys", "holds", "usage_records"} <= tables
     ok(url, "keys", "create", "--credits", "1", "--json")
@@ -533,25 +537,35 @@ def _serve_refused(tmp_path: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_first_serve_refuses_an_existing_credentials_file(tmp_path, start_gateway):
+def test_an_existing_credentials_file_is_left_alone_and_the_next_name_is_used(tmp_path, start_gateway):
+    """A fresh database beside an older first start's file (or someone else's): that file is never
+    opened; the new credentials go to a new private file, and the log names it."""
     path = tmp_path / "aicredits-first-admin.txt"
     path.write_text("someone else's file\n")
     path.chmod(0o644)
-    proc = _serve_refused(tmp_path)
-    assert f"{path} already exists (a file)" in proc.stderr
-    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
-    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
-
-    path.unlink()     # moved away: the next start creates the admin and a new private file
     gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    first = _parse_first_admin(path.read_text())
+    assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    second = tmp_path / "aicredits-first-admin.2.txt"
+    assert stat.S_IMODE(second.stat().st_mode) == 0o600
+    first = _parse_first_admin(second.read_text())
     assert gw.credits(first["key"])["balance"] == 100
+    assert "aicredits-first-admin.2.txt" in gw.log()
     gw.stop()
 
 
+def test_first_serve_refuses_when_every_credentials_name_is_taken(tmp_path):
+    from aicredits.cli.serve import CREDENTIALS_TRIES
+    for n in range(1, CREDENTIALS_TRIES + 1):
+        name = "aicredits-first-admin.txt" if n == 1 else f"aicredits-first-admin.{n}.txt"
+        (tmp_path / name).write_text("taken\n")
+    proc = _serve_refused(tmp_path)
+    assert "numbered names beside it already exist" in proc.stderr
+    assert "no admin account was created" in proc.stderr and "nothing secret was written" in proc.stderr
+    assert {p.read_text() for p in tmp_path.glob("aicredits-first-admin*")} == {"taken\n"}
+
+
 @pytest.mark.parametrize("target_exists", [True, False])
-def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exists):
+def test_a_symlinked_credentials_name_is_never_followed(tmp_path, start_gateway, target_exists):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     target = elsewhere / "target.txt"
@@ -560,12 +574,15 @@ def test_first_serve_refuses_a_symlinked_credentials_file(tmp_path, target_exist
         target.chmod(0o644)
     path = tmp_path / "aicredits-first-admin.txt"
     path.symlink_to(target)
-    proc = _serve_refused(tmp_path)
-    assert f"{path} already exists (a symlink)" in proc.stderr
+    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
     assert path.is_symlink()
     if target_exists:   # the target is untouched: still empty, still 0644
         assert target.read_text() == "" and stat.S_IMODE(target.stat().st_mode) == 0o644
     assert sorted(p.name for p in elsewhere.iterdir()) == (["target.txt"] if target_exists else [])
+    second = tmp_path / "aicredits-first-admin.2.txt"
+    assert not second.is_symlink() and stat.S_IMODE(second.stat().st_mode) == 0o600
+    assert _parse_first_admin(second.read_text())["email"]
+    gw.stop()
 
 
 # ---------------------------------------------------------------------------- rate limits
@@ -627,13 +644,14 @@ def test_rate_limit_help_texts(url):
     assert "--rpm" in limit and "--tpm" in limit and "'none' removes it" in limit
 
 
-def test_migrate_upgrades_a_0001_database_with_keys(url):
+def test_migrate_upgrades_a_0001_database_with_keys(tmp_path):
     """An existing database at migration 0001 with a key in it: `aicredits migrate` adds the rate
     limit columns, the key keeps working unlimited, and `keys limit` then sets its limits."""
     from alembic import command
 
     from aicredits.store.db import _alembic_config
 
+    url = f"sqlite:///{tmp_path}/aicredits.db"
     cfg = _alembic_config(url)
     command.upgrade(cfg, "0001")     # env.py opens its own engine when given no connection
     assert "rpm" not in {r[1] for r in sql(url, "PRAGMA table_info(api_keys)")}

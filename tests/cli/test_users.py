@@ -10,8 +10,9 @@ from tests.cli.test_cli import ok, run
 
 
 @pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path}/cli.db"
+def url(tmp_path, new_db) -> str:
+    """A migrated, empty database (only serve and migrate create one)."""
+    return new_db(tmp_path / "cli.db")
 
 
 def test_reset_link_and_invite_print_one_time_links(url, tmp_path):

@@ -386,3 +386,33 @@ def test_an_untiered_model_prices_as_before():
     assert tp.tiers == ()
     assert tp.at(10**9) is tp and tp.dearest_up_to(10**9) is tp
     assert max_prices([tp]) == tp
+
+
+def test_cost_in_integers_equals_the_fraction_sum_rounded_up_once():
+    """`cost` sums integer numerators over a common denominator: the same micros as the
+    Fraction sum of each bucket's tokens x price, ceiled once, at every tier."""
+    import random
+    from fractions import Fraction as F
+
+    from aicredits.domain.money import ceil_fraction
+    from aicredits.domain.pricing import TokenPrices, TokenUsage
+    rnd = random.Random(7)
+
+    def fr():
+        return F(rnd.randint(0, 10**9), rnd.choice([1, 3, 7, 10**6, 10**9, 12345]))
+
+    def flat():
+        return TokenPrices(fr(), fr(), fr(), fr(), fr())
+    for _ in range(3000):
+        tp = flat()
+        if rnd.random() < 0.6:
+            a = rnd.randint(0, 3000)
+            tp = TokenPrices(tp.input, tp.output, tp.cache_read, tp.cache_write, tp.cache_write_1h,
+                             tiers=((a, flat()), (a + rnd.randint(1, 3000), flat())))
+        u = TokenUsage(*(rnd.randint(0, 5000) for _ in range(6)))
+        p = tp.at(u.total_prompt_tokens)
+        want = (u.uncached_prompt_tokens * p.input + u.cache_read_tokens * p.cache_read
+                + u.cache_write_tokens * p.cache_write + u.cache_write_1h_tokens * p.cache_write_1h
+                + u.completion_tokens * p.output)
+        assert tp.exact_cost(u) == want
+        assert tp.cost(u) == ceil_fraction(want)

@@ -35,7 +35,7 @@ def call_headers(request_id: str, cache: bytes = b"bypass") -> Headers:
 
 
 def metered_headers(request_id: str, meter: Meter) -> Headers:
-    """The headers of a settled, non-streaming call (README, "API"): its cost and the balance after it."""
+    """The headers of a settled, non-streaming call (docs/api.md): its cost and the balance after it."""
     settled = meter.settled
     assert settled is not None   # a call answered is settled
     out = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", meter.cache.encode()),

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from os import urandom
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -71,7 +71,7 @@ class Request:
         self.slot: Slot | None = None   # its key's concurrency slot (services/concurrency.py), if any
         self._headers: dict[bytes, bytes] | None = None
         rid = self.header(b"x-request-id")
-        self.request_id = rid.decode() if rid and REQUEST_ID_RE.match(rid.decode("latin-1")) else uuid.uuid4().hex
+        self.request_id = rid.decode() if rid and REQUEST_ID_RE.match(rid.decode("latin-1")) else urandom(16).hex()
 
     @property
     def headers(self) -> dict[bytes, bytes]:

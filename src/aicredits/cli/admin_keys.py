@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from aicredits.cli.database import DATABASE, database_option
 from aicredits.cli.output import print_json, table
 
 if TYPE_CHECKING:
@@ -22,18 +23,15 @@ app = typer.Typer(help="Admin API keys for /admin/api (sk-admin-...): create, li
 
 
 def _run(fn: Callable[[Operator], Awaitable[T]]) -> T:
-    """fn(operator) against the migrated database of AICREDITS_DATABASE_URL."""
+    """fn(operator) against the migrated database (docs/configuration.md, "Which database")."""
+    from aicredits.cli.database import explain, load, require_existing
     from aicredits.services.operator import NotFound, Operator, OperatorError
-    from aicredits.settings import load_settings
-    from aicredits.store.db import make_engine, migrate, redact_url
+    from aicredits.store.db import make_engine, migrate
 
-    try:
-        settings = load_settings()
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = load(database_option())
 
     async def go() -> T:
+        require_existing(settings)
         engine = make_engine(settings.database_url)
         try:
             await migrate(engine, settings.database_url)
@@ -45,8 +43,11 @@ def _run(fn: Callable[[Operator], Awaitable[T]]) -> T:
     except (OperatorError, NotFound) as exc:
         typer.echo(f"error: {exc}" if isinstance(exc, OperatorError) else f"error: no admin key {exc}", err=True)
         raise typer.Exit(1) from None
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}", err=True)
+    except Exception as exc:
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -57,7 +58,8 @@ def _when(ms: int | None) -> str:
 @app.command("create")
 def create(email: str = typer.Option(..., help="The admin account that owns the key (see `users create --admin`)."),
            name: str = typer.Option("admin API", help="A label for the key."),
-           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+           database: str | None = DATABASE) -> None:
     """Create an admin API key (shown once) for scripts calling /admin/api."""
     from aicredits.services.audit import Actor
     secret, key = _run(lambda op: op.create_admin_key(Actor.system("cli"), name, owner_email=email))
@@ -71,7 +73,8 @@ def create(email: str = typer.Option(..., help="The admin account that owns the 
 
 
 @app.command("list")
-def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
+def list_keys(as_json: bool = typer.Option(False, "--json"),
+              database: str | None = DATABASE) -> None:
     """List admin API keys (never their secrets)."""
     rows = _run(lambda op: op.admin_keys())
     if as_json:
@@ -85,7 +88,8 @@ def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command("revoke")
-def revoke(key_id: str = typer.Argument(..., help="The admin key id from `admin-keys create` or `list`.")) -> None:
+def revoke(key_id: str = typer.Argument(..., help="The admin key id from `admin-keys create` or `list`."),
+           database: str | None = DATABASE) -> None:
     """Revoke an admin API key; running gateways refuse it within a second."""
     from aicredits.services.audit import Actor
     changed = _run(lambda op: op.revoke_admin_key(Actor.system("cli"), key_id))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from aicredits.cli.main import _run, app
+from aicredits.cli.main import DATABASE, _run, app
 from aicredits.cli.output import inr, print_json, table
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ def _with_cache(fn: Callable[[CacheService, Admin, Settings], Awaitable[T]]) -> 
 
 
 @cache_app.command("stats")
-def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                database: str | None = DATABASE) -> None:
     """Live entries per model, and what hits saved (all accounts)."""
     out = _with_cache(lambda svc, admin, s: svc.stats())
     if as_json:
@@ -61,7 +62,8 @@ def cache_stats(as_json: bool = typer.Option(False, "--json", help="Print one JS
 @cache_app.command("purge")
 def cache_purge(account: str | None = typer.Option(None, help="Only this account's entries (its email or id)."),
                 model: str | None = typer.Option(None, help="Only this model's entries (e.g. openai/gpt-4o-mini)."),
-                as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                database: str | None = DATABASE) -> None:
     """Delete cached entries: all of them, or one account's and/or one model's. Running gateways
     stop serving them at once (a hit is always read from the store)."""
     async def fn(svc: CacheService, admin: Admin, settings: Settings) -> dict:

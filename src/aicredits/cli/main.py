@@ -1,4 +1,4 @@
-"""`aicredits` commands (README, "CLI": scripts and tests rely on these exact forms)."""
+"""`aicredits` commands (docs/cli.md: scripts and tests rely on these exact forms)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import typer
 
 from aicredits import __version__
 from aicredits.cli.admin_keys import app as admin_keys_app
-from aicredits.cli.output import inr, print_json, table
+from aicredits.cli.database import DATABASE, database_option
+from aicredits.cli.output import inr, print_json, table, when
 from aicredits.domain.keys import expiry_text, parse_expiry, parse_model_patterns
 from aicredits.domain.money import inr_to_micros, micros_to_inr
 from aicredits.domain.ratelimit import MAX_LIMIT
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 app = typer.Typer(help="aicredits: an OpenAI-compatible LLM gateway sold on prepaid INR credits.",
+                  epilog="Settings: AICREDITS_* variables and the AICREDITS_CONFIG file (docs/configuration.md). "
+                         "The database, for the server and every command from any directory: the command's "
+                         "--database URL, else AICREDITS_DATABASE_URL, else aicredits.db in the state directory "
+                         "(AICREDITS_STATE_DIR, else ~/.local/share/aicredits). Only serve and migrate create it.",
                   no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Create, list and revoke API keys, and set their rate limits, expiry and models.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -39,22 +44,25 @@ app.add_typer(admin_keys_app, name="admin-keys")
 
 
 def _settings() -> Settings:
-    from aicredits.settings import load_settings
-    try:
-        return load_settings()
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    from aicredits.cli.database import load
+    return load(database_option())
 
 
-def _run(fn: Callable[[Admin, Settings], Awaitable[T]]) -> T:
-    """Run fn(admin, settings) against a migrated database."""
+def _run(fn: Callable[[Admin, Settings], Awaitable[T]], *, create: bool = False) -> T:
+    """Run fn(admin, settings) against the migrated database (docs/configuration.md, "Which
+    database"). Only `migrate` (create=True) and `serve` create one; other commands need it to
+    exist and say which database they looked for when it does not."""
+    from aicredits.cli.database import explain, prepare_new, require_existing
     from aicredits.services.admin import Admin, AdminError
-    from aicredits.store.db import make_engine, migrate, redact_url
+    from aicredits.store.db import make_engine, migrate
 
     settings = _settings()
 
     async def go() -> T:
+        if create:
+            prepare_new(settings)
+        else:
+            require_existing(settings)
         engine = make_engine(settings.database_url)
         try:
             await migrate(engine, settings.database_url)
@@ -69,9 +77,16 @@ def _run(fn: Callable[[Admin, Settings], Awaitable[T]]) -> T:
     except ValueError as exc:   # an unsupported or malformed AICREDITS_DATABASE_URL
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}", err=True)
+    except Exception as exc:
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
+
+
+async def _noop(value: T) -> T:
+    return value
 
 
 def _amount(value: str | None, name: str) -> int | None:
@@ -149,19 +164,20 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
           port: int = typer.Option(8000, help="TCP port."),
-          workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway).")) -> None:
-    """Migrate the database, then serve the API (first start: creates an admin account)."""
+          workers: int = typer.Option(1, min=1, help="Worker processes (each a full gateway)."),
+          database: str | None = DATABASE) -> None:
+    """Bind the port, migrate (creating the database if needed), then serve the API (first start:
+    creates an admin account). Logs are text on a terminal, JSON otherwise (AICREDITS_LOG_FORMAT)."""
     from aicredits.cli.serve import run_server
     run_server(_settings(), host, port, workers)
 
 
 @app.command()
-def migrate() -> None:
-    """Create or upgrade the database schema."""
-    async def fn(admin: Admin, settings: Settings) -> None:
-        return None
-    _run(fn)
-    typer.echo("database is at the newest migration")
+def migrate(database: str | None = DATABASE) -> None:
+    """Create the database (SQLite) and its schema, or upgrade it."""
+    settings = _run(lambda admin, s: _noop(s), create=True)
+    from aicredits.cli.database import describe
+    typer.echo(f"{describe(settings)} is at the newest migration")
 
 
 @keys_app.command("create")
@@ -174,7 +190,8 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
                 tpm: int | None = typer.Option(None, min=1, max=MAX_LIMIT, help=TPM_HELP + " Default: unlimited."),
                 expires: str | None = typer.Option(None, help=EXPIRES_HELP),
                 models: str | None = typer.Option(None, help=MODELS_HELP),
-                as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                database: str | None = DATABASE) -> None:
     """Create an API key (shown once)."""
     credit_micros = _amount(credits, "--credits") or 0
     limit_micros = _amount(limit, "--limit")
@@ -205,7 +222,8 @@ def keys_create(email: str | None = typer.Option(None, help="Account email (crea
 
 @keys_app.command("list")
 def keys_list(email: str | None = typer.Option(None, help="Only this account's keys."),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = typer.Option(False, "--json"),
+              database: str | None = DATABASE) -> None:
     """List keys (never their secrets)."""
     rows = _run(lambda admin, s: admin.list_keys(email))
     if as_json:
@@ -231,7 +249,8 @@ def _expires_cell(at: int | None) -> str:
 def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
                rpm: str | None = typer.Option(None, metavar="N|none", help=RPM_HELP + " 'none' removes it."),
                tpm: str | None = typer.Option(None, metavar="N|none", help=TPM_HELP + " 'none' removes it."),
-               as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+               database: str | None = DATABASE) -> None:
     """Set or remove a key's rate limits (running gateways apply them within a second).
     Options left out are kept: `keys limit ID --rpm 60` keeps the key's tpm."""
     changes = {}
@@ -250,7 +269,8 @@ def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys cre
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`.")) -> None:
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
+                database: str | None = DATABASE) -> None:
     """Revoke a key; every running gateway refuses it within a second."""
     changed = _run(lambda admin, s: admin.revoke_key(key_id))
     typer.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")
@@ -261,34 +281,51 @@ def users_create(email: str = typer.Option(..., help="Email (the sign-in name)."
                  name: str = typer.Option(""),
                  admin_role: bool = typer.Option(False, "--admin", help="Give the account the admin role."),
                  password: str | None = typer.Option(None, help="Password (prompted when omitted and "
-                                                                   "stdin is a terminal).")) -> None:
-    """Create an account, or set the password of an existing one."""
+                                                                   "stdin is a terminal)."),
+                 database: str | None = DATABASE) -> None:
+    """Create an account, or set the password of an existing one. Without --password it is
+    asked for on a terminal; otherwise --password is required (an account without a password
+    cannot sign in to the dashboard)."""
     if password is None and sys.stdin.isatty():
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        typer.echo("error: --password is required when stdin is not a terminal: an account without a "
+                   "password cannot sign in to the dashboard. Nothing was created. (An account that only "
+                   "needs API keys: `aicredits keys create --email E`.)", err=True)
+        raise typer.Exit(2)
     out = _run(lambda admin, s: admin.create_user(email, name=name, password=password,
                                                   role="admin" if admin_role else "user"))
     typer.echo(f"account {out['id']}: {out['email']} ({out['role']})")
 
 
 @wallet_app.command("show")
-def wallet_show(email: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Balance, holds and the latest ledger entries of a wallet."""
+def wallet_show(email: str | None = typer.Option(None, help="The account. Default: default@aicredits.local "
+                                                           "when it exists (`keys create` without --email), "
+                                                           "else the only account."),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object, entries included."),
+                database: str | None = DATABASE) -> None:
+    """Balance, holds and the latest 10 ledger entries of a wallet."""
     w = _run(lambda admin, s: admin.wallet(email))
+    entries = [{"id": e["id"], "kind": e["kind"], "amount": micros_to_inr(e["amount"]),
+                "balance_after": micros_to_inr(e["balance_after"]), "note": e["note"], "call_id": e["call_id"],
+                "key_id": e["key_id"], "created_at": e["created_at"]} for e in w["entries"]]
     if as_json:
-        print_json({k: (micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent")
-                        else v) for k, v in w.items() if k != "entries"})
+        print_json({**{k: (micros_to_inr(v) if k in ("balance", "held", "available", "total_added", "total_spent")
+                           else v) for k, v in w.items() if k != "entries"}, "entries": entries})
         return
     typer.echo(f"account:   {w['account']}")
     typer.echo(f"balance:   {inr(w['balance'])} INR (available {inr(w['available'])}, held {inr(w['held'])})")
     typer.echo(f"added:     {inr(w['total_added'])} INR   spent: {inr(w['total_spent'])} INR")
-    table(["entry", "kind", "amount", "balance after", "note"],
-          [[e["id"], e["kind"], inr(e["amount"]), inr(e["balance_after"]), e["note"]] for e in w["entries"]])
+    table(["entry", "time (UTC)", "kind", "amount", "balance after", "note"],
+          [[e["id"], when(e["created_at"]), e["kind"], inr(e["amount"]), inr(e["balance_after"]), e["note"]]
+           for e in w["entries"]])
 
 
 @wallet_app.command("grant")
 def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 decimals)."),
                  email: str = typer.Option(..., help="The account to credit."),
-                 note: str = typer.Option("admin grant")) -> None:
+                 note: str = typer.Option("admin grant"),
+                 database: str | None = DATABASE) -> None:
     """Add credits to a wallet (a `grant` ledger entry)."""
     micros = _amount(amount, "amount")
     if not micros:
@@ -299,16 +336,20 @@ def wallet_grant(amount: str = typer.Argument(..., help="INR to add (up to 6 dec
 
 
 @app.command()
-def usage(email: str | None = typer.Option(None), limit: int = typer.Option(20, min=1, max=10000),
-          as_json: bool = typer.Option(False, "--json")) -> None:
-    """The latest calls: model, tokens, cost, latency, how each ended."""
+def usage(email: str | None = typer.Option(None, help="Only this account's calls (default: every account)."),
+          limit: int = typer.Option(20, min=1, max=10000, help="How many of the latest calls."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON array, every field of each call."),
+          database: str | None = DATABASE) -> None:
+    """The latest calls, newest first: when, account, key, model, tokens, cost, latency, how each ended."""
     rows = _run(lambda admin, s: admin.usage(email, limit))
     if as_json:
         print_json([{**r, "cost": micros_to_inr(r["cost"]), "hold": micros_to_inr(r["hold"])} for r in rows])
         return
-    table(["request", "model", "prompt", "completion", "cost INR", "ms", "status", "end"],
-          [[r["request_id"][:12], r["model"], r["prompt_tokens"], r["completion_tokens"], inr(r["cost"]),
-            r["latency_ms"], r["status"], r["end_state"]] for r in rows])
+    table(["time (UTC)", "account", "key", "model", "prompt", "completion", "cost INR", "ms", "status", "end",
+           "request"],
+          [[when(r["created_at"]), r["account"], r["key_id"] or "-", r["model"], r["prompt_tokens"],
+            r["completion_tokens"], inr(r["cost"]), r["latency_ms"], r["status"], r["end_state"], r["request_id"]]
+           for r in rows])
 
 
 @models_app.command("list")
@@ -336,7 +377,7 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @ledger_app.command("verify")
-def ledger_verify() -> None:
+def ledger_verify(database: str | None = DATABASE) -> None:
     """Check the whole ledger: each entry's balance_after and sign, every wallet's balance,
     held and totals against its entries and holds, every key's spent (within its limit) and
     held, and that no hold outlived its call. Exit 0 when all hold; else print each failed

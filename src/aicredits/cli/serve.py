@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +43,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
         admin = Admin(engine)
         if await admin.account_count() > 0:
             return None
-        fd = _create_private(credentials) if credentials else None
+        fd, credentials = _create_private(credentials) if credentials else (None, None)
         try:
             password = secrets.token_urlsafe(12)
             await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
@@ -51,28 +53,42 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
                 os.close(fd)
                 credentials.unlink(missing_ok=True)
             raise
-        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd}
+        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd,
+                "file": credentials}
     finally:
         await engine.dispose()
 
 
-def _create_private(path: Path) -> int:
-    """A new file only this user can read: never an existing file (whatever its mode), never
-    through a symlink (O_EXCL refuses any existing name, a dangling symlink included; O_NOFOLLOW
-    refuses a symlink in the last component)."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        what = "a symlink" if path.is_symlink() else "a file"
-        raise CredentialsFileError(
-            f"{path} already exists ({what}); the first admin's password and API key are written only to a "
-            "new private file, never into an existing one. Move it away and start again: no admin account "
-            "was created, and nothing secret was written.") from None
-    except OSError as exc:
-        raise CredentialsFileError(
-            f"cannot create {path} ({exc.strerror}); the first admin's password and API key are written "
-            "only to that new private file. No admin account was created, and nothing secret was "
-            "written.") from None
+CREDENTIALS_TRIES = 100   # aicredits-first-admin.txt, then .2.txt ... .100.txt
+
+
+def _create_private(path: Path) -> tuple[int, Path]:
+    """A new file only this user can read, at `path` or, when that name is taken (by an older
+    first start's file, someone else's file or a symlink), at the first free name of
+    `aicredits-first-admin.N.txt`: never an existing file (whatever its mode), never through a
+    symlink (O_EXCL refuses any existing name, a dangling symlink included; O_NOFOLLOW refuses a
+    symlink in the last component). Returns the descriptor and the name it got."""
+    taken: list[str] = []
+    for n in range(1, CREDENTIALS_TRIES + 1):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}.{n}{path.suffix}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            taken.append(candidate.name)
+            continue
+        except OSError as exc:
+            raise CredentialsFileError(
+                f"cannot create {candidate} ({exc.strerror}); the first admin's password and API key are "
+                "written only to a new private file. No admin account was created, and nothing secret was "
+                "written.") from None
+        if taken:
+            log.warning("%s already exists and is left untouched; the first admin's credentials go to a new "
+                        "file, %s", path, candidate)
+        return fd, candidate
+    raise CredentialsFileError(
+        f"{path} and {CREDENTIALS_TRIES - 1} numbered names beside it already exist; the first admin's password "
+        "and API key are written only to a new private file, never into an existing one. Move them away and "
+        "start again: no admin account was created, and nothing secret was written.")
 
 
 def _credentials_path(settings: Settings) -> Path:
@@ -81,7 +97,7 @@ def _credentials_path(settings: Settings) -> Path:
     return where / CREDENTIALS_FILE
 
 
-def _announce(first: dict, host: str, port: int, credentials: Path | None) -> None:
+def _announce(first: dict, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     text = (
         "\n  aicredits: first start, an admin account was created.\n"
@@ -102,27 +118,91 @@ def _announce(first: dict, host: str, port: int, credentials: Path | None) -> No
     with os.fdopen(first["fd"], "w") as fh:
         fh.write(text)
     log.warning("first start: admin account created; its password and first API key are in %s "
-                "(readable by this user only)", credentials)
+                "(readable by this user only)", first["file"])
+
+
+class PortBusy(Exception):
+    pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else is done, so a port in use is one line
+    at once (and no first admin is created for a server that cannot start)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        hint = (" (another program is listening there: stop it, or choose another port with --port, "
+                "or PORT=... with make run)") if exc.errno == errno.EADDRINUSE else ""
+        raise PortBusy(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _redis_warning(url: str, timeout: float) -> str | None:
+    """None when the configured Redis answers a PING now; else the warning to log at start."""
+    import redis
+
+    timeout = max(timeout, 1.0)
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return (f"AICREDITS_REDIS_URL: Redis at {_redact(url)} is not reachable "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting anyway, "
+                "fail-open: each process counts rate limits and caches on its own until Redis answers "
+                "(docs/rate-limits.md)")
+    return None
+
+
+def _redact(url: str) -> str:
+    """A redis:// URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
-    logs.configure(settings.log_level, settings.access_log)
+    from aicredits.cli.database import explain, prepare_new
+
+    logs.configure(settings.log_level, settings.access_log, settings.log_format)
     credentials = None if sys.stdout.isatty() else _credentials_path(settings)
     try:
+        sock = _listen(host, port)
+    except PortBusy as exc:
+        sys.exit(f"error: {exc}")
+    try:
+        prepare_new(settings)
         first = asyncio.run(_prepare(settings, credentials))
     except CredentialsFileError as exc:
         sys.exit(f"error: {exc}")
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    except (OSError, ConnectionError) as exc:
-        sys.exit(f"error: cannot reach the database ({redact_url(settings.database_url)}): {exc}")
+    except Exception as exc:
+        line = explain(exc, settings)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
     if first:
-        _announce(first, host, port, credentials)
-    log.info("serving on http://%s:%d with %d worker(s), database %s", host, port, workers,
-             redact_url(settings.database_url))
+        _announce(first, host, port)
+    if settings.redis_url and (warning := _redis_warning(settings.redis_url, settings.redis_timeout)):
+        log.warning("%s", warning)
     if workers > 1 and not settings.redis_url:
         log.warning("%d workers without AICREDITS_REDIS_URL: each worker counts per-key rate limits on its "
                     "own, so a key can get up to %d times its rpm/tpm (docs/rate-limits.md)", workers, workers)
+    serving = ("serving on http://%s:%d with %d worker(s), database %s",
+               host if ":" not in host else f"[{host}]", sock.getsockname()[1], workers,
+               redact_url(settings.database_url))
     # httptools, with header and body timeouts and a connection cap (api/connections.py); no
     # WebSocket upgrades (nothing here speaks them).
     # SIGTERM (or Ctrl-C): stop accepting, let running calls finish for drain_seconds, then cut the
@@ -137,7 +217,13 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers == 1:
         from aicredits.app import Gateway
         os.environ.pop(MULTIPROC_ENV, None)   # one process: its metrics in memory
-        uvicorn.run(Gateway(settings), **common)
+        server = _Server(uvicorn.Config(Gateway(settings), **common), serving)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            sys.exit(1)   # the app's start-up failed: its error is logged
         return
     # N workers, one /metrics: each worker writes its metrics to files in a fresh directory (set
     # before the workers start, so they inherit it) and a scrape reads them all; removed at exit
@@ -145,12 +231,28 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     os.environ[MULTIPROC_ENV] = metrics_dir
     log.info("the %d workers' metrics are kept in %s while they run (GET /metrics sums them)", workers, metrics_dir)
     config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
+    # the port is bound (above); each worker logs "Application startup complete" when it accepts
+    log.info(serving[0].replace("serving on", "listening on") + "; starting the workers", *serving[1:])
     try:
-        _Supervisor(config, sockets=[config.bind_socket()]).run()
+        _Supervisor(config, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which says "serving on ..." once it accepts connections (its app started
+    and the socket listening), not before."""
+
+    def __init__(self, config: uvicorn.Config, serving: tuple) -> None:
+        super().__init__(config)
+        self._serving = serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            log.info(*self._serving)
 
 
 class _Supervisor(Multiprocess):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Never, TypeVar
 
 import typer
 
-from aicredits.cli.main import _run, users_app
+from aicredits.cli.main import DATABASE, _run, users_app
 
 if TYPE_CHECKING:
     from aicredits.services.admin import Admin
@@ -36,7 +36,8 @@ def _base(settings: Settings) -> str:
 
 
 @users_app.command("reset-link")
-def users_reset_link(email: str = typer.Argument(..., help="The account's email.")) -> None:
+def users_reset_link(email: str = typer.Argument(..., help="The account's email."),
+                     database: str | None = DATABASE) -> None:
     """Print a one-time password-reset link for the account (valid for an hour). The server's
     address in it is AICREDITS_PUBLIC_URL (http://127.0.0.1:8000 when unset)."""
     from aicredits.services.audit import Actor
@@ -50,7 +51,8 @@ def users_reset_link(email: str = typer.Argument(..., help="The account's email.
 
 
 @users_app.command("invite")
-def users_invite(email: str = typer.Argument(..., help="Who may sign up with the link.")) -> None:
+def users_invite(email: str = typer.Argument(..., help="Who may sign up with the link."),
+                 database: str | None = DATABASE) -> None:
     """Print a one-time sign-up link for this email (valid for 7 days; for AICREDITS_SIGNUP=invite)."""
     from aicredits.services.audit import Actor
 
@@ -61,7 +63,8 @@ def users_invite(email: str = typer.Argument(..., help="Who may sign up with the
 
 
 @users_app.command("disable")
-def users_disable(email: str = typer.Argument(..., help="The account's email.")) -> None:
+def users_disable(email: str = typer.Argument(..., help="The account's email."),
+                  database: str | None = DATABASE) -> None:
     """Disable an account: it cannot sign in, its dashboard sessions end, and every running
     gateway refuses its API keys within a second."""
     from aicredits.services.audit import Actor
@@ -71,7 +74,8 @@ def users_disable(email: str = typer.Argument(..., help="The account's email."))
 
 
 @users_app.command("enable")
-def users_enable(email: str = typer.Argument(..., help="The account's email.")) -> None:
+def users_enable(email: str = typer.Argument(..., help="The account's email."),
+                 database: str | None = DATABASE) -> None:
     """Enable a disabled account again (its keys work again unless revoked)."""
     from aicredits.services.audit import Actor
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import cached_property
+from math import lcm
 
 from aicredits.domain.catalog import ModelSpec, PriceTier
 from aicredits.domain.money import Micros, ceil_fraction
@@ -67,8 +69,8 @@ class TokenPrices:
     cache_write_1h: Fraction
     tiers: tuple[tuple[int, TokenPrices], ...] = ()
 
-    @property
-    def max_input(self) -> Fraction:
+    @cached_property
+    def max_input(self) -> Fraction:     # read by every hold: computed once per price set
         return max(self.input, self.cache_read, self.cache_write, self.cache_write_1h)
 
     def at(self, prompt_tokens: int) -> TokenPrices:
@@ -89,16 +91,34 @@ class TokenPrices:
         reachable = [self.at(0)] + [p for above, p in self.tiers if above < prompt_tokens]
         return reachable[0] if len(reachable) == 1 else _bucket_max(reachable)
 
+    @cached_property
+    def _over_common(self) -> tuple[int, int, int, int, int, int]:
+        """(input, cache_read, cache_write, cache_write_1h, output) as integer numerators over
+        one common denominator, then that denominator: a cost is then integer sums, exact."""
+        buckets = (self.input, self.cache_read, self.cache_write, self.cache_write_1h, self.output)
+        d = lcm(*(b.denominator for b in buckets))
+        i, r, w, w1, o = (b.numerator * (d // b.denominator) for b in buckets)
+        return i, r, w, w1, o, d
+
+    def _numerator(self, usage: TokenUsage) -> tuple[int, int]:
+        p = self     # the base tier unless the prompt passes a threshold (as `at`, without a copy)
+        n = usage.total_prompt_tokens
+        for above, prices in self.tiers:
+            if n <= above:
+                break
+            p = prices
+        i, r, w, w1, o, d = p._over_common
+        return (usage.uncached_prompt_tokens * i + usage.cache_read_tokens * r
+                + usage.cache_write_tokens * w + usage.cache_write_1h_tokens * w1
+                + usage.completion_tokens * o), d
+
     def exact_cost(self, usage: TokenUsage) -> Fraction:
-        p = self.at(usage.total_prompt_tokens)
-        return (usage.uncached_prompt_tokens * p.input
-                + usage.cache_read_tokens * p.cache_read
-                + usage.cache_write_tokens * p.cache_write
-                + usage.cache_write_1h_tokens * p.cache_write_1h
-                + usage.completion_tokens * p.output)
+        return Fraction(*self._numerator(usage))
 
     def cost(self, usage: TokenUsage) -> Micros:
-        return ceil_fraction(self.exact_cost(usage))
+        """`ceil_fraction(exact_cost(usage))`, in integers (no Fraction per call)."""
+        n, d = self._numerator(usage)
+        return -((-n) // d)
 
 
 def _flat(p: ModelSpec | PriceTier, f: Fraction) -> TokenPrices:

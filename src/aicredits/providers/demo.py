@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
+from os import urandom
 
 import orjson
 
@@ -163,7 +163,7 @@ class Answer:
             args = orjson.dumps(sample(fn.get("parameters", {"type": "object"}), fn["name"])).decode()
             if not args.startswith("{"):
                 args = "{}"
-            self.call = {"id": "call_demo_" + uuid.uuid4().hex[:16], "type": "function",
+            self.call = {"id": "call_demo_" + urandom(8).hex(), "type": "function",
                          "function": {"name": fn["name"], "arguments": args}}
             self.pieces = [args[i:i + ARG_PIECE] for i in range(0, len(args), ARG_PIECE)]
             self.text, self.finish = None, "tool_calls"
@@ -215,7 +215,7 @@ class DemoStream:
 
     async def batches(self) -> AsyncIterator[list[StreamEvent]]:
         answer = Answer(self._body)
-        base = {"id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion.chunk",
+        base = {"id": "chatcmpl-demo-" + urandom(6).hex(), "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self._model}
         first = {"role": "assistant", "content": None if answer.call is not None else ""}
         yield [StreamEvent({**base, "choices": [{"index": 0, "delta": first, "finish_reason": None}]})]
@@ -242,7 +242,7 @@ class DemoProvider:
     async def chat(self, body: dict, target: Target) -> ChatResult:
         answer = Answer(body)
         return ChatResult({
-            "id": "chatcmpl-demo-" + uuid.uuid4().hex[:12], "object": "chat.completion",
+            "id": "chatcmpl-demo-" + urandom(6).hex(), "object": "chat.completion",
             "created": int(time.time()), "model": target.upstream_id,
             "choices": [{"index": 0, "message": answer.message(), "finish_reason": answer.finish}],
             "usage": _usage(body, answer.tokens),

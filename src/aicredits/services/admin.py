@@ -153,16 +153,34 @@ class Admin:
 
     async def wallet(self, email: str | None) -> dict:
         async with self._engine.connect() as conn:
-            acct = await self._account(conn, email or DEFAULT_EMAIL, create=False)
+            acct = await (self._account(conn, email, create=False) if email else self._default_account(conn))
             w = await _wallet(conn, acct.id)
             entries = await accounts_repo.entries(conn, acct.id, limit=10)
         return {"account": acct.email, "balance": w.balance, "held": w.held, "available": w.available,
                 "total_added": w.total_added, "total_spent": w.total_spent, "entries": entries}
 
+    async def _default_account(self, conn: Conn) -> Account:
+        """The account a command means without --email: the one `keys create` uses without it
+        (DEFAULT_EMAIL) when it exists, else the only account; else AdminError naming them."""
+        acct = await accounts_repo.by_email(conn, DEFAULT_EMAIL)
+        if acct is not None:
+            return acct
+        accounts = await accounts_repo.list_all(conn)
+        if len(accounts) == 1:
+            return accounts[0]
+        if not accounts:
+            raise AdminError("no accounts yet: `aicredits serve` creates the first one on its first start")
+        shown = ", ".join(a.email for a in accounts[:10]) + (f" and {len(accounts) - 10} more"
+                                                           if len(accounts) > 10 else "")
+        raise AdminError(f"{len(accounts)} accounts; choose one with --email: {shown}")
+
     async def usage(self, email: str | None, limit: int) -> list[dict]:
+        """The latest calls, newest first, each with its account's email as "account"."""
         async with self._engine.connect() as conn:
             account_id = (await self._account(conn, email, create=False)).id if email else None
-            return await usage_repo.recent(conn, account_id=account_id, limit=limit)
+            rows = await usage_repo.recent(conn, account_id=account_id, limit=limit)
+            emails = {a.id: a.email for a in await accounts_repo.list_all(conn)} if rows else {}
+        return [{**r, "account": emails.get(r["account_id"])} for r in rows]
 
     async def verify(self) -> list[ledger.Finding]:
         """Every check of docs/billing.md "Checking the ledger", over one snapshot of the

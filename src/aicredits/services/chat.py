@@ -185,7 +185,9 @@ class ChatService:
             meter.usage = usage
             await self._metering.fail(meter, exc, "zero_output_error")
             raise exc
-        await self._metering.settle(meter, self._cost(meter, usage))
+        # a reported usage was priced above (`malformed`): not priced twice
+        cost = malformed if usage is reported else self._cost(meter, usage)
+        await self._metering.settle(meter, cost)
         if meter.cache == "miss":   # stored with the gateway's model id (as_served changed `data`)
             self._remember(meter, data, out if render is None else None, usage)
         return out

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from os import urandom
 from typing import Any, Protocol, TypeVar
 
 from aicredits.domain.catalog import ModelSpec
@@ -47,7 +47,7 @@ class Meter:
     endpoint: str
     started: float
     stream: bool = False
-    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    call_id: str = field(default_factory=lambda: urandom(16).hex())   # 128 random bits, as hex
     hold: int = 0
     plan: Plan | None = None    # what the hold holds (domain/reservation.py's HoldPlan for token-priced calls)
     model: str = ""

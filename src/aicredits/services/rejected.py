@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+from os import urandom
 
 from aicredits.domain.usage import usage_row
 from aicredits.ports import BillingStore
@@ -42,7 +42,7 @@ class RejectedCalls:
             self.dropped += 1
             return
         now = int(time.time() * 1000)
-        self._rows.append(usage_row(uuid.uuid4().hex, account_id, key_id, now, request_id=request_id,
+        self._rows.append(usage_row(urandom(16).hex(), account_id, key_id, now, request_id=request_id,
                                     model=model[:200], status=status, end_state=REJECTED, error=error,
                                     endpoint=ENDPOINTS.get(path) or path.removeprefix("/v1/")[:32],
                                     latency_ms=latency_ms))

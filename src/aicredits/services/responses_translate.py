@@ -9,7 +9,7 @@ shape. The streaming side (chat chunks -> Responses events) is in responses_stre
 from __future__ import annotations
 
 import time
-import uuid
+from os import urandom
 
 from aicredits.domain.pricing import TokenUsage
 from aicredits.errors import InvalidRequest
@@ -34,7 +34,7 @@ CLIENT_TOOLS = ("function", "custom")
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{urandom(16).hex()}"
 
 
 def validate_responses(body: object) -> dict:

@@ -25,10 +25,17 @@ One module per idea, all imported from here (`from aicredits.settings import Set
 from __future__ import annotations
 
 from aicredits.settings.cache import CACHE_ENV
-from aicredits.settings.core import DEFAULT_DB_URL, CoreSettings
+from aicredits.settings.core import DEFAULT_DB_FILE, DEFAULT_DB_URL, CoreSettings
 from aicredits.settings.dashboard import DashboardSettings
 from aicredits.settings.file import ConfigFile, DeploymentRow, ModelRow, TierRow
-from aicredits.settings.load import CONFIG_ENV, SECRET_KEYS, TOOL_ENV, load_settings
+from aicredits.settings.load import (
+    CONFIG_ENV,
+    SECRET_KEYS,
+    TOOL_ENV,
+    default_database_url,
+    load_settings,
+    state_home,
+)
 from aicredits.settings.payments import PAYMENT_PROVIDERS, PaymentFields, PaymentSettings
 from aicredits.settings.providers import ProviderSettings, ProviderTable
 from aicredits.settings.schema import ENV_NAMES, ENV_PREFIX, SCALARS, GatewaySettings, Settings
@@ -36,8 +43,9 @@ from aicredits.settings.telemetry import TelemetrySettings
 from aicredits.settings.types import SettingsError
 
 __all__ = [
-    "CACHE_ENV", "CONFIG_ENV", "DEFAULT_DB_URL", "ENV_NAMES", "ENV_PREFIX", "PAYMENT_PROVIDERS", "SCALARS",
+    "CACHE_ENV", "CONFIG_ENV", "DEFAULT_DB_FILE", "DEFAULT_DB_URL", "ENV_NAMES", "ENV_PREFIX", "PAYMENT_PROVIDERS", "SCALARS",
     "SECRET_KEYS", "TOOL_ENV", "ConfigFile", "CoreSettings", "DashboardSettings", "DeploymentRow",
     "GatewaySettings", "ModelRow", "PaymentFields", "PaymentSettings", "ProviderSettings", "ProviderTable",
-    "Settings", "SettingsError", "TelemetrySettings", "TierRow", "load_settings",
+    "Settings", "SettingsError", "TelemetrySettings", "TierRow", "default_database_url", "load_settings",
+    "state_home",
 ]

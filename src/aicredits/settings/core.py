@@ -4,19 +4,29 @@ clients") and the logs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
 from aicredits.domain.ratelimit import MAX_WINDOW_SECONDS
-from aicredits.settings.types import Count, LogLevel, Seconds, Strict, decimal, not_bool
+from aicredits.settings.types import (
+    Count,
+    LogLevel,
+    Seconds,
+    Strict,
+    check_redis_url,
+    decimal,
+    lower,
+    not_bool,
+)
 
-DEFAULT_DB_URL = "sqlite:///aicredits.db"
+DEFAULT_DB_URL = "sqlite:///aicredits.db"   # only for a Settings built by hand; load_settings() uses default_database_url
+DEFAULT_DB_FILE = "aicredits.db"             # in the state directory, when no database URL is set
 
 
 class CoreSettings(Strict):
     database_url: str = DEFAULT_DB_URL
-    redis_url: str | None = None
+    redis_url: Annotated[str | None, BeforeValidator(check_redis_url)] = None
     redis_prefix: str = "aicredits:"             # every Redis key the gateway writes starts with this
     redis_timeout: Seconds = 0.5                 # seconds to connect to Redis or wait for an answer
     rate_window_seconds: Annotated[Seconds, Field(le=MAX_WINDOW_SECONDS)] = 60.0   # per-key rpm/tpm window
@@ -52,6 +62,7 @@ class CoreSettings(Strict):
     breaker_failures: Count = 5
     breaker_cooldown: Seconds = 30.0
     log_level: LogLevel = "INFO"
+    log_format: Annotated[Literal["auto", "json", "text"], BeforeValidator(lower)] = "auto"   # auto: text on a tty
     access_log: bool = True
 
     def check_core(self) -> None:

@@ -7,12 +7,14 @@ import difflib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from aicredits.settings.cache import CACHE_ENV, cache_policy
+from aicredits.settings.core import DEFAULT_DB_FILE
 from aicredits.settings.file import ConfigFile, DeploymentRow, ModelRow, TierRow
 from aicredits.settings.providers import ProviderTable, check_kinds, providers_of
 from aicredits.settings.schema import ENV_NAMES, ENV_PREFIX, SCALARS, GatewaySettings, Settings
@@ -139,8 +141,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     cache = cache_policy(env, cfg.cache)
     providers = providers_of(env, cfg.providers, path)
     check_kinds(providers, path)
-    return Settings(**gateway.model_dump(), config_path=path, providers=providers, extra_models=extra_models,
-                    cache=cache)
+    values = gateway.model_dump()
+    if env.get("AICREDITS_DATABASE_URL"):
+        database_from = "AICREDITS_DATABASE_URL"
+    elif isinstance(doc.get("gateway"), dict) and doc["gateway"].get("database_url"):
+        database_from = f"{path} [gateway] database_url"
+    else:
+        database_from = "default"
+        values["database_url"] = default_database_url(env, gateway.state_dir)
+    return Settings(**values, config_path=path, database_from=database_from, providers=providers,
+                    extra_models=extra_models, cache=cache)
+
+
+def state_home(env: Mapping[str, str], state_dir: str | None = None) -> Path:
+    """The state directory: AICREDITS_STATE_DIR (or [gateway] state_dir) when set, else
+    $XDG_DATA_HOME/aicredits, else ~/.local/share/aicredits. The same for the server and the CLI
+    whatever their working directory, so both find the default database there."""
+    if state_dir:
+        return Path(state_dir).expanduser().absolute()
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]).expanduser().absolute() / "aicredits"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "aicredits"
+
+
+def default_database_url(env: Mapping[str, str], state_dir: str | None = None) -> str:
+    """The database when none is set: aicredits.db in the state directory (state_home)."""
+    return f"sqlite:///{state_home(env, state_dir) / DEFAULT_DB_FILE}"
 
 
 def _check_catalog(extra_models: tuple[dict[str, Any], ...], path: str | None) -> None:

@@ -37,6 +37,7 @@ class GatewaySettings(PaymentFields, TelemetrySettings, DashboardSettings, CoreS
 
 class Settings(GatewaySettings):
     config_path: str | None = None                              # AICREDITS_CONFIG
+    database_from: str = "default"     # where database_url came from, for messages (see load_settings)
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
     extra_models: tuple[dict, ...] = ()                         # the file's [[models]], as written
     cache: Annotated[Any, Field(default_factory=CachePolicy)]   # response caches: AICREDITS_CACHE_*, [cache]
@@ -55,6 +56,15 @@ class Settings(GatewaySettings):
         """The longest a hold outlives the process that made it: its lease, plus the sweeper's
         interval (lease / 6). A running process renews its holds, however long their calls run."""
         return self.hold_lease_seconds * 7 / 6
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database's file (absolute), or None for PostgreSQL and :memory:."""
+        for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+            if self.database_url.startswith(prefix):
+                db = self.database_url[len(prefix):].split("?", 1)[0]
+                return Path(db).absolute() if db and db != ":memory:" else None
+        return None
 
     @property
     def grant_journal_dir(self) -> Path:

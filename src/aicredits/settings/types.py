@@ -65,6 +65,20 @@ def url(value: object) -> object:
     return value
 
 
+def check_redis_url(value: object) -> object:
+    """redis://, rediss:// or unix://, with a port (when given) from 0 to 65535."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    from urllib.parse import urlsplit
+    try:
+        urlsplit(value).port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    return value
+
+
 def lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 

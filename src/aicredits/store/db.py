@@ -70,6 +70,26 @@ def redact_url(url: str) -> str:
         return "<unparseable database url>"
 
 
+def database_error(exc: BaseException, url: str) -> str | None:
+    """What is wrong, in one line, when opening the database raised exc (a driver error);
+    None for anything else. A PostgreSQL database that does not exist says how to create it."""
+    from urllib.parse import unquote
+
+    from sqlalchemy.exc import DBAPIError
+    if not isinstance(exc, DBAPIError):
+        return None
+    code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    if code == "3D000":   # invalid_catalog_name: no database of that name
+        u = make_url(url)
+        name = unquote(u.database or "")
+        flags = "".join(f" {flag} {value}" for flag, value in (("-h", u.host), ("-p", u.port), ("-U", u.username))
+                        if value)
+        return (f'the PostgreSQL database "{name}" does not exist on {u.host or "localhost"}:{u.port or 5432}. '
+                f'Create it: createdb{flags} {name} (or, in psql: CREATE DATABASE "{name}";), then start again')
+    first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return first[0] if first else type(exc).__name__
+
+
 def configure_sqlite(dbapi_conn: DBAPIConnection) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
