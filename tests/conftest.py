@@ -367,6 +367,8 @@ class ServedGateway(GatewayProcess):
     CPU a new Python process takes to import everything. Not for what needs a process of its own
     (workers, signals, kill -9, its log output, the CLI): those use `start_gateway`."""
 
+    # uvloop as `serve` has it: on asyncio's loop some of schemathesis' malformed requests wait
+    # out their client timeout (tests/api/test_openapi.py takes minutes instead of seconds)
     def start(self, attempts: int = 1) -> ServedGateway:
         import uvicorn
 
@@ -391,7 +393,7 @@ class ServedGateway(GatewayProcess):
         self.port = sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
-        config = uvicorn.Config(Gateway(settings), loop="asyncio", http=guarded_protocol(limits), ws="none",
+        config = uvicorn.Config(Gateway(settings), loop="uvloop", http=guarded_protocol(limits), ws="none",
                                 lifespan="on", access_log=False, log_config=None, server_header=False,
                                 date_header=False, proxy_headers=False,
                                 timeout_graceful_shutdown=settings.drain_seconds)
