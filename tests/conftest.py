@@ -1,14 +1,19 @@
 """Shared fixtures: the fake OpenAI upstream, real databases (SQLite always; PostgreSQL and
-Redis when reachable, and required when CI=true), and the gateway as a real subprocess."""
+Redis when reachable, and required when CI=true), and the gateway as a real subprocess
+(`start_gateway`) or as uvicorn serving it on a real socket from a thread of the test process
+(`serve_gateway`)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from fractions import Fraction
@@ -238,6 +243,17 @@ def upstream(fake_openai):
 
 
 # ---------------------------------------------------------------- the gateway process
+def run_async(fn):
+    """asyncio.run(fn()), also from a thread where a loop is running already (sync Playwright keeps
+    one): then on a loop of a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(fn())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(fn())).result()
+
+
 class GatewayProcess:
     def __init__(self, db_url: str, workdir: Path, env: dict[str, str], workers: int = 1) -> None:
         self.db_url = db_url
@@ -310,7 +326,7 @@ class GatewayProcess:
                 return await fn(Admin(engine))
             finally:
                 await engine.dispose()
-        return asyncio.run(go())
+        return run_async(go)
 
     def create_key(self, credits: str | None = "100", limit: str | None = None, email: str | None = None,
                    rpm: int | None = None, tpm: int | None = None) -> dict:
@@ -344,10 +360,77 @@ class GatewayProcess:
         return httpx.get(self.v1 + "/credits", headers={"Authorization": f"Bearer {key}"}).json()
 
 
-@pytest.fixture(scope="session")
-def start_gateway(tmp_path_factory, fake_openai):
-    """start_gateway(db_url=None, env=None, workers=1) -> a running GatewayProcess (stopped at
-    the end of the session)."""
+class ServedGateway(GatewayProcess):
+    """The gateway as `serve` runs it with one worker (migrated database, uvicorn with the same
+    connection guard, lifespan on) but from a thread of this process: a real TCP socket for clients
+    with their own HTTP stack (the openai SDK, a browser, schemathesis) without the second or two of
+    CPU a new Python process takes to import everything. Not for what needs a process of its own
+    (workers, signals, kill -9, its log output, the CLI): those use `start_gateway`."""
+
+    # uvloop as `serve` has it: on asyncio's loop some of schemathesis' malformed requests wait
+    # out their client timeout (tests/api/test_openapi.py takes minutes instead of seconds)
+    def start(self, attempts: int = 1) -> ServedGateway:
+        import uvicorn
+
+        from aicredits.api.connections import ConnectionLimits, guarded_protocol
+        from aicredits.app import Gateway
+        from aicredits.settings import load_settings
+        from aicredits.store.db import make_engine, migrate
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        settings = load_settings(self.env)
+
+        async def prepare() -> None:
+            engine = make_engine(self.db_url)
+            try:
+                await migrate(engine, self.db_url)
+            finally:
+                await engine.dispose()
+        run_async(prepare)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
+        config = uvicorn.Config(Gateway(settings), loop="uvloop", http=guarded_protocol(limits), ws="none",
+                                lifespan="on", access_log=False, log_config=None, server_header=False,
+                                date_header=False, proxy_headers=False,
+                                timeout_graceful_shutdown=settings.drain_seconds)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                       name=f"gateway-{self.port}")
+        self.handler = _ThreadLog(self.log_path, self.thread.name)
+        logging.getLogger().addHandler(self.handler)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() > deadline:
+                raise RuntimeError("the served gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if getattr(self, "thread", None) is not None and self.thread.is_alive():
+            self.server.should_exit = True
+            self.thread.join(30)
+        if getattr(self, "handler", None) is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+
+class _ThreadLog(logging.FileHandler):
+    """The records logged by one served gateway's thread (at the levels the root logger passes),
+    into its log file: what `log()` reads, as it reads a gateway process's output."""
+
+    def __init__(self, path: Path, thread_name: str) -> None:
+        super().__init__(path, delay=True)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.addFilter(lambda record: record.threadName == thread_name)
+
+
+def _gateway_starter(tmp_path_factory, fake_openai, cls):
     running: list[GatewayProcess] = []
 
     def start(db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
@@ -356,19 +439,38 @@ def start_gateway(tmp_path_factory, fake_openai):
         # retries off unless a test turns them on: an upstream error is the call's answer
         base_env = {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": fake_openai.api_key,
                     "AICREDITS_RETRIES": "0"}
-        gw = GatewayProcess(url, workdir, {**base_env, **(env or {})}, workers).start()
+        gw = cls(url, workdir, {**base_env, **(env or {})}, workers).start()
         running.append(gw)
         return gw
 
+    return start, running
+
+
+@pytest.fixture(scope="session")
+def serve_gateway(tmp_path_factory, fake_openai):
+    """serve_gateway(db_url=None, env=None) -> a running ServedGateway (uvicorn in a thread of this
+    process, stopped at the end of the session); the same interface as `start_gateway`."""
+    start, running = _gateway_starter(tmp_path_factory, fake_openai, ServedGateway)
     yield start
     for gw in running:
         gw.stop()
 
 
 @pytest.fixture(scope="session")
-def gateway(start_gateway):
-    """The default gateway: SQLite, the fake OpenAI upstream, rate 83.5 INR/USD, markup 15%."""
-    return start_gateway()
+def start_gateway(tmp_path_factory, fake_openai):
+    """start_gateway(db_url=None, env=None, workers=1) -> a running GatewayProcess (stopped at
+    the end of the session)."""
+    start, running = _gateway_starter(tmp_path_factory, fake_openai, GatewayProcess)
+    yield start
+    for gw in running:
+        gw.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(serve_gateway):
+    """The default gateway: SQLite, the fake OpenAI upstream, rate 83.5 INR/USD, markup 15%; served
+    on a real socket from a thread of this process (`serve_gateway`)."""
+    return serve_gateway()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_ready_without_redis(gateway):
 
 
 # readiness with Redis and on PostgreSQL: the same Gateway that `serve` runs, in this process
-# (tests/inproc.py); the subprocess `gateway` above proves /health and /health/ready over a socket
+# (tests/inproc.py); the served `gateway` above proves /health and /health/ready over a socket
 async def test_ready_with_redis(redis_url, fake_openai, tmp_path):
     async with running(f"sqlite:///{tmp_path}/a.db", fake_openai, tmp_path, AICREDITS_REDIS_URL=redis_url,
                        AICREDITS_REDIS_PREFIX=f"health-{uuid.uuid4().hex[:8]}:") as g:

@@ -123,8 +123,9 @@ def test_two_workers_with_slices_on_sqlite_never_overspend(start_gateway, upstre
 
 
 @pytest.mark.timeout(120)
-def test_with_slices_a_keys_rate_limit_and_spending_limit_still_hold(start_gateway, upstream):
-    gw = start_gateway(env=SLICES)
+def test_with_slices_a_keys_rate_limit_and_spending_limit_still_hold(serve_gateway, upstream):
+    """One worker (served from a thread of this process) is enough: the limits are the key's."""
+    gw = serve_gateway(env=SLICES)
     try:
         per_call = expected_micros(gw.catalog()[MODEL], 19, 9)
         hold = computed_hold()

@@ -44,9 +44,9 @@ def sarvam():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, sarvam):
+def gw(serve_gateway, sarvam):
     """OpenAI (fake) and Sarvam (fake) both configured."""
-    return start_gateway(env={"SARVAM_API_KEY": sarvam.api_key, "SARVAM_BASE_URL": sarvam.base_url})
+    return serve_gateway(env={"SARVAM_API_KEY": sarvam.api_key, "SARVAM_BASE_URL": sarvam.base_url})
 
 
 @pytest.fixture

@@ -130,8 +130,8 @@ def gemini():
 
 
 @pytest.fixture(scope="module")
-def gemini_gw(start_gateway, gemini):
-    return start_gateway(env={"GEMINI_BASE_URL": gemini.base_url, "GEMINI_API_KEY": "gemini-test-key"})
+def gemini_gw(serve_gateway, gemini):
+    return serve_gateway(env={"GEMINI_BASE_URL": gemini.base_url, "GEMINI_API_KEY": "gemini-test-key"})
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Slow and greedy clients against a real gateway process (api/connections.py, the per-key cap in
+"""Slow and greedy clients against a real gateway on a socket (api/connections.py, the per-key cap in
 services/concurrency.py, the body budget in api/http.py), on 127.0.0.1 with small limits: every
 connection that dawdles is answered 408 and closed after its timeout, whatever the route; one past
 the connection cap gets 503 at once; a key past its concurrency cap, and a body past the process's
@@ -22,8 +22,8 @@ MINI = "openai/gpt-4o-mini"
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway):
-    return start_gateway(env={"AICREDITS_HEADER_TIMEOUT": str(TIMEOUT), "AICREDITS_BODY_TIMEOUT": str(TIMEOUT),
+def gw(serve_gateway):
+    return serve_gateway(env={"AICREDITS_HEADER_TIMEOUT": str(TIMEOUT), "AICREDITS_BODY_TIMEOUT": str(TIMEOUT),
                               "AICREDITS_MAX_CONNECTIONS": "200", "AICREDITS_KEY_MAX_CONCURRENT": "2",
                               "AICREDITS_MAX_BODY_BYTES": "65536", "AICREDITS_BODY_BYTES_IN_FLIGHT": "100000"})
 
@@ -206,8 +206,8 @@ def test_bodies_past_the_process_budget_get_429(gw, key):
     assert small.status_code == 200
 
 
-def test_connections_past_the_cap_get_503_at_once(start_gateway):
-    gw = start_gateway(env={"AICREDITS_MAX_CONNECTIONS": "10", "AICREDITS_HEADER_TIMEOUT": str(TIMEOUT)})
+def test_connections_past_the_cap_get_503_at_once(serve_gateway):
+    gw = serve_gateway(env={"AICREDITS_MAX_CONNECTIONS": "10", "AICREDITS_HEADER_TIMEOUT": str(TIMEOUT)})
 
     async def go():
         # ten connections hold every place (idle: closed after the header timeout)

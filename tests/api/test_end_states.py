@@ -366,8 +366,8 @@ def test_zero_output_error_charges_nothing(gateway, upstream, ukey):
 
 # ---------------------------------------------------------------- timeouts
 @pytest.fixture(scope="module")
-def slow_gateway(start_gateway):
-    return start_gateway(env={"AICREDITS_UPSTREAM_TIMEOUT": "0.5", "AICREDITS_STREAM_IDLE_TIMEOUT": "0.5"})
+def slow_gateway(serve_gateway):
+    return serve_gateway(env={"AICREDITS_UPSTREAM_TIMEOUT": "0.5", "AICREDITS_STREAM_IDLE_TIMEOUT": "0.5"})
 
 
 @pytest.fixture(scope="module")

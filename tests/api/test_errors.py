@@ -141,7 +141,7 @@ def test_embeddings_model_on_chat_is_400(gateway, upstream, ekey):
 
 # ---------------------------------------------------------------- body limit and TOML config
 @pytest.fixture(scope="module")
-def configured_gateway(start_gateway, tmp_path_factory):
+def configured_gateway(serve_gateway, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
     cfg.write_text(f'''
 [[models]]
@@ -152,7 +152,7 @@ upstream_id = "unpriced-x"
 endpoint = "chat"
 context_window = 8192
 ''')
-    return start_gateway(env={"AICREDITS_MAX_BODY_BYTES": "2048", "AICREDITS_CONFIG": str(cfg)})
+    return serve_gateway(env={"AICREDITS_MAX_BODY_BYTES": "2048", "AICREDITS_CONFIG": str(cfg)})
 
 
 def test_body_over_the_limit_is_413_and_nothing_is_forwarded(configured_gateway, upstream):

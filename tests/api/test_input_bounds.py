@@ -1,4 +1,4 @@
-"""The hold is an upper bound for every kind of input (docs/billing.md): a gateway process against
+"""The hold is an upper bound for every kind of input (docs/billing.md): a served gateway against
 the fake OpenAI and Anthropic upstreams, which report the usage the provider's documented formula
 gives for what was sent. For each kind: the call completes, its charge is exactly the reported usage
 x the catalog price, and that charge is within the hold written on its usage row (settle would cap a
@@ -36,8 +36,8 @@ def anthropic():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, anthropic):
-    return start_gateway(env={"ANTHROPIC_API_KEY": anthropic.api_key, "ANTHROPIC_BASE_URL": anthropic.base_url})
+def gw(serve_gateway, anthropic):
+    return serve_gateway(env={"ANTHROPIC_API_KEY": anthropic.api_key, "ANTHROPIC_BASE_URL": anthropic.base_url})
 
 
 @pytest.fixture(scope="module")

@@ -85,11 +85,11 @@ def test_an_unrouted_method_on_the_root_is_405_with_allow(gw):
 
 
 @pytest.mark.timeout(300)   # schemathesis has 240 s; on a busy machine (a parallel run) it needs more than 120
-def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(start_gateway, tmp_path):
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(serve_gateway, tmp_path):
     """Only the demo models are served (no provider key), so every call that passes validation is
     answered by the gateway itself. Bounded: 25 examples per operation, one worker, a fixed seed.
     The dashboard's HTML pages are left to tests/web (Starlette answers their other methods)."""
-    gw = start_gateway(env={"OPENAI_API_KEY": ""})
+    gw = serve_gateway(env={"OPENAI_API_KEY": ""})
     key = gw.create_key(credits="1000")["key"]
     assert httpx.get(gw.base_url + "/openapi.json").status_code == 200
     proc = subprocess.run(

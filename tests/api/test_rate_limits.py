@@ -1,5 +1,7 @@
 """Per-key rate limits (rpm, tpm) through the running gateway: in process memory, in Redis
-(shared by every worker), with Redis down (fail-open), on SQLite and PostgreSQL."""
+(shared by every worker), with Redis down (fail-open), on SQLite and PostgreSQL. One worker is
+served from a thread of the test process (`serve_gateway`, a real socket); the tests of several
+workers and of what `serve` logs start real gateway processes."""
 
 from __future__ import annotations
 
@@ -76,24 +78,24 @@ def redis_keys(redis_url: str, prefix: str) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def redis_gateway(start_gateway, redis_url):
-    return start_gateway(env=redis_env(redis_url))
+def redis_gateway(serve_gateway, redis_url):
+    return serve_gateway(env=redis_env(redis_url))
 
 
 @pytest.fixture(scope="module")
-def dead_redis_gateway(start_gateway):
-    return start_gateway(env={"AICREDITS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+def dead_redis_gateway(serve_gateway):
+    return serve_gateway(env={"AICREDITS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
 
 
 # ---------------------------------------------------------------- rpm
 @pytest.mark.parametrize("backend", ["memory", "redis", "redis+postgresql"])
-def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, start_gateway, upstream, backend):
+def test_rpm_admits_n_calls_and_refuses_the_next_without_charging(request, serve_gateway, upstream, backend):
     if backend == "memory":
         gw = request.getfixturevalue("gateway")
     elif backend == "redis":
         gw = request.getfixturevalue("redis_gateway")
     else:
-        gw = start_gateway(request.getfixturevalue("make_pg_db")(),
+        gw = serve_gateway(request.getfixturevalue("make_pg_db")(),
                            env=redis_env(request.getfixturevalue("redis_url")))
     key = make_key(gw, rpm=3)
     for left in (2, 1, 0):   # OpenAI's headers, counted by this backend (docs/rate-limits.md)
@@ -197,10 +199,10 @@ def test_both_limits_on_one_key(gateway, upstream):
 
 
 # ---------------------------------------------------------------- unlimited keys
-def test_unlimited_keys_are_unaffected_and_never_reach_redis(start_gateway, redis_url, upstream):
+def test_unlimited_keys_are_unaffected_and_never_reach_redis(serve_gateway, redis_url, upstream):
     env = redis_env(redis_url)
     prefix = env["AICREDITS_REDIS_PREFIX"]
-    gw = start_gateway(env=env)
+    gw = serve_gateway(env=env)
     key = make_key(gw)
     for _ in range(25):
         assert chat(gw, key).status_code == 200
@@ -268,13 +270,13 @@ def test_workers_without_redis_warn_that_each_counts_alone(start_gateway):
 
 # ---------------------------------------------------------------- the window frees
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_the_window_frees_after_retry_after(start_gateway, request, upstream, backend):
+def test_the_window_frees_after_retry_after(serve_gateway, request, upstream, backend):
     """AICREDITS_RATE_WINDOW_SECONDS=2 (documented): rpm counts per 2 s. After Retry-After
     seconds the next call passes."""
     env = {"AICREDITS_RATE_WINDOW_SECONDS": "2"}
     if backend == "redis":
         env.update(redis_env(request.getfixturevalue("redis_url")))
-    gw = start_gateway(env=env)
+    gw = serve_gateway(env=env)
     key = make_key(gw, rpm=2)
     assert chat(gw, key).status_code == 200
     assert chat(gw, key).status_code == 200

@@ -47,7 +47,7 @@ def last_request(upstream, suffix: str):
 
 
 @pytest.fixture(scope="module")
-def local_gateway(start_gateway, fake_openai, tmp_path_factory):
+def local_gateway(serve_gateway, fake_openai, tmp_path_factory):
     """A gateway with an OpenAI-compatible provider from TOML (served by translation)."""
     path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
     path.write_text(f"""
@@ -67,7 +67,7 @@ input_cost_per_1m = 0.5
 output_cost_per_1m = 1.5
 cache_read_cost_per_1m = 0.25
 """)
-    return start_gateway(env={"AICREDITS_CONFIG": str(path), "LOCAL_KEY": fake_openai.api_key})
+    return serve_gateway(env={"AICREDITS_CONFIG": str(path), "LOCAL_KEY": fake_openai.api_key})
 
 
 @pytest.fixture

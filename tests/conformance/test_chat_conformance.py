@@ -39,7 +39,7 @@ def fakes(fake_openai):
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, fakes, tmp_path_factory):
+def gw(serve_gateway, fakes, tmp_path_factory):
     path = tmp_path_factory.mktemp("conformance") / "aicredits.toml"
     path.write_text(f"""
 [providers.local]
@@ -110,7 +110,7 @@ max_output_tokens = 16384
 input_cost_per_1m = 0.165
 output_cost_per_1m = 0.66
 """)
-    return start_gateway(env={
+    return serve_gateway(env={
         "AICREDITS_CONFIG": str(path), "LOCAL_KEY": fakes["compatible"].api_key,
         "AZURE_OPENAI_API_KEY": fakes["azure"].api_key,
         "GEMINI_API_KEY": fakes["gemini"].api_key, "GEMINI_BASE_URL": fakes["gemini"].base_url,

@@ -35,8 +35,8 @@ def fake():
 
 
 @pytest.fixture(scope="module")
-def gw(start_gateway, fake):
-    return start_gateway(env={"ANTHROPIC_API_KEY": fake.api_key, "ANTHROPIC_BASE_URL": fake.base_url})
+def gw(serve_gateway, fake):
+    return serve_gateway(env={"ANTHROPIC_API_KEY": fake.api_key, "ANTHROPIC_BASE_URL": fake.base_url})
 
 
 @pytest.fixture

@@ -65,11 +65,11 @@ def fakes():
 
 
 @pytest.fixture(scope="module")
-def routed(start_gateway, fakes, tmp_path_factory):
+def routed(serve_gateway, fakes, tmp_path_factory):
     a, b = fakes
     path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
     path.write_text(CONFIG.format(a=a.base_url, b=b.base_url))
-    return start_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key,
+    return serve_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key,
                               "SECONDARY_KEY": b.api_key, "AICREDITS_RETRIES": "2", "AICREDITS_RETRY_BASE_DELAY": "0.01",
                               "AICREDITS_BREAKER_FAILURES": "3", "AICREDITS_BREAKER_COOLDOWN": "60"})
 
@@ -256,13 +256,13 @@ DEADLINE = 2.0   # AICREDITS_UPSTREAM_TIMEOUT of the timed gateway: every attemp
 
 
 @pytest.fixture(scope="module")
-def timed(start_gateway, fakes, tmp_path_factory):
+def timed(serve_gateway, fakes, tmp_path_factory):
     """Retries on (3 more per deployment), a 2 s upstream timeout, a 1 s body-read limit; `pool/dead`
     points at a closed port."""
     a, b = fakes
     path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
     path.write_text(TIMED.format(a=a.base_url, b=b.base_url, dead=f"http://127.0.0.1:{free_port()}/v1"))
-    return start_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key, "SECONDARY_KEY": b.api_key,
+    return serve_gateway(env={"AICREDITS_CONFIG": str(path), "PRIMARY_KEY": a.api_key, "SECONDARY_KEY": b.api_key,
                               "AICREDITS_RETRIES": "3", "AICREDITS_RETRY_BASE_DELAY": "0.01",
                               "AICREDITS_BREAKER_FAILURES": "1000", "AICREDITS_UPSTREAM_TIMEOUT": str(DEADLINE),
                               "AICREDITS_STREAM_IDLE_TIMEOUT": "1"})

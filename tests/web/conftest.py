@@ -6,7 +6,7 @@ account through the sign-up form and returns its CSRF token.
 
 Browser (one module, tests/web/test_browser.py): `browser` is Debian's chromium driven by
 Playwright (no browser download), shared by the session; `dashboard` is one gateway
-subprocess configured with the fake OpenID Connect issuer (`fake_issuer`); `page` is a fresh
+served from a thread of the test process (`serve_gateway`), configured with the fake OpenID Connect issuer (`fake_issuer`); `page` is a fresh
 browser context and page per test; `shot(page, name)` saves docs/img/<name>.png for
 docs/dashboard.md.
 """
@@ -94,9 +94,10 @@ def fake_issuer():
 
 
 @pytest.fixture(scope="session")
-def dashboard(start_gateway, fake_issuer):
-    """One gateway subprocess for the browser tests, with OpenID Connect sign-in."""
-    return start_gateway(env={"AICREDITS_OIDC_ISSUER": fake_issuer.url, "AICREDITS_OIDC_CLIENT_ID": CLIENT_ID,
+def dashboard(serve_gateway, fake_issuer):
+    """One served gateway (uvicorn in a thread, a real socket) for the browser tests, with OpenID
+    Connect sign-in."""
+    return serve_gateway(env={"AICREDITS_OIDC_ISSUER": fake_issuer.url, "AICREDITS_OIDC_CLIENT_ID": CLIENT_ID,
                               "AICREDITS_OIDC_CLIENT_SECRET": CLIENT_SECRET, "AICREDITS_OIDC_NAME": "FakeID"})
 
 

@@ -1,11 +1,11 @@
 """The dashboard in a real browser (Debian's chromium through Playwright) against a real
-gateway process: sign-up, sign-in, keys used through the official openai SDK and revoked,
+gateway on a socket (served from a thread of the test process; accounts set up through the
+services the CLI calls, in-process): sign-up, sign-in, keys used through the official openai SDK and revoked,
 CSRF, isolation between accounts, sign-in throttling, OpenID Connect. Each page's screenshot
 goes to docs/img/."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -14,6 +14,7 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
+from aicredits.domain.money import inr_to_micros
 from tests.web.conftest import PASSWORD
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,7 +56,7 @@ def test_sign_up_sign_in_create_key_call_it_revoke_it(page, dashboard, shot):
     page.goto("/dashboard/signup")
     shot(page, "signup")
     sign_up(page, email)
-    dashboard.cli("wallet", "grant", "250", "--email", email)
+    dashboard.admin(lambda a: a.grant(email, inr_to_micros("250"), note="admin grant"))
 
     # sign out, then back in
     page.get_by_role("button", name="Sign out").click()
@@ -124,7 +125,7 @@ def test_another_accounts_key_id_gives_404(page, browser, dashboard):
     mine = page.locator("form[action*='/revoke']").first.get_attribute("action")
     by_form = page.request.post(dashboard.base_url + mine, form={"csrf_token": csrf, "key_id": key_id})
     assert by_form.status == 404
-    owner_key = next(k for k in json.loads(dashboard.cli("keys", "list", "--json").stdout) if k["id"] == key_id)
+    owner_key = next(k for k in dashboard.admin(lambda a: a.list_keys()) if k["id"] == key_id)
     assert owner_key["revoked"] is False          # neither attempt touched it
 
 

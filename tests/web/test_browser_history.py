@@ -1,5 +1,5 @@
 """Billing history, usage, the request log and the admin pages in a real browser (Debian's
-chromium through Playwright) against a real gateway process: calls made with the official
+chromium through Playwright) against a real gateway on a socket: calls made with the official
 openai SDK show in the request log and the billing history, the balance is right to the
 paisa and the CSV's totals match the ledger; an admin's grant lands in the user's history and
 in the audit log; disabling stops the user's key within a second; another account's ids give
@@ -22,6 +22,7 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
+from aicredits.domain.money import inr_to_micros
 from tests.web.conftest import PASSWORD
 from tests.web.test_browser import create_key, sign_in, sign_up, unique_email
 
@@ -94,7 +95,7 @@ async def add_history(db_url: str, email: str, days: int) -> tuple[int, int]:
 def test_calls_show_in_the_request_log_and_billing_and_the_csv_sums_to_the_ledger(page, dashboard, shot, tmp_path):
     email = unique_email("billing")
     sign_up(page, email)
-    dashboard.cli("wallet", "grant", "100", "--email", email, "--note", "opening grant")
+    dashboard.admin(lambda a: a.grant(email, inr_to_micros("100"), note="opening grant"))
     secret = create_key(page, "laptop")
     client = openai.OpenAI(base_url=dashboard.v1, api_key=secret, max_retries=0)
     first = chat(client, "namaste")
@@ -157,7 +158,7 @@ def test_usage_charts_for_a_month(page, dashboard, shot):
 
 def test_an_admin_grant_its_audit_row_and_disabling_a_user(page, browser, dashboard, shot):
     admin_email = unique_email("admin")
-    dashboard.cli("users", "create", "--email", admin_email, "--admin", "--password", PASSWORD)
+    dashboard.admin(lambda a: a.create_user(admin_email, password=PASSWORD, role="admin"))
     user_email = unique_email("member")
     member = browser.new_context(base_url=dashboard.base_url)
     member_page = member.new_page()
@@ -227,7 +228,7 @@ def test_another_accounts_ids_give_404(page, browser, dashboard):
     owner_page = owner.new_page()
     owner_email = unique_email("owner")
     sign_up(owner_page, owner_email)
-    dashboard.cli("wallet", "grant", "10", "--email", owner_email)
+    dashboard.admin(lambda a: a.grant(owner_email, inr_to_micros("10"), note="admin grant"))
     secret = create_key(owner_page, "owner key")
     chat(openai.OpenAI(base_url=dashboard.v1, api_key=secret, max_retries=0), "mine")
     owner_page.goto("/dashboard/usage/requests")

@@ -1,4 +1,4 @@
-"""Top-ups in a real browser (Debian's chromium through Playwright) against a real gateway process:
+"""Top-ups in a real browser (Debian's chromium through Playwright) against a real gateway on a socket:
 500 INR through the test provider, then a call with the official openai SDK, and the balance right
 to the paisa; the same through the fake Razorpay (its checkout.js served from the fake, its signed
 webhooks delivered to the gateway); a failed Razorpay payment. Screenshots go to docs/img/."""
@@ -32,9 +32,9 @@ def razorpay():
 
 
 @pytest.fixture(scope="module")
-def shop(start_gateway, razorpay):
+def shop(serve_gateway, razorpay):
     """A gateway with both payment providers, Razorpay being the fake; its webhooks come back here."""
-    gw = start_gateway(env={
+    gw = serve_gateway(env={
         "AICREDITS_PAYMENT_PROVIDERS": "test,razorpay", "AICREDITS_RAZORPAY_KEY_ID": razorpay.key_id,
         "AICREDITS_RAZORPAY_KEY_SECRET": razorpay.key_secret,
         "AICREDITS_RAZORPAY_WEBHOOK_SECRET": razorpay.webhook_secret,
@@ -160,7 +160,7 @@ def test_top_up_through_razorpay_checkout_with_signed_webhooks(shop_page, shop, 
     assert ledger(shop, email) == [("topup", 75_050 * 10_000, 75_050 * 10_000)]
     assert rzp.orders[order_id]["status"] == "paid"
     call_and_check_balance(page, shop, upstream, create_key(page), 75_050 * 10_000)
-    assert shop.cli("ledger", "verify").returncode == 0
+    assert shop.verify() == []
     assert page.console_errors == []
 
 
