@@ -70,6 +70,25 @@ async def limited_calls(clients, key: str, n: int, tag: str) -> list[int]:
     return out
 
 
+async def limiter_answers(clients, key: str, within: float = 15.0) -> float:
+    """Seconds until every gateway process counts through Redis again: 8 calls in a row, over
+    both gateways (and so, by the kernel's spreading, both workers of the first), all carry the
+    rate-limit headers, which a process sends only when Redis answered its check."""
+    start = time.monotonic()
+    streak = 0
+    while streak < 8:
+        assert time.monotonic() - start < within, "the rate limiter did not come back"
+        r = await clients[streak % len(clients)].post(
+            "/v1/chat/completions", json={"model": "openai/gpt-4o-mini", "messages": [
+                {"role": "user", "content": "is the limiter back?"}], "no_cache": True},
+            headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        streak = streak + 1 if "x-ratelimit-remaining-requests" in r.headers else 0
+        if not streak:
+            await asyncio.sleep(0.2)
+    return time.monotonic() - start
+
+
 def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_pg_db, upstream, tmp_path):
     dsn = make_pg_db()
     redis = RedisServer(free_port(), tmp_path).start()
@@ -123,6 +142,7 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
                 phases["stopped_window"] = (onset, time.monotonic())
                 await asyncio.to_thread(redis.start)        # restarted, empty
                 await asyncio.sleep(2.5)                    # the limiter asks again after 1 s
+                phases["limiter_back"] = await limiter_answers(clients, keys[0]["key"])
                 phases["restarted"] = await limited_calls(clients, limited["key"], RPM + 2, "restarted")
                 cache = [await probe(clients[0], prober["key"], "probe")]   # a new, empty Redis
                 await asyncio.sleep(1.2)
@@ -148,6 +168,7 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
         # rate limits: enforced through Redis, open (uncounted) while it is away, enforced again after
         assert phases["before"] == [200] * RPM + [429, 429]
         assert phases["stopped"] == [200] * (RPM + 2)
+        assert phases["limiter_back"] < 5.0      # normally at once: it asked again 1 s after its failure
         assert phases["restarted"] == [200] * RPM + [429, 429]     # a new Redis: counting from zero
         assert phases["partitioned"] == [200] * (RPM + 2)
         # the exact cache: hits through Redis; misses (not failures) while it is away; hits again after

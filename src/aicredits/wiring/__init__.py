@@ -115,12 +115,21 @@ async def open_billing_store(settings: Settings) -> BillingStore:
 
 
 def connect_redis(settings: Settings) -> Redis | None:
-    """Redis when AICREDITS_REDIS_URL is set (it connects on its first command)."""
+    """Redis when AICREDITS_REDIS_URL is set (it connects on its first command).
+
+    A command is tried again once, at once, only when its connection broke (a pooled connection
+    to a Redis that has since restarted); a timeout is not retried. redis-py's default (ten
+    retries with backoff up to 1 s) would let one call wait many seconds while Redis is away,
+    so a command costs at most two AICREDITS_REDIS_TIMEOUTs."""
     if not settings.redis_url:
         return None
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     return aioredis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout,
-                             socket_connect_timeout=settings.redis_timeout)
+                             socket_connect_timeout=settings.redis_timeout,
+                             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
 
 
 def rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:
