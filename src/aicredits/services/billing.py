@@ -85,9 +85,20 @@ class Billing:
     # ------------------------------------------------------------------ holds
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
         if self.quota is not None:
+            self.quota.enter(auth.account_id, auth.key_id)     # until its settle, or a refusal below
             fast = self.quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
             if fast is not None:
                 return cast(_P, fast)     # the planner's own plan
+        try:
+            return await self._hold(call_id, auth, planner)
+        except asyncio.CancelledError:
+            raise       # its hold may still land: _release_orphan settles it (or leaves, if none)
+        except BaseException:
+            if self.quota is not None:
+                self.quota.leave(auth.account_id, auth.key_id)
+            raise
+
+    async def _hold(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
         now = int(time.time() * 1000)
         req = HoldRequest(call_id, auth.account_id, auth.key_id, now, now + self._lease_ms, planner)
         fut = asyncio.ensure_future(self._reserve(req))
@@ -128,6 +139,8 @@ class Billing:
 
     def _release_orphan(self, fut: asyncio.Future, auth: KeyAuth, call_id: str) -> None:
         if fut.cancelled() or fut.exception() is not None:
+            if self.quota is not None:
+                self.quota.leave(auth.account_id, auth.key_id)
             return
         usage = usage_row(call_id, auth.account_id, auth.key_id, int(time.time() * 1000), status=499,
                           end_state="client_disconnect")
@@ -138,9 +151,12 @@ class Billing:
         """Settle, retrying with backoff for `settle_retry_seconds`; then journal it (the lease is
         kept until a replay lands, so the hold is not swept meanwhile)."""
         if self.quota is not None:
-            result = self.quota.charge(s)      # a call authorized against a slice: journaled, batched
-            if result is not None:
-                return result
+            self.quota.leave(s.account_id, s.key_id)
+            charged = self.quota.charge(s)      # a call authorized against a slice: journaled, batched
+            if isinstance(charged, SettleResult):
+                return charged
+            if charged is not None:
+                return await charged            # the batch settle that carries it (group commit)
         deadline = time.monotonic() + self.settle_retry_seconds
         delay = 0.1
         while True:
