@@ -349,8 +349,8 @@ class Quota:
     async def _flush_one(self, sl: Slice) -> None:
         async with sl.lock:
             batch, sl.pending = sl.pending, []
-            if not batch and not sl.closed:
-                return
+            if not batch and (not sl.closed or sl not in self._closing):
+                return      # nothing to settle, or given back by the flush this one waited for
             close = sl.closed or (self.settle_before_answer and sl.calls == 0 and sl.known)
             if close and not sl.closed:
                 # no call runs on it: its rest goes back with these charges, and from now on
@@ -377,7 +377,7 @@ class Quota:
                     for st, fut in waiting:
                         fut.set_result(SettleResult(st.charge, None, None, pending=True))
                 return
-            if close:
+            if close and sl in self._closing:
                 self._closing.remove(sl)
             sl.unflushed -= sum(st.charge for _, st, _ in batch)
             sl.apply(view)
