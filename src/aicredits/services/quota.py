@@ -68,8 +68,9 @@ class Slice:
         self.known = False       # a transaction has read the wallet
         self.calls = 0
         self.unit = 0            # the last call's hold (sizes background top-ups)
-        # (journal segment, charge, the answer waiting for it or None) to settle
-        self.pending: list[tuple[int, Settlement, asyncio.Future | None]] = []
+        # (journal segment, charge, the answer waiting for it or None, the call's hold while it still
+        # counts in `outstanding` (settle before answer: until its batch lands) or 0) to settle
+        self.pending: list[tuple[int, Settlement, asyncio.Future | None, int]] = []
         self.closed = False      # given back (or being given back) with its last charges: no call takes it
         self.lock = asyncio.Lock()                        # one database operation on it at a time
         self.granting: asyncio.Future | None = None
@@ -285,16 +286,17 @@ class Quota:
         except OSError:
             log.exception("cannot write call %s to the grant journal; it is settled by the next batch", s.call_id)
             seq = self.journal.seq
-        sl.outstanding -= c.hold
         sl.calls -= 1
-        sl.unflushed += charge
         if self.settle_before_answer:
+            # its hold stays reserved until its charge lands, as a per-call hold does
             fut: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
-            sl.pending.append((seq, st, fut))
+            sl.pending.append((seq, st, fut, c.hold))
             if self._flusher is None:
                 self._flusher = asyncio.ensure_future(self._flush_now())
             return fut
-        sl.pending.append((seq, st, None))
+        sl.outstanding -= c.hold
+        sl.unflushed += charge
+        sl.pending.append((seq, st, None, 0))
         # balance after this charge; available: minus every open hold, this slice's only as far as
         # its running calls hold it (docs/billing.md, "Quota slices")
         return SettleResult(charge, sl.balance - sl.unflushed, sl.base - sl.outstanding - sl.unflushed)
@@ -326,7 +328,7 @@ class Quota:
         """Group commit: settle what is pending now, and again what came meanwhile, while some
         answer waits for it."""
         try:
-            while any(fut is not None and not fut.done() for sl in self._all() for _, _, fut in sl.pending):
+            while any(fut is not None and not fut.done() for sl in self._all() for _, _, fut, _ in sl.pending):
                 await self.flush()
         except Exception:
             log.exception("settling quota slices failed")
@@ -360,13 +362,15 @@ class Quota:
                     del self._slices[(sl.account_id, sl.key_id)]
                 self._closing.append(sl)
             try:
-                view = await self.store.charge_slice(sl.id, sl.account_id, sl.key_id, [st for _, st, _ in batch],
-                                                     close=close)
+                view = await self.store.charge_slice(sl.id, sl.account_id, sl.key_id,
+                                                     [st for _, st, _, _ in batch], close=close)
             except Exception as exc:  # noqa: BLE001 - kept (and journaled): the next round retries
-                kept = [(seq, st, None) for seq, st, _ in batch]
-                sl.pending[:0] = kept
+                # from now on they count as charged, not held, as in the deferred mode
+                sl.outstanding -= sum(hold for _, _, _, hold in batch)
+                sl.unflushed += sum(st.charge for _, st, _, hold in batch if hold)
+                sl.pending[:0] = [(seq, st, None, 0) for seq, st, _, _ in batch]
                 log.warning("settling %d call(s) of slice %s failed (%s); retrying", len(batch), sl.id, exc)
-                waiting = [(st, fut) for _, st, fut in batch if fut is not None and not fut.done()]
+                waiting = [(st, fut) for _, st, fut, _ in batch if fut is not None and not fut.done()]
                 if waiting:
                     # their answers go out now, like a per-call settle's that went to the journal:
                     # the charge is in the grant journal, made durable here, and settled by a retry
@@ -379,12 +383,13 @@ class Quota:
                 return
             if close and sl in self._closing:
                 self._closing.remove(sl)
-            sl.unflushed -= sum(st.charge for _, st, _ in batch)
+            sl.outstanding -= sum(hold for _, _, _, hold in batch)
+            sl.unflushed -= sum(st.charge for _, st, _, hold in batch if not hold)
             sl.apply(view)
             # the balance each charge left; available: minus every other open hold, this slice's
             # only as far as its running calls hold it
             others = view.held - view.amount + sl.outstanding
-            for _, st, answer in batch:
+            for _, st, answer, _ in batch:
                 if answer is not None and not answer.done():
                     bal = view.after.get(st.call_id, view.balance)
                     answer.set_result(SettleResult(st.charge, bal, bal - others))
