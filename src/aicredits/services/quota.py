@@ -103,10 +103,11 @@ class SliceCall:
 class Quota:
     def __init__(self, store: BillingStore, journal: GrantLog, *, slice_calls: int = 64, min_calls: int = 16,
                  flush_seconds: float = 0.05, idle_seconds: float = 5.0, lease_ms: int = 30_000,
-                 settle_before_answer: bool = False) -> None:
+                 settle_before_answer: bool = False, min_running: int = 2) -> None:
         """`settle_before_answer` (the gateway's default, AICREDITS_QUOTA_DEFERRED=off): a call's
         answer waits for the batch settle that carries its charge (started at once: group commit),
-        a slice is granted only to an (account, key) with another call running in this process,
+        a slice is granted only to an (account, key) with `min_running` calls (this one included)
+        running in this process,
         and it is given back in the batch that settles its last running call. Without it (the
         deferred mode): answers right after the journal line, batches every `flush_seconds`,
         slices kept until idle for `idle_seconds`."""
@@ -118,6 +119,7 @@ class Quota:
         self.idle_seconds = idle_seconds
         self.lease_ms = lease_ms
         self.settle_before_answer = settle_before_answer
+        self.min_running = min_running
         self._slices: dict[tuple[int, str | None], Slice] = {}
         self._closing: list[Slice] = []       # closed slices whose last batch has not landed yet
         self._calls: dict[str, SliceCall] = {}
@@ -155,8 +157,8 @@ class Quota:
         """The call's plan, authorized against its slice (granted or topped up first if needed);
         None: the call takes a per-call hold (a small wallet, or the slice cannot fit it)."""
         key = (account_id, key_id)
-        if self.settle_before_answer and key not in self._slices and self._running.get(key, 0) < 2:
-            return None     # a call alone: a per-call hold costs no more transactions than a slice
+        if self.settle_before_answer and key not in self._slices and self._running.get(key, 0) < self.min_running:
+            return None     # few calls at once: per-call holds cost about as many transactions
         for _ in range(3):
             sl = self._slices.get(key)
             if sl is None:
