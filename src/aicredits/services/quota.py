@@ -153,11 +153,17 @@ class Quota:
             return None
         return self._take(sl, call_id, plan)
 
+    def may_slice(self, account_id: int, key_id: str | None) -> bool:
+        """Whether `authorize` can give this call a slice (else it takes a per-call hold)."""
+        key = (account_id, key_id)
+        return (not self.settle_before_answer or key in self._slices
+                or self._running.get(key, 0) >= self.min_running)
+
     async def authorize(self, call_id: str, account_id: int, key_id: str | None, planner: Planner) -> Plan | None:
         """The call's plan, authorized against its slice (granted or topped up first if needed);
         None: the call takes a per-call hold (a small wallet, or the slice cannot fit it)."""
         key = (account_id, key_id)
-        if self.settle_before_answer and key not in self._slices and self._running.get(key, 0) < self.min_running:
+        if not self.may_slice(account_id, key_id):
             return None     # few calls at once: per-call holds cost about as many transactions
         for _ in range(3):
             sl = self._slices.get(key)
