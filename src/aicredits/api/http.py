@@ -142,23 +142,33 @@ class Request:
         """The parsed body. Before parsing, its objects, arrays and values are counted in the
         bytes (a 413 past services/validation.py's limits); after, its nesting (a 400)."""
         try:
-            raw = await self._read(limit)
-            if not raw:
-                raise InvalidRequest("The request body is empty; send a JSON object.")
-            if len(raw) > SCAN_IN_THREAD_BYTES:   # one scanner thread: the event loop keeps its turns
-                await asyncio.get_running_loop().run_in_executor(_SCANNER, check_json_size, raw)
-            else:
-                check_json_size(raw)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if "depth limit" in exc.msg:   # orjson's own limit, far past ours
-                    raise too_deep() from None
-                raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
-            check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
-            return body
+            return await self._parse(await self._read(limit))
         finally:
             self.release_body()
+
+    async def parse_json(self, raw: bytes) -> object:
+        """`json` of a body read already (`body`)."""
+        try:
+            return await self._parse(raw)
+        finally:
+            self.release_body()
+
+    @staticmethod
+    async def _parse(raw: bytes | bytearray) -> object:
+        if not raw:
+            raise InvalidRequest("The request body is empty; send a JSON object.")
+        if len(raw) > SCAN_IN_THREAD_BYTES:   # one scanner thread: the event loop keeps its turns
+            await asyncio.get_running_loop().run_in_executor(_SCANNER, check_json_size, raw)
+        else:
+            check_json_size(raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if "depth limit" in exc.msg:   # orjson's own limit, far past ours
+                raise too_deep() from None
+            raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+        check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
+        return body
 
 
 class ClientGone(Exception):
