@@ -165,8 +165,9 @@ def sse_chunk_list(data: dict, include_usage: bool, piece: int = 256) -> list[by
 
 # A hit's answer as bytes, made once per entry and charge and filled in per hit (`hit_bytes`):
 # the answer is encoded with two marks in place of the call's id and time, then split there.
-# The marks are random per process and never leave it, so no stored text can hold one; an
-# encoding where they are not found as expected is not templated (encoded per hit instead).
+# A mark is found only as a whole JSON string, quotes included (inside a string a quote is
+# escaped), and the marks are random per process and never leave it; an encoding where they
+# are not found exactly where they were put is not templated (encoded per hit instead).
 _MARK = urandom(16).hex()
 _ID_MARK, _TIME_MARK = "m" + _MARK, "t" + _MARK
 _ID_TOKEN, _TIME_TOKEN = b'"chatcmpl-' + _ID_MARK.encode() + b'"', b'"' + _TIME_MARK.encode() + b'"'
