@@ -101,19 +101,41 @@ class Request:
     async def body(self, limit: int) -> bytes:
         """The whole body: a 413 past `limit` bytes (declared or received), a 429 when the
         process's body budget is full. It stays counted in the budget until release_body()."""
-        return bytes(await self._read(limit))
+        return bytes(await self._read(limit))   # (a body of one message: that message's bytes, no copy)
 
-    async def _read(self, limit: int) -> bytearray:
-        """The body, gathered in one buffer (no second copy to join it)."""
-        buf = bytearray()
-        async for chunk in self.chunks(limit):
-            buf += chunk
-        return buf
+    async def _read(self, limit: int) -> bytes | bytearray:
+        """The body: one message's bytes as they came, or several gathered in one buffer (no
+        second copy to join them)."""
+        self._declared(limit)
+        message = await self.receive()
+        chunk = self._counted(message, 0, limit)
+        if not message.get("more_body", False):
+            return chunk
+        buf = bytearray(chunk)
+        while True:
+            message = await self.receive()
+            buf += self._counted(message, len(buf), limit)
+            if not message.get("more_body", False):
+                return buf
 
     async def chunks(self, limit: int) -> AsyncIterator[bytes]:
         """The body as it arrives (a multipart upload is parsed so, api/forms.py): a 413 once it
         is, or says it will be, larger than `limit` bytes; a 429 when the process's body budget
         is full. The bytes stay counted in the budget until release_body()."""
+        self._declared(limit)
+        size = 0
+        while True:
+            message = await self.receive()
+            chunk = self._counted(message, size, limit)
+            if chunk:
+                size += len(chunk)
+                yield chunk
+            if not message.get("more_body", False):
+                break
+
+    def _declared(self, limit: int) -> None:
+        """A 413 at once for a declared Content-Length past `limit`; else the declared bytes are
+        counted in the budget."""
         declared = self.header(b"content-length")
         if declared is not None:
             try:
@@ -123,20 +145,18 @@ class Request:
             if declared_size > limit:
                 raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
             self._hold(declared_size)
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-                self._hold(size)
-                yield chunk
-            if not message.get("more_body", False):
-                break
+
+    def _counted(self, message: Message, before: int, limit: int) -> bytes:
+        """One received message's bytes, counted after the `before` bytes already received."""
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size = before + len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            self._hold(size)
+        return chunk
 
     async def json(self, limit: int) -> object:
         """The parsed body. Before parsing, its objects, arrays and values are counted in the

@@ -156,6 +156,7 @@ class CacheService:
         # request bytes already read, per key: (body, account, key id, key's allow-list) -> Recalled
         self._recalled: dict[tuple, Recalled] = {}
         self._recalled_bytes = 0
+        self._free = not policy.hit_price   # every hit is free (the default)
         self._cursor: Any = None
         self._follow_every = follow_every
         self._tasks: set[asyncio.Task] = set()
@@ -294,7 +295,7 @@ class CacheService:
 
     # ------------------------------------------------------------------ a hit
     def hit_charge(self, plan: CachePlan) -> int:
-        return hit_charge(plan.hit.charge, self.policy.hit_price)
+        return 0 if self._free else hit_charge(plan.hit.charge, self.policy.hit_price)
 
     def hit_usage(self, plan: CachePlan) -> TokenUsage:
         """What the hit saved, recorded in usage as its tokens."""
