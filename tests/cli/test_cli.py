@@ -615,7 +615,7 @@ def test_keys_create_refuses_bad_rate_limits(url, flag, value):
 def test_keys_limit_sets_keeps_and_clears(url):
     made = one_json(ok(url, "keys", "create", "--email", "lim@example.com", "--json"))
     assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "30", "--tpm", "5000", "--json")) == \
-        {"id": made["id"], "rpm": 30, "tpm": 5000}
+        {"id": made["id"], "rpm": 30, "tpm": 5000, "expires_at": None, "models": None}
     # an option left out is kept
     assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "10", "--json"))["tpm"] == 5000
     proc = ok(url, "keys", "limit", made["id"], "--tpm", "none")
