@@ -1,5 +1,5 @@
 """`keys create --expires --models`, `keys limit --expires --models` and `keys list` (README,
-"CLI"), run as a real subprocess."""
+"CLI"), in this process (tests/cli/test_cli.py runs `keys` commands as a real subprocess too)."""
 
 from __future__ import annotations
 
