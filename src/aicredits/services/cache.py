@@ -1,7 +1,9 @@
 """Response caches (docs/caching.md): an exact layer and a semantic layer in front of the
 upstream, per account unless the operator says otherwise.
 
-Hot path: `plan` (pure: eligibility and keys), `lookup` (exact: a dict of the keys this process
+Hot path: `recall` (request bytes read before for this key: what they were read as, so an exact
+hit on them is found without parsing them again; then `lookup_exact`), `plan` (pure: eligibility
+and keys), `lookup` (exact: a dict of the keys this process
 knows, then one store read on a known key; semantic: an embedding and a search of the
 in-process index, then the near-miss guard, then one store read). A miss is stored after the
 answer completed cleanly (`remember`, in the background). Keys written by other processes
