@@ -8,11 +8,15 @@ for a per-call hold) is taken from the slice's free part, with no database round
 answer. The slice is the call's hold, and it exists in the database before the call is authorized.
 
 When a call ends, its charge (at most its hold) is appended to the grant journal
-(infra/journal.py, `GrantJournal`) before the answer, and settled in the database with the other
-charges of the slice by a batch settle every `flush_seconds`: one transaction moves the charges
-from the slice's hold to the wallet's balance, with one `charge` entry and one usage row per call
-(`store/billing_sql.py`, `charge_slice_steps`; idempotent by call id). A slice is topped up when
-its free part runs low (one more transaction), and given back when idle.
+(infra/journal.py, `GrantJournal`) and settled in the database with the other charges of the
+slice by a batch settle: one transaction moves the charges from the slice's hold to the wallet's
+balance, with one `charge` entry and one usage row per call (`store/billing_sql.py`,
+`charge_slice_steps`; idempotent by call id). A slice is topped up when its free part runs low
+(one more transaction). Two modes (`settle_before_answer`): by default the answer waits for its
+batch, which starts as soon as a call ends (group commit), a slice is granted only to a key with
+`min_running` calls running at once here, and the batch of its last running call gives it back;
+deferred, the answer goes right after the journal line, batches run every `flush_seconds`, and a
+slice is given back when idle.
 
 Guarantees (docs/billing.md, "Quota slices"): a slice is granted only from balance - held (and
 the key's limit - spent - held), so the sum of all holds and slices of every process never
@@ -409,6 +413,7 @@ class Quota:
             if (sl.calls == 0 and not sl.pending and sl.unflushed == 0 and sl.granting is None
                     and not sl.lock.locked() and now - sl.last_used > idle):
                 del self._slices[key]
+                sl.closed = True     # a top-up still to start on it grants nothing
                 if sl.known:
                     self._spawn(self._release(sl))
 
