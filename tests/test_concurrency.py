@@ -127,9 +127,12 @@ async def hammer(gw, upstream, first_byte_delay: float) -> None:
 
 @pytest.mark.timeout(90)
 def test_200_concurrent_calls_on_postgresql_with_two_workers(start_gateway, make_pg_db, upstream):
+    # as on SQLite below: the calls must overlap for the wallet to run out while they are in the
+    # air. With a 50 ms upstream, a loaded machine's test client (200 new connections) could take
+    # longer to send them all than the first ones took to finish, and nothing was refused
     gw = start_gateway(db_url=make_pg_db(), workers=2)
     try:
-        asyncio.run(hammer(gw, upstream, first_byte_delay=0.05))
+        asyncio.run(hammer(gw, upstream, first_byte_delay=0.5))
     finally:
         gw.stop()
 
