@@ -5,9 +5,17 @@ offline `demo/echo` model; `--cpu` adds `chat_cpu_us`, the event-loop thread's C
 without the profiler (`time.thread_time` over 7 rounds of 300 calls, the median; the SQLite writer
 thread is not in it). Unlike a timing on a shared machine, the count does not move with the
 load, so a change to the request path (api/dispatch.py, api/http.py) can be compared with the
-code before it (the CPU figure does move with the load: interleave before and after runs):
+code before it (the CPU figure does move with the load: interleave before and after runs).
 
-    .venv/bin/python bench/calls_per_request.py [--cpu]
+`--upstream` adds the same two numbers for a chat call through the OpenAI provider to
+bench/upstream.py (started on a free port; the yardstick's bodies), plain (`up_chat`) and
+streamed with `stream_options.include_usage` (`up_stream`): the upstream HTTP client, the stream's
+relay and metering are in these, and the upstream process's CPU is not. `--only up` runs only them.
+
+    .venv/bin/python bench/calls_per_request.py [--cpu] [--upstream] [--only up] [--top N]
+
+`--top N` prints, per request kind, the N functions with the most own time per request (calls, own µs
+under the profiler) to stderr.
     git archive main src | tar -x -C /tmp/before && PYTHONPATH=/tmp/before/src .venv/bin/python bench/calls_per_request.py
 """
 
@@ -17,13 +25,48 @@ import asyncio
 import cProfile
 import json
 import logging
+import os
 import pstats
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 
 import uvloop
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_upstream() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "upstream.py"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("bench/upstream.py did not start")
+
+
+def yardstick_body(stream: bool) -> bytes:
+    """The yardstick's request body (bench/run.py's chat_body)."""
+    body: dict = {"model": "gpt-4o-mini",
+                  "messages": [{"role": "user", "content": "Say hello to the benchmark in one short sentence."}],
+                  "max_tokens": 32, "temperature": 0, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def main():
@@ -36,8 +79,13 @@ async def main():
     engine = make_engine(url)
     await migrate(engine, url)
     out = await Admin(engine).create_key("m@example.com", name="t", credits=10**15, limit=None)
-    gw = Gateway(load_settings({"AICREDITS_DATABASE_URL": url, "AICREDITS_STATE_DIR": d,
-                                "AICREDITS_LOG_LEVEL": "CRITICAL"}))
+    env = {"AICREDITS_DATABASE_URL": url, "AICREDITS_STATE_DIR": d, "AICREDITS_LOG_LEVEL": "CRITICAL"}
+    upstream = None
+    want_up = "--upstream" in sys.argv or "--only" in sys.argv
+    if want_up:
+        upstream, port = start_upstream()
+        env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sk-bench-mock")
+    gw = Gateway(load_settings(env))
     await gw.startup()
     logging.disable(logging.CRITICAL)
     auth = f"Bearer {out['key']}".encode()
@@ -61,13 +109,32 @@ async def main():
             sent.append(m)
         await gw(scope, receive, send)
         assert sent[0]["status"] == 200, sent
+        if checks is not None:
+            checks.append(b"".join(m.get("body", b"") for m in sent[1:]))
 
+    checks: list | None = None
+    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 0
     results = {}
-    for name, args in (("health", ("GET", "/health")), ("models", ("GET", "/v1/models")),
-                       ("chat", ("POST", "/v1/chat/completions", chat))):
+    scenarios = [("health", ("GET", "/health")), ("models", ("GET", "/v1/models")),
+                 ("chat", ("POST", "/v1/chat/completions", chat))]
+    up = [("up_chat", ("POST", "/v1/chat/completions", yardstick_body(False))),
+          ("up_stream", ("POST", "/v1/chat/completions", yardstick_body(True)))]
+    if "--only" in sys.argv:
+        scenarios = up
+    elif want_up:
+        scenarios += up
+    if want_up:   # the answers are whole and metered as the upstream reported
+        checks = []
+        await one(*up[0][1])
+        await one(*up[1][1])
+        plain, streamed = checks
+        assert json.loads(plain)["usage"]["completion_tokens"] == 9, plain
+        assert streamed.endswith(b"data: [DONE]\n\n") and b'"completion_tokens":9' in streamed, streamed
+        checks = None
+    for name, args in scenarios:
         for _ in range(200):
             await one(*args)
-        n = 1000 if name != "chat" else 300
+        n = 1000 if name in ("health", "models") else 300
         pr = cProfile.Profile()
         pr.enable()
         for _ in range(n):
@@ -75,17 +142,28 @@ async def main():
         pr.disable()
         st = pstats.Stats(pr)
         results[name] = round(st.total_calls / n, 1)
+        if top:
+            print(f"--- {name}: the {top} functions with the most own time per request", file=sys.stderr)
+            rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]   # type: ignore[attr-defined]
+            for (file, line, func), (_cc, nc, tt, _ct, _callers) in rows:
+                print(f"{nc / n:7.1f} {tt / n * 1e6:8.1f} us  {func}  {file.split('site-packages/')[-1]}:{line}",
+                      file=sys.stderr)
     if "--cpu" in sys.argv:
-        chat_args = ("POST", "/v1/chat/completions", chat)
-        rounds = []
-        for _ in range(7):
-            t = time.thread_time()
-            for _ in range(300):
-                await one(*chat_args)
-            rounds.append((time.thread_time() - t) / 300 * 1e6)
-        results["chat_cpu_us"] = round(sorted(rounds)[3])
+        for name, args in scenarios:
+            if name in ("health", "models"):
+                continue
+            rounds = []
+            for _ in range(7):
+                t = time.thread_time()
+                for _ in range(300):
+                    await one(*args)
+                rounds.append((time.thread_time() - t) / 300 * 1e6)
+            results[f"{name}_cpu_us"] = round(sorted(rounds)[3])
     print(json.dumps(results))
     await gw.shutdown()
+    if upstream is not None:
+        upstream.terminate()
+        upstream.wait()
     await engine.dispose()
     shutil.rmtree(d, ignore_errors=True)
 

@@ -34,7 +34,7 @@ class EventSplitter:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         parts = (self._rest + data if self._rest else data).split(b"\n\n")
         self._rest = parts.pop()
-        return [p + b"\n\n" for p in parts if p.strip()]
+        return [p + b"\n\n" for p in parts if p and not p.isspace()]   # (not only blank lines)
 
 
 def parse_event(event: bytes) -> tuple[str | None, bytes | None]:
@@ -74,8 +74,11 @@ class SSEReader:
         """The next complete events (at least one), or None once the body has ended."""
         while True:
             try:
-                async with asyncio.timeout(self._idle):
-                    data = await self._content.readany()
+                # what has arrived is taken without a timer; only a wait for more is bounded
+                data = self._content.read_nowait()
+                if not data and not self._content.is_eof():
+                    async with asyncio.timeout(self._idle):
+                        data = await self._content.readany()
             except TimeoutError as exc:
                 raise UpstreamCut(f"The {self._provider} provider stopped sending for {self._idle:g} s.",
                                   timeout=True) from exc
