@@ -12,15 +12,16 @@ bench/upstream.py (started on a free port; the yardstick's bodies), plain (`up_c
 streamed with `stream_options.include_usage` (`up_stream`): the upstream HTTP client, the stream's
 relay and metering are in these, and the upstream process's CPU is not. `--only up` runs only them.
 
-    .venv/bin/python bench/calls_per_request.py [--cpu] [--upstream] [--only up] [--top N]
+`--top N` prints, per request kind, the N functions with the most own time per request (calls,
+own µs under the profiler) to stderr.
 
-`--top N` prints, per request kind, the N functions with the most own time per request (calls, own µs
-under the profiler) to stderr.
+    .venv/bin/python bench/calls_per_request.py [--cpu] [--upstream] [--only up] [--top N]
     git archive main src | tar -x -C /tmp/before && PYTHONPATH=/tmp/before/src .venv/bin/python bench/calls_per_request.py
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import json
@@ -81,7 +82,7 @@ async def main():
     out = await Admin(engine).create_key("m@example.com", name="t", credits=10**15, limit=None)
     env = {"AICREDITS_DATABASE_URL": url, "AICREDITS_STATE_DIR": d, "AICREDITS_LOG_LEVEL": "CRITICAL"}
     upstream = None
-    want_up = "--upstream" in sys.argv or "--only" in sys.argv
+    want_up = ARGS.upstream or ARGS.only == "up"
     if want_up:
         upstream, port = start_upstream()
         env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sk-bench-mock")
@@ -113,13 +114,13 @@ async def main():
             checks.append(b"".join(m.get("body", b"") for m in sent[1:]))
 
     checks: list | None = None
-    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 0
+    top = ARGS.top
     results = {}
     scenarios = [("health", ("GET", "/health")), ("models", ("GET", "/v1/models")),
                  ("chat", ("POST", "/v1/chat/completions", chat))]
     up = [("up_chat", ("POST", "/v1/chat/completions", yardstick_body(False))),
           ("up_stream", ("POST", "/v1/chat/completions", yardstick_body(True)))]
-    if "--only" in sys.argv:
+    if ARGS.only == "up":
         scenarios = up
     elif want_up:
         scenarios += up
@@ -148,7 +149,7 @@ async def main():
             for (file, line, func), (_cc, nc, tt, _ct, _callers) in rows:
                 print(f"{nc / n:7.1f} {tt / n * 1e6:8.1f} us  {func}  {file.split('site-packages/')[-1]}:{line}",
                       file=sys.stderr)
-    if "--cpu" in sys.argv:
+    if ARGS.cpu:
         for name, args in scenarios:
             if name in ("health", "models"):
                 continue
@@ -167,4 +168,11 @@ async def main():
     await engine.dispose()
     shutil.rmtree(d, ignore_errors=True)
 
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--cpu", action="store_true", help="also the event-loop thread's CPU per chat call (µs)")
+ap.add_argument("--upstream", action="store_true", help="also chat calls through bench/upstream.py, plain and streamed")
+ap.add_argument("--only", choices=["up"], help="up: only the calls through bench/upstream.py")
+ap.add_argument("--top", type=int, default=0, metavar="N",
+                help="print the N functions with the most own time per request kind (stderr)")
+ARGS = ap.parse_args()
 uvloop.run(main())
