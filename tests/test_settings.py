@@ -35,8 +35,7 @@ def test_defaults_and_types(tmp_path):
     assert (s.upstream_timeout, s.max_body_bytes, s.retries, s.access_log, s.log_level) == (120.0, 41943040, 2,
                                                                                              True, "INFO")
     assert s.key_cache_seconds == 1.0
-    # a hold's lease, and the longest a dead process's hold stays held (lease + lease / 6)
-    assert (s.hold_lease_seconds, s.hold_ttl_seconds, s.settle_retry_seconds) == (30.0, 35.0, 15.0)
+    assert (s.hold_lease_seconds, s.settle_retry_seconds) == (30.0, 15.0)
     assert s.journal_dir == tmp_path / ".local/share/aicredits/settle-journal"
     assert str(load_settings({"AICREDITS_DATABASE_URL": "postgresql://db/x"}).journal_dir) == "settle-journal"
     assert str(load_settings({"AICREDITS_DATABASE_URL": "sqlite:////srv/gw/credits.db"}).journal_dir) == \

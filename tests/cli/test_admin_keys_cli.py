@@ -1,7 +1,7 @@
-"""`aicredits admin-keys create|list|revoke` as a real subprocess: the key is printed once
-(sk-admin- + 64 hex), stored only as its hash, owned by an admin account (a user account is
-refused), listed without its secret, revoked; each step audited, as are the CLI's grants and
-key changes."""
+"""`aicredits admin-keys create|list|revoke` (`create` as a real subprocess, the rest in this
+process): the key is printed once (sk-admin- + 64 hex), stored only as its hash, owned by an
+admin account (a user account is refused), listed without its secret, revoked; each step
+audited, as are the CLI's grants and key changes."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def url(tmp_path, new_db) -> str:
 def test_create_list_revoke(url, tmp_path):
     ok(url, "users", "create", "--email", "root@example.in", "--admin", "--password", "long enough pass")
     ok(url, "users", "create", "--email", "plain@example.in", "--password", "long enough pass")
-    created = one_json(ok(url, "admin-keys", "create", "--email", "root@example.in", "--name", "deploy", "--json"))
+    created = one_json(ok(url, "admin-keys", "create", "--email", "root@example.in", "--name", "deploy", "--json",
+                          process=True))
     assert ADMIN_KEY_RE.match(created["key"]) and created["owner"] == "root@example.in"
 
     db = sqlite3.connect(tmp_path / "admin-keys.db")

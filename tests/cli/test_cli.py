@@ -1,4 +1,6 @@
-"""The CLI contract (docs/cli.md), run as a real subprocess: `python -m aicredits ...`."""
+"""The CLI contract (docs/cli.md): in this process through typer's CliRunner, and as a real
+subprocess (`python -m aicredits ...`, process=True) for the entry point, `serve`, and at least one
+command of each family."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import openai
 import pytest
 
 from tests.cli.conftest import migrate_now
+from tests.cli.invoke import in_process
 from tests.conftest import expected_micros
 from tests.fakes.openai_upstream import Scenario
 
@@ -33,7 +36,12 @@ def _env(url: str, extra: dict | None = None) -> dict:
     return env
 
 
-def run(url: str, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(url: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+        process: bool = False) -> subprocess.CompletedProcess:
+    """`aicredits ARGS` in this process (tests/cli/invoke.py), or with process=True as a real
+    subprocess (`python -m aicredits`); the answer is the same either way."""
+    if not process:
+        return in_process(args, _env(url, env), cwd)
     return subprocess.run([sys.executable, "-m", "aicredits", *args], env=_env(url, env), cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=60)
 
@@ -74,7 +82,7 @@ def sql(url: str, statement: str, params: tuple = ()) -> list:
 
 # ---------------------------------------------------------------------------- keys create
 def test_keys_create_json_prints_one_object(url):
-    out = one_json(ok(url, "keys", "create", "--credits", "500", "--json"))
+    out = one_json(ok(url, "keys", "create", "--credits", "500", "--json", process=True))
     assert isinstance(out, dict)
     assert KEY_RE.fullmatch(out["key"])
     assert isinstance(out["id"], str) and out["id"]
@@ -171,7 +179,7 @@ def test_keys_revoke(url):
 
 # ---------------------------------------------------------------------------- users / wallet / usage / models
 def test_users_create_sets_an_argon2id_password(url):
-    proc = ok(url, "users", "create", "--email", "person@example.com", "--password", "s3cret-pass")
+    proc = ok(url, "users", "create", "--email", "person@example.com", "--password", "s3cret-pass", process=True)
     assert "person@example.com" in proc.stdout
     assert "s3cret-pass" not in proc.stdout + proc.stderr
     [(hashed,)] = sql(url, "SELECT password_hash FROM accounts WHERE email = ?", ("person@example.com",))
@@ -268,7 +276,7 @@ def test_usage_json_lists_calls(url):
 
 
 def test_models_list(url):
-    rows = one_json(ok(url, "models", "list", "--json"))
+    rows = one_json(ok(url, "models", "list", "--json", process=True))
     by_id = {r["id"]: r for r in rows}
     mini = by_id["openai/gpt-4o-mini"]
     assert mini["input_cost_per_1m"] == 0.15 and mini["output_cost_per_1m"] == 0.6
@@ -341,7 +349,7 @@ def test_ledger_verify_names_the_first_bad_row_of_each_check_and_exits_1(db_url)
 
 def test_migrate_creates_the_schema_and_is_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path}/new/aicredits.db"     # its directory is created too
-    proc = ok(url, "migrate")
+    proc = ok(url, "migrate", process=True)
     assert f"{tmp_path}/new/aicredits.db" in proc.stdout and "newest migration" in proc.stdout
     tables = {r[0] for r in sql(url, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"accounts", "wallets", "ledger_entries", "api_keys", "holds", "usage_records"} <= tables
@@ -351,7 +359,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(tmp_path):
 
 
 def test_help_lists_every_command(url):
-    proc = ok(url, "--help")
+    proc = ok(url, "--help", process=True)   # the entry point itself
     for cmd in COMMANDS:
         assert re.search(rf"\b{cmd}\b", proc.stdout), cmd
     for sub, words in ((("keys",), ("create", "list", "revoke")), (("wallet",), ("show", "grant")),
@@ -396,7 +404,7 @@ def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, case, c
         says = says.format(file=cfg)
     db = tmp_path / "aicredits.db"
     args = [command] + (["--port", "9"] if command == "serve" else [])
-    proc = run(f"sqlite:///{db}", *args, env=env)
+    proc = run(f"sqlite:///{db}", *args, env=env, process=command == "serve")
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), proc.stderr
@@ -412,14 +420,14 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- PostgreSQL
 def test_cli_on_postgresql(make_pg_db):
     url = make_pg_db()
-    ok(url, "migrate")
+    ok(url, "migrate", process=True)
     out = one_json(ok(url, "keys", "create", "--email", "pg@example.com", "--credits", "500",
                       "--limit", "0.5", "--json"))
     assert KEY_RE.fullmatch(out["key"]) and out["balance"] == 500 and out["limit"] == 0.5
-    ok(url, "wallet", "grant", "12.5", "--email", "pg@example.com")
+    ok(url, "wallet", "grant", "12.5", "--email", "pg@example.com", process=True)
     w = one_json(ok(url, "wallet", "show", "--email", "pg@example.com", "--json"))
     assert (w["balance"], w["total_added"]) == (512.5, 512.5)
-    ok(url, "users", "create", "--email", "pg@example.com", "--password", "pg-password")
+    ok(url, "users", "create", "--email", "pg@example.com", "--password", "pg-password", process=True)
     rows = one_json(ok(url, "keys", "list", "--json"))
     assert [r["id"] for r in rows] == [out["id"]]
     ok(url, "keys", "revoke", out["id"])
@@ -435,7 +443,7 @@ def test_cli_on_postgresql(make_pg_db):
         finally:
             await conn.close()
     asyncio.run(corrupt())
-    bad = run(url, "ledger", "verify")
+    bad = run(url, "ledger", "verify", process=True)
     assert bad.returncode == 1 and "balance" in bad.stdout + bad.stderr
 
 
@@ -615,7 +623,7 @@ def test_keys_create_refuses_bad_rate_limits(url, flag, value):
 def test_keys_limit_sets_keeps_and_clears(url):
     made = one_json(ok(url, "keys", "create", "--email", "lim@example.com", "--json"))
     assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "30", "--tpm", "5000", "--json")) == \
-        {"id": made["id"], "rpm": 30, "tpm": 5000}
+        {"id": made["id"], "rpm": 30, "tpm": 5000, "expires_at": None, "models": None}
     # an option left out is kept
     assert one_json(ok(url, "keys", "limit", made["id"], "--rpm", "10", "--json"))["tpm"] == 5000
     proc = ok(url, "keys", "limit", made["id"], "--tpm", "none")

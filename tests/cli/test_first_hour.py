@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from aicredits.cli.main import app
 from aicredits.settings import load_settings
 from tests.cli.conftest import migrate_now
+from tests.cli.invoke import in_process
 from tests.cli.test_cli import _env, _record_call, sql
 from tests.conftest import free_port
 
@@ -246,9 +247,12 @@ def test_start_up_mistakes_are_one_line_naming_the_setting(tmp_path, case, comma
         env["AICREDITS_CONFIG"] = str(tmp_path / "gateway.toml")
         says = says.format(file=tmp_path / "gateway.toml")
     db = tmp_path / "aicredits.db"
-    args = [command] + (["--port", str(free_port())] if command == "serve" else [])
-    proc = subprocess.run([sys.executable, "-m", "aicredits", *args], env=_env(f"sqlite:///{db}", env),
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    if command == "serve":   # a real start-up
+        proc = subprocess.run([sys.executable, "-m", "aicredits", "serve", "--port", str(free_port())],
+                              env=_env(f"sqlite:///{db}", env), cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, check=False)
+    else:
+        proc = in_process([command], _env(f"sqlite:///{db}", env), tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(f"error: {says}")
     assert proc.stdout == "" and not db.exists()

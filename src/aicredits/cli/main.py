@@ -249,23 +249,38 @@ def _expires_cell(at: int | None) -> str:
 def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys create` or `keys list`."),
                rpm: str | None = typer.Option(None, metavar="N|none", help=RPM_HELP + " 'none' removes it."),
                tpm: str | None = typer.Option(None, metavar="N|none", help=TPM_HELP + " 'none' removes it."),
+               expires: str | None = typer.Option(None, metavar="WHEN|none",
+                                                  help=EXPIRES_HELP.replace(" Default: never.", "")
+                                                  + " 'none': it never expires."),
+               models: str | None = typer.Option(None, metavar="PATTERNS|none",
+                                                 help=MODELS_HELP.replace(" Default: every model.", "")
+                                                 + " 'none': every model."),
                as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
                database: str | None = DATABASE) -> None:
-    """Set or remove a key's rate limits (running gateways apply them within a second).
-    Options left out are kept: `keys limit ID --rpm 60` keeps the key's tpm."""
-    changes = {}
+    """Set or remove a key's rate limits, expiry and model list (running gateways apply them
+    within a second). Options left out are kept: `keys limit ID --rpm 60` keeps the key's tpm."""
+    changes: dict = {}
     if rpm is not None:
         changes["rpm"] = _rate(rpm, "--rpm")
     if tpm is not None:
         changes["tpm"] = _rate(tpm, "--tpm")
+    for name, value in (("--expires", expires), ("--models", models)):
+        if value is not None and not value.strip():
+            typer.echo(f"error: {name} is empty; give a value, or 'none' to remove it", err=True)
+            raise typer.Exit(2)
+    if expires is not None:
+        changes["expires_at"] = None if expires.strip().lower() == "none" else _expiry(expires)
+    if models is not None:
+        changes["models"] = None if models.strip().lower() == "none" else _models(models)
     if not changes:
-        typer.echo("error: give --rpm and/or --tpm (a positive integer, or 'none' to remove the limit)", err=True)
+        typer.echo("error: give --rpm, --tpm, --expires and/or --models ('none' removes a limit)", err=True)
         raise typer.Exit(2)
-    out = _run(lambda admin, s: admin.set_rate_limits(key_id, **changes))
+    out = _run(lambda admin, s: admin.change_key(key_id, changes))
     if as_json:
-        print_json(out)
+        print_json({**out, "expires_at": expiry_text(out["expires_at"]) if out["expires_at"] is not None else None})
         return
-    typer.echo(f"{key_id}: rpm {_rate_text(out['rpm'])}, tpm {_rate_text(out['tpm'])}")
+    typer.echo(f"{key_id}: rpm {_rate_text(out['rpm'])}, tpm {_rate_text(out['tpm'])}, "
+               f"expires {_expires_cell(out['expires_at'])}, models {','.join(out['models']) if out['models'] else '*'}")
 
 
 @keys_app.command("revoke")

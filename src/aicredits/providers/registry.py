@@ -6,17 +6,16 @@ is not served by its provider's adapter (providers/base.py CAPABILITIES)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
-from aicredits.providers.anthropic import AnthropicProvider
 from aicredits.providers.base import Adapter, serves
-from aicredits.providers.demo import DemoProvider
-from aicredits.providers.openai_compat import OpenAICompatible
-from aicredits.providers.sarvam import SarvamProvider
 from aicredits.settings import ProviderSettings, Settings, SettingsError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # (its settings, the shared HTTP session, connect_timeout=, first_byte_timeout=, idle_timeout=)
 Factory = Callable[..., Adapter]
@@ -50,12 +49,25 @@ def _azure_check(p: ProviderSettings) -> str | None:
     return None if p.api_version else "kind azure needs api_version"
 
 
+def _adapter(module: str, name: str) -> Factory:
+    """A built-in adapter class, imported when the first adapter is built: checking settings (every
+    CLI command does) loads no HTTP client or adapter code."""
+    def build(*args: Any, **kwargs: Any) -> Adapter:   # noqa: ANN401 - the adapter's own arguments
+        return getattr(importlib.import_module(f"aicredits.providers.{module}"), name)(*args, **kwargs)
+    return build
+
+
+def _demo(p: ProviderSettings, session: aiohttp.ClientSession, **timeouts: float) -> Adapter:
+    from aicredits.providers.demo import DemoProvider
+    return DemoProvider()
+
+
 for _kind in ("openai", "openai_compatible", "gemini"):
-    register_kind(_kind, OpenAICompatible, needs_key=_kind != "openai_compatible")
-register_kind("azure", OpenAICompatible, check=_azure_check)
-register_kind("anthropic", AnthropicProvider)
-register_kind("sarvam", SarvamProvider)
-register_kind("demo", lambda p, session, **timeouts: DemoProvider(), needs_key=False)
+    register_kind(_kind, _adapter("openai_compat", "OpenAICompatible"), needs_key=_kind != "openai_compatible")
+register_kind("azure", _adapter("openai_compat", "OpenAICompatible"), check=_azure_check)
+register_kind("anthropic", _adapter("anthropic", "AnthropicProvider"))
+register_kind("sarvam", _adapter("sarvam", "SarvamProvider"))
+register_kind("demo", _demo, needs_key=False)
 
 
 def _timeouts(settings: Settings, p: ProviderSettings) -> dict:

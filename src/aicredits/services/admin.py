@@ -123,6 +123,19 @@ class Admin:
         """Set or clear (None) a key's `rpm` and/or `tpm`; running gateways apply it within their
         key cache's lifetime (1 s)."""
         _check_rate_limits(changes)
+        out = await self.change_key(key_id, changes)
+        return {"id": out["id"], "rpm": out["rpm"], "tpm": out["tpm"]}
+
+    async def change_key(self, key_id: str, changes: dict) -> dict:
+        """Set or clear (None) any of a key's `rpm`, `tpm`, `expires_at` (epoch ms) and `models`
+        (glob patterns, parsed by domain/keys.py), in one transaction; keys left out of `changes`
+        stay. Running gateways apply it within their key cache's lifetime (1 s)."""
+        _check_rate_limits({k: v for k, v in changes.items() if k not in ("expires_at", "models")})
+        expires_at = changes.get("expires_at")
+        if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, int)):
+            raise AdminError("a key's expiry is epoch milliseconds, or none")
+        if "models" in changes:
+            changes = {**changes, "models": ",".join(changes["models"]) if changes["models"] else None}
         async with self._engine.begin() as conn:
             if await keys_repo.get(conn, key_id) is None:
                 raise AdminError(f"no key with id {key_id}")
@@ -131,7 +144,8 @@ class Admin:
                 await audit_log.append(conn, CLI, actions.KEY_LIMITS, target=key_id, detail=changes)
             row = await keys_repo.get(conn, key_id)
         assert row is not None      # found above, in this transaction
-        return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm}
+        return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm, "expires_at": row.expires_at,
+                "models": row.models.split(",") if row.models else None}
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._engine.begin() as conn:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -91,17 +92,28 @@ class Auth:
         self.signup = signup
         self._session_ms = int(session_seconds * 1000)
         self._hasher = PasswordHasher()          # argon2id with the library's current parameters
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None      # made on first need, off the event loop (_dummy)
+        self._dummy_lock = threading.Lock()
 
     # ------------------------------------------------------------ passwords
     async def _hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
+    def _dummy(self) -> str:
+        """The hash an account without a password is checked against, with the same parameters as
+        a real one. Made by the first check that needs it (in a worker thread), not at start: one
+        argon2 hash is about a second of a busy machine, which every start and CLI command paid."""
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+            return self._dummy_hash
+
     async def _verify(self, stored: str | None, password: str) -> bool:
-        """Constant work whether or not the account has a password (no timing oracle)."""
+        """Constant work whether or not the account has a password (no timing oracle; the dummy
+        hash itself is made once per process, by the first sign-in without one)."""
         def check() -> bool:
             try:
-                return self._hasher.verify(stored or self._dummy_hash, password) and stored is not None
+                return self._hasher.verify(stored or self._dummy(), password) and stored is not None
             except (VerificationError, InvalidHashError):
                 return False
         return await asyncio.to_thread(check)

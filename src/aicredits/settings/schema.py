@@ -52,12 +52,6 @@ class Settings(GatewaySettings):
         return to_fraction(self.markup)
 
     @property
-    def hold_ttl_seconds(self) -> float:
-        """The longest a hold outlives the process that made it: its lease, plus the sweeper's
-        interval (lease / 6). A running process renews its holds, however long their calls run."""
-        return self.hold_lease_seconds * 7 / 6
-
-    @property
     def sqlite_path(self) -> Path | None:
         """The SQLite database's file (absolute), or None for PostgreSQL and :memory:."""
         for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
@@ -121,8 +125,44 @@ def _alembic_config(url: str) -> Config:
     return cfg
 
 
+_REVISION = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the files of migrations/versions without
+    loading alembic; None when they do not name exactly one head (then alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = {name: ast.literal_eval(value) for name, value in _REVISION.findall(path.read_text())}
+        revision, down = found.get("revision"), found.get("down_revision")
+        if not isinstance(revision, str):
+            return None
+        revisions.add(revision)
+        parents.update([down] if isinstance(down, str) else down or ())
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _at_head(engine: AsyncEngine) -> bool:
+    """Whether the schema already is at the newest migration (one cheap query, no alembic)."""
+    head = head_revision()
+    if head is None:
+        return False
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:   # no schema yet, or the database cannot be used: alembic runs and says so
+        return False
+    return [row[0] for row in rows] == [head]
+
+
 async def migrate(engine: AsyncEngine, url: str) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent). A database already there is
+    checked with one query: alembic is only loaded when there is something to do."""
+    if await _at_head(engine):
+        return
     from alembic import command
 
     cfg = _alembic_config(url)

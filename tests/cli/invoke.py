@@ -1,0 +1,30 @@
+"""`aicredits ARGS` run in this process (typer's CliRunner), answering as a finished subprocess
+would: exit code, stdout, stderr (an uncaught exception's traceback on stderr, exit 1). Starting
+a Python process that imports the CLI costs about half a second of CPU; the contract tests that
+need a real process (the entry point, `serve`, one command of each family) still start one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+
+def in_process(args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the command with exactly `env` as its environment (other variables unset), in `cwd`."""
+    from aicredits.cli.main import app
+
+    environ = {name: None for name in os.environ if name not in env} | dict(env)
+    with contextlib.chdir(cwd or os.getcwd()):
+        result = CliRunner().invoke(app, list(args), env=environ, prog_name="python -m aicredits")
+    stderr = result.stderr
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))   # as Python prints it, exit 1
+        code = 1
+    return subprocess.CompletedProcess(["aicredits", *args], code, result.stdout, stderr)
