@@ -172,6 +172,7 @@ class AnthropicStream:
         return self._tr.partial_usage()
 
     async def aclose(self) -> None:
+        self._sse.close()
         self._resp.close()   # drops the connection, which cancels the upstream generation
 
 

@@ -181,6 +181,7 @@ class OpenAIStream:
 
     async def aclose(self) -> None:
         # closing (not releasing) drops the connection, which cancels the upstream generation
+        self._sse.close()
         self._resp.close()
 
 
