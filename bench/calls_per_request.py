@@ -15,7 +15,13 @@ relay and metering are in these, and the upstream process's CPU is not. `--only 
 `--top N` prints, per request kind, the N functions with the most own time per request (calls,
 own µs under the profiler) to stderr.
 
+`--cache-hit` measures exact-cache hits instead (AICREDITS_CACHE_EXACT=true, the same chat
+request repeated, so every call after the first is a free hit): the calls per hit and the loop
+CPU µs per hit, non-streaming (`hit`) and streaming (`stream_hit`), with the access log on and
+written as JSON to /dev/null (as a served gateway writes it to its log file):
+
     .venv/bin/python bench/calls_per_request.py [--cpu] [--upstream] [--only up] [--top N]
+    .venv/bin/python bench/calls_per_request.py [--cpu] --cache-hit
     git archive main src | tar -x -C /tmp/before && PYTHONPATH=/tmp/before/src .venv/bin/python bench/calls_per_request.py
 """
 
@@ -80,7 +86,14 @@ async def main():
     engine = make_engine(url)
     await migrate(engine, url)
     out = await Admin(engine).create_key("m@example.com", name="t", credits=10**15, limit=None)
+    hits = ARGS.cache_hit
     env = {"AICREDITS_DATABASE_URL": url, "AICREDITS_STATE_DIR": d, "AICREDITS_LOG_LEVEL": "CRITICAL"}
+    if hits:
+        env.update(AICREDITS_CACHE_EXACT="true", AICREDITS_LOG_LEVEL="INFO")
+        from aicredits import logs
+        logs.configure("INFO", True, "json")
+        # the access log's JSON lines, written and dropped
+        logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115, ASYNC230
     upstream = None
     want_up = ARGS.upstream or ARGS.only == "up"
     if want_up:
@@ -88,10 +101,15 @@ async def main():
         env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1", OPENAI_API_KEY="sk-bench-mock")
     gw = Gateway(load_settings(env))
     await gw.startup()
-    logging.disable(logging.CRITICAL)
+    if not hits:
+        logging.disable(logging.CRITICAL)
     auth = f"Bearer {out['key']}".encode()
     chat = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": 5}).encode()
+    if hits:   # an answer cut at max_tokens (finish "length") is never stored
+        chat = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    stream_chat = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}],
+                              "stream": True}).encode()
 
     async def one(method, path, body=b""):
         scope = {"type": "http", "method": method, "path": path, "query_string": b"",
@@ -110,6 +128,8 @@ async def main():
             sent.append(m)
         await gw(scope, receive, send)
         assert sent[0]["status"] == 200, sent
+        if hits and len(sent) > 1:
+            assert (b"x-aicredits-cache", b"hit") in sent[0]["headers"], sent[0]
         if checks is not None:
             checks.append(b"".join(m.get("body", b"") for m in sent[1:]))
 
@@ -124,6 +144,14 @@ async def main():
         scenarios = up
     elif want_up:
         scenarios += up
+    if hits:   # the first call of each is a miss and stores the answer (in the background)
+        scenarios = [("hit", ("POST", "/v1/chat/completions", chat)),
+                     ("stream_hit", ("POST", "/v1/chat/completions", stream_chat))]
+        for _, args in scenarios:
+            hits = False
+            await one(*args)
+            await asyncio.sleep(0.2)
+            hits = True
     if want_up:   # the answers are whole and metered as the upstream reported
         checks = []
         await one(*up[0][1])
@@ -172,6 +200,8 @@ ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDe
 ap.add_argument("--cpu", action="store_true", help="also the event-loop thread's CPU per chat call (µs)")
 ap.add_argument("--upstream", action="store_true", help="also chat calls through bench/upstream.py, plain and streamed")
 ap.add_argument("--only", choices=["up"], help="up: only the calls through bench/upstream.py")
+ap.add_argument("--cache-hit", action="store_true",
+                help="exact-cache hits instead (hit, stream_hit), with the access log on")
 ap.add_argument("--top", type=int, default=0, metavar="N",
                 help="print the N functions with the most own time per request kind (stderr)")
 ARGS = ap.parse_args()
