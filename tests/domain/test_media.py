@@ -8,6 +8,8 @@ import struct
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aicredits.domain.media import (
     GeminiImages,
@@ -171,3 +173,21 @@ def test_tools_add_the_providers_hidden_prompt():
     json_mode = {**plain, "response_format": {"type": "json_object"}}
     assert prompt_token_bound(json_mode, 200_000, CLAUDE) - prompt_token_bound(json_mode, 200_000) == 749
     assert prompt_token_bound(plain, 200_000, CLAUDE) == prompt_token_bound(plain, 200_000)
+
+
+_plain_keys = st.text(max_size=8).filter(lambda k: k != "type")
+_plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_plain_keys, inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(_plain_keys, _plain_json, max_size=5), min_size=1, max_size=4))
+def test_a_prompt_without_typed_parts_counts_every_key_and_value(messages):
+    """Objects without a `type` (messages, tool arguments, schemas) are read on a shorter path: it
+    counts what the documented rule counts, every key and value (an absent field, None, counts 4)."""
+    from aicredits.domain.media import _strings
+    facts = read_prompt({"messages": messages})
+    assert facts.text_bytes == _strings(messages) + 4 * 4   # tools, response_format, tool_choice, functions
+    assert (facts.images, facts.pdf_pages, facts.audio_seconds, facts.unknown) == ([], [], [], 0)

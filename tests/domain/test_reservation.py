@@ -533,3 +533,65 @@ def test_a_hold_covers_every_settle_of_every_model_in_the_chain(chain, bound, sp
     assert usage.total_prompt_tokens == prompt
     for member in members:
         assert member.cost(usage) <= plan.amount
+
+
+def fraction_plan_hold(*, available: int, key_headroom: int | None, prompt_cost: Fraction,
+                       output_price: Fraction, requested_max: int | None, model_cap: int | None,
+                       n: int = 1) -> tuple[int, int, bool] | str:
+    """plan_hold as it was written in Fractions (the reference its integers must equal): the
+    plan, or the refusal's message."""
+    from aicredits.domain.money import ceil_fraction, format_inr
+    key_limited = key_headroom is not None and key_headroom < available
+    headroom = min(available, key_headroom) if key_headroom is not None else available
+    who = "the key's credit limit" if key_limited else "the wallet"
+    per_token = output_price * max(1, n)
+    room = Fraction(headroom) - prompt_cost
+    fit = int(room // per_token) if per_token > 0 else (10**12 if room >= 0 else -1)
+
+    def too_poor() -> str:
+        need = ceil_fraction(prompt_cost + per_token)
+        return (f"Insufficient credits: this request needs at least {format_inr(need)} INR "
+                f"(its prompt and one output token) but {who} has {format_inr(max(headroom, 0))} INR available. "
+                f"Add at least {format_inr(max(need - headroom, 1))} INR"
+                + (" or raise the key's limit." if key_limited else "."))
+    if requested_max is not None:
+        asked = f"max_tokens={requested_max}"
+        capped = model_cap is not None and model_cap > 0 and requested_max > model_cap
+        if capped and model_cap is not None:
+            requested_max = model_cap
+            asked += f" (the model writes at most {model_cap})"
+        amount = ceil_fraction(prompt_cost + per_token * requested_max)
+        if amount <= headroom:
+            return amount, requested_max, capped
+        if model_cap:
+            fit = min(fit, model_cap)
+        if fit >= 1:
+            return (f"Insufficient credits: {asked} needs up to {format_inr(amount)} INR but {who} has "
+                    f"{format_inr(max(headroom, 0))} INR available; max_tokens <= {fit} would fit.")
+        return too_poor()
+    cap = model_cap or DEFAULT_MAX_OUTPUT
+    if fit < 1:
+        return too_poor()
+    tokens = min(cap, fit)
+    return ceil_fraction(prompt_cost + per_token * tokens), tokens, True
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(-10**6, 10**12), st.none() | st.integers(-10**6, 10**12),
+       st.builds(Fraction, st.integers(0, 10**12), st.integers(1, 10**9)),
+       st.builds(Fraction, st.integers(0, 10**9), st.integers(1, 10**9)),
+       st.none() | st.integers(1, 10**6), st.none() | st.integers(0, 10**6), st.integers(0, 128))
+def test_the_integer_hold_is_the_fraction_hold(available, key_headroom, prompt_cost, output_price,
+                                               requested_max, model_cap, n):
+    """plan_hold works in integers over the prices' common denominator: the same plan, or the
+    same refusal word for word, as the Fraction arithmetic, over prices with any denominators."""
+    expected = fraction_plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                                  output_price=output_price, requested_max=requested_max, model_cap=model_cap,
+                                  n=n)
+    try:
+        plan = plan_hold(available=available, key_headroom=key_headroom, prompt_cost=prompt_cost,
+                         output_price=output_price, requested_max=requested_max, model_cap=model_cap, n=n)
+    except Refusal as refusal:
+        assert refusal.message == expected
+    else:
+        assert (plan.amount, plan.max_tokens, plan.inject_max_tokens) == expected

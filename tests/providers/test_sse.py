@@ -142,3 +142,39 @@ async def test_a_broken_connection_is_a_cut_not_a_timeout():
         await read_all([b"data: first\n\n", b"data: sec"], pause=0.05, abort=True)
     assert not info.value.timeout
     assert "broke off" in str(info.value)
+
+
+async def test_chunks_each_within_the_idle_timeout_are_never_cut_however_long_the_stream():
+    """One timer per stream, moved by every wait: 8 chunks 0.1 s apart (0.8 s) under a 0.3 s idle
+    timeout arrive whole; the timer fires while a wait is due later and waits on."""
+    chunks = [f"data: {i}\n\n".encode() for i in range(8)]
+    batches = await read_all(chunks, idle=0.3, pause=0.1)
+    assert [e for batch in batches for e in batch] == chunks
+
+
+async def test_the_idle_timeout_counts_from_the_last_bytes_not_the_first():
+    """A stall after bytes kept coming for longer than the timeout is cut `idle` seconds after
+    the last bytes (not at once, not later)."""
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamCut) as info:
+        await read_all([f"data: {i}\n\n".encode() for i in range(5)], idle=0.3, pause=0.1, hang=3)
+    took = asyncio.get_running_loop().time() - started
+    assert info.value.timeout
+    assert 0.7 < took < 1.5, took
+
+
+async def test_a_cancel_from_elsewhere_is_not_taken_for_the_idle_timeout():
+    """The relay's own deadline cancels the same task: that cancel goes on as a cancel."""
+    runner, url = await serve([b"data: first\n\n"], hang=3)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            reader = SSEReader(resp, "test", 5.0)
+            assert await reader.read() == [b"data: first\n\n"]
+            task = asyncio.ensure_future(reader.read())
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            reader.close()
+    finally:
+        await runner.cleanup()

@@ -180,12 +180,20 @@ class _Reader:
     def walk(self, value: object) -> None:
         f = self.facts
         if isinstance(value, str):
-            f.text_bytes += _strings(value)
+            f.text_bytes += len(value.encode("utf-8", "surrogatepass"))
         elif isinstance(value, (list, tuple)):
             for v in value:
                 self.walk(v)
         elif isinstance(value, dict):
             kind = value.get("type")
+            if kind is None:    # a message, or any object without a type: its keys and values
+                for k, v in value.items():
+                    f.text_bytes += _strings(k)
+                    if type(v) is str:
+                        f.text_bytes += len(v.encode("utf-8", "surrogatepass"))
+                    else:
+                        self.walk(v)
+                return
             if kind in IMAGE_TYPES:
                 self._image(value)
             elif kind == "file" and isinstance(value.get("file"), dict):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from aicredits.domain.media import NO_FORMULA, InputCosts, PromptFacts, read_prompt
-from aicredits.domain.money import MICROS_PER_INR, Micros, ceil_fraction, format_inr
+from aicredits.domain.money import MICROS_PER_INR, Micros, format_inr
 from aicredits.domain.pricing import TokenPrices
 
 PER_MESSAGE_TOKENS = 8
@@ -113,13 +113,21 @@ class Refusal(Exception):
 def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fraction,
               output_price: Fraction, requested_max: int | None, model_cap: int | None,
               n: int = 1) -> HoldPlan:
-    """Decide the hold for a token-priced call, or raise Refusal with what would fit."""
+    """Decide the hold for a token-priced call, or raise Refusal with what would fit.
+
+    Worked in integers over the two prices' common denominator `d` (the prompt cost is
+    `prompt / d`, the output price of all `n` choices `per_token / d` micros a token): the same
+    numbers as in Fractions, without a Fraction per step (tests/domain/test_reservation.py
+    checks them against the Fraction arithmetic)."""
     key_limited = key_headroom is not None and key_headroom < available
     headroom = min(available, key_headroom) if key_headroom is not None else available
     who = "the key's credit limit" if key_limited else "the wallet"
-    per_token = output_price * max(1, n)
-    room = Fraction(headroom) - prompt_cost
-    fit = int(room // per_token) if per_token > 0 else (10**12 if room >= 0 else -1)
+    pd, od = prompt_cost.denominator, output_price.denominator
+    d = pd // math.gcd(pd, od) * od
+    prompt = prompt_cost.numerator * (d // pd)
+    per_token = output_price.numerator * (d // od) * max(1, n)
+    room = headroom * d - prompt
+    fit = room // per_token if per_token > 0 else (10**12 if room >= 0 else -1)
     if requested_max is not None:
         asked = f"max_tokens={requested_max}"
         # the model writes at most its cap: a larger value is held, and sent upstream, as the cap
@@ -128,7 +136,7 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
         if capped and model_cap is not None:
             requested_max = model_cap
             asked += f" (the model writes at most {model_cap})"
-        amount = ceil_fraction(prompt_cost + per_token * requested_max)
+        amount = -(-(prompt + per_token * requested_max) // d)
         if amount <= headroom:
             return HoldPlan(amount, requested_max, capped)
         if model_cap:
@@ -138,18 +146,17 @@ def plan_hold(*, available: Micros, key_headroom: Micros | None, prompt_cost: Fr
                 f"Insufficient credits: {asked} needs up to "
                 f"{format_inr(amount)} INR but {who} has {format_inr(max(headroom, 0))} INR available; "
                 f"max_tokens <= {fit} would fit.", key_limited=key_limited)
-        raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)
+        raise _too_poor(-(-(prompt + per_token) // d), headroom, who, key_limited)
     cap = model_cap or DEFAULT_MAX_OUTPUT
     if fit < 1:
-        raise _too_poor(prompt_cost, per_token, headroom, who, key_limited)
+        raise _too_poor(-(-(prompt + per_token) // d), headroom, who, key_limited)
     tokens = min(cap, fit)
-    amount = ceil_fraction(prompt_cost + per_token * tokens)
+    amount = -(-(prompt + per_token * tokens) // d)
     return HoldPlan(amount, tokens, True)
 
 
-def _too_poor(prompt_cost: Fraction, per_token: Fraction, headroom: Micros, who: str,
-              key_limited: bool) -> Refusal:
-    need = ceil_fraction(prompt_cost + per_token)
+def _too_poor(need: Micros, headroom: Micros, who: str, key_limited: bool) -> Refusal:
+    """`need`: the prompt and one output token (of every choice), rounded up to a micro."""
     return Refusal(
         f"Insufficient credits: this request needs at least {format_inr(need)} INR "
         f"(its prompt and one output token) but {who} has {format_inr(max(headroom, 0))} INR available. "

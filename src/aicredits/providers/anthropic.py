@@ -172,6 +172,7 @@ class AnthropicStream:
         return self._tr.partial_usage()
 
     async def aclose(self) -> None:
+        self._sse.close()
         self._resp.close()   # drops the connection, which cancels the upstream generation
 
 
@@ -186,10 +187,15 @@ class AnthropicProvider(HTTPProvider):
         # versions from 2026-10-21 on refuse sampling parameters (docs/providers.md, "What the gateway
         # smooths over")
         self._drop_sampling = headers["anthropic-version"] >= "2026-10-21"
+        self._input_costs: dict[str, InputCosts] = {}
         super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
-        return anthropic_input_costs(upstream_id)
+        """Per upstream id, worked out once (ids come from the configuration: a bounded set)."""
+        costs = self._input_costs.get(upstream_id)
+        if costs is None:
+            costs = self._input_costs[upstream_id] = anthropic_input_costs(upstream_id)
+        return costs
 
     def url(self, path: str = "/v1/messages") -> str:
         return self._base + path

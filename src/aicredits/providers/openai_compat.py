@@ -181,6 +181,7 @@ class OpenAIStream:
 
     async def aclose(self) -> None:
         # closing (not releasing) drops the connection, which cancels the upstream generation
+        self._sse.close()
         self._resp.close()
 
 
@@ -191,6 +192,7 @@ class OpenAICompatible(HTTPProvider):
         # /v1/responses is forwarded as is to OpenAI and Azure; other servers get it translated to chat
         self.native_responses = settings.kind in ("openai", "azure")
         self._azure_version = settings.api_version if settings.kind == "azure" else None
+        self._input_costs: dict[str, InputCosts] = {}
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.api_key and self._azure_version:
             headers["api-key"] = settings.api_key
@@ -200,7 +202,11 @@ class OpenAICompatible(HTTPProvider):
         super().__init__(settings, session, headers, **timeouts)
 
     def input_costs(self, upstream_id: str) -> InputCosts:
-        return openai_input_costs(self.kind, upstream_id)
+        """Per upstream id, worked out once (ids come from the configuration: a bounded set)."""
+        costs = self._input_costs.get(upstream_id)
+        if costs is None:
+            costs = self._input_costs[upstream_id] = openai_input_costs(self.kind, upstream_id)
+        return costs
 
     def url(self, path: str, upstream_id: str) -> str:
         """`path` like '/chat/completions'; Azure puts the deployment in the path and wants its

@@ -30,10 +30,10 @@ from aicredits.domain.streaming import StreamMeter
 from aicredits.domain.usage import estimate_prompt_tokens, estimate_text_tokens, fill_usage, usage_from_openai
 from aicredits.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
-from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, StreamEvent, UpstreamCut
+from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, UpstreamCut
 from aicredits.services.answers import as_served, reject_malformed, reported_usage, warn_incomplete
 from aicredits.services.cache import CachePlan, CacheService, Recalled
-from aicredits.services.metering import Meter, Metering, within_limit
+from aicredits.services.metering import Meter, Metering
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
@@ -199,7 +199,8 @@ class ChatService:
     async def complete(self, meter: Meter, render: Callable[[dict, TokenUsage], bytes] | None = None) -> bytes:
         """The answer's bytes: the provider's (or `render(data, usage)`, e.g. as a Response),
         made before the call is settled, so a failure to make them is never charged."""
-        result = await within_limit(self._call(meter), self._max_seconds)
+        # bounded by the call's limit (Metering.route's deadline, from the request's start)
+        result = await self._call(meter)
         data = result.data
         usage = reported = reported_usage(meter, data.get("usage"))
         # an unreadable answer is charged its reported usage, if valid, else nothing
@@ -254,7 +255,8 @@ class ChatService:
         shown as the estimate that bills the call."""
         usage = self._stream_usage(meter, sm, upstream)
         charge = 0 if sm.error_finish and not sm.delivered_output else self._cost(meter, usage)
-        shown = obj["usage"] if usage_from_openai(obj["usage"]) is not None else {
+        valid = sm.reported() if obj["usage"] is sm.usage else usage_from_openai(obj["usage"])
+        shown = obj["usage"] if valid is not None else {
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
         obj = dict(obj, choices=[], usage=dict(shown, cost=micros_to_inr(charge)))
@@ -266,7 +268,7 @@ class ChatService:
         what the provider reported so far (its `partial_usage()`: e.g. Anthropic's prompt and
         cache counts from message_start), with the documented estimator filling in what it did
         not report: the prompt, and the output the gateway relayed."""
-        usage = usage_from_openai(sm.usage)
+        usage = sm.reported()
         if usage is not None:
             return usage
         return fill_usage(upstream.partial_usage(), _prompt_estimate(meter),
@@ -280,7 +282,7 @@ class ChatService:
         elif cut is not None:
             meter.end_state = "upstream_cut" if sm.delivered_output else "zero_output_error"
             meter.status, meter.error = (503 if meter.stopping else 504 if cut_timeout else 502), cut
-        if sm.usage is not None and usage_from_openai(sm.usage) is None:
+        if sm.usage is not None and sm.reported() is None:
             warn_incomplete(meter, sm.usage)
         usage = self._stream_usage(meter, sm, upstream)
         if meter.end_state != "completed" and not sm.delivered_output:
@@ -328,9 +330,10 @@ class _ChatStream:
 
     def batch(self, batch: list) -> bytes:
         chat, meter, sm = self.chat, self.meter, self.sm
+        model = meter.model
         out = []
         for ev in batch:
-            obj = ev.data
+            obj, raw = ev.data, ev.raw
             if obj is DONE:
                 sm.done = True
                 if self.pending is not None and meter.include_usage:
@@ -340,13 +343,13 @@ class _ChatStream:
                     out.append(b"data: [DONE]\n\n")
                 break
             if obj is None:
-                if ev.raw is not None:
-                    out.append(ev.raw)
+                if raw is not None:
+                    out.append(raw)
                 continue
             try:
-                if obj.get("model", meter.model) != meter.model:   # the gateway's id (services/answers.py)
-                    obj["model"] = meter.model
-                    ev = StreamEvent(obj)
+                if obj.get("model", model) != model:   # the gateway's id (services/answers.py)
+                    obj["model"] = model
+                    raw = None
                 sm.observe(obj)
                 if self.collect is not None:
                     self.collect.observe(obj)
@@ -371,7 +374,7 @@ class _ChatStream:
                 if meter.include_usage:
                     out.append(chat._usage_chunk(meter, obj, sm, self.upstream))
                 continue
-            out.append(ev.raw if ev.raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
+            out.append(raw if raw is not None else b"data: " + orjson.dumps(obj) + b"\n\n")
         self.ended = sm.done or sm.error is not None
         return b"".join(out)
 

@@ -26,7 +26,7 @@ from aicredits.ports import KeyAuth, Plan, RateLimiter, Settlement, SettleResult
 from aicredits.providers.base import ChatStream, UpstreamCut
 from aicredits.services.billing import Billing
 from aicredits.services.cache import CachePlan
-from aicredits.services.routing import Router, Target
+from aicredits.services.routing import PastDeadline, Router, Target
 from aicredits.telemetry import NO_METRICS, NO_TRACING, Metrics, Tracing, current_request
 
 log = logging.getLogger("aicredits.calls")
@@ -131,15 +131,6 @@ class StreamHandler(Protocol):
 
 def too_long(max_seconds: float) -> str:
     return f"The call ran longer than the gateway's limit of {max_seconds:g} s."
-
-
-async def within_limit(aw: Awaitable[T], max_seconds: float) -> T:
-    """A whole upstream call, or a 504 (UpstreamTimeout) once it runs past the gateway's limit."""
-    try:
-        async with asyncio.timeout(max_seconds):
-            return await aw
-    except TimeoutError:
-        raise UpstreamTimeout(too_long(max_seconds)) from None
 
 
 class _Deadline:
@@ -249,15 +240,12 @@ class Metering:
             with self.tracing.attempt(OPERATIONS.get(meter.endpoint, meter.endpoint), target.spec.provider,
                                       target.upstream_id, target.name):
                 return await self.upstream(meter, call(target))
-        deadline = asyncio.timeout(remaining(meter, self.max_seconds))
+        # the call's limit bounds each attempt's own timer (one timer per attempt, not two)
+        until = asyncio.get_running_loop().time() + remaining(meter, self.max_seconds)
         try:
-            async with deadline:
-                result, target = await router.run(chain, attempt)
-                meter.target = target
-        except TimeoutError:
-            if not deadline.expired():   # not ours: an unexpected error inside the gateway
-                await self.fail(meter, InternalError("The call failed inside the gateway."), "gateway_error")
-                raise
+            result, target = await router.run(chain, attempt, until)
+            meter.target = target
+        except PastDeadline:
             exc = UpstreamTimeout(too_long(self.max_seconds))
             await self.fail(meter, exc)
             raise exc from None

@@ -48,7 +48,7 @@ from aicredits.providers.http import scrub
 from aicredits.providers.sse import EventSplitter, event_data
 from aicredits.services.answers import as_served, reject_malformed, reported_usage
 from aicredits.services.chat import ChatService
-from aicredits.services.metering import Meter, Metering, within_limit
+from aicredits.services.metering import Meter, Metering
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.responses_stream import ResponsesEvents, sse
 from aicredits.services.responses_translate import (
@@ -227,7 +227,8 @@ class ResponsesService:
         if not call.native:
             return await self._chat.complete(
                 meter, lambda data, usage: orjson.dumps(chat_to_response(data, call.body, usage)))
-        result = await within_limit(self._call(call), self._max_seconds)
+        # bounded by the call's limit (Metering.route's deadline, from the request's start)
+        result = await self._call(call)
         data = result.data
         usage = reported_usage(meter, data.get("usage"))
         problem = responses_answer_problem(data)

@@ -65,6 +65,10 @@ class RoutePolicy:
     deadline: float = 120.0          # seconds all attempts share (a provider's longer first-byte timeout wins)
 
 
+class PastDeadline(Exception):
+    """The call's own limit (`Router.run`'s `until`) passed during its attempts."""
+
+
 class Breaker:
     __slots__ = ("failures", "open_until")
 
@@ -187,9 +191,14 @@ class Router:
                     budget = float(t)
         return budget
 
-    async def run(self, chain: list[ModelSpec], attempt: Callable[[Target], Awaitable[T]]) -> tuple[T, Target]:
+    async def run(self, chain: list[ModelSpec], attempt: Callable[[Target], Awaitable[T]],
+                  until: float | None = None) -> tuple[T, Target]:
+        """The first attempt that succeeds, and its target. `until` (the event loop's clock): the
+        call's own limit; past it, during an attempt or a wait between two, PastDeadline is raised.
+        Each attempt runs under one timer, at the sooner of the two deadlines."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget(chain)
+        bound_at = deadline if until is None or until > deadline else until
         last: GatewayError | None = None
         for spec in chain:
             for target in self.targets(spec):
@@ -199,13 +208,15 @@ class Router:
                 for n in range(self.policy.retries + 1):
                     if last is not None and loop.time() >= deadline:
                         raise last
-                    bound = asyncio.timeout_at(deadline)
+                    bound = asyncio.timeout_at(bound_at)
                     try:
                         async with bound:
                             result = await attempt(target)
                     except TimeoutError:
                         if not bound.expired():
                             raise
+                        if bound_at != deadline:   # the call's limit, not the attempts' deadline
+                            raise PastDeadline() from None
                         breaker.failure(time.monotonic(), self.policy)
                         self.metrics.upstream_failed(target.deployment.provider, target.name, UpstreamTimeout.status)
                         log.warning("attempt %d on %s passed the call's deadline", n + 1, target.name)
@@ -224,6 +235,9 @@ class Router:
                         delay = self._delay(n, exc.retry_hint)
                         if delay is None or loop.time() + delay >= deadline:
                             break
+                        if loop.time() + delay >= bound_at:   # the call's limit comes first
+                            await asyncio.sleep(bound_at - loop.time())
+                            raise PastDeadline()
                         await asyncio.sleep(delay)
                     else:
                         breaker.success()
