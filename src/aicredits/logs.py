@@ -53,6 +53,11 @@ def use_text(log_format: str, stream: TextIO | None = None) -> bool:
 
 
 def configure(level: str = "INFO", access_log: bool = True, log_format: str = "auto") -> None:
+    # what no line here shows is not gathered per record (the logging HOWTO's "Optimization"):
+    # the caller's file, line and function (a walk of the stack per record) and the
+    # multiprocessing name; the process id (`pid`) and the thread's name (filters may use it) stay
+    logging._srcfile = None
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if use_text(log_format) else JsonFormatter())
     root = logging.getLogger()

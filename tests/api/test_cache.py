@@ -203,6 +203,99 @@ async def test_two_keys_of_one_account_share_unless_a_key_is_scoped(cache_gatewa
     assert h["x-aicredits-cache"] == "miss" and r.choices[0].message.content == "own"
 
 
+# ---------------------------------------------------------------- the same bytes again
+RAW = b'{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+
+
+async def post_raw(gw, key: dict, raw: bytes = RAW) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw.test") as http:
+        return await http.post("/v1/chat/completions", content=raw, headers={
+            "Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"})
+
+
+async def test_recalled_bytes_never_cross_accounts_or_scoped_keys(cache_gateway, upstream, tmp_path):
+    """Bytes read before are recalled per account, key and allow-list: the same bytes from another
+    account, or from a key scoped to itself, are read afresh and never get the first one's answer."""
+    email = f"r-{uuid.uuid4().hex[:6]}@example.com"
+    cfg = tmp_path / "cache.toml"
+    gw = await cache_gateway()
+    a, scoped = await gw.new_key(email), await gw.new_key(email)
+    cfg.write_text(f'[cache.keys."{scoped["id"]}"]\nscope = "key"\n')
+    await gw.shutdown()
+    gw = await cache_gateway({"AICREDITS_CONFIG": str(cfg)}, db_url=gw.settings.database_url)
+    b = await gw.new_key()
+    upstream.enqueue(Scenario(content="A's answer"), Scenario(content="B's answer"),
+                     Scenario(content="scoped answer"))
+    first = await post_raw(gw, a)
+    assert first.headers["x-aicredits-cache"] == "miss"
+    await stored(gw)
+    again = await post_raw(gw, a)
+    assert again.headers["x-aicredits-cache"] == "hit" and again.json()["choices"][0]["message"]["content"] == \
+        "A's answer"
+    assert again.json()["model"] == MODEL and again.json()["id"] != first.json()["id"]
+    for key, content in ((b, "B's answer"), (scoped, "scoped answer")):
+        r = await post_raw(gw, key)
+        assert r.headers["x-aicredits-cache"] == "miss" and r.json()["choices"][0]["message"]["content"] == content
+        await stored(gw)
+        r = await post_raw(gw, key)
+        assert r.headers["x-aicredits-cache"] == "hit" and r.json()["choices"][0]["message"]["content"] == content
+    assert len(upstream.chat_requests()) == 3
+    # one parameter changed: other bytes, another request
+    upstream.enqueue(Scenario(content="warmer"))
+    r = await post_raw(gw, a, RAW[:-1] + b',"temperature":0.3}')
+    assert r.headers["x-aicredits-cache"] == "miss" and r.json()["choices"][0]["message"]["content"] == "warmer"
+    # a no_cache request is never recalled as a hit, even after its bytes were seen
+    upstream.enqueue(Scenario(content="fresh"), Scenario(content="fresh again"))
+    no_cache = RAW[:-1] + b',"no_cache":true}'
+    for want in ("fresh", "fresh again"):
+        r = await post_raw(gw, a, no_cache)
+        assert r.headers["x-aicredits-cache"] == "bypass" and r.json()["choices"][0]["message"]["content"] == want
+
+
+async def test_recall_is_keyed_by_account_key_and_allow_list(cache_gateway, upstream):
+    """The service's own view: bytes memorised for one key are recalled for that key only, and not
+    once its allow-list differs (a key whose allow-list changed reads its bytes afresh)."""
+    import dataclasses
+
+    gw = await cache_gateway()
+    key = await gw.new_key()
+    upstream.enqueue(Scenario(content="Paris."))
+    await post_raw(gw, key)
+    cache, keys = gw.services.cache, gw.services.keys
+    auth = await keys.authenticate(f"Bearer {key['key']}")
+    recalled = cache.recall(RAW, auth)
+    assert recalled is not None and recalled.model == MODEL and not recalled.stream
+    assert cache.recall(RAW + b" ", auth) is None
+    assert cache.recall(RAW, dataclasses.replace(auth, models=("openai/*",))) is None
+    assert cache.recall(RAW, dataclasses.replace(auth, key_id="other")) is None
+    assert cache.recall(RAW, dataclasses.replace(auth, account_id=auth.account_id + 1)) is None
+
+
+async def test_a_recalled_hit_is_rate_limited_and_its_key_checked(cache_gateway, upstream):
+    from aicredits.services.admin import Admin
+    gw = await cache_gateway()
+    email = f"l-{uuid.uuid4().hex[:6]}@example.com"
+    key = await Admin(gw.services.cache_engine).create_key(email, name="t", credits=100_000_000, rpm=2)
+    upstream.enqueue(Scenario(content="Paris."))
+    assert (await post_raw(gw, key)).headers["x-aicredits-cache"] == "miss"
+    await stored(gw)
+    r = await post_raw(gw, key)
+    assert r.headers["x-aicredits-cache"] == "hit" and r.headers["x-ratelimit-remaining-requests"] == "0"
+    r = await post_raw(gw, key)
+    assert r.status_code == 429
+    # a key limited to other models is refused its model, whatever bytes another key made known
+    other = await Admin(gw.services.cache_engine).create_key(email, name="t", credits=100_000_000,
+                                                             models=("anthropic/*",))
+    assert (await post_raw(gw, other)).status_code == 403
+    # a revoked key is refused before anything is recalled
+    plain = await gw.new_key(email)
+    assert (await post_raw(gw, plain)).headers["x-aicredits-cache"] == "hit"
+    await Admin(gw.services.cache_engine).revoke_key(plain["id"])
+    gw.services.keys.forget()
+    assert (await post_raw(gw, plain)).status_code == 401
+    assert len(upstream.chat_requests()) == 1
+
+
 # ---------------------------------------------------------------- billing of hits
 async def test_a_free_hit_is_recorded_with_what_it_saved(cache_gateway, upstream):
     gw = await cache_gateway()

@@ -254,3 +254,68 @@ def test_the_key_cap_holds_across_workers_through_redis(start_gateway, redis_url
     refused, after = asyncio.run(go())
     assert refused == [429] * 6
     assert after.status_code == 200, after.text
+
+
+class _Transport:
+    """What the coalescing writer passes on, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+
+    def writelines(self, lines) -> None:
+        self.calls.append(("writelines", tuple(lines)))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+        self.calls.append(("close", None))
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+async def test_a_responses_head_and_body_go_out_in_one_write():
+    """The head (uvicorn's first write of a request's cycle) waits for the body written in the same
+    turn of the event loop, and both go out together; later writes go straight through."""
+    from aicredits.api.connections import _Coalescing
+    t = _Transport()
+    w = _Coalescing(t)
+    w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert t.calls == []
+    w.write(b"{}")
+    w.write(b"more")
+    assert t.calls == [("writelines", (b"HTTP/1.1 200 OK\r\n\r\n", b"{}")), ("write", b"more")]
+    await asyncio.sleep(0)   # the cancelled flush writes nothing more
+    assert len(t.calls) == 2 and w.get_extra_info("peername") == "info:peername"
+
+
+async def test_a_head_whose_body_does_not_follow_goes_out_at_the_end_of_the_turn():
+    """A stream's head, its first event not there yet, is not held past the loop's turn; a close
+    writes a held head first."""
+    from aicredits.api.connections import _Coalescing
+    t = _Transport()
+    w = _Coalescing(t)
+    w.write(b"HEAD")
+    await asyncio.sleep(0)
+    assert t.calls == [("write", b"HEAD")]
+    w.write(b"event")
+    assert t.calls[-1] == ("write", b"event")
+    t2 = _Transport()
+    w2 = _Coalescing(t2)
+    w2.write(b"HEAD")
+    w2.close()
+    assert t2.calls == [("write", b"HEAD"), ("close", None)]
+    await asyncio.sleep(0)
+    assert len(t2.calls) == 2
+    t3 = _Transport()   # a connection closing already: the held head is dropped with it
+    w3 = _Coalescing(t3)
+    w3.write(b"HEAD")
+    t3.closing = True
+    await asyncio.sleep(0)
+    assert t3.calls == []

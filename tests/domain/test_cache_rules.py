@@ -8,7 +8,16 @@ from fractions import Fraction
 import orjson
 import pytest
 
-from aicredits.domain.cache_entry import StreamAssembler, hit_charge, sse_chunks, storable
+from aicredits.domain import cache_entry
+from aicredits.domain.cache_entry import (
+    CacheEntry,
+    StreamAssembler,
+    hit_bytes,
+    hit_charge,
+    hit_response,
+    sse_chunks,
+    storable,
+)
 from aicredits.domain.cache_guard import differs, language, negations, numbers
 from aicredits.domain.cache_rules import (
     CachePolicy,
@@ -20,6 +29,7 @@ from aicredits.domain.cache_rules import (
     last_user_text,
     load_policy,
 )
+from aicredits.domain.money import micros_to_inr
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Be brief."},
                                              {"role": "user", "content": "What is the capital of France?"}]}
@@ -173,6 +183,46 @@ def test_a_stream_is_put_back_together_and_replayed_well_formed():
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 3
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
     assert b"usage" not in sse_chunks({**data, "id": "x", "created": 1}, include_usage=False)
+
+
+def _entry(content: str, **extra: object) -> CacheEntry:
+    data = {"id": "chatcmpl-upstream", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}, **extra}
+    return CacheEntry(key="k", scope="a:1", account_id=1, model="openai/gpt-4o-mini", response=orjson.dumps(data),
+                      prompt_tokens=7, completion_tokens=3, charge=1234, created_at=0, expires_at=10**13)
+
+
+@pytest.mark.parametrize("content", [
+    "Paris.", 'quotes " and \\ and chatcmpl-x and "created": 5 and \u00e9 \u0939\u093f\u0902\u0926\u0940 \U0001f600',
+    "x" * 700])   # more than one content event when streamed
+@pytest.mark.parametrize("charged", [0, 123])
+def test_a_hits_bytes_are_its_answer_encoded_with_this_calls_id_and_time(content, charged):
+    """The template made once per entry and charge gives, per hit, exactly the bytes the answer
+    encoded afresh would be: as JSON, and as an SSE stream with and without its usage event."""
+    entry = _entry(content, system_fingerprint="fp_1")
+    for n, (call_id, now) in enumerate((("a" * 32, 1_700_000_000), ("0123456789abcdef" * 2, 1_800_000_001))):
+        data = hit_response(entry, call_id, now, micros_to_inr(charged))
+        assert hit_bytes(entry, False, False, charged, call_id, now) == orjson.dumps(data)
+        for include_usage in (False, True):
+            assert hit_bytes(entry, True, include_usage, charged, call_id, now) == sse_chunks(data, include_usage)
+        assert data["model"] == "openai/gpt-4o-mini" and data["id"] == "chatcmpl-" + call_id
+        assert len(entry.rendered or {}) == 3   # made on the first hit, reused on the second
+    assert orjson.loads(hit_bytes(entry, False, False, charged, "b" * 32, 5))["usage"]["cost"] == charged / 1e6
+
+
+def test_an_answer_holding_a_mark_is_encoded_per_hit():
+    """Were a stored answer to hold the process's mark as a whole JSON string (inside a string its
+    quotes are escaped, so it is not found there), no template is made, and each hit is encoded
+    afresh (so its bytes are still right)."""
+    entry = _entry("says " + cache_entry._ID_TOKEN.decode(), system_fingerprint="chatcmpl-" + cache_entry._ID_MARK)
+    assert hit_bytes(_entry("says " + cache_entry._ID_TOKEN.decode()), False, False, 0, "c" * 32, 99) == \
+        orjson.dumps(hit_response(_entry("says " + cache_entry._ID_TOKEN.decode()), "c" * 32, 99, 0.0))
+    data = hit_response(entry, "c" * 32, 99, 0.0)
+    assert hit_bytes(entry, False, False, 0, "c" * 32, 99) == orjson.dumps(data)
+    assert hit_bytes(entry, True, True, 0, "c" * 32, 99) == sse_chunks(data, True)
+    assert entry.rendered == {(False, False, 0): None, (True, True, 0): None}
 
 
 def test_a_hits_charge_is_the_fraction_rounded_up_once():

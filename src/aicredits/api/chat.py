@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from aicredits.api.admission import Admission
 from aicredits.api.http import (
     SSE_HEADERS,
@@ -20,7 +18,6 @@ from aicredits.api.http import (
     send_start,
     until_answered,
 )
-from aicredits.domain.cache_entry import sse_chunks
 from aicredits.domain.money import format_inr
 from aicredits.ports import KeyAuth
 from aicredits.services.chat import ChatService
@@ -62,11 +59,29 @@ def json_call(admission: Admission, create: JsonCreate, max_body: int) -> Handle
 def chat_completions(admission: Admission, chat: ChatService, max_body: int) -> Handler:
     async def handle(req: Request, send: Send) -> None:
         auth = await admission.admit(req)
-        body = await req.json(max_body)
+        started = req.scope["aicredits.started"]
+        raw: bytes | None = None
+        if chat.cache is not None:
+            # with a response cache on, bytes read before may be an exact hit, found without
+            # parsing them again (ChatService.open_hit); anything else is read as usual
+            raw = await req.body(max_body)
+            hit = await chat.open_hit(raw, auth, req.request_id, started)
+            if hit is not None:
+                req.release_body()
+                if chat.free_hit(hit):   # nothing held nor charged: no call to cancel if the client leaves
+                    await chat.admit_hit(hit)
+                    answer_bytes = await chat.serve_hit(hit)
+                else:
+                    answer_bytes = await until_answered(req.receive, _charged_hit(chat, hit))
+                await send_hit(send, req.request_id, hit, answer_bytes)
+                return
+            body = await req.parse_json(raw)
+        else:
+            body = await req.json(max_body)
 
         async def answer() -> tuple[Meter, Any]:
             """The whole answer, or an opened stream (before its first byte); a cache hit's answer."""
-            call = await chat.open(body, auth, req.request_id, req.scope["aicredits.started"], cached=True)
+            call = await chat.open(body, auth, req.request_id, started, cached=True, raw=raw)
             if call.cache == "hit":
                 return call, await chat.serve_hit(call)
             return call, await (chat.start_stream(call) if call.stream else chat.complete(call))
@@ -84,17 +99,27 @@ def chat_completions(admission: Admission, chat: ChatService, max_body: int) -> 
     return handle
 
 
-async def send_hit(send: Send, request_id: str, call: Meter, data: dict) -> None:
-    """A cache hit: the stored answer as JSON, or replayed as a whole SSE stream. A free hit
-    moved no money: it has no x-aicredits-balance (GET /v1/credits has the balance)."""
+async def _charged_hit(chat: ChatService, call: Meter) -> bytes:
+    await chat.admit_hit(call)
+    return await chat.serve_hit(call)
+
+
+FREE = format_inr(0).encode()
+
+
+async def send_hit(send: Send, request_id: str, call: Meter, body: bytes) -> None:
+    """A cache hit: the stored answer as JSON, or replayed as a whole SSE stream (`body`, made by
+    ChatService.serve_hit). A free hit moved no money: it has no x-aicredits-balance (GET
+    /v1/credits has the balance)."""
     if not call.stream and call.hold:
-        await send_bytes(send, 200, orjson.dumps(data), metered_headers(request_id, call))
+        await send_bytes(send, 200, body, metered_headers(request_id, call))
         return
     charged = call.settled.charged if call.hold and call.settled else 0
-    headers = [*call_headers(request_id, b"hit"), (b"x-aicredits-cost", format_inr(charged).encode()),
+    headers = [(b"x-request-id", request_id.encode()), (b"x-aicredits-cache", b"hit"),
+               (b"x-aicredits-cost", format_inr(charged).encode() if charged else FREE),
                (b"x-aicredits-overhead-ms", f"{call.overhead_ms():.3f}".encode())]
     if not call.stream:
-        await send_bytes(send, 200, orjson.dumps(data), headers)
+        await send_bytes(send, 200, body, headers)
         return
     await send_start(send, 200, [*SSE_HEADERS, *headers])
-    await send_body(send, sse_chunks(data, call.include_usage))
+    await send_body(send, body)

@@ -12,6 +12,11 @@ timeout, a body timeout, a cap on header bytes and a cap on open connections per
 - A connection past `max_connections` open in this process gets 503 (Retry-After: 1) at once and
   is closed; nothing of its request is read.
 
+A response's head (status line and headers) is held until its body's first write, in the same
+turn of the event loop, and both go out in one write (one system call, one packet on loopback,
+instead of two); a head whose body does not follow at once (a stream waiting for its first
+event) goes out at the end of that turn (`_Coalescing`).
+
 Between requests uvicorn's own keep-alive timeout (5 s) closes an idle connection. Every answer
 here is in the reference's error shape, written straight to the socket (no ASGI cycle exists
 yet, or it is given up): the status line, content-type, content-length and `connection: close`.
@@ -54,6 +59,49 @@ def raw_response(exc: GatewayError) -> bytes:
             b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
     head += [name + b": " + value + b"\r\n" for name, value in exc.headers()]
     return b"".join(head) + b"\r\n" + body
+
+
+class _Coalescing:
+    """The connection's transport as one request's cycle (uvicorn's RequestResponseCycle) sees it:
+    the cycle's first write (its response's head, or a `100 Continue`) is held until its next
+    write, and both are written together; at the end of the event loop's turn a held write goes
+    out alone. Anything else is the transport's own (a close writes what is held first)."""
+
+    __slots__ = ("_first", "_flush", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._first = True
+        self._held: bytes | None = None
+        self._flush: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
+            self._transport.writelines((held, data))
+        elif self._first and data:
+            self._first = False
+            self._held = data
+            self._flush = asyncio.get_running_loop().call_soon(self._write_held)
+        else:
+            self._transport.write(data)
+
+    def _write_held(self) -> None:
+        self._flush = None
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._write_held()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:   # noqa: ANN401 - the transport's own attributes
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -144,6 +192,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:   # its task has not run yet
+            cycle.transport = _Coalescing(self.transport)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -101,19 +101,41 @@ class Request:
     async def body(self, limit: int) -> bytes:
         """The whole body: a 413 past `limit` bytes (declared or received), a 429 when the
         process's body budget is full. It stays counted in the budget until release_body()."""
-        return bytes(await self._read(limit))
+        return bytes(await self._read(limit))   # (a body of one message: that message's bytes, no copy)
 
-    async def _read(self, limit: int) -> bytearray:
-        """The body, gathered in one buffer (no second copy to join it)."""
-        buf = bytearray()
-        async for chunk in self.chunks(limit):
-            buf += chunk
-        return buf
+    async def _read(self, limit: int) -> bytes | bytearray:
+        """The body: one message's bytes as they came, or several gathered in one buffer (no
+        second copy to join them)."""
+        self._declared(limit)
+        message = await self.receive()
+        chunk = self._counted(message, 0, limit)
+        if not message.get("more_body", False):
+            return chunk
+        buf = bytearray(chunk)
+        while True:
+            message = await self.receive()
+            buf += self._counted(message, len(buf), limit)
+            if not message.get("more_body", False):
+                return buf
 
     async def chunks(self, limit: int) -> AsyncIterator[bytes]:
         """The body as it arrives (a multipart upload is parsed so, api/forms.py): a 413 once it
         is, or says it will be, larger than `limit` bytes; a 429 when the process's body budget
         is full. The bytes stay counted in the budget until release_body()."""
+        self._declared(limit)
+        size = 0
+        while True:
+            message = await self.receive()
+            chunk = self._counted(message, size, limit)
+            if chunk:
+                size += len(chunk)
+                yield chunk
+            if not message.get("more_body", False):
+                break
+
+    def _declared(self, limit: int) -> None:
+        """A 413 at once for a declared Content-Length past `limit`; else the declared bytes are
+        counted in the budget."""
         declared = self.header(b"content-length")
         if declared is not None:
             try:
@@ -123,42 +145,50 @@ class Request:
             if declared_size > limit:
                 raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
             self._hold(declared_size)
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-                self._hold(size)
-                yield chunk
-            if not message.get("more_body", False):
-                break
+
+    def _counted(self, message: Message, before: int, limit: int) -> bytes:
+        """One received message's bytes, counted after the `before` bytes already received."""
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            size = before + len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            self._hold(size)
+        return chunk
 
     async def json(self, limit: int) -> object:
         """The parsed body. Before parsing, its objects, arrays and values are counted in the
         bytes (a 413 past services/validation.py's limits); after, its nesting (a 400)."""
         try:
-            raw = await self._read(limit)
-            if not raw:
-                raise InvalidRequest("The request body is empty; send a JSON object.")
-            if len(raw) > SCAN_IN_THREAD_BYTES:   # one scanner thread: the event loop keeps its turns
-                await asyncio.get_running_loop().run_in_executor(_SCANNER, check_json_size, raw)
-            else:
-                check_json_size(raw)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if "depth limit" in exc.msg:   # orjson's own limit, far past ours
-                    raise too_deep() from None
-                raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
-            check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
-            return body
+            return await self._parse(await self._read(limit))
         finally:
             self.release_body()
+
+    async def parse_json(self, raw: bytes) -> object:
+        """`json` of a body read already (`body`)."""
+        try:
+            return await self._parse(raw)
+        finally:
+            self.release_body()
+
+    @staticmethod
+    async def _parse(raw: bytes | bytearray) -> object:
+        if not raw:
+            raise InvalidRequest("The request body is empty; send a JSON object.")
+        if len(raw) > SCAN_IN_THREAD_BYTES:   # one scanner thread: the event loop keeps its turns
+            await asyncio.get_running_loop().run_in_executor(_SCANNER, check_json_size, raw)
+        else:
+            check_json_size(raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if "depth limit" in exc.msg:   # orjson's own limit, far past ours
+                raise too_deep() from None
+            raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (at byte {exc.pos}).") from None
+        check_nesting(body)   # a 400 past MAX_NESTING levels, before anything walks or re-encodes it
+        return body
 
 
 class ClientGone(Exception):

@@ -3,13 +3,15 @@ back together, a hit replayed as a response or as an SSE stream, and a hit's cha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
+from os import urandom
 from typing import Any
 
 import orjson
 
-from aicredits.domain.money import ceil_fraction
+from aicredits.domain.money import ceil_fraction, micros_to_inr
 
 
 @dataclass
@@ -29,6 +31,8 @@ class CacheEntry:
     vector: bytes | None = None  # its embedding, float32 little-endian
     provider: str = ""
     parsed: dict | None = None  # `response` read once (a hot entry serves many hits)
+    # this process's hit answers made once: (stream, include_usage, charge) -> Template (`hit_bytes`)
+    rendered: dict[tuple[bool, bool, int], Template | None] | None = None
 
 
 # what a store's feed gives of each new entry: (key, scope, context, query, vector, expires_at)
@@ -127,6 +131,11 @@ def hit_response(entry: CacheEntry, call_id: str, now_s: int, cost_inr: float) -
 def sse_chunks(data: dict, include_usage: bool, piece: int = 256) -> bytes:
     """A cached answer as a well-formed chat.completion.chunk stream: the role, the content in
     pieces, the finish, the usage chunk when asked, then [DONE]."""
+    return b"".join(sse_chunk_list(data, include_usage, piece))
+
+
+def sse_chunk_list(data: dict, include_usage: bool, piece: int = 256) -> list[bytes]:
+    """`sse_chunks`, one event per item."""
     base = {"id": data["id"], "object": "chat.completion.chunk", "created": data["created"],
             "model": data.get("model", "")}
     if data.get("system_fingerprint"):
@@ -151,4 +160,59 @@ def sse_chunks(data: dict, include_usage: bool, piece: int = 256) -> bytes:
     if include_usage and isinstance(data.get("usage"), dict):
         emit([], usage=data["usage"])
     out.append(b"data: [DONE]\n\n")
+    return out
+
+
+# A hit's answer as bytes, made once per entry and charge and filled in per hit (`hit_bytes`):
+# the answer is encoded with two marks in place of the call's id and time, then split there.
+# A mark is found only as a whole JSON string, quotes included (inside a string a quote is
+# escaped), and the marks are random per process and never leave it; an encoding where they
+# are not found exactly where they were put is not templated (encoded per hit instead).
+_MARK = urandom(16).hex()
+_ID_MARK, _TIME_MARK = "m" + _MARK, "t" + _MARK
+_ID_TOKEN, _TIME_TOKEN = b'"chatcmpl-' + _ID_MARK.encode() + b'"', b'"' + _TIME_MARK.encode() + b'"'
+_MARKS = re.compile(re.escape(_ID_TOKEN) + b"|" + re.escape(_TIME_TOKEN))
+# pieces, and which value goes after each but the last (0: the id, 1: the time)
+Template = tuple[tuple[bytes, ...], tuple[int, ...]]
+
+
+def _template(encoded: bytes, expected: int) -> Template | None:
+    """`encoded` split at its marks, which it must hold `expected` times each (an id and a time
+    per event), else None."""
+    found = _MARKS.findall(encoded)
+    order = tuple(0 if m == _ID_TOKEN else 1 for m in found)
+    if not expected or order.count(0) != expected or order.count(1) != expected:
+        return None
+    return tuple(_MARKS.split(encoded)), order
+
+
+def hit_bytes(entry: CacheEntry, stream: bool, include_usage: bool, charged: int, call_id: str,
+              now_s: int) -> bytes:
+    """The hit's body as `orjson.dumps(hit_response(...))` (or, streamed, `sse_chunks(...)`) would
+    make it, without encoding it again: the entry's template for this charge, filled with the
+    call's id and time."""
+    rendered = entry.rendered
+    if rendered is None:
+        rendered = entry.rendered = {}
+    k = (stream, include_usage, charged)
+    if k in rendered:
+        tpl = rendered[k]
+    else:
+        if len(rendered) >= 8:   # one charge per entry and price: a few keys at most
+            rendered.clear()
+        marked = hit_response(entry, _ID_MARK, _TIME_MARK, micros_to_inr(charged))   # type: ignore[arg-type]
+        if stream:
+            chunks = sse_chunk_list(marked, include_usage)
+            tpl = rendered[k] = _template(b"".join(chunks), len(chunks) - 1)   # the last: [DONE]
+        else:
+            tpl = rendered[k] = _template(orjson.dumps(marked), 1)
+    if tpl is None:
+        data = hit_response(entry, call_id, now_s, micros_to_inr(charged))
+        return sse_chunks(data, include_usage) if stream else orjson.dumps(data)
+    pieces, order = tpl
+    values = (b'"chatcmpl-' + call_id.encode() + b'"', str(now_s).encode())
+    out = [pieces[0]]
+    for i, which in enumerate(order, 1):
+        out.append(values[which])
+        out.append(pieces[i])
     return b"".join(out)

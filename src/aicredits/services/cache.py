@@ -1,7 +1,9 @@
 """Response caches (docs/caching.md): an exact layer and a semantic layer in front of the
 upstream, per account unless the operator says otherwise.
 
-Hot path: `plan` (pure: eligibility and keys), `lookup` (exact: a dict of the keys this process
+Hot path: `recall` (request bytes read before for this key: what they were read as, so an exact
+hit on them is found without parsing them again; then `lookup_exact`), `plan` (pure: eligibility
+and keys), `lookup` (exact: a dict of the keys this process
 knows, then one store read on a known key; semantic: an embedding and a search of the
 in-process index, then the near-miss guard, then one store read). A miss is stored after the
 answer completed cleanly (`remember`, in the background). Keys written by other processes
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_che
 
 import orjson
 
-from aicredits.domain.cache_entry import CacheEntry, FeedRow, hit_charge, hit_response, storable
+from aicredits.domain.cache_entry import CacheEntry, FeedRow, hit_bytes, hit_charge, storable
 from aicredits.domain.cache_guard import differs
 from aicredits.domain.cache_rules import (
     CachePolicy,
@@ -32,11 +34,12 @@ from aicredits.domain.cache_rules import (
     exact_key,
     last_user_text,
 )
-from aicredits.domain.money import micros_to_inr
 from aicredits.domain.pricing import TokenUsage
 
 if TYPE_CHECKING:
     import numpy as np  # the optional extra aicredits[semantic]: only its embedders make vectors
+
+    from aicredits.ports import KeyAuth
 
 log = logging.getLogger("aicredits.cache")
 # a vector as an embedder gives it, or as a store keeps it (float32 little-endian bytes)
@@ -114,12 +117,26 @@ class CachePlan:
         return self.entry
 
 
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What a request's bytes were read as, for one key (`CacheService.recall`): everything a hit
+    needs of the request, so that the same bytes again are not parsed, validated and normalised."""
+    asked: str              # the model as the request names it (the access log's)
+    model: str              # the catalog id it resolved to (the key's allow-list passed)
+    stream: bool
+    include_usage: bool
+    eff: Effective
+    key: str                # the exact key
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 HOT_SECONDS = 1.0     # an entry read from the store is served from memory this long (purges: within 1 s)
 HOT_MAX = 4096
+RECALL_MAX_BODY = 16 * 1024          # request bodies up to this size are recalled by their bytes
+RECALL_MAX_BYTES = 16 * 1024 * 1024  # the recalled bodies' bytes in all (then forgotten at once)
 
 
 class CacheService:
@@ -138,6 +155,10 @@ class CacheService:
         self._rows: list[dict] = []                           # usage records of free hits to write
         self._reading: dict[str, asyncio.Future] = {}         # store reads in flight, per key
         self._eff: dict[tuple, Effective] = {}                # the policy resolved per model, account, key
+        # request bytes already read, per key: (body, account, key id, key's allow-list) -> Recalled
+        self._recalled: dict[tuple, Recalled] = {}
+        self._recalled_bytes = 0
+        self._free = not policy.hit_price   # every hit is free (the default)
         self._cursor: Any = None
         self._follow_every = follow_every
         self._tasks: set[asyncio.Task] = set()
@@ -161,18 +182,56 @@ class CacheService:
                 plan.context = context_key(body, model, eff.scope)
         return plan
 
+    # ------------------------------------------------------------------ the same bytes again
+    def recall(self, raw: bytes, auth: KeyAuth) -> Recalled | None:
+        """What these exact request bytes were read as for this key and account before, if they
+        were (`memorise`): the same bytes always parse, validate and normalise the same way, so
+        a hit on them needs none of that again. Keyed by the bytes themselves (no hash to
+        collide), the account, the key and its allow-list: another key, or this key after its
+        allow-list changed, reads them afresh."""
+        if len(raw) > RECALL_MAX_BODY:
+            return None
+        return self._recalled.get((raw, auth.account_id, auth.key_id, auth.models))
+
+    def memorise(self, raw: bytes, auth: KeyAuth, recalled: Recalled) -> None:
+        if len(raw) > RECALL_MAX_BODY or not recalled.eff.exact:
+            return
+        k = (raw, auth.account_id, auth.key_id, auth.models)
+        if k in self._recalled:
+            return
+        if self._recalled_bytes + len(raw) > RECALL_MAX_BYTES or len(self._recalled) >= HOT_MAX * 4:
+            self._recalled.clear()
+            self._recalled_bytes = 0
+        self._recalled[k] = recalled
+        self._recalled_bytes += len(raw)
+
+    async def lookup_exact(self, plan: CachePlan) -> bool:
+        """The exact layer alone (a request recalled by its bytes): True on a hit (plan.entry set).
+        Never raises: a failing store is a miss."""
+        if time.monotonic() < self._failing_until:
+            return False
+        try:
+            return await self._exact(plan, now_ms())
+        except Exception as exc:  # noqa: BLE001 - the cache never fails a call
+            self._failed("lookup", exc)
+            return False
+
+    async def _exact(self, plan: CachePlan, now: int) -> bool:
+        exp = self._known.get(plan.key)
+        if exp is not None:
+            if exp > now and await self._fetch(plan, plan.key, now):
+                return True
+            self._known.pop(plan.key, None)
+        return False
+
     async def lookup(self, plan: CachePlan) -> str:
         """"hit" (plan.entry set) or "miss". Never raises: a failing store or embedder is a miss."""
         now = now_ms()
         if time.monotonic() < self._failing_until:
             return "miss"
         try:
-            if plan.eff.exact:
-                exp = self._known.get(plan.key)
-                if exp is not None:
-                    if exp > now and await self._fetch(plan, plan.key, now):
-                        return "hit"
-                    self._known.pop(plan.key, None)
+            if plan.eff.exact and await self._exact(plan, now):
+                return "hit"
             # (a context is set only when the semantic layer is ready: an index and an embedder)
             index, embedder, text = self.index, self.embedder, plan.text
             if plan.context is not None and index is not None and embedder is not None and text is not None \
@@ -238,22 +297,25 @@ class CacheService:
 
     # ------------------------------------------------------------------ a hit
     def hit_charge(self, plan: CachePlan) -> int:
-        return hit_charge(plan.hit.charge, self.policy.hit_price)
+        return 0 if self._free else hit_charge(plan.hit.charge, self.policy.hit_price)
 
     def hit_usage(self, plan: CachePlan) -> TokenUsage:
         """What the hit saved, recorded in usage as its tokens."""
         entry = plan.hit
         return TokenUsage(prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens)
 
-    def answer(self, plan: CachePlan, call_id: str, charged: int) -> dict:
-        """The hit's chat.completion; its savings are recorded with the next flush (within 0.5 s)."""
+    def answer(self, plan: CachePlan, call_id: str, charged: int, stream: bool, include_usage: bool) -> bytes:
+        """The hit's body: its chat.completion, or streamed, its SSE events (domain/cache_entry.py's
+        `hit_bytes`); its savings are recorded with the next flush (within 0.5 s)."""
         entry = plan.hit
-        row = self._saved.setdefault(plan.account_id, [0, 0, 0, 0])
+        row = self._saved.get(plan.account_id)
+        if row is None:
+            row = self._saved[plan.account_id] = [0, 0, 0, 0]
         row[0] += 1
         row[1] += entry.prompt_tokens
         row[2] += entry.completion_tokens
         row[3] += max(0, entry.charge - charged)
-        return hit_response(entry, call_id, int(time.time()), micros_to_inr(charged))
+        return hit_bytes(entry, stream, include_usage, charged, call_id, int(time.time()))
 
     def record(self, usage_row: dict) -> None:
         """A free hit's usage record, written with the next flush (no money moved)."""

@@ -32,11 +32,12 @@ from aicredits.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
 from aicredits.ports import KeyAuth
 from aicredits.providers.base import DONE, ChatProvider, ChatResult, ChatStream, StreamEvent, UpstreamCut
 from aicredits.services.answers import as_served, reject_malformed, reported_usage, warn_incomplete
-from aicredits.services.cache import CacheService
+from aicredits.services.cache import CachePlan, CacheService, Recalled
 from aicredits.services.metering import Meter, Metering, within_limit
 from aicredits.services.prompt_bound import chain_bound, prompt_facts
 from aicredits.services.routing import Router, Target
 from aicredits.services.validation import validate_chat
+from aicredits.telemetry import current_request
 
 GATEWAY_FIELDS = ("no_cache", "models")
 
@@ -58,14 +59,15 @@ class ChatService:
 
     # ------------------------------------------------------------------ start
     async def open(self, body: object, auth: KeyAuth, request_id: str, started: float, *,
-                   cached: bool = False) -> Meter:
-        """`cached`: the response caches may answer (POST /v1/chat/completions only)."""
+                   cached: bool = False, raw: bytes | None = None) -> Meter:
+        """`cached`: the response caches may answer (POST /v1/chat/completions only); `raw`: the
+        request's bytes, remembered with what they were read as (`open_hit`)."""
         body = validate_chat(body)
         chain = self._router.chain(body["model"], "chat", body.get("models"))
         stream = bool(body.get("stream"))
         meter = Meter(request_id, auth, "chat", started, stream=stream)
         meter.model = chain[0].id
-        if cached and self.cache is not None and await self._cache_lookup(self.cache, meter, body):
+        if cached and self.cache is not None and await self._cache_lookup(self.cache, meter, body, raw):
             return meter
         prices = max_prices([self.prices(s) for s in chain]) if len(chain) > 1 else self.prices(chain[0])
         caps = [s.max_output_tokens for s in chain if s.max_output_tokens]
@@ -94,26 +96,65 @@ class ChatService:
             raise RuntimeError("the response cache is off")
         return self.cache
 
-    async def _cache_lookup(self, cache: CacheService, meter: Meter, body: dict) -> bool:
+    async def _cache_lookup(self, cache: CacheService, meter: Meter, body: dict, raw: bytes | None) -> bool:
         """Look the request up (services/cache.py); on a hit, hold the hit's charge. True: a hit."""
         plan = cache.plan(body, meter.auth.account_id, meter.auth.key_id, meter.model)
         if plan is None:
             return False
+        include_usage = bool(meter.stream and (body.get("stream_options") or {}).get("include_usage"))
+        if raw is not None:
+            cache.memorise(raw, meter.auth, Recalled(body["model"][:200], meter.model, meter.stream, include_usage,
+                                                     plan.eff, plan.key))
         meter.cache_plan = plan
         meter.cache = await cache.lookup(plan)
         if meter.cache != "hit":
             return False
-        meter.include_usage = bool(meter.stream and (body.get("stream_options") or {}).get("include_usage"))
-        charge = cache.hit_charge(plan)
-        if charge:
-            await self._metering.hold_fixed(meter, charge)
-        else:   # a free hit holds nothing: only the key's rate limits apply
-            await self._metering.admit(meter)
+        meter.include_usage = include_usage
+        await self.admit_hit(meter)
         return True
 
-    async def serve_hit(self, meter: Meter) -> dict:
-        """A hit's answer, recorded with the tokens it saved: a charged hit settled like any call;
-        a free one (no money moves) recorded by the cache with its next write, within 0.5 s."""
+    async def open_hit(self, raw: bytes, auth: KeyAuth, request_id: str, started: float) -> Meter | None:
+        """An exact hit on request bytes read before (CacheService.recall), found without parsing,
+        validating or normalising them again; not yet admitted (`admit_hit`). None: not recalled,
+        or not a hit now (the caller reads the request as usual)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        recalled = cache.recall(raw, auth)
+        if recalled is None:
+            return None
+        plan = CachePlan(recalled.eff, recalled.model, auth.account_id, recalled.key)
+        if not await cache.lookup_exact(plan):
+            return None
+        state = current_request()
+        if state is not None:   # as Router.chain sets it for the access log
+            state.model = recalled.asked
+        meter = Meter(request_id, auth, "chat", started, stream=recalled.stream)
+        meter.model, meter.cache, meter.cache_plan = recalled.model, "hit", plan
+        meter.include_usage = recalled.include_usage
+        return meter
+
+    def free_hit(self, meter: Meter) -> bool:
+        """Whether this hit costs nothing (AICREDITS_CACHE_HIT_PRICE 0, the default)."""
+        plan = meter.cache_plan
+        return plan is not None and not self._cache.hit_charge(plan)
+
+    async def admit_hit(self, meter: Meter) -> None:
+        """A hit's admission: a charged hit holds its charge (rate limits and funds); a free one
+        holds nothing, so only the key's rate limits apply."""
+        plan = meter.cache_plan
+        if plan is None:
+            raise RuntimeError("not a cache hit")
+        charge = self._cache.hit_charge(plan)
+        if charge:
+            await self._metering.hold_fixed(meter, charge)
+        else:
+            await self._metering.admit(meter)
+
+    async def serve_hit(self, meter: Meter) -> bytes:
+        """A hit's answer (its JSON, or streamed, its whole SSE stream), recorded with the tokens it
+        saved: a charged hit settled like any call; a free one (no money moves) recorded by the
+        cache with its next write, within 0.5 s."""
         plan, cache = meter.cache_plan, self._cache
         if plan is None:
             raise RuntimeError("not a cache hit")
@@ -124,7 +165,7 @@ class ChatService:
         else:
             charged = 0
             cache.record(self._metering.free_call(meter))
-        return cache.answer(plan, meter.call_id, charged)
+        return cache.answer(plan, meter.call_id, charged, meter.stream, meter.include_usage)
 
     def _remember(self, meter: Meter, data: dict | None, raw: bytes | None, usage: TokenUsage) -> None:
         """A cache miss that completed cleanly is stored for the next asker."""
