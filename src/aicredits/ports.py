@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,12 +84,13 @@ class SliceView:
     """A quota slice and its wallet as one transaction left them (store/billing_sql.py):
     `granted` what this transaction added to the slice; `amount` the slice's hold now (0: it is
     gone); the wallet's balance and held; the key's headroom (limit - spent - held, None without a
-    limit)."""
+    limit); `after`: a batch settle's calls and the balance each one's ledger entry left."""
     granted: int
     amount: int
     balance: int
     held: int
     key_headroom: int | None
+    after: dict[str, int] = field(default_factory=dict)
 
 
 class GrantLog(Protocol):
@@ -158,8 +159,9 @@ class BillingStore(Protocol):
                     want: Callable[[int, int | None], int], now: int, expires_at: int) -> SliceView:
         """Add `want(available, key headroom)` to the slice (within both), creating it if needed."""
     async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
-                           items: list[Settlement]) -> SliceView:
-        """Settle these calls of the slice (idempotent by call id)."""
+                           items: list[Settlement], close: bool = False) -> SliceView:
+        """Settle these calls of the slice (idempotent by call id); `close`: then give the rest
+        of the slice back, in the same transaction."""
     async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
         """Give `amount` of the slice back to the wallet."""
     async def release_slice(self, slice_id: str, account_id: int) -> int:

@@ -84,8 +84,10 @@ class Billing:
 
     # ------------------------------------------------------------------ holds
     async def reserve(self, call_id: str, auth: KeyAuth, planner: Callable[[int, int | None], _P]) -> _P:
-        if self.quota is not None:
-            fast = self.quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
+        quota = self.quota
+        if quota is not None:
+            quota.enter(auth.account_id, auth.key_id)     # until its settle, or a refusal below
+            fast = quota.try_now(call_id, auth.account_id, auth.key_id, planner)   # the slice has room: no await
             if fast is not None:
                 return cast(_P, fast)     # the planner's own plan
         now = int(time.time() * 1000)
@@ -93,24 +95,29 @@ class Billing:
         fut = asyncio.ensure_future(self._reserve(req))
         try:
             return cast(_P, await asyncio.shield(fut))     # the planner's own plan
-        except Refusal as exc:
-            raise InsufficientCredits(exc.message) from None
-        except KeyRevoked:
-            if self.on_revoked is not None:
-                self.on_revoked(auth.key_id)
-            raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.") from None
-        except StoreUnavailable as exc:
-            # no hold, no upstream call: nothing is charged. A hold whose commit did land (its answer
-            # lost) has no lease here, so the sweeper releases it, charging nothing.
-            log.warning("call %s refused: no hold could be made (%s)", call_id, exc)
-            raise database_unavailable() from None
         except asyncio.CancelledError:
-            # the caller went away while the hold was being made: release it once it exists
+            # the caller went away while the hold was being made: release it once it exists (or,
+            # if none is made, end the call's count)
             fut.add_done_callback(lambda f: self._release_orphan(f, auth, call_id))
+            raise
+        except BaseException as exc:
+            if quota is not None:
+                quota.leave(auth.account_id, auth.key_id)
+            if isinstance(exc, Refusal):
+                raise InsufficientCredits(exc.message) from None
+            if isinstance(exc, KeyRevoked):
+                if self.on_revoked is not None:
+                    self.on_revoked(auth.key_id)
+                raise AuthenticationFailed("Invalid API key: it is unknown or has been revoked.") from None
+            if isinstance(exc, StoreUnavailable):
+                # no hold, no upstream call: nothing is charged. A hold whose commit did land (its
+                # answer lost) has no lease here, so the sweeper releases it, charging nothing.
+                log.warning("call %s refused: no hold could be made (%s)", call_id, exc)
+                raise database_unavailable() from None
             raise
 
     async def _reserve(self, req: HoldRequest) -> Plan:
-        if self.quota is not None:
+        if self.quota is not None and self.quota.may_slice(req.account_id, req.key_id):
             granted = await self.quota.authorize(req.call_id, req.account_id, req.key_id, req.planner)
             if granted is not None:
                 return granted
@@ -128,6 +135,8 @@ class Billing:
 
     def _release_orphan(self, fut: asyncio.Future, auth: KeyAuth, call_id: str) -> None:
         if fut.cancelled() or fut.exception() is not None:
+            if self.quota is not None:
+                self.quota.leave(auth.account_id, auth.key_id)
             return
         usage = usage_row(call_id, auth.account_id, auth.key_id, int(time.time() * 1000), status=499,
                           end_state="client_disconnect")
@@ -138,9 +147,12 @@ class Billing:
         """Settle, retrying with backoff for `settle_retry_seconds`; then journal it (the lease is
         kept until a replay lands, so the hold is not swept meanwhile)."""
         if self.quota is not None:
-            result = self.quota.charge(s)      # a call authorized against a slice: journaled, batched
-            if result is not None:
-                return result
+            self.quota.leave(s.account_id, s.key_id)
+            charged = self.quota.charge(s)      # a call authorized against a slice: journaled, batched
+            if isinstance(charged, SettleResult):
+                return charged
+            if charged is not None:
+                return await charged            # the batch settle that carries it (group commit)
         deadline = time.monotonic() + self.settle_retry_seconds
         delay = 0.1
         while True:

@@ -345,7 +345,8 @@ class Metering:
         """Charge (at most the hold), release the rest, record the call. Never cancelled."""
         with self.tracing.span("settle"):
             quota = self.billing.quota
-            if quota is not None and meter.auth.tpm is None and quota.has(meter.call_id):
+            if (quota is not None and not quota.settle_before_answer and meter.auth.tpm is None
+                    and quota.has(meter.call_id)):
                 # a slice's call settles in memory (services/quota.py) without ever suspending, so
                 # nothing can cancel it half-way: no task and shield needed
                 return await self._settle(meter, min(max(charge, 0), meter.hold))

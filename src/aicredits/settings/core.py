@@ -41,7 +41,9 @@ class CoreSettings(Strict):
     state_dir: str | None = None                 # the settle journal's home (None: see journal_dir)
     # quota slices (docs/billing.md, "Quota slices"): calls authorized in memory against a slice of
     # the wallet reserved in advance, charges settled in batches
-    quota_slices: bool = False
+    quota_slices: bool = True
+    quota_deferred: bool = False                 # on: answers before their batch settle, slices kept while idle
+    quota_min_running: Count = 16                # a slice once this many calls of a key run at once in a process
     quota_slice_calls: Count = 64                # a slice is up to this many of a call's hold
     quota_min_calls: Count = 16                  # a wallet with less than this many holds: per-call holds
     quota_flush_seconds: Annotated[Seconds, Field(le=5)] = 0.05   # the batch settle's interval

@@ -212,9 +212,9 @@ class PostgresBilling:
             return await drive(conn, q.grant_steps(slice_id, account_id, key_id, want, now, expires_at))
 
     async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
-                           items: list[Settlement]) -> SliceView:
+                           items: list[Settlement], close: bool = False) -> SliceView:
         async with self._conn() as conn, conn.transaction():
-            return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms()))
+            return await drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items, now_ms(), close))
 
     async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
         async with self._conn() as conn, conn.transaction():

@@ -257,12 +257,14 @@ def grant_steps(slice_id: str, account_id: int, key_id: str | None, want: Callab
 
 
 def charge_slice_steps(slice_id: str, account_id: int, key_id: str | None, items: list[Settlement],
-                       now: int) -> Steps:
+                       now: int, close: bool = False) -> Steps:
     """Settle many calls authorized against one slice, in one transaction: each charge moves from
     the slice (its hold) to the wallet's balance, with a `charge` entry and a usage row per call.
     Idempotent by call id (a call with a usage row already is left alone), so a retry after a lost
     commit, or a replay of the grant journal, changes nothing twice. A charge the slice no longer
-    covers (the slice was swept or released) is settled as "Settling without a hold" says."""
+    covers (the slice was swept or released) is settled as "Settling without a hold" says.
+    `close`: the slice's rest is given back in the same transaction (its process has no call
+    running on it). The view's `after` has each call's balance after its charge."""
     w = yield LOCK, WALLET, (account_id,)
     if key_id is not None:
         yield LOCK, KEY_STATE, (key_id,)
@@ -276,6 +278,7 @@ def charge_slice_steps(slice_id: str, account_id: int, key_id: str | None, items
     cur = yield ONE, SLICE_OF, (slice_id,)
     room = cur[0] if cur is not None else 0
     covered, rest = [], []
+    after: dict[str, int] = {}
     for s in items:
         if s.call_id in landed:
             continue
@@ -301,15 +304,23 @@ def charge_slice_steps(slice_id: str, account_id: int, key_id: str | None, items
             if charge:
                 running -= charge
                 entries.append((account_id, "charge", -charge, running, s.call_id, key_id, s.note, now))
+            after[s.call_id] = running
             rows.append(usage_values(dict(s.usage, cost=charge)))
         if entries:
             yield MANY, INSERT_ENTRY, entries
         yield MANY, INSERT_USAGE, rows
     for s in rest:
         wallet = yield ONE, WALLET, (account_id,)
-        yield from _without_hold(s, wallet, now)
+        res = yield from _without_hold(s, wallet, now)
+        if res.balance is not None:
+            after[s.call_id] = res.balance
     amount = room if cur is not None else 0
-    return (yield from _view(0, amount, account_id, key_id))
+    if close and cur is not None:
+        yield from release_slice_steps(slice_id, account_id)
+        amount = 0
+    view = yield from _view(0, amount, account_id, key_id)
+    view.after.update(after)
+    return view
 
 
 def shrink_slice_steps(slice_id: str, account_id: int, key_id: str | None, amount: int) -> Steps:

@@ -199,9 +199,9 @@ class SqliteBilling:
                                                                           expires_at)))
 
     async def charge_slice(self, slice_id: str, account_id: int, key_id: str | None,
-                           items: list[Settlement]) -> SliceView:
+                           items: list[Settlement], close: bool = False) -> SliceView:
         return await self._submit(lambda conn: drive(conn, q.charge_slice_steps(slice_id, account_id, key_id, items,
-                                                                                 now_ms())))
+                                                                                 now_ms(), close)))
 
     async def shrink_slice(self, slice_id: str, account_id: int, key_id: str | None, amount: int) -> SliceView:
         return await self._submit(lambda conn: drive(conn, q.shrink_slice_steps(slice_id, account_id, key_id, amount)))

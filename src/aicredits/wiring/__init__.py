@@ -183,7 +183,8 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
         from aicredits.services.quota import Quota
         quota = Quota(store, GrantJournal(s.grant_journal_dir), slice_calls=s.quota_slice_calls,
                       min_calls=s.quota_min_calls, flush_seconds=s.quota_flush_seconds,
-                      idle_seconds=s.hold_lease_seconds / 6, lease_ms=int(s.hold_lease_seconds * 1000))
+                      idle_seconds=s.hold_lease_seconds / 6, lease_ms=int(s.hold_lease_seconds * 1000),
+                      settle_before_answer=not s.quota_deferred, min_running=s.quota_min_running)
     billing = Billing(store, lease_seconds=s.hold_lease_seconds, journal=FileJournal(s.journal_dir),
                       settle_retry_seconds=s.settle_retry_seconds, max_call_seconds=s.max_request_seconds,
                       quota=quota)
