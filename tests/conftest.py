@@ -54,35 +54,44 @@ def pytest_sessionfinish(session, exitstatus):
 
 # ---------------------------------------------------------------- parallel runs: the long files first
 # `make test` hands whole files to pytest-xdist workers in collection order (--dist loadfile
-# --no-loadscope-reorder). These files take the longest (real processes under load, fault
-# injection, many CLI processes, the browser, schemathesis): started first, they do not leave
-# one worker running a long file alone at the end while the others are idle. The real-process
-# fault tests alternate with the others so two of them rarely load the machine at once.
+# --no-loadscope-reorder). These files take the longest (real processes, fault injection, upstream
+# timeouts, the browser, schemathesis), longest first as measured one file at a time: started
+# first, they do not leave one worker running a long file alone at the end while the others are
+# idle. The real-process tests alternate with the others so few of them load the machine at once.
 LONG_FILES = (
-    "tests/cli/test_cli.py",
-    "tests/test_database_faults.py",
-    "tests/api/test_openapi.py",
-    "tests/test_redis_faults.py",
-    "tests/api/test_rate_limits.py",
-    "tests/test_upstream_faults.py",
-    "tests/store/test_backup_restore.py",
-    "tests/test_lifecycle.py",
-    "tests/web/test_browser.py",
-    "tests/test_worker_crash.py",
-    "tests/api/test_secrets.py",
-    "tests/test_money_under_load.py",
-    "tests/api/test_cache_shared.py",
-    "tests/test_concurrency.py",
-    "tests/web/test_browser_payments.py",
-    "tests/web/test_browser_history.py",
-    "tests/api/test_body_fuzz.py",
-    "tests/api/test_errors.py",
-    "tests/api/test_audio.py",
-    "tests/api/test_cache.py",
     "tests/conformance/test_chat_conformance.py",
-    "tests/api/test_connections.py",
+    "tests/test_quota_processes.py",
+    "tests/store/test_backup_restore.py",
+    "tests/web/test_auth.py",
+    "tests/test_lifecycle.py",
+    "tests/api/test_cache_shared.py",
+    "tests/web/test_browser.py",
+    "tests/providers/test_anthropic.py",
     "tests/api/test_responses.py",
+    "tests/test_concurrency.py",
+    "tests/api/test_connections.py",
+    "tests/test_docs.py",
+    "tests/test_database_faults.py",
+    "tests/services/test_quota.py",
+    "tests/test_worker_crash.py",
+    "tests/web/test_browser_payments.py",
+    "tests/api/test_rate_limits.py",
+    "tests/services/test_routing.py",
+    "tests/test_upstream_faults.py",
+    "tests/cli/test_cli.py",
+    "tests/api/test_secrets.py",
+    "tests/web/test_browser_history.py",
+    "tests/test_redis_faults.py",
+    "tests/api/test_openapi.py",
+    "tests/api/test_audio.py",
+    "tests/test_money_under_load.py",
+    "tests/api/test_cache.py",
+    "tests/infra/test_e5_onnx.py",
+    "tests/api/test_client_conventions.py",
+    "tests/api/test_call_deadline.py",
+    "tests/api/test_body_fuzz.py",
     "tests/services/test_settle_journal.py",
+    "tests/api/test_errors.py",
 )
 
 
