@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from starlette.applications import Starlette
@@ -48,6 +49,9 @@ from aicredits.web import (
 from aicredits.web.core import render, visitor
 from aicredits.web.security import SecurityHeaders
 
+if TYPE_CHECKING:
+    from aicredits.web.oidc_client import OidcClient
+
 log = logging.getLogger("aicredits.web")
 HERE = Path(__file__).parent
 
@@ -78,7 +82,7 @@ class WebContext:
     history: History
     operator: Operator
     templates: Jinja2Templates
-    oidc: oidc.OidcClient | None = None
+    oidc: OidcClient | None = None
     mailer: Mailer | None = None    # when SMTP is configured
     runtime: Runtime | None = None  # the catalog and breakers (set by the Gateway)
     payments: PaymentsService | None = None     # the wallet pages
@@ -129,7 +133,7 @@ def build(settings: Settings, engine: Engine, *, on_key_revoked: Callable[[str |
         templates=make_templates(),
         mailer=mailer,
         payments=payments,
-        oidc=oidc.OidcClient(settings) if settings.oidc_issuer else None,
+        oidc=oidc.make_client(settings),
     )
     routes = [r for module in ROUTE_MODULES for r in module.routes]
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))

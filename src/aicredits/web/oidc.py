@@ -1,7 +1,8 @@
 """Sign-in with an OpenID Connect provider (Google, Microsoft, Keycloak, any issuer with
 discovery): authorization code flow with PKCE (S256) and a nonce; Authlib checks the ID
 token's signature against the issuer's JWKS and its iss, aud, exp and nonce. The flow's state
-waits in an anonymous server-side session until the provider sends the browser back."""
+waits in an anonymous server-side session until the provider sends the browser back. The client
+(aicredits/web/oidc_client.py, Authlib) is loaded only when an issuer is configured."""
 
 from __future__ import annotations
 
@@ -9,13 +10,6 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-import httpx
-from authlib.common.errors import AuthlibBaseError
-from authlib.integrations.starlette_client import OAuth, OAuthError
-
-if TYPE_CHECKING:
-    from aicredits.settings import Settings
-from joserfc.errors import JoseError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -34,32 +28,20 @@ from aicredits.web.core import (
     visitor,
 )
 
+if TYPE_CHECKING:
+    from aicredits.settings import Settings
+    from aicredits.web.oidc_client import OidcClient
+
 log = logging.getLogger("aicredits.web")
 FLOW_SECONDS = 600
-# what a provider that is down, misconfigured or sends a bad token raises
-PROVIDER_ERRORS = (AuthlibBaseError, JoseError, httpx.HTTPError, OSError, ValueError, KeyError)
 
 
-class OidcClient:
-    def __init__(self, settings: Settings) -> None:
-        self.issuer = (settings.oidc_issuer or "").rstrip("/")
-        self.label = settings.oidc_name
-        self.public_url = settings.public_url
-        self.app = OAuth().register(
-            "oidc", client_id=settings.oidc_client_id, client_secret=settings.oidc_client_secret,
-            server_metadata_url=f"{self.issuer}/.well-known/openid-configuration",
-            client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256", "timeout": 10})
-
-    async def metadata(self) -> dict:
-        meta = await self.app.load_server_metadata()
-        if str(meta.get("issuer", "")).rstrip("/") != self.issuer:
-            raise OAuthError(description="the provider's discovery document names another issuer")
-        return meta
-
-    def callback_url(self, request: Request) -> str:
-        if self.public_url:
-            return self.public_url.rstrip("/") + url(request, "oidc_callback")
-        return str(request.url_for("oidc_callback"))
+def make_client(settings: Settings) -> OidcClient | None:
+    """The client when an issuer is configured (None otherwise, and Authlib is not imported)."""
+    if not settings.oidc_issuer:
+        return None
+    from aicredits.web.oidc_client import OidcClient
+    return OidcClient(settings)
 
 
 async def _failed(request: Request, message: str) -> Response:
@@ -71,6 +53,7 @@ async def start(request: Request) -> Response:
     ctx = context(request)
     if ctx.oidc is None:
         raise HTTPException(404)
+    from aicredits.web.oidc_client import PROVIDER_ERRORS  # loaded with the client (make_client)
     try:
         meta = await ctx.oidc.metadata()
         request.scope["session"] = {}
@@ -89,6 +72,7 @@ async def callback(request: Request) -> Response:
     ctx = context(request)
     if ctx.oidc is None:
         raise HTTPException(404)
+    from aicredits.web.oidc_client import PROVIDER_ERRORS  # loaded with the client (make_client)
     v = await visitor(request)
     if v.session is None or v.token is None or v.user is not None:
         return await _failed(request, "This sign-in took too long or began in another browser; try again.")
