@@ -52,6 +52,21 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+# ---------------------------------------------------------------- bytecode, once per run
+def pytest_configure(config):
+    """Compile the package and the tests to bytecode (__pycache__/, kept between runs), in the
+    controller before any worker starts. Where PYTHONDONTWRITEBYTECODE is set (some CI images and
+    containers), Python still reads .pyc files but never writes them, so each of the suite's ~100
+    gateway and CLI subprocesses would otherwise compile ~160 modules again: a third of a second
+    of CPU every start. Files already compiled are only stat()ed."""
+    if hasattr(config, "workerinput"):
+        return
+    import compileall
+
+    for folder in ("src", "tests"):
+        compileall.compile_dir(ROOT / folder, quiet=2)
+
+
 # ---------------------------------------------------------------- parallel runs: the long files first
 # `make test` hands whole files to pytest-xdist workers in collection order (--dist loadfile
 # --no-loadscope-reorder). These files take the longest (real processes, fault injection, upstream
