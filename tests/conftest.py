@@ -480,10 +480,11 @@ def serve_gateway(tmp_path_factory, fake_openai):
         gw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_gateway(tmp_path_factory, fake_openai):
     """start_gateway(db_url=None, env=None, workers=1) -> a running GatewayProcess (stopped at
-    the end of the session)."""
+    the end of the test file: an idle gateway process still spends CPU on its timers, and dozens
+    kept to the end of the session, some with two workers, slowed the whole run)."""
     start, running = _gateway_starter(tmp_path_factory, fake_openai, GatewayProcess)
     yield start
     for gw in running:
