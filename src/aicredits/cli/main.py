@@ -277,7 +277,9 @@ def keys_limit(key_id: str = typer.Argument(..., help="The key id from `keys cre
         raise typer.Exit(2)
     out = _run(lambda admin, s: admin.change_key(key_id, changes))
     if as_json:
-        print_json({**out, "expires_at": expiry_text(out["expires_at"]) if out["expires_at"] is not None else None})
+        print_json({"id": out["id"], "rpm": out["rpm"], "tpm": out["tpm"],
+                    "expires_at": expiry_text(out["expires_at"]) if out["expires_at"] is not None else None,
+                    "models": out["models"]})
         return
     typer.echo(f"{key_id}: rpm {_rate_text(out['rpm'])}, tpm {_rate_text(out['tpm'])}, "
                f"expires {_expires_cell(out['expires_at'])}, models {','.join(out['models']) if out['models'] else '*'}")

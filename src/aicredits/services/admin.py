@@ -128,24 +128,15 @@ class Admin:
 
     async def change_key(self, key_id: str, changes: dict) -> dict:
         """Set or clear (None) any of a key's `rpm`, `tpm`, `expires_at` (epoch ms) and `models`
-        (glob patterns, parsed by domain/keys.py), in one transaction; keys left out of `changes`
-        stay. Running gateways apply it within their key cache's lifetime (1 s)."""
-        _check_rate_limits({k: v for k, v in changes.items() if k not in ("expires_at", "models")})
-        expires_at = changes.get("expires_at")
-        if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, int)):
-            raise AdminError("a key's expiry is epoch milliseconds, or none")
-        if "models" in changes:
-            changes = {**changes, "models": ",".join(changes["models"]) if changes["models"] else None}
-        async with self._engine.begin() as conn:
-            if await keys_repo.get(conn, key_id) is None:
-                raise AdminError(f"no key with id {key_id}")
-            if changes:
-                await keys_repo.set_rate_limits(conn, key_id, changes)
-                await audit_log.append(conn, CLI, actions.KEY_LIMITS, target=key_id, detail=changes)
-            row = await keys_repo.get(conn, key_id)
-        assert row is not None      # found above, in this transaction
-        return {"id": row.id, "rpm": row.rpm, "tpm": row.tpm, "expires_at": row.expires_at,
-                "models": row.models.split(",") if row.models else None}
+        (glob patterns), in one transaction, as the admin pages do (services/operator.py), audited
+        as the CLI; keys left out of `changes` stay. Running gateways apply it within their key
+        cache's lifetime (1 s)."""
+        try:
+            return await actions.Operator(self._engine).set_key_limits(CLI, key_id, changes)
+        except actions.NotFound:
+            raise AdminError(f"no key with id {key_id}") from None
+        except actions.OperatorError as exc:
+            raise AdminError(str(exc)) from None
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._engine.begin() as conn:
