@@ -123,6 +123,13 @@ def unavailable(what: str) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+# One HTTP client for the helpers' own requests (health polls, /api/models, /v1/credits) and the
+# tests' one-off calls: httpx.get() builds a client, and its TLS context, ~20 ms of CPU, per
+# request. No keep-alive: a request still opens and closes its own connection, as httpx.get()
+# does (some tests count a gateway's connections, or stop it and expect none left open).
+HTTP = httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,10 +182,7 @@ def pg_server():
     return PG_ADMIN_DSN
 
 
-@pytest.fixture
-def make_pg_db(pg_server):
-    """Creates uniquely named PostgreSQL databases (empty, or copies of `template`); drops them
-    after the test."""
+def _pg_databases(pg_server):
     created = []
 
     def make(template: str | None = None) -> str:
@@ -190,6 +194,19 @@ def make_pg_db(pg_server):
     yield make
     for name in created:
         asyncio.run(_pg_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def make_pg_db(pg_server):
+    """Creates uniquely named PostgreSQL databases (empty, or copies of `template`); drops them
+    after the test."""
+    yield from _pg_databases(pg_server)
+
+
+@pytest.fixture(scope="module")
+def make_module_pg_db(pg_server):
+    """make_pg_db for a test file's own fixtures: the databases are dropped after the file."""
+    yield from _pg_databases(pg_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -290,30 +307,50 @@ class GatewayProcess:
         self.workers = workers
         self.proc: subprocess.Popen | None = None
 
-    def start(self, attempts: int = 3) -> GatewayProcess:
-        """Start `serve` and wait for /health. The free port can be taken by another process (an
-        xdist worker) before the gateway binds it: then a new port is tried."""
+    def start(self) -> GatewayProcess:
+        """Start `serve` and wait for /health."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> GatewayProcess:
+        """Start `serve`, without waiting: several gateways launched one after another start in
+        parallel (`wait_ready` each then)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process writes to it until stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aicredits", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", str(self.workers)],
             cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        log.close()   # the child has its own copy
+        return self
+
+    def wait_ready(self, attempts: int = 3) -> GatewayProcess:
+        """Wait for /health of the launched process. `serve` binds its port before the app starts
+        (a connection waits in the backlog until it does), so a request is answered the moment the
+        gateway is up: no fixed poll interval to wait out. The free port can be taken by another
+        process (an xdist worker) before the gateway binds it: then a new port is tried."""
+        assert self.proc is not None
+        deadline = time.monotonic() + 30
+        while (left := deadline - time.monotonic()) > 0:
             if self.proc.poll() is not None:
                 if attempts > 1 and "address already in use" in self.log():
                     self.port = free_port()
                     self.base_url = f"http://127.0.0.1:{self.port}"
-                    return self.start(attempts - 1)
+                    return self.launch().wait_ready(attempts - 1)
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/health", timeout=0.5).status_code == 200:
+                if HTTP.get(self.base_url + "/health", timeout=httpx.Timeout(min(left, 5.0), connect=0.5)
+                            ).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)   # not listening yet (or just exited)
         raise RuntimeError(f"gateway did not become healthy:\n{self.log()}")
+
+    def terminate(self) -> None:
+        """SIGTERM to the gateway (and its workers), without waiting for it to exit."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -377,11 +414,11 @@ class GatewayProcess:
         return [str(f) for f in self.admin(lambda a: a.verify())]
 
     def catalog(self) -> dict[str, dict]:
-        doc = httpx.get(self.base_url + "/api/models").json()
+        doc = HTTP.get(self.base_url + "/api/models").json()
         return {e["id"]: e for e in doc["data"]}
 
     def credits(self, key: str) -> dict:
-        return httpx.get(self.v1 + "/credits", headers={"Authorization": f"Bearer {key}"}).json()
+        return HTTP.get(self.v1 + "/credits", headers={"Authorization": f"Bearer {key}"}).json()
 
 
 class ServedGateway(GatewayProcess):
@@ -393,7 +430,7 @@ class ServedGateway(GatewayProcess):
 
     # uvloop as `serve` has it: on asyncio's loop some of schemathesis' malformed requests wait
     # out their client timeout (tests/api/test_openapi.py takes minutes instead of seconds)
-    def start(self, attempts: int = 1) -> ServedGateway:
+    def start(self) -> ServedGateway:
         import uvicorn
 
         from aicredits.api.connections import ConnectionLimits, guarded_protocol
@@ -434,6 +471,16 @@ class ServedGateway(GatewayProcess):
             time.sleep(0.02)
         return self
 
+    def launch(self) -> ServedGateway:
+        return self.start()
+
+    def wait_ready(self, attempts: int = 1) -> ServedGateway:
+        return self
+
+    def terminate(self) -> None:
+        if getattr(self, "thread", None) is not None:
+            self.server.should_exit = True
+
     def stop(self) -> None:
         if getattr(self, "thread", None) is not None and self.thread.is_alive():
             self.server.should_exit = True
@@ -454,41 +501,68 @@ class _ThreadLog(logging.FileHandler):
         self.addFilter(lambda record: record.threadName == thread_name)
 
 
-def _gateway_starter(tmp_path_factory, fake_openai, cls):
-    running: list[GatewayProcess] = []
+def stop_all(gateways) -> None:
+    """Stop gateways at once: each is told to stop, then each is waited for (their drains and
+    shutdowns overlap instead of following one another)."""
+    for gw in gateways:
+        gw.terminate()
+    for gw in gateways:
+        gw.stop()
 
-    def start(db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
-        workdir = tmp_path_factory.mktemp("gw")
+
+class GatewayStarter:
+    """`start(db_url=None, env=None, workers=1)` -> a running gateway; `start.many(spec, ...)` ->
+    several, started in parallel (each spec a dict of start's arguments), in the order given."""
+
+    def __init__(self, tmp_path_factory, fake_openai, cls: type[GatewayProcess]) -> None:
+        self.tmp_path_factory, self.fake_openai, self.cls = tmp_path_factory, fake_openai, cls
+        self.running: list[GatewayProcess] = []
+
+    def _make(self, db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
+        workdir = self.tmp_path_factory.mktemp("gw")
         url = db_url or f"sqlite:///{workdir}/aicredits.db"
         # retries off unless a test turns them on: an upstream error is the call's answer
-        base_env = {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": fake_openai.api_key,
+        base_env = {"OPENAI_BASE_URL": self.fake_openai.base_url, "OPENAI_API_KEY": self.fake_openai.api_key,
                     "AICREDITS_RETRIES": "0"}
-        gw = cls(url, workdir, {**base_env, **(env or {})}, workers).start()
-        running.append(gw)
+        gw = self.cls(url, workdir, {**base_env, **(env or {})}, workers)
+        self.running.append(gw)   # stopped at the end even when its start fails
         return gw
 
-    return start, running
+    def __call__(self, db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
+        return self._make(db_url, env, workers).start()
+
+    def launch(self, db_url: str | None = None, env: dict | None = None, workers: int = 1) -> GatewayProcess:
+        """A gateway whose process is started, not yet waited for (`wait_ready()`)."""
+        return self._make(db_url, env, workers).launch()
+
+    def many(self, *specs: dict) -> list[GatewayProcess]:
+        gateways = [self.launch(**spec) for spec in specs]
+        for gw in gateways:
+            gw.wait_ready()
+        return gateways
+
+    def stop(self) -> None:
+        stop_all(self.running)
 
 
 @pytest.fixture(scope="session")
 def serve_gateway(tmp_path_factory, fake_openai):
     """serve_gateway(db_url=None, env=None) -> a running ServedGateway (uvicorn in a thread of this
     process, stopped at the end of the session); the same interface as `start_gateway`."""
-    start, running = _gateway_starter(tmp_path_factory, fake_openai, ServedGateway)
+    start = GatewayStarter(tmp_path_factory, fake_openai, ServedGateway)
     yield start
-    for gw in running:
-        gw.stop()
+    start.stop()
 
 
 @pytest.fixture(scope="module")
 def start_gateway(tmp_path_factory, fake_openai):
     """start_gateway(db_url=None, env=None, workers=1) -> a running GatewayProcess (stopped at
     the end of the test file: an idle gateway process still spends CPU on its timers, and dozens
-    kept to the end of the session, some with two workers, slowed the whole run)."""
-    start, running = _gateway_starter(tmp_path_factory, fake_openai, GatewayProcess)
+    kept to the end of the session, some with two workers, slowed the whole run);
+    start_gateway.many(dict(db_url=..., env=..., workers=...), ...) -> several, started in parallel."""
+    start = GatewayStarter(tmp_path_factory, fake_openai, GatewayProcess)
     yield start
-    for gw in running:
-        gw.stop()
+    start.stop()
 
 
 @pytest.fixture(scope="session")

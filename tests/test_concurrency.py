@@ -15,7 +15,7 @@ from aicredits.catalog import load_catalog
 from aicredits.domain.money import ceil_fraction, format_inr, to_fraction
 from aicredits.domain.pricing import Rates, token_prices
 from aicredits.domain.reservation import prompt_token_bound
-from tests.conftest import MARKUP, USD_INR, expected_micros
+from tests.conftest import MARKUP, USD_INR, expected_micros, stop_all
 from tests.fakes.openai_upstream import Scenario
 
 MODEL = "openai/gpt-4o-mini"
@@ -125,12 +125,20 @@ async def hammer(gw, upstream, first_byte_delay: float) -> None:
     assert await asyncio.to_thread(gw.verify) == []
 
 
+@pytest.fixture(scope="module")
+def gateways(make_module_pg_db, start_gateway):
+    """Both tests' gateways, started in parallel before the first test (each test stops its own)."""
+    pg, sqlite = start_gateway.many({"db_url": make_module_pg_db(), "workers": 2}, {})
+    yield {"postgresql": pg, "sqlite": sqlite}
+    stop_all([pg, sqlite])
+
+
 @pytest.mark.timeout(90)
-def test_200_concurrent_calls_on_postgresql_with_two_workers(start_gateway, make_pg_db, upstream):
+def test_200_concurrent_calls_on_postgresql_with_two_workers(gateways, upstream):
     # as on SQLite below: the calls must overlap for the wallet to run out while they are in the
     # air. With a 50 ms upstream, a loaded machine's test client (200 new connections) could take
     # longer to send them all than the first ones took to finish, and nothing was refused
-    gw = start_gateway(db_url=make_pg_db(), workers=2)
+    gw = gateways["postgresql"]
     try:
         asyncio.run(hammer(gw, upstream, first_byte_delay=0.5))
     finally:
@@ -138,11 +146,11 @@ def test_200_concurrent_calls_on_postgresql_with_two_workers(start_gateway, make
 
 
 @pytest.mark.timeout(90)
-def test_200_concurrent_calls_on_sqlite(start_gateway, upstream):
+def test_200_concurrent_calls_on_sqlite(gateways, upstream):
     # one process admits ~20 calls per 50 ms of upstream latency, so a 50 ms upstream never has
     # 50 calls in flight; 500 ms does (with margin for a loaded machine), and the wallet runs out
     # while calls are still in the air
-    gw = start_gateway()
+    gw = gateways["sqlite"]
     try:
         asyncio.run(hammer(gw, upstream, first_byte_delay=0.5))
     finally:

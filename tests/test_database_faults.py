@@ -15,7 +15,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import PG_ADMIN_DSN, expected_micros
+from tests.conftest import PG_ADMIN_DSN, expected_micros, stop_all
 from tests.loadgen import (
     assert_books,
     make_keys,
@@ -67,7 +67,7 @@ def test_postgres_resets_and_partition_under_load(start_gateway, make_pg_db, red
     gateways = []
     try:
         via = proxy.dsn(PG_ADMIN_DSN, direct.rsplit("/", 1)[1])
-        gateways = [start_gateway(db_url=via, workers=2, env=env), start_gateway(db_url=via, env=env)]
+        gateways = start_gateway.many({"db_url": via, "workers": 2, "env": env}, {"db_url": via, "env": env})
         keys = make_keys(direct, 4, 100_000_000)
         keys.append(make_keys(direct, 1, 100_000_000, rpm=100_000)[0])   # a rate-limited key: Redis in the path
         entry = gateways[0].catalog()["openai/gpt-4o-mini"]
@@ -131,6 +131,5 @@ def test_postgres_resets_and_partition_under_load(start_gateway, make_pg_db, red
         for g in gateways:
             assert tracebacks(g.log()) == []
     finally:
-        for g in gateways:
-            g.stop()
+        stop_all(gateways)
         proxy.stop()

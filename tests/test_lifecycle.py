@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import expected_micros, free_port, unavailable
+from tests.conftest import HTTP, expected_micros, free_port, stop_all, unavailable
 from tests.fakes.openai_upstream import Scenario
 from tests.loadgen import (
     assert_books,
@@ -34,10 +34,20 @@ STREAMS = 50
 SHORT, LONG = 8, 60          # deltas; 0.1 s apart: the short ones end within the drain, the long ones not
 
 
+@pytest.fixture(scope="module")
+def drain_gateways(make_module_pg_db, start_gateway):
+    """{workers: gateway} for the drain test, each on a database of its own, started in parallel
+    before its first case (each case stops its own)."""
+    env = {"AICREDITS_DRAIN_SECONDS": str(DRAIN)}
+    gateways = start_gateway.many(*({"db_url": make_module_pg_db(), "workers": n, "env": env} for n in (1, 2)))
+    yield {gw.workers: gw for gw in gateways}
+    stop_all(gateways)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_drains_running_streams_then_cuts_and_bills_the_rest(start_gateway, make_pg_db, upstream, workers):
-    dsn = make_pg_db()
-    gw = start_gateway(db_url=dsn, workers=workers, env={"AICREDITS_DRAIN_SECONDS": str(DRAIN)})
+def test_sigterm_drains_running_streams_then_cuts_and_bills_the_rest(drain_gateways, upstream, workers):
+    gw = drain_gateways[workers]
+    dsn = gw.db_url
     try:
         key = gw.create_key(credits="100")["key"]
         entry = gw.catalog()["openai/gpt-4o-mini"]
@@ -151,7 +161,7 @@ http {{
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                if HTTP.get(self.base_url + "/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -191,7 +201,7 @@ def test_rolling_restart_behind_nginx_loses_no_request_and_no_charge(start_gatew
     dsn = make_pg_db()
     env = {"AICREDITS_DRAIN_SECONDS": "5", "AICREDITS_REDIS_URL": redis_url,
            "AICREDITS_REDIS_PREFIX": f"rolling-{uuid.uuid4().hex[:8]}:"}
-    gateways = [start_gateway(db_url=dsn, env=env), start_gateway(db_url=dsn, env=env)]
+    gateways = start_gateway.many({"db_url": dsn, "env": env}, {"db_url": dsn, "env": env})
     nginx = Nginx(tmp_path / "nginx").start([g.port for g in gateways])
     try:
         keys = make_keys(dsn, 4, 100_000_000)
@@ -207,7 +217,7 @@ def test_rolling_restart_behind_nginx_loses_no_request_and_no_charge(start_gatew
                 os.kill(old.proc.pid, signal.SIGTERM)
                 t = time.monotonic()
                 new = start_gateway(db_url=dsn, env=env)
-                assert httpx.get(new.base_url + "/health/ready").status_code == 200
+                assert HTTP.get(new.base_url + "/health/ready").status_code == 200
                 old.proc.wait(20)
                 restarted.append((old.port, new.port, time.monotonic() - t))
                 gateways[i] = new
@@ -244,5 +254,4 @@ def test_rolling_restart_behind_nginx_loses_no_request_and_no_charge(start_gatew
         assert verify_ledger(dsn) == []
     finally:
         nginx.stop()
-        for g in gateways:
-            g.stop()
+        stop_all(gateways)

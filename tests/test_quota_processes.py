@@ -18,7 +18,7 @@ from aicredits.catalog import load_catalog
 from aicredits.domain.money import ceil_fraction, format_inr, to_fraction
 from aicredits.domain.pricing import Rates, token_prices
 from aicredits.domain.reservation import prompt_token_bound
-from tests.conftest import MARKUP, USD_INR, expected_micros
+from tests.conftest import HTTP, MARKUP, USD_INR, expected_micros, stop_all
 from tests.fakes.openai_upstream import Scenario
 
 MODEL = "openai/gpt-4o-mini"
@@ -104,9 +104,18 @@ async def drain_wallet(gw, upstream) -> None:
     assert "Traceback" not in gw.log()
 
 
+@pytest.fixture(scope="module")
+def gateways(make_module_pg_db, start_gateway):
+    """The two tests' `serve --workers 2`, started in parallel before the first (each test stops its own)."""
+    pg, sqlite = start_gateway.many({"db_url": make_module_pg_db(), "workers": 2, "env": SLICES},
+                                    {"workers": 2, "env": SLICES})
+    yield {"postgresql": pg, "sqlite": sqlite}
+    stop_all([pg, sqlite])
+
+
 @pytest.mark.timeout(180)
-def test_two_workers_with_slices_on_postgresql_never_overspend(start_gateway, make_pg_db, upstream):
-    gw = start_gateway(db_url=make_pg_db(), workers=2, env=SLICES)
+def test_two_workers_with_slices_on_postgresql_never_overspend(gateways, upstream):
+    gw = gateways["postgresql"]
     try:
         asyncio.run(drain_wallet(gw, upstream))
     finally:
@@ -114,8 +123,8 @@ def test_two_workers_with_slices_on_postgresql_never_overspend(start_gateway, ma
 
 
 @pytest.mark.timeout(180)
-def test_two_workers_with_slices_on_sqlite_never_overspend(start_gateway, upstream):
-    gw = start_gateway(workers=2, env=SLICES)
+def test_two_workers_with_slices_on_sqlite_never_overspend(gateways, upstream):
+    gw = gateways["sqlite"]
     try:
         asyncio.run(drain_wallet(gw, upstream))
     finally:
@@ -132,7 +141,7 @@ def test_with_slices_a_keys_rate_limit_and_spending_limit_still_hold(serve_gatew
         # rpm 5: the sixth call in the window is 429, whatever the slice holds
         rated = gw.create_key(credits="100", rpm=5)
         upstream.enqueue(*[Scenario() for _ in range(8)])
-        statuses = [httpx.post(gw.v1 + "/chat/completions", json=BODY, timeout=30,
+        statuses = [HTTP.post(gw.v1 + "/chat/completions", json=BODY, timeout=30,
                                headers={"Authorization": f"Bearer {rated['key']}"}).status_code for _ in range(8)]
         assert statuses == [200] * 5 + [429] * 3
         # a key limit of 40 holds in a wallet of 100 INR: its slices never take it past the limit,
@@ -142,7 +151,7 @@ def test_with_slices_a_keys_rate_limit_and_spending_limit_still_hold(serve_gatew
         upstream.enqueue(*[Scenario() for _ in range(400)])
         ok = 0
         for _ in range(400):
-            r = httpx.post(gw.v1 + "/chat/completions", json=dict(BODY, max_tokens=MAX_TOKENS), headers=headers,
+            r = HTTP.post(gw.v1 + "/chat/completions", json=dict(BODY, max_tokens=MAX_TOKENS), headers=headers,
                            timeout=30)
             if r.status_code == 402:
                 assert "the key's credit limit" in r.json()["error"]["message"]

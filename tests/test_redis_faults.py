@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import expected_micros, free_port
+from tests.conftest import expected_micros, free_port, stop_all
 from tests.loadgen import (
     assert_books,
     make_keys,
@@ -97,7 +97,7 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
            "AICREDITS_CACHE_EXACT": "true"}
     gateways = []
     try:
-        gateways = [start_gateway(db_url=dsn, workers=2, env=env), start_gateway(db_url=dsn, env=env)]
+        gateways = start_gateway.many({"db_url": dsn, "workers": 2, "env": env}, {"db_url": dsn, "env": env})
         keys = make_keys(dsn, 3, 100_000_000, rpm=100_000)      # limited (Redis in their path), never refused
         (limited,) = make_keys(dsn, 1, 100_000_000, rpm=RPM)
         (prober,) = make_keys(dsn, 1, 100_000_000)
@@ -196,7 +196,6 @@ def test_redis_stopped_restarted_and_partitioned_under_load(start_gateway, make_
         for g in gateways:
             assert tracebacks(g.log()) == []
     finally:
-        for g in gateways:
-            g.stop()
+        stop_all(gateways)
         proxy.stop()
         redis.stop()

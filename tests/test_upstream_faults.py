@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import expected_micros
+from tests.conftest import expected_micros, stop_all
 from tests.fakes.openai_upstream import FakeOpenAI, Scenario
 from tests.loadgen import (
     FAKE_PROMPT,
@@ -83,7 +83,7 @@ def test_upstream_faults_across_processes(start_gateway, make_pg_db, redis_url, 
            "AICREDITS_BREAKER_FAILURES": str(BREAKER_FAILURES), "AICREDITS_BREAKER_COOLDOWN": str(COOLDOWN),
            "AICREDITS_UPSTREAM_TIMEOUT": str(FIRST_BYTE), "AICREDITS_STREAM_IDLE_TIMEOUT": str(IDLE),
            "AICREDITS_MAX_REQUEST_SECONDS": str(MAX_CALL)}
-    gateways = [start_gateway(db_url=dsn, workers=2, env=env), start_gateway(db_url=dsn, env=env)]
+    gateways = start_gateway.many({"db_url": dsn, "workers": 2, "env": env}, {"db_url": dsn, "env": env})
     try:
         keys = [k["key"] for k in make_keys(dsn, 3, 100_000_000)]
         entry = gateways[0].catalog()["openai/gpt-4o-mini"]
@@ -176,7 +176,6 @@ def test_upstream_faults_across_processes(start_gateway, make_pg_db, redis_url, 
         wait_no_holds(dsn, 5)
         assert verify_ledger(dsn) == []
     finally:
-        for g in gateways:
-            g.stop()
+        stop_all(gateways)
         for f in fakes:
             f.reset()

@@ -13,14 +13,14 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import HTTP, free_port
 from tests.fakes.openai_upstream import Scenario
 
 CACHE = {"AICREDITS_CACHE_EXACT": "true"}
 
 
 def ask(gw, key: dict, content: str = "What is the capital of France?", **extra) -> httpx.Response:
-    r = httpx.post(gw.v1 + "/chat/completions", timeout=30, headers={"Authorization": f"Bearer {key['key']}"},
+    r = HTTP.post(gw.v1 + "/chat/completions", timeout=30, headers={"Authorization": f"Bearer {key['key']}"},
                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra})
     assert r.status_code == 200, r.text
     return r
@@ -47,8 +47,8 @@ def shared_env(request, make_pg_db):
 
 
 def test_a_hit_written_by_one_process_is_served_by_another_within_a_second(start_gateway, shared_env, upstream):
-    g1 = start_gateway(db_url=shared_env["AICREDITS_DATABASE_URL"], env={**shared_env, "AICREDITS_CACHE_SEMANTIC": "true"})
-    g2 = start_gateway(db_url=shared_env["AICREDITS_DATABASE_URL"], env={**shared_env, "AICREDITS_CACHE_SEMANTIC": "true"})
+    spec = {"db_url": shared_env["AICREDITS_DATABASE_URL"], "env": {**shared_env, "AICREDITS_CACHE_SEMANTIC": "true"}}
+    g1, g2 = start_gateway.many(spec, spec)
     email = f"x-{uuid.uuid4().hex[:8]}@example.com"
     a = g1.create_key(email=email)
     b = g1.create_key()

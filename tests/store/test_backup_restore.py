@@ -11,11 +11,10 @@ import json
 import os
 import subprocess
 import sys
-
-import httpx
+from concurrent.futures import ThreadPoolExecutor
 
 from aicredits.domain.money import micros_to_inr
-from tests.conftest import GatewayProcess
+from tests.conftest import HTTP, GatewayProcess
 
 
 def aicredits(url: str, cwd, *args: str) -> subprocess.CompletedProcess:
@@ -60,11 +59,12 @@ def shown(wallet: dict) -> dict:
     return out
 
 
-def wallets_shown(url: str, cwd, emails: list[str]) -> dict:
-    """`aicredits wallet show --email E --json` of every wallet (the drill's check, docs/operations.md)."""
+def wallets_shown(url: str, cwd, emails: list[str], pool: ThreadPoolExecutor) -> dict:
+    """`aicredits wallet show --email E --json` of every wallet (the drill's check, docs/operations.md);
+    the commands run at once, each its own process."""
     out = {}
-    for email in emails:
-        proc = aicredits(url, cwd, "wallet", "show", "--email", email, "--json")
+    procs = pool.map(lambda email: aicredits(url, cwd, "wallet", "show", "--email", email, "--json"), emails)
+    for email, proc in zip(emails, procs, strict=True):
         assert proc.returncode == 0, proc.stderr
         shown_ = json.loads(proc.stdout)
         shown_["entries"] = [(e["call_id"], e["kind"], e["amount"]) for e in shown_["entries"]]
@@ -73,7 +73,7 @@ def wallets_shown(url: str, cwd, emails: list[str]) -> dict:
 
 
 def call(base_url: str, key: str) -> None:
-    r = httpx.post(base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+    r = HTTP.post(base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
                    json={"model": "demo/echo", "messages": [{"role": "user", "content": "back me up"}]})
     assert r.status_code == 200, r.text
 
@@ -101,9 +101,12 @@ def test_restore_drill(db_url, make_pg_db, start_gateway, tmp_path):
         restored = make_pg_db()
         run("pg_restore", "--no-owner", "--exit-on-error", f"--dbname={restored}", str(dump))
 
-    verify = aicredits(restored, tmp_path, "ledger", "verify")
+    # the drill's commands on the restored database, at once (each a process of its own)
+    with ThreadPoolExecutor(len(emails) + 1) as pool:
+        verifying = pool.submit(aicredits, restored, tmp_path, "ledger", "verify")
+        assert wallets_shown(restored, tmp_path, emails, pool) == {e: shown(w) for e, w in before.items()}
+        verify = verifying.result()
     assert verify.returncode == 0 and verify.stdout.strip() == "ledger verify: ok", verify.stderr
-    assert wallets_shown(restored, tmp_path, emails) == {e: shown(w) for e, w in before.items()}
     assert wallets(restored, emails) == before     # the ledger entries too
 
     # the restored database serves the same keys, and charges them
