@@ -501,6 +501,16 @@ class _ThreadLog(logging.FileHandler):
         self.addFilter(lambda record: record.threadName == thread_name)
 
 
+def prepare_database(env: dict[str, str]) -> None:
+    """What `serve` does to AICREDITS_DATABASE_URL before it listens: migrate it and, when it has no
+    account yet, create the first admin and its key (nothing written but the database)."""
+    from aicredits.cli.serve import _prepare
+    from aicredits.settings import load_settings
+
+    settings = load_settings(env)
+    run_async(lambda: _prepare(settings, None))
+
+
 def stop_all(gateways) -> None:
     """Stop gateways at once: each is told to stop, then each is waited for (their drains and
     shutdowns overlap instead of following one another)."""
@@ -536,7 +546,16 @@ class GatewayStarter:
         return self._make(db_url, env, workers).launch()
 
     def many(self, *specs: dict) -> list[GatewayProcess]:
-        gateways = [self.launch(**spec) for spec in specs]
+        gateways = [self._make(**spec) for spec in specs]
+        # a database several of them share is prepared first, as the first `serve` on it would
+        # (migrated; on an empty one the first admin and its key): processes first started at once
+        # on one empty database race to create that admin, and all but one exit
+        firsts = {gw.db_url: gw for gw in reversed(gateways)}
+        for url, gw in firsts.items():
+            if sum(g.db_url == url for g in gateways) > 1:
+                prepare_database(gw.env)
+        for gw in gateways:
+            gw.launch()
         for gw in gateways:
             gw.wait_ready()
         return gateways
