@@ -182,7 +182,10 @@ def pg_server():
     return PG_ADMIN_DSN
 
 
-def _pg_databases(pg_server):
+@pytest.fixture
+def make_pg_db(pg_server):
+    """Creates uniquely named PostgreSQL databases (empty, or copies of `template`); drops them
+    after the test."""
     created = []
 
     def make(template: str | None = None) -> str:
@@ -196,17 +199,21 @@ def _pg_databases(pg_server):
         asyncio.run(_pg_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def make_pg_db(pg_server):
-    """Creates uniquely named PostgreSQL databases (empty, or copies of `template`); drops them
-    after the test."""
-    yield from _pg_databases(pg_server)
-
-
 @pytest.fixture(scope="module")
 def make_module_pg_db(pg_server):
-    """make_pg_db for a test file's own fixtures: the databases are dropped after the file."""
-    yield from _pg_databases(pg_server)
+    """make_pg_db for a test file's own fixtures (gateways shared by its tests): empty PostgreSQL
+    databases, dropped after the file."""
+    created = []
+
+    def make() -> str:
+        name = "aicredits_test_" + uuid.uuid4().hex[:12]
+        asyncio.run(_pg_exec(pg_server, f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return pg_server.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    for name in created:
+        asyncio.run(_pg_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
