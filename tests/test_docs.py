@@ -420,7 +420,9 @@ def invoke(args: list[str], env: dict[str, str]):
     from typer.testing import CliRunner
 
     from aicredits.cli.main import app
-    return CliRunner().invoke(app, args, env=env, catch_exceptions=True)
+    from tests.cli.invoke import built_once
+    with built_once():
+        return CliRunner().invoke(app, args, env=env, catch_exceptions=True)
 
 
 def expected_status(comment: str) -> int:

@@ -28,12 +28,17 @@ def _command(app):
     return _build_command(app)
 
 
+def built_once():
+    """A context in which typer's CliRunner uses the command built once (_command)."""
+    return mock.patch.object(typer.testing, "_get_command", _command)
+
+
 def in_process(args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the command with exactly `env` as its environment (other variables unset), in `cwd`."""
     from aicredits.cli.main import app
 
     environ = {name: None for name in os.environ if name not in env} | dict(env)
-    with contextlib.chdir(cwd or os.getcwd()), mock.patch.object(typer.testing, "_get_command", _command):
+    with contextlib.chdir(cwd or os.getcwd()), built_once():
         result = CliRunner().invoke(app, list(args), env=environ, prog_name="python -m aicredits")
     stderr = result.stderr
     code = result.exit_code
