@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from aicredits.cli.main import app
 from aicredits.settings import load_settings
 from tests.cli.conftest import migrate_now
-from tests.cli.invoke import in_process
+from tests.cli.invoke import built_once, in_process
 from tests.cli.test_cli import _env, _record_call, sql
 from tests.conftest import free_port
 
@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 def cli(*args: str, env: dict | None = None):
     """One command in this process; AICREDITS_DATABASE_URL unset unless env gives it."""
     base = {k: None for k in os.environ if k.startswith("AICREDITS_")}
-    return CliRunner().invoke(app, list(args), env={**base, **(env or {})})
+    with built_once():
+        return CliRunner().invoke(app, list(args), env={**base, **(env or {})})
 
 
 def ok(*args: str, env: dict | None = None):
