@@ -70,14 +70,14 @@ def build_dispatcher(s: Services) -> Dispatcher:
                       dashboard=_dashboard(s), rejected=s.rejected)
 
 
-# the dashboard and the admin API are built by their first request (Services.web)
+# the dashboard and the admin API are built by their first request (Services.built_web)
 def _dashboard(s: Services) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await s.dashboard(scope, receive, send)
+        await (await s.built_web()).dashboard(scope, receive, send)
     return app
 
 
 def _admin_api(s: Services) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await s.admin_api(scope, receive, send)
+        await (await s.built_web()).admin_api(scope, receive, send)
     return app
