@@ -11,10 +11,12 @@ from tests.web.conftest import client_for, csrf_of, signed_up
 
 
 @pytest.fixture
-def issuer():
-    fake = FakeIssuer().start()
-    yield fake
-    fake.stop()
+def issuer(fake_issuer):
+    """The session's fake issuer (its RSA keys made and its server started once), back to its
+    default user and keys before and after each test."""
+    fake_issuer.reset()
+    yield fake_issuer
+    fake_issuer.reset()
 
 
 def oidc_env(fake: FakeIssuer, **extra) -> dict:
