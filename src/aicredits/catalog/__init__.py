@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import tomllib
 from importlib import resources
 
 from aicredits.domain.catalog import Catalog
 
 
-def builtin_entries() -> list[dict]:
+@functools.cache
+def _parsed() -> tuple[dict, ...]:
+    """models.toml, parsed once per process (loading the settings checks the catalog, and the
+    gateway builds it again at start)."""
     with resources.files(__package__).joinpath("models.toml").open("rb") as fh:
-        return list(tomllib.load(fh)["models"])
+        return tuple(tomllib.load(fh)["models"])
+
+
+def builtin_entries() -> list[dict]:
+    """The built-in entries, a copy of their own for every caller."""
+    return copy.deepcopy(list(_parsed()))
 
 
 def load_catalog(extra_models: tuple[dict, ...] = ()) -> Catalog:

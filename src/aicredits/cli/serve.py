@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import secrets
@@ -12,6 +13,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -233,6 +235,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
     # the port is bound (above); each worker logs "Application startup complete" when it accepts
     log.info(serving[0].replace("serving on", "listening on") + "; starting the workers", *serving[1:])
+    gc.enable()   # (off while the command started, cli/main.py); each worker is a new process
     try:
         _Supervisor(config, sockets=[sock]).run()
     except KeyboardInterrupt:
@@ -243,14 +246,35 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, which says "serving on ..." once it accepts connections (its app started
-    and the socket listening), not before."""
+    and the socket listening), not before; and which sleeps until it is told to stop instead of
+    waking ten times a second to look (uvicorn's main loop)."""
 
     def __init__(self, config: uvicorn.Config, serving: tuple) -> None:
         super().__init__(config)
         self._serving = serving
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        c = self.config
+        if c.date_header or c.callback_notify is not None or c.limit_max_requests is not None:
+            await super().main_loop()   # what its ticks are for (none of it is used here)
+            return
+        self._loop = asyncio.get_running_loop()
+        await self.on_tick(0)   # the default headers, set once (no Date header, no Server header)
+        while not self.should_exit:
+            await self._stop.wait()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:   # (a signal handler: the loop is woken through its own pipe)
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        # the start-up objects are frozen (lifespan.py): collect what serving makes from now on
+        # (the command started with the collector off, cli/main.py)
+        gc.enable()
         if self.started:
             log.info(*self._serving)
 

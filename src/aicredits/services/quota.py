@@ -130,6 +130,7 @@ class Quota:
         self._running: dict[tuple[int, str | None], int] = {}   # calls of each (account, key) in this process
         self._flusher: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()      # set when a slice is created: run_forever has work again
 
     # ------------------------------------------------------------------ calls running
     def enter(self, account_id: int, key_id: str | None) -> None:
@@ -173,6 +174,7 @@ class Quota:
             sl = self._slices.get(key)
             if sl is None:
                 sl = self._slices[key] = Slice(account_id, key_id)
+                self._wake.set()
             if sl.known:
                 plan = self._fit(sl, planner)
                 if isinstance(plan, _Fallback):
@@ -425,13 +427,23 @@ class Quota:
             log.warning("returning slice %s failed (%s); it is released when its lease runs out", sl.id, exc)
 
     async def run_forever(self) -> None:
+        """Every `flush_seconds`: the batch settle, then the idle slices given back. While this
+        process holds no slice (a flush found none, and none was created since), it sleeps until
+        one is created instead of waking 20 times a second to find nothing."""
         while True:
             await asyncio.sleep(self.flush_seconds)
             try:
+                # nothing in memory: this flush only retires the journal's rotated segments,
+                # and nothing can come back before a slice is created (authorize sets _wake)
+                idle = not self._slices and not self._closing and not self._calls
                 await self.flush()
                 await self._return_idle()
             except Exception:
                 log.exception("settling quota slices failed")
+                continue
+            if idle and not self._slices and not self._closing and not self._calls:
+                self._wake.clear()
+                await self._wake.wait()
 
     # ------------------------------------------------------------------ replay and shutdown
     async def replay(self) -> int:

@@ -7,8 +7,10 @@ response caches."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aicredits.api.http import ASGIApp
@@ -50,6 +52,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("aicredits")
 
 
+@dataclass(frozen=True)
+class WebParts:
+    dashboard: ASGIApp
+    context: WebContext
+    admin_api: ASGIApp
+
+
 @dataclass(frozen=True, eq=False)
 class Services:
     """Everything one process serves with, built and connected (the database pool, Redis, the
@@ -79,10 +88,43 @@ class Services:
     cache_engine: Engine | None
     engine: Engine                    # the dashboard's, the admin API's and the top-ups' (SQLAlchemy)
     payments: PaymentsService
-    dashboard: ASGIApp                # /dashboard (web/)
-    web_context: WebContext
-    admin_api: ASGIApp                # /admin/api (api/admin_api.py)
     rejected: RejectedCalls           # usage rows of refused calls (services/rejected.py)
+    build_web: Callable[[], WebParts] = field(repr=False)   # the dashboard and the admin API (`web`)
+    _web: list[WebParts] = field(default_factory=list, repr=False)   # [the parts], once built
+    _web_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def web(self) -> WebParts:
+        """The dashboard and the admin API, built on their first request (`built_web`) or first
+        use here, not at start: their imports (Starlette, Jinja2, Babel, every page's module) and
+        objects are about a tenth of a start's CPU, which a process that serves only /v1 never
+        needs."""
+        if not self._web:
+            self._web.append(self.build_web())
+        return self._web[0]
+
+    async def built_web(self) -> WebParts:
+        """`web`, built in a worker thread the first time, so the requests in flight are not held
+        up while it is (the first page waits for it: ~0.1-0.2 s)."""
+        if not self._web:
+            async with self._web_lock:
+                if not self._web:
+                    parts = await asyncio.to_thread(self.build_web)
+                    if not self._web:
+                        self._web.append(parts)
+        return self._web[0]
+
+    @property
+    def dashboard(self) -> ASGIApp:           # /dashboard (web/)
+        return self.web.dashboard
+
+    @property
+    def web_context(self) -> WebContext:
+        return self.web.context
+
+    @property
+    def admin_api(self) -> ASGIApp:           # /admin/api (api/admin_api.py)
+        return self.web.admin_api
 
     async def close(self) -> None:
         """Close what build_services opened, once the requests and background tasks are done:
@@ -203,21 +245,22 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
     chat.cache = cache
     served = frozenset(spec.id for spec in catalog
                        if spec.priced and any(d.provider in providers for d in spec.deployments))
-    engine, payments, dashboard, web_context, admin_api = _dashboard(s, catalog, rates, router, served, keys)
+    # the dashboard's, the admin API's and the top-ups' engine (it connects on its first use)
+    engine = make_engine(s.database_url)
+    payments = PaymentsService(engine, build_payment_providers(s.payments), s.payments.terms)
     return Services(
         settings=s, catalog=catalog, rates=rates, served=served, metrics=metrics, tracing=tracing, tracer=tracer,
         store=store, session=session, redis=redis, billing=billing, keys=keys, router=router, metering=metering,
         concurrency=KeyConcurrency(in_flight(s, redis), s.key_max_concurrent), chat=chat, embeddings=embeddings,
         images=ImagesService(router, rates, metering), audio=AudioService(router, rates, metering),
         responses=ResponsesService(router, rates, metering, chat, max_seconds=s.max_request_seconds),
-        cache=cache, cache_engine=cache_engine, engine=engine, payments=payments, dashboard=dashboard,
-        web_context=web_context, admin_api=admin_api, rejected=RejectedCalls(store))
+        cache=cache, cache_engine=cache_engine, engine=engine, payments=payments, rejected=RejectedCalls(store),
+        build_web=functools.partial(_web, s, catalog, rates, router, served, keys, engine, payments))
 
 
-def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, served: frozenset[str],
-               keys: KeyAuthenticator) -> tuple[Engine, PaymentsService, ASGIApp, WebContext, ASGIApp]:
-    """The dashboard, the admin API and top-ups, on their own engine (SQLAlchemy; it connects on
-    its first page, not now), off the /v1 hot path."""
+def _web(s: Settings, catalog: Catalog, rates: Rates, router: Router, served: frozenset[str],
+         keys: KeyAuthenticator, engine: Engine, payments: PaymentsService) -> WebParts:
+    """The dashboard and the admin API, on the dashboard's engine, off the /v1 hot path."""
     from aicredits.api import admin_api
     from aicredits.infra.mail import SmtpMailer
     from aicredits.services.admin_keys import AdminKeyAuthenticator
@@ -226,8 +269,6 @@ def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, serv
     from aicredits.services.operator import Operator
     from aicredits.web.app import build
 
-    engine = make_engine(s.database_url)
-    payments = PaymentsService(engine, build_payment_providers(s.payments), s.payments.terms)
     dashboard, web_context = build(s, engine, on_key_revoked=keys.forget, mailer=SmtpMailer.from_settings(s),
                                    payments=payments)
     web_context.runtime = Runtime(catalog, rates, router, set(served), builtin_ids=(e["id"] for e in builtin_entries()),
@@ -235,4 +276,4 @@ def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, serv
     admin = admin_api.build(admin_api.AdminServices(
         AdminKeyAuthenticator(engine, s.key_cache_seconds), Operator(engine, on_key_revoked=keys.forget),
         History(engine), Audit(engine), s.timezone, s.trust_proxy))
-    return engine, payments, dashboard, web_context, admin
+    return WebParts(dashboard, web_context, admin)

@@ -6,13 +6,25 @@ from __future__ import annotations
 from aicredits.api import audio, chat, embeddings, images, meta, metrics, responses, webhooks
 from aicredits.api.admission import Admission
 from aicredits.api.dispatch import Dispatcher, Routes
-from aicredits.api.http import BodyBudget, Handler, Request, Send, send_bytes, send_redirect
-from aicredits.api.openapi import document as openapi_document
+from aicredits.api.http import (
+    ASGIApp,
+    BodyBudget,
+    Handler,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    send_bytes,
+    send_redirect,
+)
 from aicredits.wiring import Services
 
 
 def openapi() -> Handler:
     async def handle(req: Request, send: Send) -> None:
+        # loaded with the document, on the first request: its request and response models
+        # (pydantic) are not needed to serve
+        from aicredits.api.openapi import document as openapi_document
         await send_bytes(send, 200, openapi_document(), [])
     return handle
 
@@ -54,5 +66,18 @@ def build_dispatcher(s: Services) -> Dispatcher:
     """The raw-ASGI dispatcher of this process's HTTP requests, its routes bound to `s`."""
     admission = Admission(s.keys, s.concurrency)
     return Dispatcher(build_routes(s, admission), admission=admission, metrics=s.metrics,
-                      body_budget=BodyBudget(s.settings.body_bytes_in_flight), admin_api=s.admin_api,
-                      dashboard=s.dashboard, rejected=s.rejected)
+                      body_budget=BodyBudget(s.settings.body_bytes_in_flight), admin_api=_admin_api(s),
+                      dashboard=_dashboard(s), rejected=s.rejected)
+
+
+# the dashboard and the admin API are built by their first request (Services.built_web)
+def _dashboard(s: Services) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await (await s.built_web()).dashboard(scope, receive, send)
+    return app
+
+
+def _admin_api(s: Services) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await (await s.built_web()).admin_api(scope, receive, send)
+    return app
