@@ -152,9 +152,9 @@ def unavailable(what: str) -> None:
 
 # ---------------------------------------------------------------- helpers
 # One HTTP client for the helpers' own requests (health polls, /api/models, /v1/credits) and the
-# tests' one-off calls: httpx.get() builds a client, and its TLS context, ~20 ms of CPU, per
-# request. No keep-alive: a request still opens and closes its own connection, as httpx.get()
-# does (some tests count a gateway's connections, or stop it and expect none left open).
+# tests' one-off calls, instead of a client built per request by httpx.get(). No keep-alive: a
+# request still opens and closes its own connection, as httpx.get() does (some tests count a
+# gateway's connections, or stop it and expect none left open).
 HTTP = httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0))
 
 
