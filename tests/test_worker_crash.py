@@ -1,7 +1,8 @@
 """kill -9 of one `serve --workers 2` worker with streams in flight, on PostgreSQL + Redis: the dead worker's
 holds come back within the documented bound (lease + lease / 6), each of its streams is charged
 what it had delivered when its lease was last renewed (end state gateway_lost), the other worker's
-streams complete and are charged in full, and `aicredits ledger verify` exits 0; no wallet below zero, no key past its limit."""
+streams complete and are charged in full, and the ledger verifies (`aicredits ledger verify`'s
+checks); no wallet below zero, no key past its limit."""
 
 from __future__ import annotations
 
