@@ -71,41 +71,47 @@ async def assert_charged_once(g, key: dict, rids: list[str], charge: int) -> Non
 
 
 # ---------------------------------------------------------------- SQLite: the write lock
-def hold_write_lock(path: str, seconds: float, locked: threading.Event) -> None:
+def hold_write_lock(path: str, locked: threading.Event, release: threading.Event) -> None:
+    """Hold SQLite's write lock from another connection until `release` (at most 60 s)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     locked.set()
-    time.sleep(seconds)
+    release.wait(60)
     conn.execute("ROLLBACK")
     conn.close()
 
 
 async def test_sqlite_write_lock_while_a_stream_finishes_journals_the_charge_and_a_restart_replays_it(
         upstream, tmp_path):
-    """Another connection holds SQLite's write lock for 12 s while a stream finishes (the issue's 20 s,
-    shortened: what fails the settle is SQLite's 10 s busy timeout, the same at 12 s as at 20 s). The
-    settle fails ("database is locked"), is retried for AICREDITS_SETTLE_RETRY_SECONDS, then goes to
-    the journal; the gateway stops; a new one starts on the same files and replays it."""
+    """Another connection holds SQLite's write lock while a stream finishes, and until the gateway
+    has stopped (the issue's 20 s lock; what fails the settle is SQLite's busy timeout,
+    AICREDITS_SQLITE_BUSY_TIMEOUT, 1 s here instead of 10 s). The settle fails ("database is
+    locked"), is retried for AICREDITS_SETTLE_RETRY_SECONDS, then goes to the journal; the gateway
+    stops; a new one starts on the same files and replays it."""
     db_file = tmp_path / "aicredits.db"
     db = f"sqlite:///{db_file}"
-    env = {"AICREDITS_SETTLE_RETRY_SECONDS": "1"}
-    locked = threading.Event()
-    async with running(db, upstream, tmp_path, **env) as first:
-        key = await first.new_key(100_000_000)
-        charge = await charge_of(first)
-        upstream.enqueue(Scenario(content=WORDS, chunk_delay=0.1))
-        stream = asyncio.create_task(first.client.post("/v1/chat/completions", json=BODY,
-                                                       headers={**key["headers"], "x-request-id": "locked-1"}))
-        await asyncio.sleep(0.3)          # the hold is made; the stream is running
-        locker = threading.Thread(target=hold_write_lock, args=(str(db_file), 12, locked))
-        locker.start()
-        assert locked.wait(5)
-        r = await stream
-        assert_whole_answer(r, charge)
-        (journaled,) = journal_files(tmp_path)
-        assert json.loads(journaled.read_text())["call_id"]
-        assert await first.usage(key) == []    # readers still read: nothing was written
-    await asyncio.to_thread(locker.join)        # the lock is gone; the first gateway is gone
+    env = {"AICREDITS_SETTLE_RETRY_SECONDS": "1", "AICREDITS_SQLITE_BUSY_TIMEOUT": "1"}
+    locked, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(str(db_file), locked, release))
+    try:
+        async with running(db, upstream, tmp_path, **env) as first:
+            key = await first.new_key(100_000_000)
+            charge = await charge_of(first)
+            upstream.enqueue(Scenario(content=WORDS, chunk_delay=0.1))
+            stream = asyncio.create_task(first.client.post("/v1/chat/completions", json=BODY,
+                                                           headers={**key["headers"], "x-request-id": "locked-1"}))
+            await asyncio.sleep(0.3)          # the hold is made; the stream is running
+            locker.start()
+            assert locked.wait(5)
+            r = await stream
+            assert_whole_answer(r, charge)
+            (journaled,) = journal_files(tmp_path)
+            assert json.loads(journaled.read_text())["call_id"]
+            assert await first.usage(key) == []    # readers still read: nothing was written
+    finally:
+        release.set()
+        if locker.is_alive():
+            await asyncio.to_thread(locker.join)   # the lock is gone; the first gateway is gone
 
     async with running(db, upstream, tmp_path, **env) as second:
         assert journal_files(tmp_path) == []   # replayed at start

@@ -109,7 +109,7 @@ async def open_billing_store(settings: Settings) -> BillingStore:
         from aicredits.store.billing_sqlite import SqliteBilling
         path = sqlite_file(settings.database_url)
         assert path is not None   # the URL is SQLite's
-        return SqliteBilling(path)
+        return SqliteBilling(path, settings.sqlite_busy_timeout)
     from aicredits.store.billing_pg import PostgresBilling
     return await PostgresBilling.connect(postgres_dsn(settings.database_url), timeout=settings.db_timeout)
 
@@ -226,7 +226,7 @@ def _dashboard(s: Settings, catalog: Catalog, rates: Rates, router: Router, serv
     from aicredits.services.operator import Operator
     from aicredits.web.app import build
 
-    engine = make_engine(s.database_url)
+    engine = make_engine(s.database_url, s.sqlite_busy_timeout)
     payments = PaymentsService(engine, build_payment_providers(s.payments), s.payments.terms)
     dashboard, web_context = build(s, engine, on_key_revoked=keys.forget, mailer=SmtpMailer.from_settings(s),
                                    payments=payments)
