@@ -120,19 +120,29 @@ async def test_sqlite_write_lock_while_a_stream_finishes_journals_the_charge_and
 
 # ---------------------------------------------------------------- PostgreSQL: connection resets
 @pytest.fixture
-def pg_url(make_pg_db) -> str:
-    return make_pg_db()
+def pg_url(make_pg_db, pg_template) -> str:
+    return make_pg_db(template=pg_template)   # at head already: the gateway's migrate() has nothing to do
+
+
+async def upstream_has(upstream, n: int) -> None:
+    """Until the fake upstream has received `n` chat requests (their holds are made: a call takes
+    its hold before it asks the provider), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while len(upstream.chat_requests()) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(upstream.chat_requests()) >= n
 
 
 async def six_streams(g, key: dict, upstream, proxy: TcpProxy, mode: str, window: float) -> list:
-    """Six streams whose deltas all arrive at once, then a 1 s pause before their finish: while they
-    finish, the proxy is in `mode` for `window` seconds."""
+    """Six streams whose deltas all arrive at once, then a 1 s pause before their finish: from when
+    all six have their holds, and while they finish, the proxy is in `mode` for `window` seconds."""
     upstream.enqueue(*[Scenario(content=WORDS, chunk_delay=0.01, stall_after=len(split_content(WORDS)),
                                 stall_seconds=1.0) for _ in range(6)])
     rids = [f"{mode}-{i}" for i in range(6)]
+    asked = len(upstream.chat_requests())
     calls = [asyncio.create_task(g.client.post("/v1/chat/completions", json=BODY,
                                                headers={**key["headers"], "x-request-id": rid})) for rid in rids]
-    await asyncio.sleep(0.6)
+    await upstream_has(upstream, asked + 6)
     proxy.set_mode(mode)
     await asyncio.sleep(window)
     proxy.set_mode("pass")
@@ -181,7 +191,7 @@ async def test_postgres_down_longer_than_the_retries_journals_and_the_sweeper_re
             calls = [asyncio.create_task(g.client.post("/v1/chat/completions", json=BODY,
                                                        headers={**key["headers"], "x-request-id": rid}))
                      for rid in rids]
-            await asyncio.sleep(0.6)
+            await upstream_has(upstream, 6)
             proxy.set_mode("down")
             for r in await asyncio.gather(*calls):
                 assert_whole_answer(r, charge)
