@@ -31,8 +31,11 @@ run: $(RUN_STAMP)  ## create .venv, install what serving needs, migrate, serve o
 # first (tests/conftest.py LONG_FILES)
 WORKERS ?= auto
 
+# PYTHONDONTWRITEBYTECODE is emptied for the run: where a machine sets it, pytest would rewrite and compile
+# every test module again in each worker (5 s of CPU per worker instead of 0.5 s), and each gateway
+# subprocess would compile the package again
 test: $(STAMP)  ## the whole suite (SQLite always; PostgreSQL and Redis when reachable, required when CI=true)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (src, tests, bench) and mypy (src; configured in pyproject.toml)
 	$(BIN)/ruff check src tests bench
