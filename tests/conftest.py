@@ -227,6 +227,9 @@ class _PgDatabases:
     def _make_loop(self) -> None:
         while (item := self.makes.get()) is not None:
             (template,) = item
+            with self.lock:
+                if self.spares.get(template):   # one spare is enough
+                    continue
             try:
                 name = self._create(template)
             except Exception:  # noqa: BLE001, S112 - no spare: the next test makes its own
