@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.openai_upstream import Scenario
 
-TIMEOUT = 1.0        # AICREDITS_HEADER_TIMEOUT and AICREDITS_BODY_TIMEOUT here
+TIMEOUT = 1.5        # AICREDITS_HEADER_TIMEOUT and AICREDITS_BODY_TIMEOUT here
 MARGIN = 2.5         # the server closes within TIMEOUT + this (a busy test machine)
 MINI = "openai/gpt-4o-mini"
 
