@@ -68,6 +68,34 @@ def pytest_configure(config):
         compileall.compile_dir(ROOT / folder, quiet=2)
 
 
+# ---------------------------------------------------------------- one default SSL context per process
+def _share_the_default_ssl_context() -> None:
+    """Every HTTP client (each `httpx.get`, each openai SDK client, on httpx2) builds its SSL
+    context from a CA bundle (certifi's, or SSL_CERT_FILE/SSL_CERT_DIR): ~25 ms of CPU each,
+    thousands of times in a run whose clients only speak plain HTTP to 127.0.0.1. The default
+    context (verify=True, no client certificate) is built once per test process for each CA
+    setting and shared, as one application shares it; other arguments build their own as before.
+    Nothing changes in the processes the tests start (gateways, the CLI)."""
+    import importlib
+
+    for package in ("httpx", "httpx2"):
+        default = importlib.import_module(f"{package}._transports.default")
+        build = default.create_ssl_context
+        shared: dict[tuple, object] = {}
+
+        def create_ssl_context(verify=True, cert=None, trust_env=True, build=build, shared=shared):
+            if verify is not True or cert is not None:
+                return build(verify=verify, cert=cert, trust_env=trust_env)
+            where = (trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            if where not in shared:
+                shared[where] = build(verify=verify, cert=cert, trust_env=trust_env)
+            return shared[where]
+        default.create_ssl_context = create_ssl_context
+
+
+_share_the_default_ssl_context()
+
+
 # ---------------------------------------------------------------- parallel runs: the long files first
 # `make test` hands whole files to pytest-xdist workers in collection order (--dist loadfile
 # --no-loadscope-reorder). These files take the longest (real processes, fault injection, upstream

@@ -420,7 +420,9 @@ def invoke(args: list[str], env: dict[str, str]):
     from typer.testing import CliRunner
 
     from aicredits.cli.main import app
-    return CliRunner().invoke(app, args, env=env, catch_exceptions=True)
+    from tests.cli.invoke import built_once
+    with built_once():
+        return CliRunner().invoke(app, args, env=env, catch_exceptions=True)
 
 
 def expected_status(comment: str) -> int:
@@ -481,13 +483,18 @@ def test_cli_commands_in_the_docs_run(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------ the live gateway
 @pytest.fixture
-def live(start_gateway):
-    """A fresh gateway (each test its own: the docs' examples create the same accounts), its first
-    admin's key and an admin API key."""
-    gw = start_gateway()
-    text = (gw.workdir / "aicredits-first-admin.txt").read_text()
-    key = re.search(r"API key:\s*(sk-[0-9a-f]{64})", text).group(1)
-    email = re.search(r"sign-in email:\s*(\S+)", text).group(1)
+def live(serve_gateway):
+    """A fresh gateway (each test its own: the docs' examples create the same accounts), served
+    from a thread of this process (the examples are its HTTP clients; their CLI commands are
+    processes of their own), with the first admin `serve` creates on an empty database (its
+    routine, cli/serve.py _prepare): its key and an admin API key."""
+    from aicredits.cli.serve import _prepare
+    from aicredits.settings import load_settings
+    from tests.conftest import run_async
+
+    gw = serve_gateway()
+    first = run_async(lambda: _prepare(load_settings(gw.env), None))
+    key, email = first["key"], first["email"]
     result = invoke(["admin-keys", "create", "--email", email, "--json"], {"AICREDITS_DATABASE_URL": gw.db_url})
     assert result.exit_code == 0, result.output
     return gw, key, json.loads(result.output)["key"]

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from tests.cli.invoke import in_process
 from tests.fakes.openai_upstream import Scenario
 
 MODEL = "openai/gpt-4o-mini"
@@ -42,8 +43,14 @@ class Run:
         self.responses.append((what, r.status_code, r.text))
         return r
 
-    def cli(self, *args: str) -> str:
-        out = self.gw.cli(*args)
+    def cli(self, *args: str, process: bool = False) -> str:
+        """`aicredits ARGS` on the gateway's database: in this process (tests/cli/invoke.py), or
+        with process=True as a process of its own (what it prints to stderr, logging included)."""
+        if process:
+            out = self.gw.cli(*args)
+        else:
+            out = in_process(args, self.gw.env, self.gw.workdir)
+            assert out.returncode == 0, f"aicredits {' '.join(args)} failed ({out.returncode}):\n{out.stderr}"
         self.cli_output.append(out.stdout + out.stderr)
         return out.stdout
 
@@ -86,7 +93,7 @@ def run(start_gateway, fake_openai):
     b = r.create_key(name="to revoke", credits="5")
     c = r.create_key(name="limited", credits="5", limit="1.5")
     email = f"sec-user-{uuid.uuid4().hex[:8]}@example.com"
-    r.cli("users", "create", "--email", email, "--name", "Secret Tester", "--password", PASSWORD)
+    r.cli("users", "create", "--email", email, "--name", "Secret Tester", "--password", PASSWORD, process=True)
     r.cli("keys", "list", "--json")
 
     # successful calls, streaming calls, the SDK, the other authenticated routes

@@ -394,7 +394,9 @@ BAD_SETTINGS = {   # name -> (variables, TOML file text or None, what the one er
 
 @pytest.mark.parametrize("case", list(BAD_SETTINGS))
 @pytest.mark.parametrize("command", ["serve", "migrate"])
-def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, case, command):
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, monkeypatch, case, command):
+    """`serve` as a real process for the first case; the other cases in this process, where
+    getting past the settings (to bind, migrate and serve) fails the test instead."""
     variables, toml, says = BAD_SETTINGS[case]
     env = dict(variables)
     if toml is not None:
@@ -404,7 +406,12 @@ def test_a_bad_setting_stops_the_start_with_one_line_naming_it(tmp_path, case, c
         says = says.format(file=cfg)
     db = tmp_path / "aicredits.db"
     args = [command] + (["--port", "9"] if command == "serve" else [])
-    proc = run(f"sqlite:///{db}", *args, env=env, process=command == "serve")
+    process = command == "serve" and case == next(iter(BAD_SETTINGS))
+    if command == "serve" and not process:
+        def started(*args, **kw):
+            raise AssertionError("serve went past its settings")
+        monkeypatch.setattr("aicredits.cli.serve.run_server", started)
+    proc = run(f"sqlite:///{db}", *args, env=env, process=process)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), proc.stderr
@@ -420,14 +427,14 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- PostgreSQL
 def test_cli_on_postgresql(make_pg_db):
     url = make_pg_db()
-    ok(url, "migrate", process=True)
+    ok(url, "migrate")
     out = one_json(ok(url, "keys", "create", "--email", "pg@example.com", "--credits", "500",
                       "--limit", "0.5", "--json"))
     assert KEY_RE.fullmatch(out["key"]) and out["balance"] == 500 and out["limit"] == 0.5
     ok(url, "wallet", "grant", "12.5", "--email", "pg@example.com", process=True)
     w = one_json(ok(url, "wallet", "show", "--email", "pg@example.com", "--json"))
     assert (w["balance"], w["total_added"]) == (512.5, 512.5)
-    ok(url, "users", "create", "--email", "pg@example.com", "--password", "pg-password", process=True)
+    ok(url, "users", "create", "--email", "pg@example.com", "--password", "pg-password")
     rows = one_json(ok(url, "keys", "list", "--json"))
     assert [r["id"] for r in rows] == [out["id"]]
     ok(url, "keys", "revoke", out["id"])
@@ -449,6 +456,8 @@ def test_cli_on_postgresql(make_pg_db):
 
 # ---------------------------------------------------------------------------- with a gateway running
 def test_keys_create_while_serving_the_same_sqlite_file(start_gateway, upstream):
+    """A gateway process and the CLI on one SQLite file: `keys create` as a process of its own, the
+    other commands from this test's process (another process than the gateway's all the same)."""
     gw = start_gateway()
     made = json.loads(gw.cli("keys", "create", "--email", f"live-{uuid.uuid4().hex[:6]}@example.com",
                              "--credits", "3", "--json").stdout)
@@ -463,16 +472,16 @@ def test_keys_create_while_serving_the_same_sqlite_file(start_gateway, upstream)
     assert round(credits["total_spent"] * 1_000_000) == want
     assert round(credits["balance"] * 1_000_000) == 3_000_000 - want
 
-    assert gw.cli("ledger", "verify").returncode == 0
+    assert ok(gw.db_url, "ledger", "verify", env=gw.env, cwd=gw.workdir).returncode == 0
 
     # a key revoked by the CLI is refused by the running gateway within a second
-    gw.cli("keys", "revoke", made["id"])
+    ok(gw.db_url, "keys", "revoke", made["id"], env=gw.env, cwd=gw.workdir)
     import time
     time.sleep(1.2)
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
 
-    rows = json.loads(gw.cli("usage", "--json", "--email", made["account"]).stdout)
+    rows = one_json(ok(gw.db_url, "usage", "--json", "--email", made["account"], env=gw.env, cwd=gw.workdir))
     assert rows[0]["model"] == "openai/gpt-4o-mini" and rows[0]["prompt_tokens"] == 19
     assert round(rows[0]["cost"] * 1_000_000) == want
 
@@ -545,20 +554,37 @@ def _serve_refused(tmp_path: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_an_existing_credentials_file_is_left_alone_and_the_next_name_is_used(tmp_path, start_gateway):
+def _first_start(db: Path) -> dict:
+    """What `serve` does before it serves on an empty database (cli/serve.py run_server: the
+    credentials file's name beside the database, migrate, the first admin and its private file),
+    in this process: the file rules below are the ones of _create_private, which the real process
+    of test_first_serve_creates_the_admin_and_a_private_credentials_file goes through too."""
+    from aicredits.cli import serve
+    from aicredits.settings import load_settings
+
+    settings = load_settings(_env(f"sqlite:///{db}"))
+    first = asyncio.run(serve._prepare(settings, serve._credentials_path(settings)))
+    assert first is not None and first["fd"] is not None
+    serve._announce(first, "127.0.0.1", 8000)
+    return first
+
+
+def test_an_existing_credentials_file_is_left_alone_and_the_next_name_is_used(tmp_path, caplog):
     """A fresh database beside an older first start's file (or someone else's): that file is never
     opened; the new credentials go to a new private file, and the log names it."""
     path = tmp_path / "aicredits-first-admin.txt"
     path.write_text("someone else's file\n")
     path.chmod(0o644)
-    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
+    with caplog.at_level("WARNING", logger="aicredits"):
+        _first_start(tmp_path / "aicredits.db")
     assert path.read_text() == "someone else's file\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
     second = tmp_path / "aicredits-first-admin.2.txt"
     assert stat.S_IMODE(second.stat().st_mode) == 0o600
     first = _parse_first_admin(second.read_text())
-    assert gw.credits(first["key"])["balance"] == 100
-    assert "aicredits-first-admin.2.txt" in gw.log()
-    gw.stop()
+    url = f"sqlite:///{tmp_path}/aicredits.db"
+    assert one_json(ok(url, "wallet", "show", "--email", first["email"], "--json"))["balance"] == 100
+    assert sql(url, "SELECT COUNT(*) FROM api_keys") == [(1,)]
+    assert "aicredits-first-admin.2.txt" in caplog.text
 
 
 def test_first_serve_refuses_when_every_credentials_name_is_taken(tmp_path):
@@ -573,7 +599,7 @@ def test_first_serve_refuses_when_every_credentials_name_is_taken(tmp_path):
 
 
 @pytest.mark.parametrize("target_exists", [True, False])
-def test_a_symlinked_credentials_name_is_never_followed(tmp_path, start_gateway, target_exists):
+def test_a_symlinked_credentials_name_is_never_followed(tmp_path, target_exists):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     target = elsewhere / "target.txt"
@@ -582,7 +608,7 @@ def test_a_symlinked_credentials_name_is_never_followed(tmp_path, start_gateway,
         target.chmod(0o644)
     path = tmp_path / "aicredits-first-admin.txt"
     path.symlink_to(target)
-    gw = start_gateway(db_url=f"sqlite:///{tmp_path}/aicredits.db")
+    _first_start(tmp_path / "aicredits.db")
     assert path.is_symlink()
     if target_exists:   # the target is untouched: still empty, still 0644
         assert target.read_text() == "" and stat.S_IMODE(target.stat().st_mode) == 0o644
@@ -590,7 +616,6 @@ def test_a_symlinked_credentials_name_is_never_followed(tmp_path, start_gateway,
     second = tmp_path / "aicredits-first-admin.2.txt"
     assert not second.is_symlink() and stat.S_IMODE(second.stat().st_mode) == 0o600
     assert _parse_first_admin(second.read_text())["email"]
-    gw.stop()
 
 
 # ---------------------------------------------------------------------------- rate limits

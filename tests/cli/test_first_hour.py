@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from aicredits.cli.main import app
 from aicredits.settings import load_settings
 from tests.cli.conftest import migrate_now
-from tests.cli.invoke import in_process
+from tests.cli.invoke import built_once, in_process
 from tests.cli.test_cli import _env, _record_call, sql
 from tests.conftest import free_port
 
@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 def cli(*args: str, env: dict | None = None):
     """One command in this process; AICREDITS_DATABASE_URL unset unless env gives it."""
     base = {k: None for k in os.environ if k.startswith("AICREDITS_")}
-    return CliRunner().invoke(app, list(args), env={**base, **(env or {})})
+    with built_once():
+        return CliRunner().invoke(app, list(args), env={**base, **(env or {})})
 
 
 def ok(*args: str, env: dict | None = None):
@@ -134,9 +135,13 @@ def test_a_missing_postgresql_database_says_how_to_create_it(pg_server, tmp_path
     assert "\n" not in line and "(from AICREDITS_DATABASE_URL)" in line
     assert f'the PostgreSQL database "{name}" does not exist' in line
     assert "createdb -h 127.0.0.1 -p 5432" in line and f"CREATE DATABASE \"{name}\"" in line
-    for command in (["migrate"], ["serve", "--port", str(free_port())]):   # the same line, no traceback
-        proc = subprocess.run([sys.executable, "-m", "aicredits", *command], env=_env(url), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60, check=False)
+    # the same line, no traceback: migrate in this process, serve as a real start-up
+    for command in (["migrate"], ["serve", "--port", str(free_port())]):
+        if command[0] == "serve":
+            proc = subprocess.run([sys.executable, "-m", "aicredits", *command], env=_env(url), cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=60, check=False)
+        else:
+            proc = in_process(command, _env(url), tmp_path)
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.strip().splitlines() == [f"error: {line.removeprefix('error: ')}"], proc.stderr
 
@@ -239,7 +244,9 @@ BAD = {   # variables, TOML text or None, the start of the one error line
 
 @pytest.mark.parametrize("case", list(BAD))
 @pytest.mark.parametrize("command", ["serve", "migrate"])
-def test_start_up_mistakes_are_one_line_naming_the_setting(tmp_path, case, command):
+def test_start_up_mistakes_are_one_line_naming_the_setting(tmp_path, monkeypatch, case, command):
+    """`serve` as a real start-up for the first case; the other cases in this process, where getting
+    past the settings (to bind, migrate and serve) fails the test instead."""
     variables, toml, says = BAD[case]
     env = {"HOME": str(tmp_path), **variables}
     if toml is not None:
@@ -247,12 +254,17 @@ def test_start_up_mistakes_are_one_line_naming_the_setting(tmp_path, case, comma
         env["AICREDITS_CONFIG"] = str(tmp_path / "gateway.toml")
         says = says.format(file=tmp_path / "gateway.toml")
     db = tmp_path / "aicredits.db"
-    if command == "serve":   # a real start-up
+    if command == "serve" and case == next(iter(BAD)):   # a real start-up
         proc = subprocess.run([sys.executable, "-m", "aicredits", "serve", "--port", str(free_port())],
                               env=_env(f"sqlite:///{db}", env), cwd=tmp_path, capture_output=True, text=True,
                               timeout=60, check=False)
     else:
-        proc = in_process([command], _env(f"sqlite:///{db}", env), tmp_path)
+        if command == "serve":
+            def started(*args, **kw):
+                raise AssertionError("serve went past its settings")
+            monkeypatch.setattr("aicredits.cli.serve.run_server", started)
+        proc = in_process([command] + (["--port", "9"] if command == "serve" else []),
+                          _env(f"sqlite:///{db}", env), tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(f"error: {says}")
     assert proc.stdout == "" and not db.exists()

@@ -81,13 +81,14 @@ def test_one_scrape_sums_every_worker(start_gateway, upstream):
     key = gw.create_key()["key"]
 
     calls = 0
-    for _ in range(5):   # until both workers have served calls
+    deadline = time.monotonic() + 30   # the ready answer can come from the first worker while the
+    while time.monotonic() < deadline:  # second is still starting on a loaded machine
         burst(gw, key, 12)
         calls += 12
         if len(set(wait_for(lambda c=calls: (p := call_pids(gw)) and len(p) >= c and p))) == 2:
             break
     pids = call_pids(gw)
-    assert len(set(pids)) == 2, "every call went to one worker in five bursts"
+    assert len(set(pids)) == 2, "every call went to one worker for 30 s of bursts"
 
     time.sleep(SAMPLE_SECONDS + 0.5)   # the worker not scraped adds its calls to its files this often
     s = scrape(gw)

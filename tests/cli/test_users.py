@@ -1,5 +1,5 @@
-"""`aicredits users reset-link|invite|disable|enable` (in this process; `reset-link` also as a real
-subprocess, tests/cli/test_cli.py `run`)."""
+"""`aicredits users reset-link|invite|disable|enable`, in this process (tests/cli/test_cli.py `run`;
+the users family's real subprocess is test_cli.py's `users create`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def url(tmp_path, new_db) -> str:
 def test_reset_link_and_invite_print_one_time_links(url, tmp_path):
     ok(url, "users", "create", "--email", "Asha@Example.in", "--password", "a long password")
     link = ok(url, "users", "reset-link", "asha@example.in",
-              env={"AICREDITS_PUBLIC_URL": "https://credits.example.in"}, process=True).stdout.strip()
+              env={"AICREDITS_PUBLIC_URL": "https://credits.example.in"}).stdout.strip()
     assert link.startswith("https://credits.example.in/dashboard/reset/new?token=") and len(link) > 80
     missing = run(url, "users", "reset-link", "nobody@example.in")
     assert missing.returncode == 1 and "no enabled account" in missing.stderr

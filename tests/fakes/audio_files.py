@@ -9,6 +9,7 @@ import io
 import math
 import struct
 import wave
+from functools import cache
 
 import av
 
@@ -22,10 +23,16 @@ CODECS = {"mp3": "mp3", "opus": "opus", "aac": "aac", "flac": "flac", "wav": "pc
           "webm": "opus", "ogg": "opus"}
 
 
+@cache
 def tone(seconds: float, rate: int = 24000) -> bytes:
-    """16-bit mono PCM: a quiet 440 Hz tone."""
+    """16-bit mono PCM: a quiet 440 Hz tone. Its samples repeat every rate/gcd(rate, 440) (600 at
+    24 kHz: 11 cycles), so one period is computed and repeated (a sample at a time in Python, a
+    few seconds of audio took a second of CPU)."""
     n = round(seconds * rate)
-    return struct.pack(f"<{n}h", *(int(3000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(n)))
+    period = rate // math.gcd(rate, 440)
+    one = struct.pack(f"<{period}h", *(int(3000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(period)))
+    whole, rest = divmod(n, period)
+    return one * whole + one[:2 * rest]
 
 
 def wav(pcm: bytes, rate: int) -> bytes:

@@ -50,7 +50,9 @@ class FakeIssuer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/realm"
-        threading.Thread(target=self._server.serve_forever, name="fake-oidc", daemon=True).start()
+        # stop() waits for the serving loop's next poll: a tenth of a second, not the default half
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-oidc",
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:

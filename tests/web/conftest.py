@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import httpx
@@ -37,10 +38,56 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
+# ---------------------------------------------------------------- argon2, each computation once
+_HASHED: dict[tuple, str] = {}
+_VERIFIED: dict[tuple, BaseException | None] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def argon2_once():
+    """Every password hash and check of these tests is real argon2id at the library's parameters
+    (the production code is untouched; test_auth checks a stored hash's parameters), but one
+    already computed in this process is not computed again: the same password hashes to the same
+    (salted once) string, and the same (hash, password) pair gives the same answer or error. One
+    argon2 operation is ~0.2 s of CPU (64 MiB, 4 lanes), and these tests sign up and sign in
+    dozens of times with a few passwords."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    real_hash, real_verify = PasswordHasher.hash, PasswordHasher.verify
+
+    def hash_once(self, password, *, salt=None):
+        if salt is not None:
+            return real_hash(self, password, salt=salt)
+        key = (self.time_cost, self.memory_cost, self.parallelism, self.hash_len, self.salt_len, self.type, password)
+        if key not in _HASHED:
+            _HASHED[key] = real_hash(self, password)
+        return _HASHED[key]
+
+    def verify_once(self, hash, password):
+        key = (hash, password)
+        if key not in _VERIFIED:
+            try:
+                real_verify(self, hash, password)
+                _VERIFIED[key] = None
+            except (VerificationError, InvalidHashError) as e:    # kept, raised again
+                _VERIFIED[key] = e
+        error = _VERIFIED[key]
+        if error is not None:
+            raise type(error)(*error.args)
+        return True
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PasswordHasher, "hash", hash_once)
+        mp.setattr(PasswordHasher, "verify", verify_once)
+        yield
+
+
 # ---------------------------------------------------------------- in-process
 @pytest.fixture
-async def web_gateway(tmp_path):
-    """make(env) -> a started in-process Gateway on a migrated SQLite file (shut down after)."""
+async def web_gateway(tmp_path, migrated_sqlite):
+    """make(env) -> a started in-process Gateway on a migrated SQLite file (a copy of the one
+    migrated once per test process; shut down after)."""
     from aicredits.app import Gateway
     from aicredits.settings import load_settings
     from aicredits.store.db import make_engine, migrate
@@ -48,7 +95,11 @@ async def web_gateway(tmp_path):
     started = []
 
     async def make(env: dict | None = None, db_url: str | None = None):
-        url = db_url or f"sqlite:///{tmp_path}/web-{len(started)}.db"
+        url = db_url
+        if url is None:
+            path = tmp_path / f"web-{len(started)}.db"
+            shutil.copyfile(migrated_sqlite, path)
+            url = f"sqlite:///{path}"
         engine = make_engine(url)
         await migrate(engine, url)
         await engine.dispose()

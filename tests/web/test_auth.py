@@ -28,6 +28,19 @@ async def session_rows(url: str, ended: bool = False) -> int:
         await engine.dispose()
 
 
+async def stored_hash(url: str, email: str) -> str:
+    from sqlalchemy import text
+
+    from aicredits.store.db import make_engine
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT password_hash FROM accounts WHERE email = :e"),
+                                       {"e": email})).scalar_one()
+    finally:
+        await engine.dispose()
+
+
 async def sign_in(client, email: str, password: str = PASSWORD, next_: str = ""):
     page = await client.get("/dashboard/signin")
     return await client.post("/dashboard/signin", data={"csrf_token": csrf_of(page.text), "email": email,
@@ -169,6 +182,10 @@ async def test_sign_up_modes(web_gateway, mode):
 
 async def test_sign_up_refuses_a_taken_email_and_short_passwords(web_client):
     await signed_up(web_client, "taken@example.in")
+    # stored as argon2id at the library's own parameters (RFC 9106's low-memory profile)
+    from argon2 import PasswordHasher, Type, extract_parameters, profiles
+    stored = extract_parameters(await stored_hash(web_client.gateway.services.settings.database_url, "taken@example.in"))
+    assert stored == PasswordHasher()._parameters == profiles.RFC_9106_LOW_MEMORY and stored.type is Type.ID
     web_client.cookies.clear()
     page = await web_client.get("/dashboard/signup")
     form = {"csrf_token": csrf_of(page.text), "email": "TAKEN@example.in", "password": PASSWORD}

@@ -1,8 +1,8 @@
 """The dashboard in a real browser (Debian's chromium through Playwright) against a real
 gateway on a socket (served from a thread of the test process; accounts set up through the
 services the CLI calls, in-process): sign-up, sign-in, keys used through the official openai SDK and revoked,
-CSRF, isolation between accounts, sign-in throttling, OpenID Connect. Each page's screenshot
-goes to docs/img/."""
+CSRF, isolation between accounts, sign-in throttling, OpenID Connect. The screenshots
+docs/dashboard.md shows go to docs/img/."""
 
 from __future__ import annotations
 
@@ -33,11 +33,20 @@ def sign_up(page, email: str, password: str = PASSWORD, name: str = "Asha Rao") 
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
-def sign_in(page, email: str, password: str = PASSWORD) -> None:
+def sign_in(page, email: str, password: str = PASSWORD) -> int:
     page.goto("/dashboard/signin")
+    return submit_sign_in(page, email, password)
+
+
+def submit_sign_in(page, email: str, password: str) -> int:
+    """Fill in and send the sign-in form of the page shown now (after a failed attempt: the form
+    again, with its message), as a person trying again does; returns the status of the page the
+    browser got back (waited for: the next checks read the new page, not the last one)."""
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    with page.expect_navigation() as answer:
+        page.get_by_role("button", name="Sign in", exact=True).click()
+    return answer.value.status
 
 
 def create_key(page, name: str, limit: str = "") -> str:
@@ -53,8 +62,6 @@ def create_key(page, name: str, limit: str = "") -> str:
 
 def test_sign_up_sign_in_create_key_call_it_revoke_it(page, dashboard, shot):
     email = unique_email("asha")
-    page.goto("/dashboard/signup")
-    shot(page, "signup")
     sign_up(page, email)
     dashboard.admin(lambda a: a.grant(email, inr_to_micros("250"), note="admin grant"))
 
@@ -133,19 +140,22 @@ def test_repeated_wrong_passwords_get_a_clear_throttle_message(page, dashboard, 
     email = unique_email("throttle")
     sign_up(page, email)
     page.get_by_role("button", name="Sign out").click()
-    for _ in range(5):
-        sign_in(page, email, "not the password")
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    for _ in range(5):                      # each attempt from the page the last one showed
+        assert submit_sign_in(page, email, "not the password") == 400
         expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
-    sign_in(page, email, PASSWORD)          # even the right password waits now
+    assert submit_sign_in(page, email, PASSWORD) == 429     # even the right password waits now
     expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-in attempts")
     expect(page.get_by_role("alert")).to_contain_text("Try again in 15 minutes.")
     shot(page, "signin-throttled")
     # an email with no account is throttled the same way (no hint that it does not exist)
     ghost = unique_email("ghost")
-    for _ in range(5):
-        sign_in(page, ghost, "whatever it is")
+    assert sign_in(page, ghost, "whatever it is") == 400
+    expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+    for _ in range(4):
+        assert submit_sign_in(page, ghost, "whatever it is") == 400
         expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
-    sign_in(page, ghost, "whatever it is")
+    assert submit_sign_in(page, ghost, "whatever it is") == 429
     expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-in attempts")
 
 

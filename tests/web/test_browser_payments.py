@@ -1,7 +1,8 @@
 """Top-ups in a real browser (Debian's chromium through Playwright) against a real gateway on a socket:
 500 INR through the test provider, then a call with the official openai SDK, and the balance right
 to the paisa; the same through the fake Razorpay (its checkout.js served from the fake, its signed
-webhooks delivered to the gateway); a failed Razorpay payment. Screenshots go to docs/img/."""
+webhooks delivered to the gateway); a failed Razorpay payment. The screenshots docs/dashboard.md shows
+go to docs/img/."""
 
 from __future__ import annotations
 
@@ -122,7 +123,6 @@ def test_top_up_500_with_the_test_provider_then_call(shop_page, shop, upstream, 
     expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
     expect(page.get_by_role("button", name="Print or save as PDF")).to_be_hidden()
     expect(page.locator("#total-paid")).to_have_text("₹500.00")
-    shot(page, "receipt-print")
     page.emulate_media(media="screen")
     assert ledger(shop, email) == [("topup", 500 * INR, 500 * INR)]
     call_and_check_balance(page, shop, upstream, create_key(page), 500 * INR)
@@ -141,7 +141,6 @@ def test_top_up_through_razorpay_checkout_with_signed_webhooks(shop_page, shop, 
     page.get_by_role("button", name="Pay ₹750.50").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("pay INR 750.50")
-    shot(page, "razorpay-checkout")
     dialog.get_by_role("button", name="Pay").click()
     expect(page.get_by_text("₹750.50 added to your wallet.")).to_be_visible()
     (order_id,) = rzp.orders

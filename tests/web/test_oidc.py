@@ -11,10 +11,12 @@ from tests.web.conftest import client_for, csrf_of, signed_up
 
 
 @pytest.fixture
-def issuer():
-    fake = FakeIssuer().start()
-    yield fake
-    fake.stop()
+def issuer(fake_issuer):
+    """The session's fake issuer (its RSA keys made and its server started once), back to its
+    default user and keys before and after each test."""
+    fake_issuer.reset()
+    yield fake_issuer
+    fake_issuer.reset()
 
 
 def oidc_env(fake: FakeIssuer, **extra) -> dict:
@@ -101,3 +103,13 @@ async def test_the_start_button_needs_its_csrf_token_and_csp_allows_the_provider
         page = await client.get("/dashboard/signin")
         assert f"form-action 'self' {issuer.url.rsplit('/', 1)[0]}" in page.headers["content-security-policy"]
         assert (await client.post("/dashboard/oidc/start", data={})).status_code == 403
+
+
+async def test_a_provider_that_does_not_answer_gets_a_clear_page_not_a_server_error(web_gateway, issuer):
+    from tests.conftest import free_port
+    gw = await web_gateway(oidc_env(issuer, AICREDITS_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}/issuer"))
+    async with client_for(gw) as client:
+        page = await client.get("/dashboard/signin")
+        r = await client.post("/dashboard/oidc/start", data={"csrf_token": csrf_of(page.text)})
+        assert r.status_code == 400 and "FakeID is not answering" in r.text
+        assert (await client.get("/dashboard/")).status_code == 303       # not signed in

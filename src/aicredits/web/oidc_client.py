@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
+import httpx2
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from joserfc.errors import JoseError
@@ -17,8 +17,9 @@ from aicredits.web.core import url
 if TYPE_CHECKING:
     from aicredits.settings import Settings
 
-# what a provider that is down, misconfigured or sends a bad token raises
-PROVIDER_ERRORS = (AuthlibBaseError, JoseError, httpx.HTTPError, OSError, ValueError, KeyError)
+# what a provider that is down, misconfigured or sends a bad token raises (Authlib's HTTP client is
+# httpx2, whose errors are not httpx's)
+PROVIDER_ERRORS = (AuthlibBaseError, JoseError, httpx2.HTTPError, OSError, ValueError, KeyError)
 
 
 class OidcClient:
