@@ -64,7 +64,7 @@ def _run(fn: Callable[[Admin, Settings], Awaitable[T]], *, create: bool = False)
             prepare_new(settings)
         else:
             require_existing(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
         try:
             await migrate(engine, settings.database_url)
             return await fn(Admin(engine), settings)

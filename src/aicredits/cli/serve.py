@@ -39,7 +39,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
     admin is created and nothing secret is written anywhere."""
     from aicredits.services.admin import ADMIN_EMAIL, Admin
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
     try:
         await migrate(engine, settings.database_url)
         admin = Admin(engine)
