@@ -16,6 +16,14 @@ from tests.conftest import expected_micros
 from tests.fakes.openai_upstream import Scenario, split_content
 from tests.inproc import running
 
+
+@pytest.fixture
+def db_url(migrated_db_url):
+    """SQLite and PostgreSQL with the schema at head already (a copy of the suite's migrated
+    template): these tests are of what runs on the schema, not of the migrations."""
+    return migrated_db_url
+
+
 STORY = "alpha beta gamma delta epsilon zeta eta theta"
 LIMIT = 100_000   # 0.1 INR
 

@@ -229,15 +229,29 @@ def test_connections_past_the_cap_get_503_at_once(serve_gateway):
 
 def test_the_key_cap_holds_across_workers_through_redis(start_gateway, redis_url):
     """Two worker processes sharing Redis: the key's one slot, taken by a request on either worker,
-    refuses the key's next request on whichever worker gets it."""
+    refuses the key's next request on whichever worker gets it; once that request's body has come
+    and it is answered, the key is served again."""
+    import redis
+
+    prefix = f"aicredits-test-{uuid.uuid4().hex[:10]}:"
     gw = start_gateway(workers=2, env={"AICREDITS_REDIS_URL": redis_url, "AICREDITS_KEY_MAX_CONCURRENT": "1",
-                                       "AICREDITS_REDIS_PREFIX": f"aicredits-test-{uuid.uuid4().hex[:10]}:",
-                                       "AICREDITS_BODY_TIMEOUT": "6"})   # the six calls fit in it on a busy machine
-    key = gw.create_key(credits="10")["key"]
+                                       "AICREDITS_REDIS_PREFIX": prefix,
+                                       "AICREDITS_BODY_TIMEOUT": "30"})   # the holder's body comes when the test says
+    made = gw.create_key(credits="10")
+    key = made["key"]
+    in_flight = f"{prefix}inflight:{made['id']}"   # the key's requests in flight (infra/inflight_redis.py)
+    payload = json.dumps({"model": "demo/echo", "messages": [{"role": "user", "content": "x"}]}).encode()
+    payload += b" " * (2000 - len(payload))
 
     async def go():
-        holder = asyncio.ensure_future(Conn().run(gw.port, chat_head(key, 2000), limit=8))
-        await asyncio.sleep(0.7)
+        # the holder: headers promising a 2000-byte body, which is sent after the six refusals
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(chat_head(key, 2000))
+        await writer.drain()
+        with redis.Redis.from_url(redis_url) as r:
+            deadline = time.monotonic() + 10   # until the holder's request has the key's slot
+            while r.zcard(in_flight) < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         async with httpx.AsyncClient(timeout=10) as client:
             body = {"model": "demo/echo", "messages": [{"role": "user", "content": "x"}]}
             refused = []
@@ -246,13 +260,18 @@ def test_the_key_cap_holds_across_workers_through_redis(start_gateway, redis_url
                     r = await one.post(gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
                                        json=body)
                 refused.append(r.status_code)
-            await holder
+            writer.write(payload)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                held = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
             after = await client.post(gw.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
                                       json=body)
-        return refused, after
+        return refused, held, after
 
-    refused, after = asyncio.run(go())
+    refused, held, after = asyncio.run(go())
     assert refused == [429] * 6
+    assert held.startswith(b"HTTP/1.1 200 "), held
     assert after.status_code == 200, after.text
 
 

@@ -1,14 +1,15 @@
-"""A client that gives up before its answer (an httpx read timeout while the upstream hangs) is
-noticed at once on every kind of call, as a dropped stream is: the upstream request is closed (the
-fake upstream sees its connection go), the call is recorded as `client_disconnect` with status 499,
-nothing is charged and the hold is released. Runs against a real gateway process: only a real
-server sees a real disconnect."""
+"""A client that gives up before its answer (it closes its connection while the upstream hangs)
+is noticed at once on every kind of call, as a dropped stream is: the upstream request is closed
+(the fake upstream sees its connection go), the call is recorded as `client_disconnect` with status
+499, nothing is charged and the hold is released. Runs against a real server on a socket: only a
+real server sees a real disconnect."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -16,7 +17,6 @@ import pytest
 from tests.fakes.openai_upstream import Scenario
 
 HI = [{"role": "user", "content": "Tell me a long story"}]
-GIVE_UP = 1.0   # seconds the client waits for its answer
 CALLS = {
     "chat": ("/chat/completions", {"model": "openai/gpt-4o-mini", "messages": HI, "max_tokens": 200}),
     "chat stream": ("/chat/completions", {"model": "openai/gpt-4o-mini", "messages": HI, "stream": True}),
@@ -29,21 +29,26 @@ def micros(inr: float) -> int:
     return round(inr * 1_000_000)
 
 
-def give_up(gw, key: str, path: str, payload: dict, rid: str) -> None:
-    """Call, and stop waiting after GIVE_UP seconds (the connection is closed)."""
+async def give_up(gw, upstream, key: str, path: str, payload: dict, rid: str) -> tuple[int, float]:
+    """Call, and stop waiting once the upstream has the request (the call's hold is taken before
+    it): the client's connection is closed. The most the wallet held meanwhile (read after the
+    upstream had the request too), and when the client gave up."""
     headers = {"Authorization": f"Bearer {key}", "x-request-id": rid}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(gw.v1 + path, json=payload, headers=headers, timeout=httpx.Timeout(10, read=GIVE_UP))
-
-
-def held_while(gw, key: str, busy) -> int:
-    """The most the wallet held while `busy` (a future) ran."""
     most = 0
-    while not busy.done():
-        most = max(most, micros(gw.credits(key)["held"]))
-        time.sleep(0.05)
-    busy.result()
-    return most
+    async with httpx.AsyncClient(timeout=10) as client:
+        call = asyncio.ensure_future(client.post(gw.v1 + path, json=payload, headers=headers))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not call.done():
+            asked = bool(upstream.requests_to(path))
+            most = max(most, micros((await asyncio.to_thread(gw.credits, key))["held"]))
+            if asked:
+                break
+            await asyncio.sleep(0.02)
+        assert not call.done(), "the call was answered, or failed, before the client gave up"
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    return most, time.monotonic()
 
 
 def usage_row(gw, email: str, rid: str, wait: float = 3.0) -> dict:
@@ -64,10 +69,7 @@ def test_a_client_that_gives_up_cancels_the_upstream_and_pays_nothing(gateway, u
     key = gateway.create_key(credits="10", email=email)["key"]
     upstream.enqueue(Scenario(hang=True))
     rid = "gone-" + uuid.uuid4().hex
-    with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(give_up, gateway, key, path, payload, rid)
-        held = held_while(gateway, key, busy)
-    gave_up = time.monotonic()
+    held, gave_up = asyncio.run(give_up(gateway, upstream, key, path, payload, rid))
     assert held > 0, "the call took no hold while it waited"
 
     # the gateway closed its upstream request at once: the provider stops working on it

@@ -7,10 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from aicredits.infra.journal import FileJournal
 from aicredits.ports import KeyAuth, Settlement
 from aicredits.services.billing import Billing
 from tests.store.test_billing_store import HOLD, new_key, opened, planner, usage_row
+
+
+@pytest.fixture
+def db_url(migrated_db_url):
+    """SQLite and PostgreSQL with the schema at head already (a copy of the suite's migrated
+    template): these tests are of what runs on the schema, not of the migrations."""
+    return migrated_db_url
 
 
 async def test_a_hold_never_settled_is_left_to_the_sweeper(db_url):
@@ -26,11 +35,12 @@ async def test_a_hold_never_settled_is_left_to_the_sweeper(db_url):
         await billing.reserve("never-settled", auth, planner())
         await live.reserve("still-running", auth, planner())
         started = time.monotonic()
-        while time.monotonic() - started < 3.0:
-            for b in (billing, live):
-                await b.renew()
+        while time.monotonic() - started < 10 and not await env.admin.usage(email, 10):
+            for b in (billing, live):      # until the never-settled hold is swept (at ~1.6 s: its last
+                await b.renew()            # renewal before 1.0 s, then its 0.6 s lease), at most 10 s
                 await b.sweep()
             await asyncio.sleep(0.1)
+        assert time.monotonic() - started > 1.0    # never swept while it could still be running
         rows = {r["call_id"]: r for r in await env.admin.usage(email, 10)}
         assert list(rows) == ["never-settled"] and rows["never-settled"]["end_state"] == "gateway_lost"
         assert (await env.admin.wallet(email))["held"] == HOLD       # the running call's hold stays

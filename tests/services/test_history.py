@@ -17,6 +17,14 @@ from aicredits.services.history import EXPORT_COLUMNS, History, NotFound, UsageF
 from aicredits.store.tables import ledger_daily, rollup_state, usage_daily
 from tests.services.history_data import add, migrated_engine, new_account
 
+
+@pytest.fixture
+def db_url(migrated_db_url):
+    """SQLite and PostgreSQL with the schema at head already (a copy of the suite's migrated
+    template): these tests are of what runs on the schema, not of the migrations."""
+    return migrated_db_url
+
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 IST = ZoneInfo("Asia/Kolkata")
 NOW = datetime.now(UTC)

@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from aicredits.infra.journal import GrantJournal
 from aicredits.services.billing import Billing
 from aicredits.services.quota import Quota
 from aicredits.store.billing_sql import SLICE_PREFIX
 from tests.services.test_quota import INR, CountingStore, holds, settlement
 from tests.store.test_billing_store import HOLD, key_row, new_key, opened, planner
+
+
+@pytest.fixture
+def db_url(migrated_db_url):
+    """SQLite and PostgreSQL with the schema at head already (a copy of the suite's migrated
+    template): these tests are of what runs on the schema, not of the migrations."""
+    return migrated_db_url
 
 
 def billing(env, tmp_path, **kw) -> tuple[Billing, Quota, CountingStore]:

@@ -252,12 +252,12 @@ input_cost_per_1m = 0.15
 output_cost_per_1m = 0.60
 fallbacks = ["pool/backup"]
 """
-DEADLINE = 2.0   # AICREDITS_UPSTREAM_TIMEOUT of the timed gateway: every attempt of a call within it
+DEADLINE = 1.5   # AICREDITS_UPSTREAM_TIMEOUT of the timed gateway: every attempt of a call within it
 
 
 @pytest.fixture(scope="module")
 def timed(serve_gateway, fakes, tmp_path_factory):
-    """Retries on (3 more per deployment), a 2 s upstream timeout, a 1 s body-read limit; `pool/dead`
+    """Retries on (3 more per deployment), a 1.5 s upstream timeout, a 1 s body-read limit; `pool/dead`
     points at a closed port."""
     a, b = fakes
     path = tmp_path_factory.mktemp("cfg") / "aicredits.toml"
@@ -324,11 +324,11 @@ def test_a_refused_connection_is_retried_then_falls_back(timed, clean):
 
 
 def test_one_deadline_bounds_every_attempt(timed, clean):
-    """Slow refusals: each 503 takes 0.8 s, so the 4 attempts allowed would take 3.2 s; the third
-    attempt is cut at the call's 2 s deadline, and the fallback is never started."""
+    """Slow refusals: each 503 takes 0.6 s, so the 4 attempts allowed would take 2.4 s; the third
+    attempt is cut at the call's 1.5 s deadline, and the fallback is never started."""
     a, b = clean
     key = timed.create_key(credits="10")
-    a.enqueue(*[Scenario(status=503, first_byte_delay=0.8, headers={"retry-after": "0"}) for _ in range(5)])
+    a.enqueue(*[Scenario(status=503, first_byte_delay=0.6, headers={"retry-after": "0"}) for _ in range(5)])
     r, took = _post(timed, key)
     assert r.status_code == 504, r.text
     assert took < DEADLINE + 0.6

@@ -71,41 +71,47 @@ async def assert_charged_once(g, key: dict, rids: list[str], charge: int) -> Non
 
 
 # ---------------------------------------------------------------- SQLite: the write lock
-def hold_write_lock(path: str, seconds: float, locked: threading.Event) -> None:
+def hold_write_lock(path: str, locked: threading.Event, release: threading.Event) -> None:
+    """Hold SQLite's write lock from another connection until `release` (at most 60 s)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     locked.set()
-    time.sleep(seconds)
+    release.wait(60)
     conn.execute("ROLLBACK")
     conn.close()
 
 
 async def test_sqlite_write_lock_while_a_stream_finishes_journals_the_charge_and_a_restart_replays_it(
         upstream, tmp_path):
-    """Another connection holds SQLite's write lock for 12 s while a stream finishes (the issue's 20 s,
-    shortened: what fails the settle is SQLite's 10 s busy timeout, the same at 12 s as at 20 s). The
-    settle fails ("database is locked"), is retried for AICREDITS_SETTLE_RETRY_SECONDS, then goes to
-    the journal; the gateway stops; a new one starts on the same files and replays it."""
+    """Another connection holds SQLite's write lock while a stream finishes, and until the gateway
+    has stopped (the issue's 20 s lock; what fails the settle is SQLite's busy timeout,
+    AICREDITS_SQLITE_BUSY_TIMEOUT, 1 s here instead of 10 s). The settle fails ("database is
+    locked"), is retried for AICREDITS_SETTLE_RETRY_SECONDS, then goes to the journal; the gateway
+    stops; a new one starts on the same files and replays it."""
     db_file = tmp_path / "aicredits.db"
     db = f"sqlite:///{db_file}"
-    env = {"AICREDITS_SETTLE_RETRY_SECONDS": "1"}
-    locked = threading.Event()
-    async with running(db, upstream, tmp_path, **env) as first:
-        key = await first.new_key(100_000_000)
-        charge = await charge_of(first)
-        upstream.enqueue(Scenario(content=WORDS, chunk_delay=0.1))
-        stream = asyncio.create_task(first.client.post("/v1/chat/completions", json=BODY,
-                                                       headers={**key["headers"], "x-request-id": "locked-1"}))
-        await asyncio.sleep(0.3)          # the hold is made; the stream is running
-        locker = threading.Thread(target=hold_write_lock, args=(str(db_file), 12, locked))
-        locker.start()
-        assert locked.wait(5)
-        r = await stream
-        assert_whole_answer(r, charge)
-        (journaled,) = journal_files(tmp_path)
-        assert json.loads(journaled.read_text())["call_id"]
-        assert await first.usage(key) == []    # readers still read: nothing was written
-    await asyncio.to_thread(locker.join)        # the lock is gone; the first gateway is gone
+    env = {"AICREDITS_SETTLE_RETRY_SECONDS": "1", "AICREDITS_SQLITE_BUSY_TIMEOUT": "1"}
+    locked, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(str(db_file), locked, release))
+    try:
+        async with running(db, upstream, tmp_path, **env) as first:
+            key = await first.new_key(100_000_000)
+            charge = await charge_of(first)
+            upstream.enqueue(Scenario(content=WORDS, chunk_delay=0.1))
+            stream = asyncio.create_task(first.client.post("/v1/chat/completions", json=BODY,
+                                                           headers={**key["headers"], "x-request-id": "locked-1"}))
+            await asyncio.sleep(0.3)          # the hold is made; the stream is running
+            locker.start()
+            assert locked.wait(5)
+            r = await stream
+            assert_whole_answer(r, charge)
+            (journaled,) = journal_files(tmp_path)
+            assert json.loads(journaled.read_text())["call_id"]
+            assert await first.usage(key) == []    # readers still read: nothing was written
+    finally:
+        release.set()
+        if locker.is_alive():
+            await asyncio.to_thread(locker.join)   # the lock is gone; the first gateway is gone
 
     async with running(db, upstream, tmp_path, **env) as second:
         assert journal_files(tmp_path) == []   # replayed at start
@@ -114,19 +120,29 @@ async def test_sqlite_write_lock_while_a_stream_finishes_journals_the_charge_and
 
 # ---------------------------------------------------------------- PostgreSQL: connection resets
 @pytest.fixture
-def pg_url(make_pg_db) -> str:
-    return make_pg_db()
+def pg_url(make_pg_db, pg_template) -> str:
+    return make_pg_db(template=pg_template)   # at head already: the gateway's migrate() has nothing to do
+
+
+async def upstream_has(upstream, n: int) -> None:
+    """Until the fake upstream has received `n` chat requests (their holds are made: a call takes
+    its hold before it asks the provider), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while len(upstream.chat_requests()) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(upstream.chat_requests()) >= n
 
 
 async def six_streams(g, key: dict, upstream, proxy: TcpProxy, mode: str, window: float) -> list:
-    """Six streams whose deltas all arrive at once, then a 1 s pause before their finish: while they
-    finish, the proxy is in `mode` for `window` seconds."""
+    """Six streams whose deltas all arrive at once, then a 1 s pause before their finish: from when
+    all six have their holds, and while they finish, the proxy is in `mode` for `window` seconds."""
     upstream.enqueue(*[Scenario(content=WORDS, chunk_delay=0.01, stall_after=len(split_content(WORDS)),
                                 stall_seconds=1.0) for _ in range(6)])
     rids = [f"{mode}-{i}" for i in range(6)]
+    asked = len(upstream.chat_requests())
     calls = [asyncio.create_task(g.client.post("/v1/chat/completions", json=BODY,
                                                headers={**key["headers"], "x-request-id": rid})) for rid in rids]
-    await asyncio.sleep(0.6)
+    await upstream_has(upstream, asked + 6)
     proxy.set_mode(mode)
     await asyncio.sleep(window)
     proxy.set_mode("pass")
@@ -175,7 +191,7 @@ async def test_postgres_down_longer_than_the_retries_journals_and_the_sweeper_re
             calls = [asyncio.create_task(g.client.post("/v1/chat/completions", json=BODY,
                                                        headers={**key["headers"], "x-request-id": rid}))
                      for rid in rids]
-            await asyncio.sleep(0.6)
+            await upstream_has(upstream, 6)
             proxy.set_mode("down")
             for r in await asyncio.gather(*calls):
                 assert_whole_answer(r, charge)

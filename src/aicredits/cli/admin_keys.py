@@ -32,7 +32,7 @@ def _run(fn: Callable[[Operator], Awaitable[T]]) -> T:
 
     async def go() -> T:
         require_existing(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
         try:
             await migrate(engine, settings.database_url)
             return await fn(Operator(engine))

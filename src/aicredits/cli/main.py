@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 
 from aicredits import __version__
+from aicredits.cli import gcmode
 from aicredits.cli.admin_keys import app as admin_keys_app
 from aicredits.cli.database import DATABASE, database_option
 from aicredits.cli.output import inr, print_json, table, when
@@ -64,7 +64,7 @@ def _run(fn: Callable[[Admin, Settings], Awaitable[T]], *, create: bool = False)
             prepare_new(settings)
         else:
             require_existing(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
         try:
             await migrate(engine, settings.database_url)
             return await fn(Admin(engine), settings)
@@ -415,14 +415,5 @@ from aicredits.cli import users as _users  # noqa: F401 - imported for its comma
 
 
 def main() -> None:
-    # no garbage collection while a command starts: its imports make ~100,000 objects that all
-    # live to the end, and the collector walked them again and again for almost nothing (about
-    # 0.13 s of CPU per command, a tenth of a `serve` start). `serve` turns it back on once the
-    # app has started (cli/serve.py); the other commands are short, and refcounting frees their
-    # objects as it always does.
-    gc.disable()
-    try:
-        app()
-    finally:
-        gc.enable()
-
+    gcmode.starting()   # few collections while the command starts (cli/gcmode.py)
+    app()

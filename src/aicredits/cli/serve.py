@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import logging
 import os
 import secrets
@@ -21,6 +20,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from aicredits import logs
 from aicredits.api.connections import ConnectionLimits, guarded_protocol
+from aicredits.cli import gcmode
 from aicredits.settings import Settings
 from aicredits.store.db import make_engine, migrate, redact_url, sqlite_file
 
@@ -39,7 +39,7 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
     admin is created and nothing secret is written anywhere."""
     from aicredits.services.admin import ADMIN_EMAIL, Admin
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
     try:
         await migrate(engine, settings.database_url)
         admin = Admin(engine)
@@ -235,7 +235,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     config = uvicorn.Config("aicredits.app:create_app", factory=True, workers=workers, **common)
     # the port is bound (above); each worker logs "Application startup complete" when it accepts
     log.info(serving[0].replace("serving on", "listening on") + "; starting the workers", *serving[1:])
-    gc.enable()   # (off while the command started, cli/main.py); each worker is a new process
+    gcmode.serving()   # (few collections while the command started, cli/gcmode.py)
     try:
         _Supervisor(config, sockets=[sock]).run()
     except KeyboardInterrupt:
@@ -272,9 +272,9 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        # the start-up objects are frozen (lifespan.py): collect what serving makes from now on
-        # (the command started with the collector off, cli/main.py)
-        gc.enable()
+        # the start-up objects are frozen (lifespan.py): collect what serving makes as usual from
+        # now on (few collections while the command started, cli/gcmode.py)
+        gcmode.serving()
         if self.started:
             log.info(*self._serving)
 

@@ -48,6 +48,7 @@ class CoreSettings(Strict):
     quota_min_calls: Count = 16                  # a wallet with less than this many holds: per-call holds
     quota_flush_seconds: Annotated[Seconds, Field(le=5)] = 0.05   # the batch settle's interval
     db_timeout: Seconds = 5.0                    # PostgreSQL: the longest one operation waits (then 503)
+    sqlite_busy_timeout: Seconds = 10.0          # SQLite: the longest a statement waits for another's write lock
     ready_timeout: Seconds = 2.0                 # /health/ready answers within this
     drain_seconds: Annotated[float, BeforeValidator(not_bool), Field(ge=0, allow_inf_nan=False)] = 25.0
     max_body_bytes: Count = 40 * 1024 * 1024

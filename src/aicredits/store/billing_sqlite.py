@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from aicredits.ports import HoldRequest, KeyAuth, KeyRevoked, Plan, Settlement, SettleResult, SliceView
 from aicredits.store import billing_sql as q
-from aicredits.store.db import SQLITE_BUSY_TIMEOUT_MS, now_ms
+from aicredits.store.db import SQLITE_BUSY_TIMEOUT, now_ms
 
 log = logging.getLogger("aicredits.store")
 MAX_BATCH = 256
@@ -58,8 +58,9 @@ def _resolve_all(results: list) -> None:
 
 
 class SqliteBilling:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
         self._path = path
+        self._busy_timeout = busy_timeout   # seconds (AICREDITS_SQLITE_BUSY_TIMEOUT)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -73,9 +74,9 @@ class SqliteBilling:
     # ---------------------------------------------------------------- the writer thread
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
-                               timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+                               timeout=self._busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout={round(self._busy_timeout * 1000)}")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

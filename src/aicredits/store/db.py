@@ -23,7 +23,7 @@ AnyRow = Row[*tuple[Any, ...]]     # a result row of any columns
 Engine = AsyncEngine
 Conn = AsyncConnection
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT = 10.0   # seconds; the default of AICREDITS_SQLITE_BUSY_TIMEOUT
 
 
 def now_ms() -> int:
@@ -94,22 +94,24 @@ def database_error(exc: BaseException, url: str) -> str | None:
     return first[0] if first else type(exc).__name__
 
 
-def configure_sqlite(dbapi_conn: DBAPIConnection) -> None:
+def configure_sqlite(dbapi_conn: DBAPIConnection, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> AsyncEngine:
+    """An engine on `url`; on SQLite a statement waits up to `sqlite_busy_timeout` seconds for
+    another connection's write lock (AICREDITS_SQLITE_BUSY_TIMEOUT), then fails "database is locked"."""
     if dialect_of(url) == "sqlite":
-        engine = create_async_engine(async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(async_url(url), connect_args={"timeout": sqlite_busy_timeout})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: DBAPIConnection, _record: object) -> None:
-            configure_sqlite(dbapi_conn)
+            configure_sqlite(dbapi_conn, sqlite_busy_timeout)
 
         return engine
     return create_async_engine(async_url(url), pool_size=5, max_overflow=10, pool_pre_ping=True)

@@ -151,7 +151,7 @@ async def open_billing_store(settings: Settings) -> BillingStore:
         from aicredits.store.billing_sqlite import SqliteBilling
         path = sqlite_file(settings.database_url)
         assert path is not None   # the URL is SQLite's
-        return SqliteBilling(path)
+        return SqliteBilling(path, settings.sqlite_busy_timeout)
     from aicredits.store.billing_pg import PostgresBilling
     return await PostgresBilling.connect(postgres_dsn(settings.database_url), timeout=settings.db_timeout)
 
@@ -246,7 +246,7 @@ async def build_services(settings: Settings, metrics_dir: str | None = None) -> 
     served = frozenset(spec.id for spec in catalog
                        if spec.priced and any(d.provider in providers for d in spec.deployments))
     # the dashboard's, the admin API's and the top-ups' engine (it connects on its first use)
-    engine = make_engine(s.database_url)
+    engine = make_engine(s.database_url, s.sqlite_busy_timeout)
     payments = PaymentsService(engine, build_payment_providers(s.payments), s.payments.terms)
     return Services(
         settings=s, catalog=catalog, rates=rates, served=served, metrics=metrics, tracing=tracing, tracer=tracer,

@@ -64,7 +64,7 @@ async def build_cache(settings: Settings, catalog: Catalog, embeddings: Embeddin
         return None, None
     from aicredits.store.db import make_engine
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
     store, sql = open_stores(settings, engine, redis)
     embedder = index = None
     if policy.semantic_anywhere:
