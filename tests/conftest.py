@@ -323,20 +323,19 @@ def make_pg_db(pg_server, pg_databases):
 
 
 @pytest.fixture(scope="module")
-def make_module_pg_db(pg_server):
+def make_module_pg_db(pg_server, pg_databases):
     """make_pg_db for a test file's own fixtures (gateways shared by its tests): empty PostgreSQL
-    databases, dropped after the file."""
+    databases, dropped after the file (by `pg_databases`, without waiting)."""
     created = []
 
     def make() -> str:
-        name = "aicredits_test_" + uuid.uuid4().hex[:12]
-        asyncio.run(_pg_exec(pg_server, f'CREATE DATABASE "{name}"'))
+        name = pg_databases.make()
         created.append(name)
         return pg_server.rsplit("/", 1)[0] + "/" + name
 
     yield make
     for name in created:
-        asyncio.run(_pg_exec(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        pg_databases.drops.put(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
