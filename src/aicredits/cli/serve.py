@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -22,7 +22,10 @@ from aicredits import logs
 from aicredits.api.connections import ConnectionLimits, guarded_protocol
 from aicredits.cli import gcmode
 from aicredits.settings import Settings
-from aicredits.store.db import make_engine, migrate, redact_url, sqlite_file
+from aicredits.store.db import Engine, at_head, make_engine, migrate, redact_url, setup_lock, sqlite_file
+
+if TYPE_CHECKING:
+    from aicredits.services.admin import Admin
 
 log = logging.getLogger("aicredits")
 WELCOME_CREDITS_MICROS = 100_000_000   # 100 INR on the first admin's wallet, so the demo call works
@@ -40,25 +43,39 @@ async def _prepare(settings: Settings, credentials: Path | None) -> dict | None:
     from aicredits.services.admin import ADMIN_EMAIL, Admin
 
     engine = make_engine(settings.database_url, settings.sqlite_busy_timeout)
+    admin = Admin(engine)
     try:
-        await migrate(engine, settings.database_url)
-        admin = Admin(engine)
-        if await admin.account_count() > 0:
+        if await _ready(settings, engine, admin):   # a restart: nothing to prepare, no lock taken
             return None
-        fd, credentials = _create_private(credentials) if credentials else (None, None)
-        try:
-            password = secrets.token_urlsafe(12)
-            await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
-            key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
-        except BaseException:
-            if fd is not None and credentials is not None:
-                os.close(fd)
-                credentials.unlink(missing_ok=True)
-            raise
-        return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd,
-                "file": credentials}
+        # processes first started at once on one new database: one migrates and creates the first
+        # admin, the others wait here, then find an account and start as on a restart
+        async with setup_lock(engine, settings.database_url):
+            await migrate(engine, settings.database_url)
+            if await admin.account_count() > 0:
+                return None
+            fd, credentials = _create_private(credentials) if credentials else (None, None)
+            try:
+                password = secrets.token_urlsafe(12)
+                await admin.create_user(ADMIN_EMAIL, name="Administrator", password=password, role="admin")
+                key = await admin.create_key(ADMIN_EMAIL, name="first key", credits=WELCOME_CREDITS_MICROS)
+            except BaseException:
+                if fd is not None and credentials is not None:
+                    os.close(fd)
+                    credentials.unlink(missing_ok=True)
+                raise
+            return {"email": ADMIN_EMAIL, "password": password, "key": key["key"], "key_id": key["id"], "fd": fd,
+                    "file": credentials}
     finally:
         await engine.dispose()
+
+
+async def _ready(settings: Settings, engine: Engine, admin: Admin) -> bool:
+    """Whether the database is migrated and has an account already (checked without the lock;
+    a SQLite file that does not exist yet is not ready, and is not created here)."""
+    path = settings.sqlite_path
+    if path is not None and not path.exists():
+        return False
+    return await at_head(engine) and await admin.account_count() > 0
 
 
 CREDENTIALS_TRIES = 100   # aicredits-first-admin.txt, then .2.txt ... .100.txt

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import contextlib
+import fcntl
 import functools
+import logging
+import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger("aicredits")
 AnyRow = Row[*tuple[Any, ...]]     # a result row of any columns
 # what services hold and pass to the store (they import no database library themselves)
 Engine = AsyncEngine
@@ -178,3 +185,46 @@ async def migrate(engine: AsyncEngine, url: str) -> None:
             # two processes migrating at once wait for each other
             await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7215098)")
         await conn.run_sync(run)
+
+
+SETUP_LOCK_KEY = 7215099   # pg_advisory_lock key of setup_lock (migrate's own lock is 7215098)
+SETUP_LOCK_SUFFIX = "-setup.lock"   # beside a SQLite file: aicredits.db-setup.lock
+
+
+@contextlib.asynccontextmanager
+async def setup_lock(engine: AsyncEngine, url: str) -> AsyncIterator[None]:
+    """Held by one process at a time per database, around a first start's preparation (migrate,
+    then the first admin): processes started at once on one new database wait here for the one
+    that prepares it, then find it ready. PostgreSQL: a session advisory lock on a connection of
+    its own (released with it, also when the process dies). SQLite: an exclusive flock on
+    `<file>-setup.lock` beside the database (kept there; released when the process exits)."""
+    if dialect_of(url) == "postgresql":
+        async with engine.connect() as conn:
+            got = (await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({SETUP_LOCK_KEY})")).scalar()
+            if not got:
+                log.info("another process is preparing the database (migrations, first admin); waiting for it")
+                await conn.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
+        return
+    path = sqlite_file(url)
+    if path is None or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    fd = os.open(path + SETUP_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is preparing the database (migrations, first admin); waiting for it")
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+async def at_head(engine: AsyncEngine) -> bool:
+    """Whether the schema already is at the newest migration (one cheap query)."""
+    return await _at_head(engine)
