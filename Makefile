@@ -25,11 +25,12 @@ install: $(STAMP)
 run: $(RUN_STAMP)  ## create .venv, install what serving needs, migrate, serve on $(HOST):$(PORT)
 	$(BIN)/aicredits serve --host $(HOST) --port $(PORT)
 
-# the suite runs in parallel (pytest-xdist), one worker per core (`make test WORKERS=0` runs it in
-# this process); a test file stays on one worker (--dist loadfile), so a module's fixtures (a shared
-# gateway process, a fake upstream) start once; files go out in collection order, the longest
-# first (tests/conftest.py LONG_FILES)
-WORKERS ?= auto
+# the suite runs in parallel (pytest-xdist), one worker per core plus one: many tests wait on
+# processes, timers and the network, and the extra worker runs meanwhile (`make test WORKERS=0` runs
+# it in this process); a test file stays on one worker (--dist loadfile), so a module's fixtures (a
+# shared gateway process, a fake upstream) start once; files go out in collection order, the
+# longest first (tests/conftest.py LONG_FILES)
+WORKERS ?= $(shell $(PY) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
 
 # PYTHONDONTWRITEBYTECODE is emptied for the run: where a machine sets it, pytest would rewrite and compile
 # every test module again in each worker (5 s of CPU per worker instead of 0.5 s), and each gateway
