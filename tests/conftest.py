@@ -685,7 +685,8 @@ class GatewayStarter:
         gateways = [self._make(**spec) for spec in specs]
         # a database several of them share is prepared first, as the first `serve` on it would
         # (migrated; on an empty one the first admin and its key): processes first started at once
-        # on one empty database race to create that admin, and all but one exit
+        # on one empty database would wait in turn for the one preparing it (tested on its own in
+        # tests/cli/test_concurrent_first_start.py)
         firsts = {gw.db_url: gw for gw in reversed(gateways)}
         for url, gw in firsts.items():
             if sum(g.db_url == url for g in gateways) > 1:
