@@ -127,8 +127,14 @@ async def hammer(gw, upstream, first_byte_delay: float) -> None:
 
 @pytest.fixture(scope="module")
 def gateways(make_module_pg_db, start_gateway):
-    """Both tests' gateways, started in parallel before the first test (each test stops its own)."""
-    pg, sqlite = start_gateway.many({"db_url": make_module_pg_db(), "workers": 2}, {})
+    """Both tests' gateways, started in parallel before the first test (each test stops its own).
+    Their header timeout is a minute: 200 connections open at once, and on a loaded machine (a
+    coverage run) a worker was busy with the other calls for more than the default 10 s before it
+    read one it had accepted; its clock, which starts at the accept, closed it unanswered as a
+    silent connection (the guard's rule, tested in tests/api/test_connections.py)."""
+    slow_client = {"AICREDITS_HEADER_TIMEOUT": "60"}
+    pg, sqlite = start_gateway.many({"db_url": make_module_pg_db(), "workers": 2, "env": slow_client},
+                                    {"env": slow_client})
     yield {"postgresql": pg, "sqlite": sqlite}
     stop_all([pg, sqlite])
 
