@@ -75,3 +75,27 @@ class _Req:
 
     def __init__(self, call_id: str, auth: KeyAuth) -> None:
         self.call_id, self.account_id, self.key_id = call_id, auth.account_id, auth.key_id
+
+
+async def test_a_caller_gone_while_its_hold_is_made_leaves_no_hold_and_one_disconnect_row(db_url):
+    """The client goes away while the store is still making the hold: the hold is made, then
+    released at once with a usage row of status 499 (client_disconnect) and no charge; nothing
+    stays held and the ledger verifies."""
+    async with opened(db_url) as env:
+        email, _created, auth = await new_key(env, 1_000_000)
+        billing = Billing(env.store)
+        caller = asyncio.ensure_future(billing.reserve("gone-early", auth, planner()))
+        await asyncio.sleep(0)          # the hold is being made (the store's round trip has begun)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        started = time.monotonic()
+        while time.monotonic() - started < 10 and not await env.admin.usage(email, 10):
+            await asyncio.sleep(0.02)   # the release runs once the hold exists
+        await billing.drain()
+        rows = await env.admin.usage(email, 10)
+        assert [(r["call_id"], r["status"], r["end_state"], r["cost"]) for r in rows] == \
+            [("gone-early", 499, "client_disconnect", 0)]
+        w = await env.admin.wallet(email)
+        assert (w["balance"], w["held"], w["total_spent"]) == (1_000_000, 0, 0)
+        assert await env.admin.verify() == []
