@@ -115,10 +115,6 @@ class Services:
         return self._web[0]
 
     @property
-    def dashboard(self) -> ASGIApp:           # /dashboard (web/)
-        return self.web.dashboard
-
-    @property
     def web_context(self) -> WebContext:
         return self.web.context
 
