@@ -45,3 +45,23 @@ def test_processes_first_started_at_once_on_one_empty_database(start_gateway, em
     key = files[0].read_text().split("API key:", 1)[1].split()[0]
     for gw in gateways:
         assert gw.credits(key)["balance"] == 100.0
+
+
+def test_migrate_commands_at_once_on_one_new_sqlite_file(tmp_path):
+    """`aicredits migrate` run by several processes at once (or beside a first `serve`) on one new
+    SQLite file: they take turns (a lock file beside the database), every one exits 0, and the
+    schema is at the newest migration once."""
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/aicredits.db"
+    env = {**os.environ, "AICREDITS_DATABASE_URL": url}
+    procs = [subprocess.Popen([sys.executable, "-m", "aicredits", "migrate"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(PROCESSES)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * PROCESSES, "\n".join(outs)
+    assert all("is at the newest migration" in out and "Traceback" not in out for out in outs), "\n".join(outs)
+    res = in_process(["ledger", "verify", "--database", url], env=env)
+    assert res.returncode == 0 and "ledger verify: ok" in res.stdout, res.stdout + res.stderr

@@ -180,15 +180,24 @@ async def migrate(engine: AsyncEngine, url: str) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+    if dialect_of(url) == "postgresql":
+        async with engine.begin() as conn:
             # two processes migrating at once wait for each other
             await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7215098)")
-        await conn.run_sync(run)
+            await conn.run_sync(run)
+        return
+    # SQLite: two processes migrating one file at once (a `migrate` beside a first `serve`) take
+    # turns; the one that waited finds the schema at head
+    async with _file_lock(url, MIGRATE_LOCK_SUFFIX, "another process is migrating the database; waiting for it"):
+        if await _at_head(engine):
+            return
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
 
 
 SETUP_LOCK_KEY = 7215099   # pg_advisory_lock key of setup_lock (migrate's own lock is 7215098)
 SETUP_LOCK_SUFFIX = "-setup.lock"   # beside a SQLite file: aicredits.db-setup.lock
+MIGRATE_LOCK_SUFFIX = "-migrate.lock"   # beside a SQLite file, held while one process migrates it
 
 
 @contextlib.asynccontextmanager
@@ -209,16 +218,25 @@ async def setup_lock(engine: AsyncEngine, url: str) -> AsyncIterator[None]:
             finally:
                 await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
         return
+    async with _file_lock(url, SETUP_LOCK_SUFFIX,
+                          "another process is preparing the database (migrations, first admin); waiting for it"):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(url: str, suffix: str, waiting: str) -> AsyncIterator[None]:
+    """An exclusive flock on `<SQLite file><suffix>` (kept there; released when the process
+    exits), logging `waiting` when another process holds it; nothing for an in-memory database."""
     path = sqlite_file(url)
     if path is None or path == ":memory:" or path.startswith("file:"):
         yield
         return
-    fd = os.open(path + SETUP_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path + suffix, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("another process is preparing the database (migrations, first admin); waiting for it")
+            log.info(waiting)
             await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
         yield
     finally:
