@@ -7,8 +7,8 @@ account through the sign-up form and returns its CSRF token.
 Browser (one module, tests/web/test_browser.py): `browser` is Debian's chromium driven by
 Playwright (no browser download), shared by the session; `dashboard` is one gateway
 served from a thread of the test process (`serve_gateway`), configured with the fake OpenID Connect issuer (`fake_issuer`); `page` is a fresh
-browser context and page per test; `shot(page, name)` saves docs/img/<name>.png for
-docs/dashboard.md.
+browser context and page per test; `shot(page, name)` saves <name>.png (into docs/img/ for
+docs/dashboard.md when AICREDITS_TEST_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
@@ -179,12 +179,15 @@ def page(browser, dashboard):
 
 
 @pytest.fixture
-def shot():
-    """shot(page, name): a PNG of the whole page into docs/img/ (committed; docs/dashboard.md shows them)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def shot(tmp_path):
+    """shot(page, name): a PNG of the whole page. Into docs/img/ (committed; docs/dashboard.md
+    shows them) when AICREDITS_TEST_SCREENSHOTS=docs, else into the test's temporary directory, so
+    a test run leaves the working tree as it found it (each run's pages differ: random emails)."""
+    folder = SCREENSHOTS if os.environ.get("AICREDITS_TEST_SCREENSHOTS") == "docs" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
 
     def take(pg, name: str) -> Path:
-        path = SCREENSHOTS / f"{name}.png"
+        path = folder / f"{name}.png"
         pg.screenshot(path=str(path), full_page=True)
         return path
 

@@ -2,7 +2,8 @@
 gateway on a socket (served from a thread of the test process; accounts set up through the
 services the CLI calls, in-process): sign-up, sign-in, keys used through the official openai SDK and revoked,
 CSRF, isolation between accounts, sign-in throttling, OpenID Connect. The screenshots
-docs/dashboard.md shows go to docs/img/."""
+docs/dashboard.md shows go to docs/img/ when
+AICREDITS_TEST_SCREENSHOTS=docs."""
 
 from __future__ import annotations
 

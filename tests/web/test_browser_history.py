@@ -3,7 +3,8 @@ chromium through Playwright) against a real gateway on a socket: calls made with
 openai SDK show in the request log and the billing history, the balance is right to the
 paisa and the CSV's totals match the ledger; an admin's grant lands in the user's history and
 in the audit log; disabling stops the user's key within a second; another account's ids give
-404. The screenshots docs/dashboard.md shows go to docs/img/."""
+404. The screenshots docs/dashboard.md shows go to docs/img/ when
+AICREDITS_TEST_SCREENSHOTS=docs."""
 
 from __future__ import annotations
 

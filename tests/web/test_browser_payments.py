@@ -2,7 +2,8 @@
 500 INR through the test provider, then a call with the official openai SDK, and the balance right
 to the paisa; the same through the fake Razorpay (its checkout.js served from the fake, its signed
 webhooks delivered to the gateway); a failed Razorpay payment. The screenshots docs/dashboard.md shows
-go to docs/img/."""
+go to docs/img/ when
+AICREDITS_TEST_SCREENSHOTS=docs."""
 
 from __future__ import annotations
 

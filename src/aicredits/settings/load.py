@@ -21,8 +21,10 @@ from aicredits.settings.schema import ENV_NAMES, ENV_PREFIX, SCALARS, GatewaySet
 from aicredits.settings.types import SettingsError
 
 CONFIG_ENV = "AICREDITS_CONFIG"
-# AICREDITS_* names read by the test suite (tests/conftest.py) and bench/run.py, not by the gateway
-TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_BIN"})
+# AICREDITS_* names read by the test suite (tests/conftest.py, tests/web/conftest.py) and bench/run.py,
+# not by the gateway
+TOOL_ENV = frozenset({"AICREDITS_TEST_PG", "AICREDITS_TEST_REDIS", "AICREDITS_TEST_CHROMIUM", "AICREDITS_TEST_SCREENSHOTS",
+                      "AICREDITS_BIN"})
 SECRET_KEYS = frozenset({"api_key", "headers", "database_url", "redis_url", "razorpay_key_secret",
                          "razorpay_webhook_secret", "metrics_token", "otel_headers"})   # never echoed in an error
 
