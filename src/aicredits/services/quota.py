@@ -38,11 +38,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from aicredits.domain.reservation import Refusal
 from aicredits.ports import BillingStore, GrantLog, Plan, Settlement, SettleResult, SliceView
-from aicredits.store.billing_sql import SLICE_PREFIX, swept_usage
+from aicredits.services.quota_replay import replay_grant_journals
+from aicredits.store.billing_sql import SLICE_PREFIX
 
 log = logging.getLogger("aicredits.billing")
 Planner = Callable[[int, int | None], Plan]
@@ -447,40 +446,8 @@ class Quota:
 
     # ------------------------------------------------------------------ replay and shutdown
     async def replay(self) -> int:
-        """Settle what the grant journals of dead processes hold (on this state directory); how
-        many calls. Safe to repeat: settling is idempotent by call id."""
-        files = await asyncio.to_thread(self.journal.orphans)
-        if not files:
-            return 0
-        ok = False
-        try:
-            records: dict[str, dict] = {}
-            for fd, path in files:
-                for rec in await asyncio.to_thread(self.journal.read, fd, path):
-                    records[rec["call_id"]] = rec          # a call's last line counts
-            now = int(time.time() * 1000)
-            groups: dict[str, tuple[int, str | None, list[Settlement]]] = {}
-            for rec in records.values():
-                if rec["t"] == "c":
-                    st = Settlement(rec["call_id"], rec["account_id"], rec["key_id"], rec["charge"], rec["usage"],
-                                    rec.get("note", ""))
-                else:   # still running when its process died: its last progress, as the sweeper charges it
-                    row = rec["row"]
-                    usage = swept_usage(rec["call_id"], rec["account_id"], rec["key_id"], orjson.dumps(row).decode(),
-                                        int(row.get("created_at") or now), now)
-                    usage["hold"] = rec["hold"]
-                    st = Settlement(rec["call_id"], rec["account_id"], rec["key_id"], rec["accrued"], usage,
-                                    usage.get("model") or "")
-                groups.setdefault(rec["slice"], (rec["account_id"], rec["key_id"], []))[2].append(st)
-            for slice_id, (account_id, key_id, items) in groups.items():
-                await self.store.charge_slice(slice_id, account_id, key_id, items)
-            ok = True
-            if records:
-                log.warning("grant journal: %d call(s) of a stopped process settled", len(records))
-            return len(records)
-        finally:
-            for fd, path in files:
-                self.journal.done(fd, path, remove=ok)
+        """Settle what the grant journals of dead processes hold (services/quota_replay.py)."""
+        return await replay_grant_journals(self.journal, self.store)
 
     async def close(self) -> None:
         """Settle every pending charge and give every slice back (at shutdown, after the drain)."""
