@@ -154,7 +154,7 @@ def head_revision() -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
-async def _at_head(engine: AsyncEngine) -> bool:
+async def at_head(engine: AsyncEngine) -> bool:
     """Whether the schema already is at the newest migration (one cheap query, no alembic)."""
     head = head_revision()
     if head is None:
@@ -170,7 +170,7 @@ async def _at_head(engine: AsyncEngine) -> bool:
 async def migrate(engine: AsyncEngine, url: str) -> None:
     """Bring the schema to the newest migration (idempotent). A database already there is
     checked with one query: alembic is only loaded when there is something to do."""
-    if await _at_head(engine):
+    if await at_head(engine):
         return
     from alembic import command
 
@@ -189,7 +189,7 @@ async def migrate(engine: AsyncEngine, url: str) -> None:
     # SQLite: two processes migrating one file at once (a `migrate` beside a first `serve`) take
     # turns; the one that waited finds the schema at head
     async with _file_lock(url, MIGRATE_LOCK_SUFFIX, "another process is migrating the database; waiting for it"):
-        if await _at_head(engine):
+        if await at_head(engine):
             return
         async with engine.begin() as conn:
             await conn.run_sync(run)
@@ -241,8 +241,3 @@ async def _file_lock(url: str, suffix: str, waiting: str) -> AsyncIterator[None]
         yield
     finally:
         os.close(fd)   # releases the lock
-
-
-async def at_head(engine: AsyncEngine) -> bool:
-    """Whether the schema already is at the newest migration (one cheap query)."""
-    return await _at_head(engine)
