@@ -67,8 +67,19 @@ def test_sigterm_drains_running_streams_then_cuts_and_bills_the_rest(drain_gatew
                 os.kill(gw.proc.pid, signal.SIGTERM)
                 sigterm = time.monotonic()
                 await asyncio.sleep(0.8)
-                with pytest.raises(httpx.ConnectError):   # no longer accepting
-                    await client.get("/health", timeout=2)
+                # no longer accepting: refused, within 5 s on a loaded machine (a connection the
+                # kernel took just before the listener closed is reset unanswered: tried again)
+                while True:
+                    try:
+                        await client.get("/health", timeout=2)
+                    except httpx.ConnectError:
+                        break
+                    except httpx.ReadError:
+                        pass
+                    else:
+                        assert time.monotonic() - sigterm < 1.5, "still answering new connections"
+                    assert time.monotonic() - sigterm < 5, "still accepting connections 5 s after SIGTERM"
+                    await asyncio.sleep(0.1)
                 return sigterm, await asyncio.gather(*calls)
 
         sigterm, results = asyncio.run(run())
